@@ -1,0 +1,45 @@
+"""Configuration of one Raft node. Times are in ticks: only the driver knows how long a tick is."""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass, field
+
+from .types import NONE
+
+
+@dataclass(frozen=True, slots=True)
+class Config:
+    id: int
+    election_tick: int = 10
+    """Base election timeout. A follower's actual timeout is drawn uniformly from [election_tick, 2*election_tick)."""
+    heartbeat_tick: int = 1
+    applied: int = 0
+    """The index the state machine has already applied (persisted beside the data); the core restarts from there."""
+    max_size_per_msg: int = 1 << 20
+    """Upper bound, in bytes, of the entries in one append message (at least one entry is always sent)."""
+    max_committed_size_per_ready: int = 8 << 20
+    max_uncommitted_entries_size: int = 0
+    """Bytes of proposed-but-uncommitted entries a leader accepts before dropping proposals; 0 = unlimited."""
+    max_inflight_msgs: int = 256
+    """Append messages in flight per follower in replicate state (pipelining window)."""
+    max_inflight_bytes: int = 0
+    """Bytes of entries in flight per follower; 0 = unlimited."""
+    check_quorum: bool = True
+    pre_vote: bool = True
+    forward_proposals: bool = False
+    """Followers forward proposals to the leader (True) or refuse them with ProposalDropped(NOT_LEADER)."""
+    rng: random.Random = field(default_factory=lambda: random.Random(0), repr=False, compare=False)
+    """The only source of randomness (election timeouts). Hand in a seeded generator to replay a run."""
+
+    def validate(self) -> None:
+        if self.id == NONE:
+            raise ValueError("node id must be positive (0 means 'none')")
+        if self.heartbeat_tick <= 0:
+            raise ValueError("heartbeat_tick must be greater than 0")
+        if self.election_tick <= self.heartbeat_tick:
+            raise ValueError("election_tick must be greater than heartbeat_tick")
+        if self.max_inflight_msgs <= 0:
+            raise ValueError("max_inflight_msgs must be greater than 0")
+        if self.max_size_per_msg <= 0:
+            raise ValueError("max_size_per_msg must be greater than 0")

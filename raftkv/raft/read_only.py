@@ -1,0 +1,67 @@
+"""ReadIndex (Raft thesis §6.4) with batched confirmation rounds, and the bookkeeping a leader lease needs.
+
+A leader answers a read request with its commit index once a majority has confirmed it is still leader *after*
+the request arrived. Confirmation rides on heartbeats: every heartbeat broadcast is a numbered round (``seq``),
+followers echo the number back, and a request registered while round ``s`` was the latest waits for a majority to
+acknowledge some round ``> s``. Requests arriving between two broadcasts share the next round, so any number of
+concurrent reads costs one heartbeat round.
+
+The same acknowledgements give the lease: the start tick of the newest round a majority acknowledged is a moment
+at which a majority still followed us. Followers do not vote for anyone else until an election timeout after they
+last heard from us (check-quorum stickiness), so the lease holds until that tick plus the election timeout (minus
+the driver's clock-drift allowance).
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from typing import NamedTuple
+
+
+class ReadRequest(NamedTuple):
+    seq: int  # the round that must be acknowledged by a majority
+    index: int  # the leader's commit index when the request arrived
+    ctx: bytes
+    frm: int  # who asked (the leader itself, or a follower that forwarded it)
+
+
+class ReadOnly:
+    __slots__ = ("pending", "quorum_seq", "quorum_tick", "round_ticks", "seq", "want_round")
+
+    def __init__(self) -> None:
+        self.seq = 0
+        """The number of the latest round broadcast."""
+        self.round_ticks: dict[int, int] = {}
+        """Start tick of each round not yet acknowledged by a majority."""
+        self.pending: deque[ReadRequest] = deque()
+        self.want_round = False
+        """A request is waiting for a round that has not been broadcast yet."""
+        self.quorum_seq = 0
+        self.quorum_tick = -1
+        """Start tick of the newest round a majority acknowledged (-1: none in this term)."""
+
+    def add_request(self, index: int, ctx: bytes, frm: int) -> None:
+        self.pending.append(ReadRequest(self.seq + 1, index, ctx, frm))
+        self.want_round = True
+
+    def start_round(self, now_tick: int) -> int:
+        self.seq += 1
+        self.round_ticks[self.seq] = now_tick
+        self.want_round = False
+        return self.seq
+
+    def confirm(self, quorum_seq: int) -> list[ReadRequest]:
+        """A majority acknowledged every round up to ``quorum_seq``; return the requests that became safe."""
+        if quorum_seq <= self.quorum_seq:
+            return []
+        tick = self.round_ticks.get(quorum_seq)
+        if tick is not None:
+            self.quorum_tick = tick
+        self.quorum_seq = quorum_seq
+        for s in [s for s in self.round_ticks if s <= quorum_seq]:
+            del self.round_ticks[s]
+        done = []
+        q = self.pending
+        while q and q[0].seq <= quorum_seq:
+            done.append(q.popleft())
+        return done
