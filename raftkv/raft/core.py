@@ -342,8 +342,7 @@ class Raft:
         elif m.term > self.term:
             if t == VOTE or t == PRE_VOTE:
                 force = m.context == CAMPAIGN_TRANSFER
-                in_lease = self.check_quorum and self.lead != NONE and self.election_elapsed < self.election_timeout
-                if not force and in_lease:
+                if not force and self.check_quorum and self._in_lease():
                     # Leader stickiness (thesis §4.2.3): we heard from a live leader less than an election timeout
                     # ago, so this candidate cannot be needed. Ignore it without adopting its term.
                     return
@@ -371,6 +370,14 @@ class Raft:
             self._handle_vote_request(m)
         else:
             self._step_role(m)
+
+    def _in_lease(self) -> bool:
+        """True while we must not help elect anyone: we heard from a leader (or are the leader) less than an
+        election timeout ago, or we started less than an election timeout ago and so cannot know whether we did.
+        The second clause is what makes leader leases survive a follower's crash and restart."""
+        if self.lead != NONE and self.election_elapsed < self.election_timeout:
+            return True
+        return self.tick_count < self.election_timeout
 
     def _handle_vote_request(self, m: Message) -> None:
         # One vote per term (§5.2): we may repeat a vote we gave, or vote if we have neither voted nor seen a

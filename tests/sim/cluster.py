@@ -1,0 +1,687 @@
+"""A deterministic, single-threaded simulator of a raftkv cluster's consensus layer.
+
+Everything comes from one ``random.Random(seed)``: the network (delay, drop, duplicate, reorder, partitions with
+asymmetric links), the disk (a Ready's write completes at a random later step; a crash loses it), crashes and
+restarts, pauses, and client proposals and reads. A failing seed replays exactly.
+
+Each node runs the real ``RawNode`` and the real ``raftkv.ready.handle_ready``; only ``ReadyIO`` is simulated.
+Raft's safety properties are checked incrementally after every step (``Violation`` is raised at once):
+
+- Election Safety: at most one leader per term, ever.
+- Log Matching: every (index, term) ever appended anywhere maps to one entry with one predecessor term. By induction
+  this is exactly "same index and term ⇒ identical prefixes".
+- Leader Completeness: a node that becomes leader holds every entry any node knew committed at that moment.
+- State Machine Safety: no two nodes apply different entries at one index; every committed index maps to one entry.
+- Commit monotonicity: a node's commit index never moves back (in memory, nor on disk across restarts).
+- Read linearizability: a read is served at an index ≥ the highest commit index known anywhere when it was
+  issued (which covers every write acknowledged before it). Checked for ReadIndex reads issued on any node and for
+  lease reads on the leader.
+"""
+
+from __future__ import annotations
+
+import heapq
+import random
+from collections import deque
+from dataclasses import dataclass
+from typing import Any, Generator, Sequence
+
+from raftkv.raft import Config, ConfState, MemoryStorage, Message, ProposalDropped, RawNode, Ready, StateRole
+from raftkv.raft.describe import describe_message
+from raftkv.ready import handle_ready
+
+
+class Violation(AssertionError):
+    """A safety or liveness property failed. The message names the property and the evidence."""
+
+
+class DiskWrite:
+    """The awaitable a simulated ``persist`` returns: it suspends ``handle_ready`` until the simulator completes
+    (or, by crashing the node, forgets) the write."""
+
+    __slots__ = ("rd",)
+
+    def __init__(self, rd: Ready) -> None:
+        self.rd = rd
+
+    def __await__(self) -> Generator[DiskWrite, Any, Any]:
+        return (yield self)
+
+
+@dataclass
+class SimConfig:
+    nodes: int = 3
+    election_tick: int = 10
+    heartbeat_tick: int = 2
+    pre_vote: bool = True
+    check_quorum: bool = True
+    forward_proposals: bool = True
+    max_size_per_msg: int = 300
+    max_inflight: int = 4
+    micro_steps_per_tick: int = 4
+    max_delay: int = 4
+    """Messages take 1..max_delay micro-steps (random, so they reorder)."""
+    drop: float = 0.02
+    dup: float = 0.02
+    disk_delay: float = 0.5
+    """Probability that a pending disk write does not complete in a given micro-step."""
+    lease_reads: bool = True
+    step_while_writing: bool = True
+    """Keep stepping messages into a node while its Ready's write is pending (the RawNode contract allows it;
+    raftkv's driver does not). Stronger: it exposes bugs that count on state not yet durable."""
+    # Per-micro-step probabilities of client actions and faults.
+    p_propose: float = 0.15
+    p_read: float = 0.06
+    p_crash: float = 0.004
+    p_restart: float = 0.02
+    p_partition: float = 0.004
+    p_heal: float = 0.01
+    p_pause: float = 0.002
+    p_resume: float = 0.02
+    p_transfer: float = 0.001
+    p_crash_leader: float = 0.0
+    """Leader-targeted faults (Jepsen's favourite): crash the current leader / isolate it from everyone."""
+    p_isolate_leader: float = 0.0
+    max_down: int | None = None
+    """Most nodes down (crashed) at once; None = any number."""
+
+
+@dataclass
+class Stats:
+    proposals: int = 0
+    dropped_proposals: int = 0
+    acked: int = 0
+    reads_issued: int = 0
+    reads_served: int = 0
+    lease_reads: int = 0
+    crashes: int = 0
+    partitions: int = 0
+    elections: int = 0
+    max_term: int = 0
+    max_commit: int = 0
+    messages: int = 0
+
+
+@dataclass
+class _Read:
+    ctx: bytes
+    node: int
+    incarnation: int
+    required: int
+    kind: str
+
+
+class SimNode:
+    def __init__(self, nid: int, voters: tuple[int, ...]) -> None:
+        self.id = nid
+        self.disk = MemoryStorage(ConfState(voters=voters))  # what survives a crash
+        self.applied: list[tuple[int, bytes]] = []  # the durable state machine: (index, data) of applied entries
+        self.applied_index = 0
+        self.raw: RawNode | None = None
+        self.incarnation = 0
+        self.pending: tuple[Generator[Any, Any, Any], DiskWrite] | None = None
+        self.inbox: deque[Message | tuple[str, bytes]] = deque()
+        self.waiting_reads: list[tuple[int, _Read]] = []  # (read index, read)
+        self.commit_seen = 0
+        self.paused_ticks: int | None = None  # ticks missed while paused (None: running)
+
+    @property
+    def up(self) -> bool:
+        return self.raw is not None
+
+    @property
+    def running(self) -> bool:
+        return self.raw is not None and self.paused_ticks is None
+
+
+class _SimIO:
+    def __init__(self, cluster: Cluster, node: SimNode) -> None:
+        self.cluster = cluster
+        self.node = node
+
+    def send(self, msgs: Sequence[Message]) -> None:
+        for m in msgs:
+            self.cluster.net_send(m)
+
+    def persist(self, rd: Ready) -> DiskWrite:
+        return DiskWrite(rd)
+
+    def applied(self, rd: Ready, results: Any) -> None:
+        self.cluster.on_applied(self.node, rd)
+
+
+class Cluster:
+    def __init__(self, seed: int, cfg: SimConfig | None = None) -> None:
+        self.seed = seed
+        self.cfg = cfg or SimConfig()
+        self.rng = random.Random(seed)
+        ids = tuple(range(1, self.cfg.nodes + 1))
+        self.nodes = {i: SimNode(i, ids) for i in ids}
+        self.now = 0  # micro-steps
+        self.ticks = 0
+        self._net: list[tuple[int, int, Message]] = []
+        self._net_seq = 0
+        self.blocked: set[tuple[int, int]] = set()
+        self.stats = Stats()
+        self.trace: deque[str] = deque(maxlen=60)
+        # Global knowledge for the checks.
+        self.leaders: dict[int, int] = {}  # term -> leader id
+        self.entry_record: dict[tuple[int, int], tuple[bytes, int, int]] = {}  # (index, term) -> (data, type, prev)
+        self.committed: dict[int, tuple[int, bytes]] = {}  # index -> (term, data)
+        self.applied_global: dict[int, tuple[int, bytes]] = {}  # index -> (term, data)
+        self.max_commit_known = 0
+        self.proposed: dict[bytes, int] = {}  # data -> micro-step proposed
+        self.acked: dict[bytes, int] = {}  # data -> index
+        self._next_prop = 0
+        self._next_read = 0
+        self.reads: dict[bytes, _Read] = {}
+        for n in self.nodes.values():
+            self._start(n)
+
+    # -- lifecycle --------------------------------------------------------------------------------------------
+    def _start(self, n: SimNode) -> None:
+        c = self.cfg
+        n.incarnation += 1
+        n.raw = RawNode(
+            Config(
+                id=n.id,
+                election_tick=c.election_tick,
+                heartbeat_tick=c.heartbeat_tick,
+                applied=n.applied_index,
+                max_size_per_msg=c.max_size_per_msg,
+                max_inflight_msgs=c.max_inflight,
+                check_quorum=c.check_quorum,
+                pre_vote=c.pre_vote,
+                forward_proposals=c.forward_proposals,
+                rng=random.Random(self.rng.getrandbits(64)),
+            ),
+            n.disk,
+        )
+        n.commit_seen = n.raw.raft.log.committed
+        n.paused_ticks = None
+        self._log(f"start {n.id} (incarnation {n.incarnation}) hs={n.disk.hard_state} applied={n.applied_index}")
+
+    def crash(self, nid: int) -> None:
+        """Kill -9: everything not yet durable (a pending write, the inbox, volatile state) is lost."""
+        n = self.nodes[nid]
+        if not n.up:
+            return
+        if n.pending is not None:
+            n.pending[0].close()
+            n.pending = None
+        n.raw = None
+        n.inbox.clear()
+        n.waiting_reads.clear()
+        n.paused_ticks = None
+        self.stats.crashes += 1
+        self._log(f"crash {nid}")
+
+    def restart(self, nid: int) -> None:
+        n = self.nodes[nid]
+        if not n.up:
+            self._start(n)
+
+    def pause(self, nid: int) -> None:
+        """SIGSTOP: the node neither ticks nor processes; its clock catches up when it resumes (as the driver's
+        monotonic-clock ticker does), but messages that arrived meanwhile wait in its inbox."""
+        n = self.nodes[nid]
+        if n.running:
+            n.paused_ticks = 0
+            self._log(f"pause {nid}")
+
+    def resume(self, nid: int) -> None:
+        n = self.nodes[nid]
+        if n.raw is not None and n.paused_ticks is not None:
+            missed, n.paused_ticks = n.paused_ticks, None
+            self._log(f"resume {nid} after {missed} ticks")
+            for _ in range(missed):
+                n.raw.tick()
+            self._observe(n)
+
+    # -- network ----------------------------------------------------------------------------------------------
+    def partition(self, groups: Sequence[Sequence[int]]) -> None:
+        """Cut every link between different groups (both directions)."""
+        self.blocked = set()
+        for gi, g in enumerate(groups):
+            for hj, h in enumerate(groups):
+                if gi != hj:
+                    self.blocked.update((a, b) for a in g for b in h)
+        self.stats.partitions += 1
+        self._log(f"partition {[list(g) for g in groups]}")
+
+    def block(self, frm: int, to: int) -> None:
+        """Cut one direction of one link (asymmetric faults)."""
+        self.blocked.add((frm, to))
+        self._log(f"block {frm}->{to}")
+
+    def heal(self) -> None:
+        if self.blocked:
+            self._log("heal")
+        self.blocked = set()
+
+    def net_send(self, m: Message) -> None:
+        self.stats.messages += 1
+        c = self.cfg
+        if c.drop and self.rng.random() < c.drop:
+            return
+        copies = 2 if c.dup and self.rng.random() < c.dup else 1
+        for _ in range(copies):
+            self._net_seq += 1
+            heapq.heappush(self._net, (self.now + self.rng.randint(1, c.max_delay), self._net_seq, m))
+
+    def _deliver_due(self) -> None:
+        net = self._net
+        while net and net[0][0] <= self.now:
+            _, _, m = heapq.heappop(net)
+            n = self.nodes.get(m.to)
+            if n is None or not n.up or (m.frm, m.to) in self.blocked:
+                continue
+            n.inbox.append(m)
+
+    # -- one node's turn --------------------------------------------------------------------------------------
+    def process(self, n: SimNode) -> bool:
+        """Step the inbox into the node and start handling its Ready (up to the disk write)."""
+        raw = n.raw
+        if raw is None or n.paused_ticks is not None:
+            return False
+        if n.pending is not None and not self.cfg.step_while_writing:
+            return False
+        did = False
+        while n.inbox:
+            item = n.inbox.popleft()
+            did = True
+            if type(item) is tuple:  # a client operation (Message is a NamedTuple, a subclass)
+                self._client_op(n, item)
+            else:
+                raw.step(item)
+        self._observe(n)
+        if n.pending is None and raw.has_ready():
+            rd = raw.ready()
+            self._check_ready(n, rd)
+            coro = handle_ready(raw, rd, _SimIO(self, n)).__await__()
+            w = coro.send(None)
+            n.pending = (coro, w)
+            did = True
+        return did
+
+    def complete_write(self, n: SimNode) -> None:
+        """The disk finishes the pending write atomically: log, hard state, and the applied entries."""
+        assert n.pending is not None
+        coro, w = n.pending
+        rd = w.rd
+        disk = n.disk
+        if rd.snapshot is not None:
+            disk.apply_snapshot(rd.snapshot)
+        if rd.hard_state is not None:
+            if rd.hard_state.commit < disk.hard_state.commit:
+                raise Violation(f"node {n.id}: durable commit moved back {disk.hard_state.commit} -> {rd.hard_state.commit}")
+            if rd.hard_state.term < disk.hard_state.term:
+                raise Violation(f"node {n.id}: durable term moved back {disk.hard_state.term} -> {rd.hard_state.term}")
+            disk.set_hard_state(rd.hard_state)
+        if rd.entries:
+            disk.append(rd.entries)
+        for e in rd.committed_entries:
+            if e.index != n.applied_index + 1:
+                raise Violation(f"node {n.id}: applied {e.index} after {n.applied_index} (gap or repeat)")
+            prev = self.applied_global.setdefault(e.index, (e.term, e.data))
+            if prev != (e.term, e.data):
+                raise Violation(
+                    f"State Machine Safety: index {e.index} applied as {prev!r} and as {(e.term, e.data)!r} "
+                    f"(node {n.id})"
+                )
+            if e.data:
+                n.applied.append((e.index, e.data))
+            n.applied_index = e.index
+        n.pending = None
+        try:
+            coro.send(None)
+        except StopIteration:
+            pass
+        else:
+            raise AssertionError("handle_ready suspended twice")
+
+    def on_applied(self, n: SimNode, rd: Ready) -> None:
+        for e in rd.committed_entries:
+            if e.data in self.proposed and e.data not in self.acked:
+                self.acked[e.data] = e.index
+                self.stats.acked += 1
+        for rs in rd.read_states:
+            r = self.reads.get(rs.ctx)
+            if r is not None and r.node == n.id and r.incarnation == n.incarnation:
+                n.waiting_reads.append((rs.index, r))
+        self._serve_reads(n)
+
+    def _serve_reads(self, n: SimNode) -> None:
+        if not n.waiting_reads:
+            return
+        still = []
+        for idx, r in n.waiting_reads:
+            if n.applied_index >= idx:
+                self._check_read(n, idx, r)
+            else:
+                still.append((idx, r))
+        n.waiting_reads = still
+
+    def _check_read(self, n: SimNode, idx: int, r: _Read) -> None:
+        # The state served reflects every entry up to n.applied_index >= idx. Linearizable iff that covers all
+        # entries known committed anywhere when the read was issued.
+        self.reads.pop(r.ctx, None)
+        self.stats.reads_served += 1
+        if idx < r.required:
+            raise Violation(
+                f"Linearizability: {r.kind} read {r.ctx!r} on node {n.id} got read index {idx}, but index "
+                f"{r.required} was already committed when it was issued"
+            )
+
+    # -- client operations ------------------------------------------------------------------------------------
+    def propose(self, nid: int) -> None:
+        n = self.nodes[nid]
+        if not n.running:
+            return
+        self._next_prop += 1
+        data = b"p%d" % self._next_prop
+        n.inbox.append(("prop", data))
+
+    def read(self, nid: int, kind: str = "index") -> None:
+        n = self.nodes[nid]
+        if not n.running:
+            return
+        self._next_read += 1
+        ctx = b"r%d" % self._next_read
+        n.inbox.append((kind, ctx))
+
+    def _client_op(self, n: SimNode, op: tuple[str, bytes]) -> None:
+        assert n.raw is not None
+        kind, data = op
+        if kind == "prop":
+            self.stats.proposals += 1
+            try:
+                n.raw.propose(data)
+                self.proposed[data] = self.now
+            except ProposalDropped:
+                self.stats.dropped_proposals += 1
+            return
+        self.stats.reads_issued += 1
+        r = _Read(data, n.id, n.incarnation, self.max_commit_known, kind)
+        if kind == "lease":
+            idx = n.raw.lease_read_index(self.cfg.election_tick)
+            if idx is None:
+                return
+            self.stats.lease_reads += 1
+            self.reads[data] = r
+            n.waiting_reads.append((idx, r))
+            self._serve_reads(n)
+            return
+        try:
+            n.raw.read_index(data)
+        except ProposalDropped:
+            return
+        self.reads[data] = r
+
+    # -- checks -----------------------------------------------------------------------------------------------
+    def _observe(self, n: SimNode) -> None:
+        raw = n.raw
+        assert raw is not None
+        r = raw.raft
+        if r.term > self.stats.max_term:
+            self.stats.max_term = r.term
+        if r.state == StateRole.LEADER:
+            prev = self.leaders.get(r.term)
+            if prev is None:
+                self.leaders[r.term] = n.id
+                self.stats.elections += 1
+                self._log(f"leader {n.id} term {r.term}")
+                self._check_leader_completeness(n)
+            elif prev != n.id:
+                raise Violation(f"Election Safety: nodes {prev} and {n.id} are both leaders of term {r.term}")
+        c = r.log.committed
+        if c < n.commit_seen:
+            raise Violation(f"node {n.id}: commit index moved back {n.commit_seen} -> {c}")
+        if c > n.commit_seen:
+            for i in range(max(n.commit_seen + 1, r.log.first_index()), c + 1):
+                e = r.log.slice(i, i + 1)[0]
+                rec = self.committed.setdefault(i, (e.term, e.data))
+                if rec != (e.term, e.data):
+                    raise Violation(
+                        f"State Machine Safety: index {i} committed as {rec} on one node and {(e.term, e.data)} "
+                        f"on node {n.id}"
+                    )
+            n.commit_seen = c
+            if c > self.max_commit_known:
+                self.max_commit_known = c
+                self.stats.max_commit = c
+
+    def _check_leader_completeness(self, n: SimNode) -> None:
+        assert n.raw is not None
+        log = n.raw.raft.log
+        first = log.first_index()
+        for i, (term, data) in self.committed.items():
+            if i < first:
+                continue
+            if i > log.last_index() or log.term(i) != term:
+                raise Violation(
+                    f"Leader Completeness: node {n.id} became leader of term {n.raw.raft.term} without committed "
+                    f"entry {i} (term {term})"
+                )
+
+    def _check_ready(self, n: SimNode, rd: Ready) -> None:
+        assert n.raw is not None
+        log = n.raw.raft.log
+        for e in rd.entries:
+            prev_term = log.zero_term_on_out_of_bounds(e.index - 1)
+            key = (e.index, e.term)
+            val = (e.data, e.type, prev_term)
+            rec = self.entry_record.setdefault(key, val)
+            if rec != val:
+                raise Violation(
+                    f"Log Matching: entry {e.index}/{e.term} on node {n.id} is {val} but elsewhere {rec}"
+                )
+        for m in rd.messages:  # sent before this Ready's write: must not depend on it
+            if m.term > n.disk.hard_state.term:
+                raise Violation(f"node {n.id} sends {describe_message(m)} before its term is durable")
+
+    def check_logs_pairwise(self) -> None:
+        """The full Log Matching check, pairwise over every up node's log (slow: used at the end of a run)."""
+        logs = {}
+        for n in self.nodes.values():
+            if n.raw is not None:
+                log = n.raw.raft.log
+                logs[n.id] = {e.index: e for e in log.slice(log.first_index(), log.last_index() + 1)}
+        ids = sorted(logs)
+        for a in ids:
+            for b in ids:
+                if a >= b:
+                    continue
+                common = sorted(set(logs[a]) & set(logs[b]), reverse=True)
+                for i in common:
+                    if logs[a][i].term == logs[b][i].term:
+                        for j in common:
+                            if j <= i and logs[a][j] != logs[b][j]:
+                                raise Violation(f"Log Matching: nodes {a} and {b} agree at {i} but differ at {j}")
+                        break
+
+    # -- driving ----------------------------------------------------------------------------------------------
+    def tick(self) -> None:
+        self.ticks += 1
+        for n in self.nodes.values():
+            if n.raw is None:
+                continue
+            if n.paused_ticks is not None:
+                n.paused_ticks += 1
+            else:
+                n.raw.tick()
+                self._observe(n)
+
+    def micro_step(self) -> None:
+        self.now += 1
+        self._deliver_due()
+        order = list(self.nodes.values())
+        self.rng.shuffle(order)
+        for n in order:
+            if n.pending is not None and n.paused_ticks is None:
+                if self.rng.random() >= self.cfg.disk_delay:
+                    self.complete_write(n)
+            self.process(n)
+
+    def settle(self, micro_steps: int) -> None:
+        """Run the network and disks without ticking (no timeouts fire)."""
+        for _ in range(micro_steps):
+            self.micro_step()
+
+    def run_ticks(self, ticks: int, faults: bool = True) -> None:
+        for _ in range(ticks):
+            for _ in range(self.cfg.micro_steps_per_tick):
+                if faults:
+                    self._random_actions()
+                self.micro_step()
+            self.tick()
+
+    def _random_actions(self) -> None:
+        c, rng = self.cfg, self.rng
+        ids = list(self.nodes)
+        up = [i for i in ids if self.nodes[i].up]
+        down = [i for i in ids if not self.nodes[i].up]
+        if rng.random() < c.p_propose and up:
+            self.propose(rng.choice(up))
+        if rng.random() < c.p_read and up:
+            leader = self.current_leader()
+            if c.lease_reads and leader is not None and rng.random() < 0.3:
+                self.read(leader, "lease")
+            else:
+                self.read(rng.choice(up))
+        if rng.random() < c.p_crash and up and (c.max_down is None or len(down) < c.max_down):
+            self.crash(rng.choice(up))
+        if rng.random() < c.p_crash_leader and (c.max_down is None or len(down) < c.max_down):
+            leader = self.current_leader()
+            if leader is not None:
+                self.crash(leader)
+        if rng.random() < c.p_isolate_leader:
+            leader = self.current_leader()
+            if leader is not None:
+                self.partition([[leader], [i for i in ids if i != leader]])
+        if rng.random() < c.p_restart and down:
+            self.restart(rng.choice(down))
+        if rng.random() < c.p_partition:
+            self._random_partition()
+        if rng.random() < c.p_heal:
+            self.heal()
+        if rng.random() < c.p_pause and up:
+            self.pause(rng.choice(up))
+        if rng.random() < c.p_resume:
+            paused = [i for i in up if self.nodes[i].paused_ticks is not None]
+            if paused:
+                self.resume(rng.choice(paused))
+        if rng.random() < c.p_transfer:
+            leader = self.current_leader()
+            if leader is not None:
+                n = self.nodes[leader]
+                if n.running and n.pending is None and n.raw is not None:
+                    n.raw.transfer_leader(rng.choice(ids))
+
+    def _random_partition(self) -> None:
+        rng = self.rng
+        ids = list(self.nodes)
+        kind = rng.randrange(4)
+        if kind == 0:  # majority / minority (or any split)
+            rng.shuffle(ids)
+            cut = rng.randint(1, len(ids) - 1)
+            self.partition([ids[:cut], ids[cut:]])
+        elif kind == 1:  # isolate the leader (or a random node)
+            victim = self.current_leader() or rng.choice(ids)
+            self.partition([[victim], [i for i in ids if i != victim]])
+        elif kind == 2:  # bridge: one node sees both halves
+            rng.shuffle(ids)
+            bridge, rest = ids[0], ids[1:]
+            cut = max(1, len(rest) // 2)
+            a, b = rest[:cut], rest[cut:]
+            self.blocked = {(x, y) for x in a for y in b} | {(y, x) for x in a for y in b}
+            self.stats.partitions += 1
+            self._log(f"bridge {bridge} between {a} and {b}")
+        else:  # asymmetric one-way loss
+            a, b = rng.sample(ids, 2)
+            self.block(a, b)
+
+    def current_leader(self) -> int | None:
+        """The up node that is leader of the highest term (None if none)."""
+        best = None
+        for n in self.nodes.values():
+            if n.raw is not None and n.raw.raft.state == StateRole.LEADER:
+                if best is None or n.raw.raft.term > self.nodes[best].raw.raft.term:  # type: ignore[union-attr]
+                    best = n.id
+        return best
+
+    # -- liveness ---------------------------------------------------------------------------------------------
+    def heal_all(self) -> None:
+        self.heal()
+        for n in self.nodes.values():
+            if not n.up:
+                self.restart(n.id)
+            elif n.paused_ticks is not None:
+                self.resume(n.id)
+
+    def check_liveness(self, max_ticks: int) -> int:
+        """With the network healed and every node up and fault-free, a leader is elected and a fresh proposal is
+        applied by it within ``max_ticks``. Returns the ticks it took."""
+        self.heal_all()
+        saved = self.cfg
+        self.cfg = SimConfig(**{**saved.__dict__, "drop": 0.0, "dup": 0.0})
+        try:
+            attempts: list[bytes] = []
+            proposed_at: int | None = None
+            for t in range(max_ticks):
+                if any(a in self.acked for a in attempts):
+                    return t
+                if proposed_at is not None and t - proposed_at > 2 * self.cfg.election_tick:
+                    proposed_at = None  # dropped or lost in a leader change: retry, as a client does on timeout
+                if proposed_at is None:
+                    leader = self.current_leader()
+                    if leader is not None:
+                        n = self.nodes[leader]
+                        if n.raw is not None and n.raw.raft.committed_entry_in_current_term():
+                            self._next_prop += 1
+                            attempts.append(b"live%d" % self._next_prop)
+                            n.inbox.append(("prop", attempts[-1]))
+                            proposed_at = t
+                self.run_ticks(1, faults=False)
+            raise Violation(
+                f"Liveness: no proposal committed within {max_ticks} ticks after healing "
+                f"(leader={self.current_leader()}, terms={[n.raw.raft.term for n in self.nodes.values() if n.raw]})"
+            )
+        finally:
+            self.cfg = saved
+
+    # -- debugging --------------------------------------------------------------------------------------------
+    def _log(self, s: str) -> None:
+        self.trace.append(f"[t={self.ticks} s={self.now}] {s}")
+
+    def describe(self) -> str:
+        lines = [f"seed={self.seed} ticks={self.ticks} {self.stats}"]
+        for n in self.nodes.values():
+            if n.raw is None:
+                lines.append(f"  node {n.id}: down, disk hs={n.disk.hard_state} last={n.disk.last_index()}")
+            else:
+                s = n.raw.status()
+                lines.append(
+                    f"  node {n.id}: {s.role} term={s.term} lead={s.lead} commit={s.commit} applied={s.applied} "
+                    f"last={s.last_index}" + (" paused" if n.paused_ticks is not None else "")
+                )
+        lines.append("recent events:")
+        lines.extend("  " + t for t in self.trace)
+        return "\n".join(lines)
+
+
+def run_schedule(seed: int, cfg: SimConfig | None = None, ticks: int = 150, liveness_ticks: int = 300) -> Cluster:
+    """One generated fault schedule: random faults and client load for ``ticks``, then heal and check liveness.
+    Raises Violation (with the cluster's description appended) on any failed property."""
+    c = Cluster(seed, cfg)
+    try:
+        c.run_ticks(ticks)
+        c.check_logs_pairwise()
+        c.check_liveness(liveness_ticks)
+        c.check_logs_pairwise()
+    except Violation as e:
+        raise Violation(f"{e}\n{c.describe()}") from None
+    return c
+
+
+__all__ = ["Cluster", "SimConfig", "Violation", "run_schedule"]
