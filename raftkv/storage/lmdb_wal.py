@@ -1,0 +1,790 @@
+"""The durable Raft log on LMDB: ``LmdbLogStore``, a ``LogStorage`` for the core and a ``LogStore`` for the driver.
+
+One LMDB environment (a directory) holds named databases::
+
+    log    8-byte big-endian index -> record(encode_entry(entry))     the entries first_index() .. last_index()
+    meta   b"format"     -> record(FORMAT)                             layout version of this directory
+           b"hard_state" -> record(encode_hard_state(hs))              term, vote, commit
+           b"conf_state" -> record(encode_conf_state(cs))              membership (absent until first set)
+           b"snapshot"   -> record(encode_snapshot_metadata(md))       metadata of the installed snapshot
+           b"dummy"      -> record(encode_entry(Entry(term, index)))   the compaction point: first_index() - 1 and
+                                                                       its term (MemoryStorage's ``_ents[0]``)
+           b"applied"    -> record(u64)                                the state machine's applied index
+           b"generation" -> record(u64)                                bumped by every commit (see "Readers")
+    snap   b"data"       -> record(snapshot data)
+    ...    other layers (the KV state machine) open their own databases with ``open_db``
+
+    record(payload) = crc32(payload) as 4 big-endian bytes + payload
+
+Invariants (checked at open; ``verify=True`` also reads every record):
+  * the log is contiguous: it holds exactly the keys dummy.index + 1 .. last_index(), no holes;
+  * every record's checksum matches and it decodes to an entry whose index is its key;
+  * dummy.index >= the snapshot's index (compaction only moves the dummy forward; a snapshot install resets it).
+A violation raises ``CorruptLogError`` / ``StorageCorruption`` at open: damaged data is never served or applied.
+
+Durability: with ``sync=True`` (the default) the environment uses LMDB's durable commit, so ``write()`` returns only
+after the data pages and then the meta page are fsynced; a crash at any point leaves either everything from a
+``write()`` call on disk or nothing of it. With ``sync=False`` commits are not fsynced; ``write(..., sync=True)`` then
+calls ``env.sync(force=True)`` after the commit. Unsynced commits survive a process crash (they are in the OS page
+cache) but not a power loss or kernel crash, which may lose them or, per LMDB's documentation for MDB_NOSYNC, leave
+the environment damaged: use ``sync=False`` for tests and benchmarks only.
+
+Threads: ``write()`` (and every other mutating method) is meant to be called from one writer thread, reads from
+another (the event loop); both may be called from any thread. See "Readers" below.
+
+Readers: the core reads ``term()``/``entries()`` many times per second. Recent entries live in an in-memory tail
+cache of decoded ``Entry`` tuples (``cache_entries`` / ``cache_bytes``), and first/last index, hard state etc. are
+cached ints; older entries are read through a short read transaction. The cached view changes only after a commit
+succeeded, in one step under a lock, so a reader sees the state after some prefix of completed writes, never half
+of one. Between an LMDB commit and that publication, a read transaction could see data newer than the cached view;
+readers detect this (the ``generation`` record differs) and wait for the publication, which follows the commit
+with no I/O in between (LMDB makes a durable commit visible only once its meta page is on disk).
+
+Growing the map (``set_mapsize``) requires that no transaction is active in the process; read transactions are
+therefore only opened under the same lock (``read_txn`` for other layers), and the writer grows the map between
+two attempts of its own transaction.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import struct
+import threading
+import zlib
+from collections import deque
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from operator import add, itemgetter
+from typing import Any, TypeVar
+
+import lmdb
+
+from raftkv.codec import (
+    CodecError,
+    decode_conf_state,
+    decode_entry,
+    decode_hard_state,
+    decode_snapshot_metadata,
+    encode_conf_state,
+    encode_entry,
+    encode_hard_state,
+    encode_snapshot_metadata,
+)
+from raftkv.raft.errors import CompactedError, UnavailableError
+from raftkv.raft.storage import limit_size
+from raftkv.raft.types import ConfState, Entry, HardState, Snapshot, SnapshotMetadata
+
+from .errors import CorruptLogError, DurableStorageError, StorageCorruption, StorageFormatError, StorageFullError
+
+__all__ = ["FORMAT", "LmdbLogStore", "WalStats"]
+
+FORMAT = b"raftkv-lmdb-wal/1"
+"""Layout version of the data directory, stored in ``meta``; opening any other layout raises StorageFormatError."""
+
+T = TypeVar("T")
+
+_KEY = struct.Struct(">Q")
+_CRC = struct.Struct(">I")
+_U64 = struct.Struct(">Q")
+_crc32 = zlib.crc32
+_key = _KEY.pack
+_get_index = itemgetter(1)
+_get_data = itemgetter(3)
+
+_LOG, _META, _SNAP = b"log", b"meta", b"snap"
+_RESERVED_DBS = frozenset({_LOG, _META, _SNAP})
+_M_FORMAT = b"format"
+_M_HARD_STATE = b"hard_state"
+_M_CONF_STATE = b"conf_state"
+_M_SNAPSHOT = b"snapshot"
+_M_DUMMY = b"dummy"
+_M_APPLIED = b"applied"
+_M_GEN = b"generation"
+_S_DATA = b"data"
+
+_DISK_FULL_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT})
+_PUBLISH_WAIT_S = 10.0
+"""How long a reader waits for the writer to publish a commit it already sees (normally microseconds): past this
+the writer thread is presumed dead and the reader gets an error instead of hanging."""
+
+
+def _record(payload: bytes) -> bytes:
+    return _CRC.pack(_crc32(payload)) + payload
+
+
+def _sizes(entries: Sequence[Entry]) -> int:
+    """Sum of ``entry_size`` over ``entries`` (payload plus a 16-byte header each), without a Python loop."""
+    return sum(map(len, map(_get_data, entries))) + 16 * len(entries)
+
+
+@dataclass
+class WalStats:
+    """Counters for benchmarks (``syncs / entries_written`` is the fsyncs-per-entry figure)."""
+
+    commits: int = 0
+    """Write transactions committed."""
+    syncs: int = 0
+    """Commits made durable before returning: every commit of a sync=True store, explicit syncs otherwise."""
+    entries_written: int = 0
+    bytes_written: int = 0
+    """Keys and values put into the log, meta and snapshot databases (not the state machine's own writes)."""
+    map_resizes: int = 0
+
+
+@dataclass(slots=True)
+class _Pending:
+    """The view a write transaction builds; published into the store's cache only after the commit succeeded."""
+
+    dummy_index: int
+    dummy_term: int
+    last_index: int
+    hard_state: HardState
+    conf_state: ConfState | None
+    snap_meta: SnapshotMetadata
+    applied: int
+    gen: int
+    reset_tail: bool = False
+    appended: Sequence[Entry] = ()
+    entries_written: int = 0
+    bytes_written: int = 0
+    result: object = None
+
+
+class LmdbLogStore:
+    """A durable ``LogStore`` on LMDB. See the module docstring for the layout, invariants and guarantees.
+
+    Reads (``term``, ``entries``, ``first_index``, ``last_index``, ``snapshot``, ``initial_state``) have exactly the
+    semantics and exceptions of ``MemoryStorage`` (``tests/storage`` runs one conformance suite on both)."""
+
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        *,
+        map_size: int = 64 << 20,
+        sync: bool = True,
+        verify: bool = True,
+        max_map_size: int = 1 << 40,
+        cache_entries: int = 4096,
+        cache_bytes: int = 8 << 20,
+    ) -> None:
+        """Open (creating if needed) the store in directory ``path``.
+
+        ``map_size`` is the initial LMDB map size; it doubles whenever a write needs more, up to ``max_map_size``
+        (then writes raise StorageFullError). ``verify=False`` skips reading every log record at open (the cheap
+        structural checks still run). Raises CorruptLogError / StorageCorruption / StorageFormatError."""
+        if map_size <= 0 or max_map_size < map_size:
+            raise ValueError(f"need 0 < map_size <= max_map_size, got {map_size} and {max_map_size}")
+        self.path = os.fspath(path)
+        self.stats = WalStats()
+        self._durable = sync
+        self._max_map_size = max_map_size
+        self._cache_entries = max(0, cache_entries)
+        self._cache_bytes = max(0, cache_bytes)
+        self._closed = False
+        # The cached view (set by _load, replaced by _publish): see the module docstring, "Readers".
+        self._hard_state = HardState()
+        self._conf_state: ConfState | None = None
+        self._snap_meta = SnapshotMetadata()
+        self._dummy_index = 0
+        self._dummy_term = 0
+        self._last_index = 0
+        self._applied = 0
+        self._tail: list[Entry] = []
+        """Decoded copies of the entries [_tail_start, _last_index]; _tail_start > _dummy_index."""
+        self._tail_start = 1
+        self._tail_bytes = 0
+        """Sum of entry_size over _tail."""
+        self._gen = 0
+        self._gen_record = b""
+        self._lock = threading.RLock()
+        """Guards the cached view and every read transaction (python-lmdb's set_mapsize needs none active)."""
+        self._published = threading.Condition(self._lock)
+        self._write_lock = threading.RLock()
+        """Serializes mutations: the cached view is the base every write transaction builds on."""
+
+        os.makedirs(self.path, exist_ok=True)
+        self.env = lmdb.open(self.path, map_size=map_size, max_dbs=16, sync=sync, metasync=sync, lock=True, subdir=True)
+        """The LMDB environment. Other layers open databases with ``open_db``, read through ``read_txn`` and write
+        only inside ``write(apply=...)``."""
+        try:
+            self._log = self.env.open_db(_LOG)
+            self._meta = self.env.open_db(_META)
+            self._snap = self.env.open_db(_SNAP)
+            self._load(verify)
+        except BaseException:
+            self.env.close()
+            raise
+
+    # -- open ---------------------------------------------------------------------------------------------------
+    def _load(self, verify: bool) -> None:
+        created = False
+        with self.env.begin(write=True) as txn:
+            if txn.get(_M_FORMAT, db=self._meta) is None:
+                if txn.stat(self._log)["entries"] or txn.stat(self._meta)["entries"]:
+                    raise StorageCorruption("the meta database lost its format record", self.path)
+                txn.put(_M_FORMAT, _record(FORMAT), db=self._meta)
+                txn.put(_M_GEN, _record(_U64.pack(0)), db=self._meta)
+                created = True
+        if created and self._durable:
+            # LMDB fsyncs its files, not the directories that name them: make the new files' names durable too.
+            _fsync_dir(self.path)
+            _fsync_dir(os.path.dirname(os.path.abspath(self.path)))
+        with self.env.begin(buffers=True) as txn:
+            fmt = self._meta_get(txn, _M_FORMAT, bytes)
+            if fmt != FORMAT:
+                raise StorageFormatError(fmt, FORMAT, self.path)
+            self._hard_state = self._meta_get(txn, _M_HARD_STATE, decode_hard_state) or HardState()
+            self._conf_state = self._meta_get(txn, _M_CONF_STATE, decode_conf_state)
+            self._snap_meta = self._meta_get(txn, _M_SNAPSHOT, decode_snapshot_metadata) or SnapshotMetadata()
+            dummy = self._meta_get(txn, _M_DUMMY, decode_entry) or Entry(0, 0)
+            self._applied = self._meta_get(txn, _M_APPLIED, _decode_u64) or 0
+            gen = self._meta_get(txn, _M_GEN, _decode_u64)
+            if gen is None:
+                raise StorageCorruption("the meta database lost its generation record", self.path)
+            self._set_gen(gen)
+            if dummy.index < self._snap_meta.index:
+                raise StorageCorruption(
+                    f"the compaction point {dummy.index} is below the snapshot index {self._snap_meta.index}",
+                    self.path,
+                )
+            self._dummy_index, self._dummy_term = dummy.index, dummy.term
+            if verify and self._snap_meta.index:
+                self._read_snapshot_data(txn)
+            self._last_index = self._check_log(txn, verify)
+        self._trim_tail(self._cache_entries, self._cache_bytes)  # also sets _tail_start
+
+    def _meta_get(self, txn: lmdb.Transaction, key: bytes, decode: Callable[[bytes], T]) -> T | None:
+        raw = txn.get(key, db=self._meta)
+        if raw is None:
+            return None
+        payload = self._check_record(raw, f"meta record {key.decode()!r}")
+        try:
+            return decode(payload)
+        except (CodecError, struct.error) as exc:
+            raise StorageCorruption(f"meta record {key.decode()!r} does not decode: {exc}", self.path) from exc
+
+    def _check_record(self, raw: bytes | memoryview, what: str) -> bytes:
+        """The payload of a checksummed record, or StorageCorruption."""
+        if len(raw) < 4:
+            raise StorageCorruption(f"{what} is truncated ({len(raw)} bytes)", self.path)
+        payload = bytes(raw[4:])
+        if _crc32(payload) != _CRC.unpack_from(raw)[0]:
+            raise StorageCorruption(f"{what} fails its checksum", self.path)
+        return payload
+
+    def _check_log(self, txn: lmdb.Transaction, verify: bool) -> int:
+        """Check the log's structure (and, if ``verify``, every record); fill the tail cache; return last_index."""
+        self._tail = []
+        self._tail_bytes = 0
+        count = txn.stat(self._log)["entries"]
+        if not count:
+            return self._dummy_index
+        cur = txn.cursor(self._log)
+        cur.first()
+        first = _KEY.unpack(cur.key())[0]
+        cur.last()
+        last: int = _KEY.unpack(cur.key())[0]
+        if first <= self._dummy_index:
+            raise CorruptLogError(first, f"survives below the compaction point {self._dummy_index}", self.path)
+        if first != self._dummy_index + 1:
+            raise CorruptLogError(
+                self._dummy_index + 1, f"is missing: the log starts at {first} (a hole in the log)", self.path
+            )
+        if last - first + 1 != count or verify:
+            # A full pass names the first bad index: a hole, a checksum mismatch, a misplaced record.
+            tail: deque[Entry] = deque(maxlen=self._cache_entries)
+            expect = first
+            cur.first()
+            for k, v in cur.iternext():
+                index = _KEY.unpack(k)[0]
+                if index != expect:
+                    raise CorruptLogError(expect, f"is missing: the log jumps from {expect - 1} to {index}", self.path)
+                if verify:
+                    tail.append(self._decode_record(index, v))
+                expect += 1
+            if verify:
+                self._tail = list(tail)
+                self._tail_bytes = _sizes(self._tail)
+        if not self._tail and self._cache_entries:
+            cur.last()
+            budget = self._cache_entries
+            backwards: list[Entry] = []
+            for k, v in cur.iterprev():
+                backwards.append(self._decode_record(_KEY.unpack(k)[0], v))
+                budget -= 1
+                if not budget:
+                    break
+            backwards.reverse()
+            self._tail = backwards
+            self._tail_bytes = _sizes(backwards)
+        return last
+
+    def _decode_record(self, index: int, raw: bytes | memoryview) -> Entry:
+        if len(raw) < 4:
+            raise CorruptLogError(index, f"record is truncated ({len(raw)} bytes)", self.path)
+        payload = raw[4:]
+        if _crc32(payload) != _CRC.unpack_from(raw)[0]:
+            raise CorruptLogError(index, "record fails its checksum", self.path)
+        try:
+            e = decode_entry(payload)
+        except CodecError as exc:
+            raise CorruptLogError(index, f"record does not decode: {exc}", self.path) from exc
+        if e.index != index:
+            raise CorruptLogError(index, f"record holds the entry for index {e.index}", self.path)
+        return e
+
+    # -- LogStorage (reads) -----------------------------------------------------------------------------------------
+    def initial_state(self) -> tuple[HardState, ConfState]:
+        """The persisted hard state, and the membership: the one set by ``set_conf_state`` (or the latest installed
+        snapshot), else the snapshot's."""
+        with self._lock:
+            cs = self._conf_state if self._conf_state is not None else self._snap_meta.conf_state
+            return self._hard_state, cs
+
+    def first_index(self) -> int:
+        return self._dummy_index + 1
+
+    def last_index(self) -> int:
+        return self._last_index
+
+    def term(self, index: int) -> int:
+        """Term at ``index`` for first_index() - 1 <= index <= last_index(); CompactedError below that range,
+        UnavailableError above it."""
+        with self._lock:
+            while True:
+                off = index - self._tail_start
+                if off >= 0:
+                    if index > self._last_index:
+                        raise UnavailableError(index)
+                    return self._tail[off].term
+                if index <= self._dummy_index:
+                    if index == self._dummy_index:
+                        return self._dummy_term
+                    raise CompactedError(index)
+                got = self._read_log(index, index + 1, None)
+                if got is not None:
+                    return got[0].term
+                self._wait_published()
+
+    def entries(self, lo: int, hi: int, max_size: int | None = None) -> list[Entry]:
+        """Entries in [lo, hi): at least one if the range is not empty, then as many as fit in ``max_size`` bytes
+        (by ``entry_size``). CompactedError if lo <= first_index() - 1, UnavailableError if hi > last_index() + 1."""
+        with self._lock:
+            while True:
+                if lo <= self._dummy_index:
+                    raise CompactedError(lo)
+                if hi > self._last_index + 1:
+                    raise UnavailableError(hi)
+                if lo >= hi:
+                    return []
+                ts = self._tail_start
+                if lo >= ts:
+                    return limit_size(self._tail[lo - ts : hi - ts], max_size)
+                stored = self._read_log(lo, min(hi, ts), max_size)
+                if stored is None:
+                    self._wait_published()
+                    continue
+                if hi <= ts or len(stored) < ts - lo:
+                    return stored  # the whole range was on disk, or the size limit cut it short
+                return limit_size(stored + self._tail[: hi - ts], max_size)
+
+    def snapshot(self) -> Snapshot:
+        """The installed snapshot (metadata and data); an empty one (index 0) if none was installed."""
+        with self._lock:
+            while True:
+                md = self._snap_meta
+                if not md.index:
+                    return Snapshot(md)
+                txn = self.env.begin(buffers=True)
+                try:
+                    if self._sees_published(txn):
+                        return Snapshot(md, self._read_snapshot_data(txn))
+                finally:
+                    txn.abort()
+                self._wait_published()
+
+    # -- state beyond the log -----------------------------------------------------------------------------------
+    def conf_state(self) -> ConfState:
+        """The membership as ``initial_state`` reports it."""
+        return self.initial_state()[1]
+
+    def applied_index(self) -> int:
+        """The last index the state machine applied, as stored by ``write(applied=...)`` (0 if never set)."""
+        return self._applied
+
+    @contextmanager
+    def read_txn(self, *, buffers: bool = False) -> Iterator[lmdb.Transaction[Any]]:
+        """A short read transaction on ``env`` for other layers (the KV state machine's own databases).
+
+        Every read transaction in the process must come from here: growing the map (``set_mapsize``) requires
+        that none is active, and this holds the lock that growth waits for. Keep it short, and call none of this
+        store's methods inside it (a nested read may wait for the writer, which may then replace the map)."""
+        with self._lock:
+            txn: lmdb.Transaction[Any] = self.env.begin(buffers=True) if buffers else self.env.begin()
+            try:
+                yield txn
+            finally:
+                txn.abort()
+
+    def open_db(self, name: bytes, *, dupsort: bool = False) -> lmdb._Database:
+        """Open (creating) the named database ``name`` in this environment, for another layer. Call it at setup,
+        not from inside ``write(apply=...)``. Returns python-lmdb's database handle."""
+        if name in _RESERVED_DBS:
+            raise ValueError(f"database name {name!r} is reserved for the log store")
+        with self._write_lock:
+            self._check_open()
+            return self.env.open_db(name, dupsort=dupsort)
+
+    # -- writes ---------------------------------------------------------------------------------------------------
+    def write(
+        self,
+        *,
+        hard_state: HardState | None = None,
+        entries: Sequence[Entry] = (),
+        snapshot: Snapshot | None = None,
+        applied: int | None = None,
+        apply: Callable[[lmdb.Transaction[bytes]], object] | None = None,
+        sync: bool = True,
+    ) -> object:
+        """Persist one Ready in ONE LMDB write transaction, then publish it to readers. In order:
+
+        1. ``snapshot``: drop every log entry, store its metadata and data, make its membership the stored one,
+           and set the compaction point to (snapshot index, term). ValueError if not newer than the installed one.
+        2. ``entries``: append, first deleting every stored entry at or after ``entries[0].index`` (the conflicting
+           suffix). Entries at or below the compaction point are skipped; ValueError if the entries are not
+           consecutive or would leave a hole after last_index().
+        3. ``hard_state``.
+        4. ``apply(txn)``: the state machine writes its own databases in the same transaction; its return value is
+           returned. If the map must grow, the transaction is aborted and retried, so ``apply`` may run more than
+           once: it must act only through ``txn`` (the result of the final, committed run is returned).
+        5. ``applied``: the state machine's applied index (ValueError if it would decrease).
+        6. commit.
+
+        Any exception (from ``apply`` too) aborts the transaction: nothing of this call is stored or published.
+        When this returns, everything is committed, and durable if the store was opened with sync=True (every
+        commit is synced) or ``sync`` is true (an explicit sync follows the commit). A full disk raises
+        StorageFullError with the store unchanged."""
+        if applied is not None and applied < 0:
+            raise ValueError(f"applied index must be >= 0, got {applied}")
+
+        def stage(txn: lmdb.Transaction[bytes], p: _Pending) -> None:
+            if snapshot is not None:
+                self._stage_snapshot(txn, p, snapshot)
+            if entries:
+                self._stage_entries(txn, p, entries)
+            if hard_state is not None:
+                self._put_meta(txn, p, _M_HARD_STATE, encode_hard_state(hard_state))
+                p.hard_state = hard_state
+            if apply is not None:
+                p.result = apply(txn)
+            if applied is not None:
+                if applied < p.applied:
+                    raise ValueError(f"applied index would go back from {p.applied} to {applied}")
+                self._put_meta(txn, p, _M_APPLIED, _U64.pack(applied))
+                p.applied = applied
+
+        return self._transact(stage, sync)
+
+    def set_hard_state(self, hs: HardState) -> None:
+        self.write(hard_state=hs)
+
+    def append(self, entries: Sequence[Entry]) -> None:
+        """Append, truncating any stored entries at or after ``entries[0].index``."""
+        if entries:
+            self.write(entries=entries)
+
+    def apply_snapshot(self, snap: Snapshot) -> None:
+        self.write(snapshot=snap)
+
+    def set_conf_state(self, cs: ConfState) -> None:
+        """Persist the membership (returned by ``initial_state`` from now on, until a snapshot replaces it)."""
+
+        def stage(txn: lmdb.Transaction[bytes], p: _Pending) -> None:
+            self._put_meta(txn, p, _M_CONF_STATE, encode_conf_state(cs))
+            p.conf_state = cs
+
+        self._transact(stage, True)
+
+    def compact(self, index: int) -> None:
+        """Discard entries up to and including ``index``; ``index`` and its term become the compaction point.
+        A no-op if ``index`` is at or below the current one; UnavailableError if ``index`` > last_index()."""
+        with self._write_lock:
+            if index <= self._dummy_index:
+                return
+            if index > self._last_index:
+                raise UnavailableError(index)
+            term = self.term(index)
+
+            def stage(txn: lmdb.Transaction[bytes], p: _Pending) -> None:
+                cur = txn.cursor(self._log)
+                stop = _key(index)
+                if cur.first():
+                    while True:
+                        k = cur.key()
+                        if not k or k > stop or not cur.delete():
+                            break
+                self._put_meta(txn, p, _M_DUMMY, encode_entry(Entry(term, index)))
+                p.dummy_index, p.dummy_term = index, term
+
+            self._transact(stage, True)
+
+    def close(self) -> None:
+        """Close the environment (idempotent). The store must not be used afterwards."""
+        with self._write_lock, self._lock:
+            if not self._closed:
+                self._closed = True
+                self.env.close()
+
+    def __enter__(self) -> LmdbLogStore:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return (
+            f"LmdbLogStore(path={self.path!r}, first_index={self.first_index()}, last_index={self._last_index}, "
+            f"applied={self._applied}, closed={self._closed})"
+        )
+
+    # -- the write machinery ----------------------------------------------------------------------------------------
+    def _transact(self, stage: Callable[[lmdb.Transaction[bytes], _Pending], None], sync: bool) -> object:
+        """Run ``stage`` in a write transaction and commit; retry with a bigger map on MapFullError; publish."""
+        with self._write_lock:
+            self._check_open()
+            while True:
+                p = _Pending(
+                    self._dummy_index,
+                    self._dummy_term,
+                    self._last_index,
+                    self._hard_state,
+                    self._conf_state,
+                    self._snap_meta,
+                    self._applied,
+                    self._gen + 1,
+                )
+                txn = self.env.begin(write=True)
+                try:
+                    stage(txn, p)
+                    self._put_meta(txn, p, _M_GEN, _U64.pack(p.gen))
+                    txn.commit()
+                except lmdb.MapFullError:
+                    txn.abort()
+                    self._grow()
+                    continue
+                except BaseException as exc:
+                    txn.abort()
+                    if isinstance(exc, DurableStorageError):
+                        raise
+                    if _is_disk_full(exc):
+                        raise StorageFullError(f"{type(exc).__name__}: {exc}", self.path) from exc
+                    raise
+                break
+            stats = self.stats
+            stats.commits += 1
+            stats.entries_written += p.entries_written
+            stats.bytes_written += p.bytes_written
+            self._publish(p)
+            if self._durable:
+                stats.syncs += 1
+            elif sync:
+                try:
+                    self.env.sync(True)
+                except (lmdb.Error, OSError) as exc:
+                    raise DurableStorageError(
+                        f"fsync of {self.path} failed after a commit ({exc}): the write is committed but may not "
+                        "be durable; stop the node and check the disk before restarting it",
+                        self.path,
+                    ) from exc
+                stats.syncs += 1
+            return p.result
+
+    def _put_meta(self, txn: lmdb.Transaction[bytes], p: _Pending, key: bytes, payload: bytes) -> None:
+        value = _record(payload)
+        txn.put(key, value, db=self._meta)
+        p.bytes_written += len(key) + len(value)
+
+    def _stage_snapshot(self, txn: lmdb.Transaction[bytes], p: _Pending, snap: Snapshot) -> None:
+        md = snap.metadata
+        if md.index <= p.snap_meta.index:
+            raise ValueError(f"snapshot at {md.index} is out of date (the installed one is at {p.snap_meta.index})")
+        txn.drop(self._log, delete=False)
+        data = _record(snap.data)
+        txn.put(_S_DATA, data, db=self._snap)
+        p.bytes_written += len(data)
+        self._put_meta(txn, p, _M_SNAPSHOT, encode_snapshot_metadata(md))
+        self._put_meta(txn, p, _M_CONF_STATE, encode_conf_state(md.conf_state))
+        self._put_meta(txn, p, _M_DUMMY, encode_entry(Entry(md.term, md.index)))
+        p.snap_meta = md
+        p.conf_state = md.conf_state
+        p.dummy_index, p.dummy_term, p.last_index = md.index, md.term, md.index
+        p.reset_tail = True
+
+    def _stage_entries(self, txn: lmdb.Transaction[bytes], p: _Pending, entries: Sequence[Entry]) -> None:
+        first = p.dummy_index + 1
+        if entries[-1].index < first:
+            return  # all compacted away already
+        if entries[0].index < first:
+            entries = entries[first - entries[0].index :]
+        start = entries[0].index
+        n = len(entries)
+        if start > p.last_index + 1:
+            raise ValueError(f"missing log entry [last: {p.last_index}, append at: {start}]")
+        if list(map(_get_index, entries)) != list(range(start, start + n)):
+            raise ValueError(f"entries to append are not consecutive from index {start}")
+        if start <= p.last_index:  # delete the conflicting suffix [start, last]
+            cur = txn.cursor(self._log)
+            if cur.set_key(_key(start)):
+                while cur.delete():
+                    pass
+        payloads = list(map(encode_entry, entries))
+        records = list(map(add, map(_CRC.pack, map(_crc32, payloads)), payloads))
+        keys = list(map(_key, range(start, start + n)))
+        _, added = txn.cursor(self._log).putmulti(zip(keys, records, strict=True), append=True)
+        if added != n:  # cannot happen: keys are consecutive and above every remaining key
+            raise AssertionError(f"appended {added} of {n} records at {start} in {self.path}")
+        p.last_index = start + n - 1
+        p.appended = entries
+        p.entries_written += n
+        p.bytes_written += sum(map(len, records)) + 8 * n
+
+    def _grow(self) -> None:
+        current = self.env.info()["map_size"]
+        if current >= self._max_map_size:
+            raise StorageFullError(f"the LMDB map is full at {current} bytes, the configured max_map_size", self.path)
+        new = min(current * 2, self._max_map_size)
+        with self._lock:  # no read transaction may be active while the map is replaced
+            self.env.set_mapsize(new)
+        self.stats.map_resizes += 1
+
+    def _publish(self, p: _Pending) -> None:
+        """Make a committed transaction visible to readers, all at once."""
+        with self._lock:
+            if p.reset_tail:  # a snapshot replaced the log: the cache holds just what was appended after it
+                self._tail = list(p.appended)
+                self._tail_bytes = _sizes(self._tail)
+            elif p.appended:
+                ents = p.appended
+                keep = ents[0].index - self._tail_start
+                if keep < 0:
+                    self._tail = list(ents)
+                    self._tail_bytes = _sizes(ents)
+                else:
+                    tail = self._tail
+                    if keep < len(tail):
+                        self._tail_bytes -= _sizes(tail[keep:])
+                        del tail[keep:]
+                    tail.extend(ents)
+                    self._tail_bytes += _sizes(ents)
+            self._dummy_index, self._dummy_term = p.dummy_index, p.dummy_term
+            self._last_index = p.last_index
+            self._tail_start = self._last_index + 1 - len(self._tail)
+            below = self._dummy_index + 1 - self._tail_start  # cached entries a compaction removed
+            if below > 0:
+                self._tail_bytes -= _sizes(self._tail[:below])
+                del self._tail[:below]
+                self._tail_start += below
+            if len(self._tail) > self._cache_entries * 9 // 8 or self._tail_bytes > self._cache_bytes * 9 // 8:
+                self._trim_tail(self._cache_entries, self._cache_bytes)  # with slack, so trims are batched
+            self._hard_state = p.hard_state
+            self._conf_state = p.conf_state
+            self._snap_meta = p.snap_meta
+            self._applied = p.applied
+            self._set_gen(p.gen)
+            self._published.notify_all()
+
+    def _trim_tail(self, max_entries: int, max_bytes: int) -> None:
+        tail = self._tail
+        drop = max(0, len(tail) - max_entries)
+        size = self._tail_bytes - _sizes(tail[:drop])
+        while size > max_bytes and drop < len(tail):
+            size -= len(tail[drop].data) + 16
+            drop += 1
+        if drop:
+            del tail[:drop]
+            self._tail_bytes = size
+        self._tail_start = self._last_index + 1 - len(tail)
+
+    def _set_gen(self, gen: int) -> None:
+        self._gen = gen
+        self._gen_record = _record(_U64.pack(gen))
+
+    # -- reads below the tail --------------------------------------------------------------------------------------
+    def _read_log(self, lo: int, hi: int, max_size: int | None) -> list[Entry] | None:
+        """Entries [lo, hi) (lo < hi) from LMDB, cut by ``max_size`` like ``limit_size``. Caller holds the lock and
+        has checked the range against the cached view. None if LMDB is ahead of that view (see ``_wait_published``).
+        """
+        txn = self.env.begin(buffers=True)
+        try:
+            if not self._sees_published(txn):
+                return None
+            cur = txn.cursor(self._log)
+            if not cur.set_key(_key(lo)):
+                raise CorruptLogError(lo, "is missing from the log (a hole)", self.path)
+            out: list[Entry] = []
+            size = 0
+            expect = lo
+            for k, v in cur.iternext():
+                index = _KEY.unpack(k)[0]
+                if index != expect:
+                    break
+                e = self._decode_record(index, v)
+                if max_size is not None:
+                    size += len(e.data) + 16
+                    if size > max_size and out:
+                        return out
+                out.append(e)
+                expect += 1
+                if expect == hi:
+                    return out
+            raise CorruptLogError(expect, "is missing from the log (a hole)", self.path)
+        finally:
+            txn.abort()
+
+    def _sees_published(self, txn: lmdb.Transaction[memoryview]) -> bool:
+        """Whether a read transaction sees exactly the published state (not a commit still being published)."""
+        raw = txn.get(_M_GEN, db=self._meta)
+        return raw is not None and bytes(raw) == self._gen_record
+
+    def _wait_published(self) -> None:
+        """Wait (lock released) until the writer publishes the commit a reader's transaction already saw."""
+        gen = self._gen
+        if not self._published.wait_for(lambda: self._gen != gen, timeout=_PUBLISH_WAIT_S):
+            raise DurableStorageError(
+                f"the log store's writer committed to {self.path} but did not publish the result within "
+                f"{_PUBLISH_WAIT_S} s; the writer thread is probably dead",
+                self.path,
+            )
+
+    def _read_snapshot_data(self, txn: lmdb.Transaction) -> bytes:
+        raw = txn.get(_S_DATA, db=self._snap)
+        if raw is None:
+            raise StorageCorruption(f"the data of the snapshot at {self._snap_meta.index} is missing", self.path)
+        return self._check_record(raw, f"the data of the snapshot at {self._snap_meta.index}")
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise DurableStorageError(f"the log store at {self.path} is closed", self.path)
+
+
+def _fsync_dir(path: str) -> None:
+    fd = os.open(path, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _decode_u64(payload: bytes) -> int:
+    value: int = _U64.unpack(payload)[0]
+    return value
+
+
+def _is_disk_full(exc: BaseException) -> bool:
+    if isinstance(exc, lmdb.DiskError):
+        return True
+    if isinstance(exc, lmdb.Error):
+        return getattr(exc, "code", None) in _DISK_FULL_ERRNOS
+    return isinstance(exc, OSError) and exc.errno in _DISK_FULL_ERRNOS
