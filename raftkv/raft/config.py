@@ -2,10 +2,34 @@
 
 from __future__ import annotations
 
-import random
 from dataclasses import dataclass, field
+from typing import Protocol
 
 from .types import NONE
+
+
+class RandomSource(Protocol):
+    """What the core needs of randomness. ``random.Random`` satisfies it; the core never imports ``random``."""
+
+    def randrange(self, n: int, /) -> int: ...
+
+
+class SplitMix64:
+    """A tiny deterministic generator (SplitMix64), the default when the caller hands in none."""
+
+    __slots__ = ("_state",)
+
+    def __init__(self, seed: int) -> None:
+        self._state = seed & 0xFFFFFFFFFFFFFFFF
+
+    def randrange(self, n: int, /) -> int:
+        if n <= 0:
+            raise ValueError("empty range for randrange()")
+        self._state = (self._state + 0x9E3779B97F4A7C15) & 0xFFFFFFFFFFFFFFFF
+        z = self._state
+        z = ((z ^ (z >> 30)) * 0xBF58476D1CE4E5B9) & 0xFFFFFFFFFFFFFFFF
+        z = ((z ^ (z >> 27)) * 0x94D049BB133111EB) & 0xFFFFFFFFFFFFFFFF
+        return (z ^ (z >> 31)) % n
 
 
 @dataclass(frozen=True, slots=True)
@@ -29,8 +53,9 @@ class Config:
     pre_vote: bool = True
     forward_proposals: bool = False
     """Followers forward proposals to the leader (True) or refuse them with ProposalDropped(NOT_LEADER)."""
-    rng: random.Random = field(default_factory=lambda: random.Random(0), repr=False, compare=False)
-    """The only source of randomness (election timeouts). Hand in a seeded generator to replay a run."""
+    rng: RandomSource = field(default_factory=lambda: SplitMix64(0), repr=False, compare=False)
+    """The only source of randomness (election timeouts). Hand in a seeded generator (e.g. ``random.Random(seed)``)
+    to replay a run; give each node its own, or their timeouts will coincide."""
 
     def validate(self) -> None:
         if self.id == NONE:

@@ -409,8 +409,8 @@ class Raft:
                 # §6.2 / thesis §6.2: a leader that cannot reach a majority steps down instead of lingering.
                 self.become_follower(self.term, NONE)
                 return
-            for nid, pr in self.trk.peers(self.id):
-                pr.recent_active = False
+            for _nid, peer in self.trk.peers(self.id):
+                peer.recent_active = False
             return
         if t == PROP:
             self._leader_propose(m)
@@ -473,9 +473,10 @@ class Raft:
         size = 0
         for e in ents:
             size += len(e.data)
-        if self.max_uncommitted_size and size and self.uncommitted_size + size > self.max_uncommitted_size:
-            if self.uncommitted_size > 0:
-                return False
+        limit = self.max_uncommitted_size
+        # A single oversized proposal is let through when nothing else is pending, so it cannot wedge the log.
+        if limit and size and self.uncommitted_size > 0 and self.uncommitted_size + size > limit:
+            return False
         self.uncommitted_size += size
         li = self.log.last_index()
         term = self.term

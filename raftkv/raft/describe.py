@@ -27,7 +27,8 @@ def describe_entries(ents: tuple[Entry, ...] | list[Entry], fmt: EntryFormatter 
 
 def describe_snapshot(s: Snapshot) -> str:
     m = s.metadata
-    return f"Index:{m.index} Term:{m.term} ConfState:Voters:{list(m.conf_state.voters)} Learners:{list(m.conf_state.learners)}"
+    cs = m.conf_state
+    return f"Index:{m.index} Term:{m.term} ConfState:Voters:{list(cs.voters)} Learners:{list(cs.learners)}"
 
 
 def describe_message(m: Message, fmt: EntryFormatter = _default_fmt) -> str:

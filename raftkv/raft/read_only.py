@@ -20,7 +20,7 @@ from typing import NamedTuple
 
 class ReadRequest(NamedTuple):
     seq: int  # the round that must be acknowledged by a majority
-    index: int  # the leader's commit index when the request arrived
+    index: int  # type: ignore[assignment]  # the leader's commit index when the request arrived
     ctx: bytes
     frm: int  # who asked (the leader itself, or a follower that forwarded it)
 

@@ -143,7 +143,7 @@ class MemoryStorage:
         if index > self.last_index():
             raise UnavailableError(index)
         i = index - offset
-        self._ents = [Entry(term=self._ents[i].term, index=index)] + self._ents[i + 1 :]
+        self._ents = [Entry(term=self._ents[i].term, index=index), *self._ents[i + 1 :]]
 
     def total_size(self) -> int:
         return sum(entry_size(e) for e in self._ents[1:])

@@ -27,7 +27,7 @@ class Entry(NamedTuple):
     """One log entry. ``index`` starts at 1; an empty ``data`` on a NORMAL entry is a leader's no-op."""
 
     term: int
-    index: int
+    index: int  # type: ignore[assignment]  # shadows tuple.index; the Raft name wins
     type: int = EntryType.NORMAL
     data: bytes = b""
 
@@ -37,7 +37,8 @@ class MsgType(IntEnum):
 
     Field use per type (unused fields keep their defaults):
       APP:             index/log_term = the entry before ``entries``; commit = leader's commit
-      APP_RESP:        index = last matched index (or the rejected probe index); reject, reject_hint, log_term = hint's term
+      APP_RESP:        index = last matched index (or the rejected probe index);
+                       on reject: reject_hint = where the logs may match, log_term = the term there
       VOTE/PRE_VOTE:   index/log_term = candidate's last entry; context = b"transfer" when forced by TimeoutNow
       HEARTBEAT:       commit = min(follower match, leader commit); index = read-only round sequence number
       HEARTBEAT_RESP:  index = the round sequence being acknowledged
@@ -77,7 +78,7 @@ class Message(NamedTuple):
     frm: int = NONE
     term: int = 0
     log_term: int = 0
-    index: int = 0
+    index: int = 0  # type: ignore[assignment]
     entries: tuple[Entry, ...] = ()
     commit: int = 0
     reject: bool = False

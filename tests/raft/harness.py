@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import random
 from collections import deque
-from typing import Any, Callable, Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
 from raftkv.raft import Config, ConfState, MemoryStorage, Message, MsgType, RawNode, Ready, StateRole
 from raftkv.ready import handle_ready
@@ -159,6 +160,4 @@ class Network:
 
     def count(self, t: MsgType, **fields: Any) -> int:
         """How many delivered messages of type ``t`` (matching ``fields``) there were."""
-        return sum(
-            1 for m in self.delivered if m.type == t and all(getattr(m, k) == v for k, v in fields.items())
-        )
+        return sum(1 for m in self.delivered if m.type == t and all(getattr(m, k) == v for k, v in fields.items()))

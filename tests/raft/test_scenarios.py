@@ -15,9 +15,7 @@ def elect(net: Network, max_ticks: int = 200) -> int:
     for _ in range(max_ticks):
         net.tick_all()
         lead = net.leader()
-        if lead is not None and all(
-            net.nodes[i] is None or net.raft(i).lead == lead for i in net.ids
-        ):
+        if lead is not None and all(net.nodes[i] is None or net.raft(i).lead == lead for i in net.ids):
             return lead
     raise AssertionError("no leader elected")
 
@@ -46,11 +44,13 @@ def test_figure_8_old_term_entry_is_not_committed_by_counting() -> None:
     net.restart(1)
     # Drop the no-op wherever it would be accepted (probes that S3 and S4 reject still get through).
     net.drop(
-        lambda m: m.frm == 1
-        and m.type == MsgType.APP
-        and any(e.index >= 3 for e in m.entries)
-        and net.nodes[m.to] is not None
-        and net.raft(m.to).log.last_index() >= 2
+        lambda m: (
+            m.frm == 1
+            and m.type == MsgType.APP
+            and any(e.index >= 3 for e in m.entries)
+            and net.nodes[m.to] is not None
+            and net.raft(m.to).log.last_index() >= 2
+        )
     )
     net.campaign(1)
     if net.role(1) != StateRole.LEADER:
@@ -68,7 +68,8 @@ def test_figure_8_old_term_entry_is_not_committed_by_counting() -> None:
     assert net.role(5) == StateRole.LEADER
     net.propose(5, b"b")
     for i in (2, 3, 4, 5):
-        assert net.raft(i).log.term(2) == 2  # S5's no-op replaced the uncommitted entry: allowed, it was never committed
+        # S5's no-op replaced the old entry: allowed, because it was never committed.
+        assert net.raft(i).log.term(2) == 2
     # The harness checks state machine safety on every apply; nobody applied the overwritten entry.
     assert net.applied_global[2][0] == 2
 

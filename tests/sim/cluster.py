@@ -23,8 +23,9 @@ from __future__ import annotations
 import heapq
 import random
 from collections import deque
+from collections.abc import Generator, Sequence
 from dataclasses import dataclass
-from typing import Any, Generator, Sequence
+from typing import Any
 
 from raftkv.raft import Config, ConfState, MemoryStorage, Message, ProposalDropped, RawNode, Ready, StateRole
 from raftkv.raft.describe import describe_message
@@ -314,7 +315,9 @@ class Cluster:
             disk.apply_snapshot(rd.snapshot)
         if rd.hard_state is not None:
             if rd.hard_state.commit < disk.hard_state.commit:
-                raise Violation(f"node {n.id}: durable commit moved back {disk.hard_state.commit} -> {rd.hard_state.commit}")
+                raise Violation(
+                    f"node {n.id}: durable commit moved back {disk.hard_state.commit} -> {rd.hard_state.commit}"
+                )
             if rd.hard_state.term < disk.hard_state.term:
                 raise Violation(f"node {n.id}: durable term moved back {disk.hard_state.term} -> {rd.hard_state.term}")
             disk.set_hard_state(rd.hard_state)
@@ -455,7 +458,7 @@ class Cluster:
         assert n.raw is not None
         log = n.raw.raft.log
         first = log.first_index()
-        for i, (term, data) in self.committed.items():
+        for i, (term, _data) in self.committed.items():
             if i < first:
                 continue
             if i > log.last_index() or log.term(i) != term:
@@ -473,9 +476,7 @@ class Cluster:
             val = (e.data, e.type, prev_term)
             rec = self.entry_record.setdefault(key, val)
             if rec != val:
-                raise Violation(
-                    f"Log Matching: entry {e.index}/{e.term} on node {n.id} is {val} but elsewhere {rec}"
-                )
+                raise Violation(f"Log Matching: entry {e.index}/{e.term} on node {n.id} is {val} but elsewhere {rec}")
         for m in rd.messages:  # sent before this Ready's write: must not depend on it
             if m.term > n.disk.hard_state.term:
                 raise Violation(f"node {n.id} sends {describe_message(m)} before its term is durable")
@@ -518,9 +519,8 @@ class Cluster:
         order = list(self.nodes.values())
         self.rng.shuffle(order)
         for n in order:
-            if n.pending is not None and n.paused_ticks is None:
-                if self.rng.random() >= self.cfg.disk_delay:
-                    self.complete_write(n)
+            if n.pending is not None and n.paused_ticks is None and self.rng.random() >= self.cfg.disk_delay:
+                self.complete_write(n)
             self.process(n)
 
     def settle(self, micro_steps: int) -> None:
@@ -605,9 +605,10 @@ class Cluster:
         """The up node that is leader of the highest term (None if none)."""
         best = None
         for n in self.nodes.values():
-            if n.raw is not None and n.raw.raft.state == StateRole.LEADER:
-                if best is None or n.raw.raft.term > self.nodes[best].raw.raft.term:  # type: ignore[union-attr]
-                    best = n.id
+            if n.raw is None or n.raw.raft.state != StateRole.LEADER:
+                continue
+            if best is None or n.raw.raft.term > self.nodes[best].raw.raft.term:  # type: ignore[union-attr]
+                best = n.id
         return best
 
     # -- liveness ---------------------------------------------------------------------------------------------

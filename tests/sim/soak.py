@@ -55,8 +55,9 @@ def main(argv: list[str] | None = None) -> int:
             if done % 500 == 0 or done == len(jobs):
                 rate = done / (time.monotonic() - t0)
                 print(f"{done}/{len(jobs)} schedules, {failures} violations, {rate:.0f}/s", file=sys.stderr, flush=True)
-    print(f"{len(jobs)} schedules over {len(names)} configurations: {failures} violations "
-          f"in {time.monotonic() - t0:.0f}s")
+    print(
+        f"{len(jobs)} schedules over {len(names)} configurations: {failures} violations in {time.monotonic() - t0:.0f}s"
+    )
     return 1 if failures else 0
 
 

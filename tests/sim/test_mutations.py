@@ -104,8 +104,16 @@ def test_vote_before_persisting_breaks_election_safety_observably() -> None:
     """The structural check ("sends before its term is durable") fires first for this bug; with it out of the way
     the behavioural consequence must still be caught: a node that crashes before its vote is durable votes again
     in the same term, and two leaders are elected."""
-    cfg = SimConfig(nodes=3, pre_vote=False, check_quorum=False, lease_reads=False, p_crash=0.05, p_restart=0.2,
-                    disk_delay=0.9, p_propose=0.05)
+    cfg = SimConfig(
+        nodes=3,
+        pre_vote=False,
+        check_quorum=False,
+        lease_reads=False,
+        p_crash=0.05,
+        p_restart=0.2,
+        disk_delay=0.9,
+        p_propose=0.05,
+    )
     with planted("send-vote-before-persisting"), mock.patch.object(Cluster, "_check_ready", _check_ready_log_only):
         found = first_violation_cfg(cfg, range(3000))
     assert found is not None and ("Election Safety" in found[1] or "Log Matching" in found[1]), found

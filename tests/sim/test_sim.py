@@ -64,10 +64,28 @@ class ClusterMachine(RuleBasedStateMachine):
         pre_vote=st.booleans(),
     )
     def setup(self, seed: int, nodes: int, step_while_writing: bool, pre_vote: bool) -> None:
-        quiet = dict(p_propose=0.0, p_read=0.0, p_crash=0.0, p_restart=0.0, p_partition=0.0, p_heal=0.0,
-                     p_pause=0.0, p_resume=0.0, p_transfer=0.0)
-        self.c = Cluster(seed, SimConfig(nodes=nodes, step_while_writing=step_while_writing, pre_vote=pre_vote,
-                                         check_quorum=pre_vote, lease_reads=pre_vote, **quiet))  # type: ignore[arg-type]
+        quiet = dict(
+            p_propose=0.0,
+            p_read=0.0,
+            p_crash=0.0,
+            p_restart=0.0,
+            p_partition=0.0,
+            p_heal=0.0,
+            p_pause=0.0,
+            p_resume=0.0,
+            p_transfer=0.0,
+        )
+        self.c = Cluster(
+            seed,
+            SimConfig(
+                nodes=nodes,
+                step_while_writing=step_while_writing,
+                pre_vote=pre_vote,
+                check_quorum=pre_vote,
+                lease_reads=pre_vote,
+                **quiet,
+            ),
+        )  # type: ignore[arg-type]
 
     @property
     def cl(self) -> Cluster:

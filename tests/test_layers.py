@@ -1,0 +1,109 @@
+"""The layering of ARCHITECTURE.md, enforced: walk every module's imports and check each arrow.
+
+    cli ──► client                   (thin: may not import node, raft, storage)
+     └──► server ──► node ──► storage · transport · kv · codec · ready
+                                 └──────► raft   (stdlib only: no asyncio, time, random, grpc, lmdb, msgpack)
+
+A new top-level module must be added to ALLOWED, which makes its place in the layering a reviewed decision.
+"""
+
+from __future__ import annotations
+
+import ast
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent / "raftkv"
+
+# For each first-level part of the package: the raftkv parts it may import.
+ALLOWED: dict[str, set[str]] = {
+    "raft": {"raft"},
+    "codec": {"raft"},
+    "errors": set(),
+    "ready": {"raft"},
+    "storage": {"raft", "codec", "storage"},
+    "kv": {"kv", "codec", "errors", "raft"},
+    "proto": {"proto"},
+    "transport": {"transport", "raft", "codec", "proto", "errors"},
+    "settings": {"errors"},
+    "node": {"raft", "ready", "storage", "transport", "kv", "codec", "errors", "settings", "metrics"},
+    "metrics": set(),
+    "server": {"server", "node", "raft", "storage", "transport", "kv", "codec", "errors", "proto", "settings",
+               "metrics"},
+    "client": {"client", "proto", "errors", "kv"},
+    "localcluster": {"client", "errors", "settings"},
+    "chaos": {"chaos", "client", "errors", "localcluster", "kv"},
+    "cli": {"cli", "client", "server", "errors", "settings", "localcluster", "chaos", "kv"},
+    "__main__": {"cli"},
+    "__init__": set(),
+}
+
+RAFT_FORBIDDEN_STDLIB = {"asyncio", "time", "random", "socket", "threading", "os", "io", "datetime", "uuid"}
+THIRD_PARTY_OWNERS = {"msgpack": {"codec"}, "lmdb": {"storage", "kv"}, "grpc": {"transport", "server", "client",
+                                                                                  "proto", "chaos"}}
+
+
+def _modules() -> list[tuple[str, Path]]:
+    out = []
+    for path in sorted(ROOT.rglob("*.py")):
+        rel = path.relative_to(ROOT).with_suffix("")
+        out.append((".".join(("raftkv", *rel.parts)), path))
+    return out
+
+
+def _imports(modname: str, path: Path) -> list[str]:
+    tree = ast.parse(path.read_text(), str(path))
+    pkg = modname.split(".")[:-1] if path.name != "__init__.py" else modname.split(".")
+    names = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            names.extend(a.name for a in node.names)
+        elif isinstance(node, ast.ImportFrom):
+            if node.level:
+                base = pkg[: len(pkg) - (node.level - 1)]
+                mod = ".".join(base + ([node.module] if node.module else []))
+                names.append(mod)
+                if node.module is None:
+                    names.extend(f"{mod}.{a.name}" for a in node.names)
+            elif node.module:
+                names.append(node.module)
+    return names
+
+
+def _part(modname: str) -> str:
+    parts = modname.split(".")
+    return parts[1] if len(parts) > 1 else "__init__"
+
+
+def test_every_module_has_a_place_in_the_layering() -> None:
+    unknown = {_part(m) for m, _ in _modules()} - set(ALLOWED)
+    assert not unknown, f"add these to ALLOWED in tests/test_layers.py: {sorted(unknown)}"
+
+
+def test_imports_follow_the_layers() -> None:
+    bad = []
+    for mod, path in _modules():
+        src = _part(mod)
+        for imp in _imports(mod, path):
+            top = imp.split(".")[0]
+            if top == "raftkv":
+                dst = _part(imp) if imp != "raftkv" else "__init__"
+                if dst != src and dst not in ALLOWED[src]:
+                    bad.append(f"{mod} imports {imp} ({src} -> {dst})")
+            elif top in THIRD_PARTY_OWNERS and src not in THIRD_PARTY_OWNERS[top]:
+                bad.append(f"{mod} imports {top}, which only {sorted(THIRD_PARTY_OWNERS[top])} may use")
+    assert not bad, "\n".join(bad)
+
+
+def test_raft_core_uses_no_io_clock_or_global_randomness() -> None:
+    bad = []
+    for mod, path in _modules():
+        if _part(mod) != "raft":
+            continue
+        for imp in _imports(mod, path):
+            top = imp.split(".")[0]
+            if top in RAFT_FORBIDDEN_STDLIB:
+                bad.append(f"{mod} imports {imp}")
+            elif top != "raftkv" and top not in sys.stdlib_module_names:
+                bad.append(f"{mod} imports third-party {imp}")
+    assert not bad, "\n".join(bad)
