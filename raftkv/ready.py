@@ -8,7 +8,8 @@ throw the coroutine away to model a crash that loses the write.
 
 from __future__ import annotations
 
-from typing import Any, Awaitable, Protocol, Sequence
+from collections.abc import Awaitable, Sequence
+from typing import Any, Protocol
 
 from .raft.rawnode import RawNode
 from .raft.types import Message, Ready
