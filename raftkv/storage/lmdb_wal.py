@@ -414,6 +414,11 @@ class LmdbLogStore:
         """The last index the state machine applied, as stored by ``write(applied=...)`` (0 if never set)."""
         return self._applied
 
+    def applied_index_in(self, txn: lmdb.Transaction[Any]) -> int:
+        """The applied index as of ``txn`` (a ``read_txn``): exactly the state machine state that ``txn`` sees,
+        because ``write`` stores the applied index in the same transaction as the state machine's changes."""
+        return self._meta_get(txn, _M_APPLIED, _decode_u64) or 0
+
     @contextmanager
     def read_txn(self, *, buffers: bool = False) -> Iterator[lmdb.Transaction[Any]]:
         """A short read transaction on ``env`` for other layers (the KV state machine's own databases).
