@@ -12,6 +12,39 @@ Every encoding is a msgpack array whose first element is a format version (``FOR
       entry          [term, index, type, data]                    (the batch carries the version, entries do not)
       snapshot       nil | [[[voters...], [learners...]], index, term, data]
 
+The KV state machine's layouts (the classes come from ``raftkv.kv``, which hands them in as a ``KVTypes``: this
+module imports nothing above ``raft``)::
+
+    command batch    [1, proposer, timestamp_ns, [command...]]        a log entry's data; proposer > 0
+      command        [op, request_id, client_id, seq, ...]           the op discriminator first, then by op:
+        put          [1, request_id, client_id, seq, key, value, [condition...]]
+        delete       [2, request_id, client_id, seq, key, [condition...]]
+        incr         [3, request_id, client_id, seq, key, delta]
+        txn          [4, request_id, client_id, seq, [condition...], [txn op...], [txn op...]]
+      condition      [key, target, cmp, operand]                      operand by target: bytes (VALUE), int >= 0
+                                                                      (VERSION, MOD_INDEX, CREATE_INDEX), bool
+                                                                      (EXISTS), vector clock (VCLOCK)
+      txn op         [op, key, value, delta]
+      vector clock   [[node, counter]...]                             node ids strictly increasing, all > 0;
+                                                                      counters > 0 (the canonical form)
+    result           [1, [tag, ...]]                                  what a command answered (session cache)
+      key value      [1, key, value, create_index, mod_index, version, vector clock]
+      put            [2, key value]                                   (a nested key value is untagged: the
+      delete         [3, deleted, index]                               6 fields without the 1)
+      incr           [4, value, key value]
+      txn            [5, succeeded, [nil | tagged result...]]         items: nil (a GET that found nothing), a
+                                                                      tagged key value, put, delete, incr, error
+      cond. failed   [6, condition, nil | key value]
+      error          [7, kind, message]
+      duplicate      [8]
+    value record     [1, value, create_index, mod_index, version, vector clock]      one stored key
+    session record   [1, last_seq, last_active_ns, encoded result]                   one client session
+
+A command batch is validated column by column when it is homogeneous (every command a put, or every one a delete,
+or every one an incr, without conditions: the common case) and command by command otherwise. Decoding checks
+shapes and types only; limits (key and value sizes) and rules that depend on more than one field (``GT`` is only
+for integer targets) belong to ``raftkv.kv.commands.validate``.
+
 ``Entry`` and ``Message`` are ``NamedTuple``s and msgpack packs a tuple as an array with no conversion step, so a
 message batch is packed in one C call; only a ``Snapshot`` (a dataclass, rare on the wire) goes through a Python hook.
 
@@ -29,8 +62,9 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable, Sequence
-from itertools import chain
-from typing import Any, NoReturn, TypeGuard
+from itertools import chain, repeat
+from operator import itemgetter
+from typing import Any, NamedTuple, NoReturn, TypeGuard
 
 import msgpack  # type: ignore[import-untyped]  # no stubs or py.typed marker
 
@@ -46,18 +80,54 @@ from raftkv.raft.types import (
 )
 
 __all__ = [
+    "CMD_DELETE",
+    "CMD_INCR",
+    "CMD_PUT",
+    "CMD_TXN",
+    "CMP_EQ",
+    "CMP_GT",
+    "CMP_LT",
+    "CMP_NE",
     "FORMAT_VERSION",
+    "RES_CONDITION_FAILED",
+    "RES_DELETE",
+    "RES_DUPLICATE",
+    "RES_ERROR",
+    "RES_INCR",
+    "RES_KEY_VALUE",
+    "RES_PUT",
+    "RES_TXN",
+    "TARGET_CREATE_INDEX",
+    "TARGET_EXISTS",
+    "TARGET_MOD_INDEX",
+    "TARGET_VALUE",
+    "TARGET_VCLOCK",
+    "TARGET_VERSION",
+    "TXN_DELETE",
+    "TXN_GET",
+    "TXN_INCR",
+    "TXN_PUT",
     "CodecError",
+    "KVTypes",
+    "MalformedCommand",
+    "decode_command_batch",
     "decode_conf_state",
     "decode_entry",
     "decode_hard_state",
     "decode_messages",
+    "decode_result",
+    "decode_session_record",
     "decode_snapshot_metadata",
+    "decode_value_record",
+    "encode_command_batch",
     "encode_conf_state",
     "encode_entry",
     "encode_hard_state",
     "encode_messages",
+    "encode_result",
+    "encode_session_record",
     "encode_snapshot_metadata",
+    "encode_value_record",
 ]
 
 FORMAT_VERSION = 1
@@ -354,3 +424,330 @@ def decode_messages(b: bytes | bytearray | memoryview) -> list[Message]:
             )
         )
     return out
+
+
+# -- KV state machine: command batches, results, value and session records -------------------------------------
+#
+# The numbers below are the wire format; ``raftkv.kv.commands`` builds its IntEnums from them.
+
+CMD_PUT = 1
+CMD_DELETE = 2
+CMD_INCR = 3
+CMD_TXN = 4
+
+TARGET_VALUE = 0
+TARGET_VERSION = 1
+TARGET_MOD_INDEX = 2
+TARGET_CREATE_INDEX = 3
+TARGET_EXISTS = 4
+TARGET_VCLOCK = 5
+
+CMP_EQ = 0
+CMP_NE = 1
+CMP_GT = 2
+CMP_LT = 3
+
+TXN_GET = 0
+TXN_PUT = 1
+TXN_DELETE = 2
+TXN_INCR = 3
+
+RES_KEY_VALUE = 1
+RES_PUT = 2
+RES_DELETE = 3
+RES_INCR = 4
+RES_TXN = 5
+RES_CONDITION_FAILED = 6
+RES_ERROR = 7
+RES_DUPLICATE = 8
+
+_CMPS = frozenset({CMP_EQ, CMP_NE, CMP_GT, CMP_LT})
+_TXN_OPS = frozenset({TXN_GET, TXN_PUT, TXN_DELETE, TXN_INCR})
+_INDEX_TARGETS = frozenset({TARGET_VERSION, TARGET_MOD_INDEX, TARGET_CREATE_INDEX})
+_TUPLE_ONLY = frozenset({tuple})
+_tail = itemgetter(slice(1, None))
+
+
+class KVTypes(NamedTuple):
+    """The classes the KV decoders build. Each is a tuple subclass (``NamedTuple``s, and the vector clock) whose
+    items are exactly the fields of its layout; the decoders build them with ``tuple.__new__``, after checking
+    every field, so no constructor code runs. ``raftkv.kv.commands`` supplies one instance of this."""
+
+    put: type[tuple[Any, ...]]
+    delete: type[tuple[Any, ...]]
+    incr: type[tuple[Any, ...]]
+    txn: type[tuple[Any, ...]]
+    condition: type[tuple[Any, ...]]
+    txn_op: type[tuple[Any, ...]]
+    vclock: type[tuple[Any, ...]]
+    """Built from the canonical pairs (sorted by node id, positive ids and counters)."""
+    key_value: type[tuple[Any, ...]]
+    put_result: type[tuple[Any, ...]]
+    delete_result: type[tuple[Any, ...]]
+    incr_result: type[tuple[Any, ...]]
+    txn_result: type[tuple[Any, ...]]
+    condition_failed_result: type[tuple[Any, ...]]
+    error_result: type[tuple[Any, ...]]
+    duplicate_result: type[tuple[Any, ...]]
+
+
+class MalformedCommand(CodecError):
+    """One command of an otherwise well-formed batch that does not decode (``decode_command_batch(lenient=True)``
+    puts it in the command's place). ``request_id`` is the command's own if it could be read, else 0."""
+
+    def __init__(self, message: str, request_id: int = 0) -> None:
+        super().__init__(message)
+        self.request_id = request_id
+
+
+_BATCH_LAYOUT = "[version, proposer, timestamp_ns, [command...]]"
+_COMMAND_LAYOUTS = {
+    CMD_PUT: "[1, request_id, client_id, seq, key, value, [condition...]]",
+    CMD_DELETE: "[2, request_id, client_id, seq, key, [condition...]]",
+    CMD_INCR: "[3, request_id, client_id, seq, key, delta]",
+    CMD_TXN: "[4, request_id, client_id, seq, [condition...], [txn op...], [txn op...]]",
+}
+_COMMAND_LENGTHS = {CMD_PUT: 7, CMD_DELETE: 6, CMD_INCR: 6, CMD_TXN: 7}
+_CONDITION_LAYOUT = "[key, target, cmp, operand]"
+_TXN_OP_LAYOUT = "[op, key, value, delta]"
+_CLOCK_LAYOUT = "[[node, counter]...] with node ids increasing and all values positive"
+_KEY_VALUE_LAYOUT = "[key, value, create_index, mod_index, version, vclock]"
+_RESULT_LAYOUT = "[version, [tag, ...]]"
+_VALUE_RECORD_LAYOUT = "[version, value, create_index, mod_index, version, vclock]"
+_SESSION_LAYOUT = "[version, last_seq, last_active_ns, result]"
+
+
+def encode_command_batch(proposer: int, timestamp_ns: int, commands: Sequence[tuple[Any, ...]]) -> bytes:
+    """``[1, proposer, timestamp_ns, [command...]]``. Each command is given in its wire form, a tuple starting
+    with its ``CMD_*`` op (``raftkv.kv.commands.encode_batch`` builds them); ``NamedTuple`` fields (conditions,
+    txn ops) and vector clocks are tuples already, so the whole batch is packed in one C call."""
+    cmds = commands if type(commands) is list or type(commands) is tuple else list(commands)
+    return _pack((FORMAT_VERSION, proposer, timestamp_ns, cmds))
+
+
+def _clock(x: object, types: KVTypes) -> Any:
+    """A canonical vector clock, or CodecError."""
+    if type(x) is not tuple:
+        _fail("vector clock", _CLOCK_LAYOUT, x)
+    prev = 0
+    for p in x:
+        if type(p) is not tuple or len(p) != 2:
+            _fail("vector clock", _CLOCK_LAYOUT, x)
+        node, counter = p
+        if type(node) is not int or type(counter) is not int or node <= prev or counter <= 0:
+            _fail("vector clock", _CLOCK_LAYOUT, x)
+        prev = node
+    return _new(types.vclock, x)
+
+
+def _condition(c: object, types: KVTypes) -> Any:
+    if type(c) is not tuple or len(c) != 4:
+        _fail("condition", _CONDITION_LAYOUT, c)
+    key, target, cmp, operand = c
+    if type(key) is not bytes or type(target) is not int or type(cmp) is not int or cmp not in _CMPS:
+        _fail("condition", _CONDITION_LAYOUT, c)
+    if target == TARGET_VALUE:
+        ok = type(operand) is bytes
+    elif target in _INDEX_TARGETS:
+        ok = _is_index(operand)
+    elif target == TARGET_EXISTS:
+        ok = type(operand) is bool
+    elif target == TARGET_VCLOCK:
+        return _new(types.condition, (key, target, cmp, _clock(operand, types)))
+    else:
+        raise CodecError(f"malformed condition: unknown target {target}")
+    if not ok:
+        _fail("condition", f"{_CONDITION_LAYOUT} with an operand of the target's type", c)
+    return _new(types.condition, c)
+
+
+def _conditions(x: object, types: KVTypes) -> tuple[Any, ...]:
+    if type(x) is not tuple:
+        _fail("command", "an array of conditions", x)
+    if not x:
+        return x
+    return tuple([_condition(c, types) for c in x])
+
+
+def _txn_ops(x: object, types: KVTypes) -> tuple[Any, ...]:
+    if type(x) is not tuple:
+        _fail("txn", "an array of txn ops", x)
+    for o in x:
+        if type(o) is not tuple or len(o) != 4:
+            _fail("txn op", _TXN_OP_LAYOUT, o)
+        op, key, value, delta = o
+        if not (type(op) is int and op in _TXN_OPS and type(key) is bytes and type(value) is bytes):
+            _fail("txn op", _TXN_OP_LAYOUT, o)
+        if type(delta) is not int:
+            _fail("txn op", _TXN_OP_LAYOUT, o)
+    return tuple(map(_new, repeat(types.txn_op, len(x)), x))
+
+
+def _command(c: object, types: KVTypes) -> Any:
+    """One command from its wire form (the slow, general path)."""
+    if type(c) is not tuple or len(c) < 4:
+        _fail("command", "[op, request_id, client_id, seq, ...]", c)
+    op = c[0]
+    if type(op) is not int or op not in _COMMAND_LENGTHS:
+        raise MalformedCommand(f"malformed command: unknown op {op!r:.50}", c[1] if _is_index(c[1]) else 0)
+    if len(c) != _COMMAND_LENGTHS[op] or not (_is_index(c[1]) and _is_index(c[2]) and _is_index(c[3])):
+        _fail("command", _COMMAND_LAYOUTS[op], c)
+    if op == CMD_PUT:
+        if type(c[4]) is not bytes or type(c[5]) is not bytes:
+            _fail("put", _COMMAND_LAYOUTS[op], c)
+        return _new(types.put, (*c[1:6], _conditions(c[6], types)))
+    if op == CMD_DELETE:
+        if type(c[4]) is not bytes:
+            _fail("delete", _COMMAND_LAYOUTS[op], c)
+        return _new(types.delete, (*c[1:5], _conditions(c[5], types)))
+    if op == CMD_INCR:
+        if type(c[4]) is not bytes or type(c[5]) is not int:
+            _fail("incr", _COMMAND_LAYOUTS[op], c)
+        return _new(types.incr, c[1:])
+    return _new(types.txn, (*c[1:4], _conditions(c[4], types), _txn_ops(c[5], types), _txn_ops(c[6], types)))
+
+
+def _commands_by_column(cmds: tuple[Any, ...], types: KVTypes) -> list[Any] | None:
+    """The fast path: a batch of puts only, deletes only or incrs only, without conditions, checked a column at a
+    time (C-level passes, no per-field bytecode). None when the batch is not of that shape (or is malformed:
+    then the general path finds and names the bad command)."""
+    if set(map(type, cmds)) != _TUPLE_ONLY:
+        return None
+    lengths = set(map(len, cmds))
+    if len(lengths) != 1:
+        return None
+    cols = tuple(zip(*cmds, strict=True))
+    ops = cols[0] if cols else ()
+    if not ops or set(map(type, ops)) != _INT or len(set(ops)) != 1:
+        return None
+    op = ops[0]
+    if op == CMD_TXN or _COMMAND_LENGTHS.get(op) != lengths.pop():
+        return None
+    ints = (cols[1], cols[2], cols[3])
+    if any(set(map(type, col)) != _INT or min(col) < 0 for col in ints):
+        return None
+    if set(map(type, cols[4])) != _BYTES:
+        return None
+    if op == CMD_PUT:
+        if set(map(type, cols[5])) != _BYTES or any(cols[6]) or set(map(type, cols[6])) != _TUPLE_ONLY:
+            return None
+        cls = types.put
+    elif op == CMD_DELETE:
+        if any(cols[5]) or set(map(type, cols[5])) != _TUPLE_ONLY:
+            return None
+        cls = types.delete
+    else:
+        if set(map(type, cols[5])) != _INT:
+            return None
+        cls = types.incr
+    return list(map(_new, repeat(cls, len(cmds)), map(_tail, cmds)))
+
+
+def _command_or_error(c: object, types: KVTypes) -> Any:
+    try:
+        return _command(c, types)
+    except MalformedCommand as exc:
+        return exc
+    except CodecError as exc:
+        rid = c[1] if type(c) is tuple and len(c) > 1 and _is_index(c[1]) else 0
+        return MalformedCommand(str(exc), rid)
+
+
+def decode_command_batch(
+    b: bytes | bytearray | memoryview, types: KVTypes, *, lenient: bool = False
+) -> tuple[int, int, list[Any]]:
+    """Inverse of ``encode_command_batch``: ``(proposer, timestamp_ns, commands)`` with the commands built from
+    ``types``. Raises CodecError unless ``b`` is exactly one valid batch; with ``lenient=True`` only the envelope
+    must be valid, and each command that does not decode is replaced by a ``MalformedCommand`` (an exception
+    instance, returned, not raised) so the rest of the batch can still be applied."""
+    batch = _versioned(_unpack(b, "command batch"), "command batch", 4, _BATCH_LAYOUT)
+    _, proposer, timestamp_ns, cmds = batch
+    if not (type(proposer) is int and proposer > 0 and _is_index(timestamp_ns) and type(cmds) is tuple):
+        _fail("command batch", _BATCH_LAYOUT + " with proposer > 0", batch)
+    if not cmds:
+        return proposer, timestamp_ns, []
+    fast = _commands_by_column(cmds, types)
+    if fast is not None:
+        return proposer, timestamp_ns, fast
+    if lenient:
+        return proposer, timestamp_ns, [_command_or_error(c, types) for c in cmds]
+    return proposer, timestamp_ns, [_command(c, types) for c in cmds]
+
+
+def encode_result(wire: tuple[Any, ...]) -> bytes:
+    """``[1, [tag, ...]]``: ``wire`` is the result's tagged form (``raftkv.kv.commands.encode_result`` builds it)."""
+    return _pack((FORMAT_VERSION, wire))
+
+
+def _key_value(x: object, types: KVTypes) -> Any:
+    if type(x) is not tuple or len(x) != 6:
+        _fail("key value", _KEY_VALUE_LAYOUT, x)
+    key, value, create_index, mod_index, version, clock = x
+    if not (type(key) is bytes and type(value) is bytes and _is_index(create_index) and _is_index(mod_index)):
+        _fail("key value", _KEY_VALUE_LAYOUT, x)
+    if not _is_index(version):
+        _fail("key value", _KEY_VALUE_LAYOUT, x)
+    return _new(types.key_value, (key, value, create_index, mod_index, version, _clock(clock, types)))
+
+
+def _result(r: object, types: KVTypes, nested: bool) -> Any:
+    """A tagged result. ``nested``: an item of a txn result (may be a key value or nil, may not be a txn)."""
+    if nested and r is None:
+        return None
+    if type(r) is not tuple or not r or type(r[0]) is not int:
+        _fail("result", "[tag, ...]", r)
+    tag = r[0]
+    n = len(r)
+    if tag == RES_PUT and n == 2:
+        return _new(types.put_result, (_key_value(r[1], types),))
+    if tag == RES_DELETE and n == 3 and type(r[1]) is bool and _is_index(r[2]):
+        return _new(types.delete_result, r[1:])
+    if tag == RES_INCR and n == 3 and type(r[1]) is int:
+        return _new(types.incr_result, (r[1], _key_value(r[2], types)))
+    if tag == RES_ERROR and n == 3 and type(r[1]) is str and type(r[2]) is str:
+        return _new(types.error_result, r[1:])
+    if nested:
+        if tag == RES_KEY_VALUE:
+            return _key_value(r[1:], types)
+    elif tag == RES_TXN and n == 3 and type(r[1]) is bool and type(r[2]) is tuple:
+        return _new(types.txn_result, (r[1], tuple([_result(x, types, True) for x in r[2]])))
+    elif tag == RES_CONDITION_FAILED and n == 3:
+        current = None if r[2] is None else _key_value(r[2], types)
+        return _new(types.condition_failed_result, (_condition(r[1], types), current))
+    elif tag == RES_DUPLICATE and n == 1:
+        return _new(types.duplicate_result, ())
+    _fail("txn result item" if nested else "result", "one of the result layouts", r)
+
+
+def decode_result(b: bytes | bytearray | memoryview, types: KVTypes) -> Any:
+    """Inverse of ``encode_result``, built from ``types``. Raises CodecError unless ``b`` is exactly one result."""
+    t = _versioned(_unpack(b, "result"), "result", 2, _RESULT_LAYOUT)
+    return _result(t[1], types, False)
+
+
+def encode_value_record(value: bytes, create_index: int, mod_index: int, version: int, vclock: object) -> bytes:
+    """``[1, value, create_index, mod_index, version, vclock]``: one stored key (``vclock`` is a tuple of pairs)."""
+    return _pack((FORMAT_VERSION, value, create_index, mod_index, version, vclock))
+
+
+def decode_value_record(b: bytes | bytearray | memoryview, types: KVTypes) -> tuple[bytes, int, int, int, Any]:
+    """Inverse of ``encode_value_record``: ``(value, create_index, mod_index, version, vclock)``."""
+    t = _versioned(_unpack(b, "value record"), "value record", 6, _VALUE_RECORD_LAYOUT)
+    _, value, create_index, mod_index, version, clock = t
+    if not (type(value) is bytes and _is_index(create_index) and _is_index(mod_index) and _is_index(version)):
+        _fail("value record", _VALUE_RECORD_LAYOUT, t)
+    return value, create_index, mod_index, version, _clock(clock, types)
+
+
+def encode_session_record(last_seq: int, last_active_ns: int, result: bytes) -> bytes:
+    """``[1, last_seq, last_active_ns, result]``: ``result`` is an ``encode_result`` encoding, kept as bytes."""
+    return _pack((FORMAT_VERSION, last_seq, last_active_ns, result))
+
+
+def decode_session_record(b: bytes | bytearray | memoryview) -> tuple[int, int, bytes]:
+    """Inverse of ``encode_session_record``: ``(last_seq, last_active_ns, result)``."""
+    t = _versioned(_unpack(b, "session record"), "session record", 4, _SESSION_LAYOUT)
+    _, last_seq, last_active_ns, result = t
+    if not (_is_index(last_seq) and _is_index(last_active_ns) and type(result) is bytes):
+        _fail("session record", _SESSION_LAYOUT, t)
+    return last_seq, last_active_ns, result

@@ -306,3 +306,94 @@ def test_only_codec_imports_msgpack() -> None:
             if any(n == "msgpack" or n.startswith("msgpack.") for n in names):
                 users.append(path.relative_to(root).as_posix())
     assert users == ["codec.py"]
+
+
+# -- the KV state machine's encodings (built here as plain tuples: the codec needs no kv class) ------------------
+
+PLAIN = codec.KVTypes(*([tuple] * len(codec.KVTypes._fields)))
+CLOCKS = st.dictionaries(NODE, st.integers(1, 2**64 - 1), max_size=4).map(lambda d: tuple(sorted(d.items())))
+
+
+@given(st.binary(max_size=64), U64, U64, U64, CLOCKS)
+def test_value_record_round_trip(value: bytes, create: int, mod: int, version: int, clock: Any) -> None:
+    b = codec.encode_value_record(value, create, mod, version, clock)
+    assert codec.decode_value_record(b, PLAIN) == (value, create, mod, version, clock)
+    assert msgpack.unpackb(b, use_list=False) == (1, value, create, mod, version, clock)
+
+
+@given(U64, U64, st.binary(max_size=32))
+def test_session_record_round_trip(seq: int, active: int, result: bytes) -> None:
+    assert codec.decode_session_record(codec.encode_session_record(seq, active, result)) == (seq, active, result)
+
+
+def test_command_batch_round_trip_with_plain_types() -> None:
+    cmds = [
+        (codec.CMD_PUT, 1, 2, 3, b"k", b"v", ((b"k", codec.TARGET_VCLOCK, codec.CMP_EQ, ((1, 2),)),)),
+        (codec.CMD_DELETE, 4, 0, 0, b"k", ()),
+        (codec.CMD_INCR, 5, 0, 0, b"n", -3),
+        (codec.CMD_TXN, 6, 0, 0, ((b"k", codec.TARGET_EXISTS, codec.CMP_NE, False),),
+         ((codec.TXN_GET, b"k", b"", 0),), ()),
+    ]  # fmt: skip
+    b = codec.encode_command_batch(9, 123, cmds)
+    assert codec.decode_command_batch(b, PLAIN) == (9, 123, [c[1:] for c in cmds])
+
+
+@pytest.mark.parametrize(
+    ("decode", "good"),
+    [
+        (lambda b: codec.decode_command_batch(b, PLAIN), [1, 1, 0, []]),
+        (lambda b: codec.decode_result(b, PLAIN), [1, [8]]),
+        (lambda b: codec.decode_value_record(b, PLAIN), [1, b"v", 1, 1, 1, [[1, 1]]]),
+        (codec.decode_session_record, [1, 1, 0, b""]),
+    ],
+)
+def test_kv_encodings_are_version_tagged_and_strict(decode: Any, good: list[Any]) -> None:
+    decode(pack(good))
+    for version in (0, 2):
+        with pytest.raises(CodecError, match=f"encoding version {version}"):
+            decode(pack([version, *good[1:]]))
+    with pytest.raises(CodecError):
+        decode(pack([*good, 0]))
+    with pytest.raises(CodecError, match="extra data"):
+        decode(pack(good) + b"\x00")
+    with pytest.raises(CodecError, match="maps"):
+        decode(pack({"v": good}))
+
+
+@pytest.mark.parametrize(
+    "record",
+    [
+        [1, "v", 1, 1, 1, []],
+        [1, b"v", -1, 1, 1, []],
+        [1, b"v", 1, 1, True, []],
+        [1, b"v", 1, 1, 1, [[2, 1], [1, 1]]],
+        [1, b"v", 1, 1, 1, [[1, 1], [1, 2]]],
+        [1, b"v", 1, 1, 1, [[1, 0]]],
+        [1, b"v", 1, 1, 1, [[1]]],
+        [1, b"v", 1, 1, 1, None],
+    ],
+)
+def test_malformed_value_records_are_rejected(record: list[Any]) -> None:
+    with pytest.raises(CodecError):
+        codec.decode_value_record(pack(record), PLAIN)
+
+
+@settings(max_examples=200)
+@given(st.binary(max_size=64))
+def test_kv_decoders_raise_only_codec_error_on_garbage(garbage: bytes) -> None:
+    for decode in (
+        lambda b: codec.decode_command_batch(b, PLAIN, lenient=True),
+        lambda b: codec.decode_command_batch(b, PLAIN),
+        lambda b: codec.decode_result(b, PLAIN),
+        lambda b: codec.decode_value_record(b, PLAIN),
+        codec.decode_session_record,
+    ):
+        with contextlib.suppress(CodecError):
+            decode(garbage)
+
+
+def test_malformed_command_is_a_codec_error_naming_the_request() -> None:
+    _, _, cmds = codec.decode_command_batch(pack([1, 1, 0, [[9, 17, 0, 0]]]), PLAIN, lenient=True)
+    (bad,) = cmds
+    assert isinstance(bad, codec.MalformedCommand) and isinstance(bad, CodecError)
+    assert bad.request_id == 17 and "unknown op 9" in str(bad)

@@ -1,0 +1,671 @@
+"""The ``raftkv`` command: run a node, talk to a cluster, run a local cluster. See ``raftkv --help``."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import importlib.metadata
+import json
+import os
+import sys
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, NoReturn, TypeVar
+
+import click
+
+import raftkv.localcluster as localcluster
+
+from .client import (
+    CONSISTENCY_LEVELS,
+    Client,
+    KeyValue,
+    NodeStatus,
+    resolve_endpoints,
+)
+from .errors import ExitCode, RaftKVError
+from .settings import load_settings
+
+T = TypeVar("T")
+
+MAIN_HELP = f"""raftkv: a Raft-replicated key-value store.
+
+\b
+Try it on one machine:
+  raftkv cluster up --nodes 3        # three nodes in ./.raftkv-cluster
+  raftkv put greeting hello
+  raftkv get greeting
+  raftkv status
+  raftkv cluster kill 1              # crash a node; the others elect a new leader
+  raftkv cluster down --purge
+
+\b
+Where the cluster is (first found wins): --endpoints HOST:PORT,..., $RAFTKV_ENDPOINTS, the local cluster in
+--cluster-dir / $RAFTKV_CLUSTER_DIR / ./.raftkv-cluster.
+
+\b
+Errors are one line on stderr ("error: ..."); set RAFTKV_DEBUG=1 for tracebacks of unexpected failures.
+Exit codes:
+  {ExitCode.OK}  success
+  {ExitCode.ERROR}  unexpected failure
+  {ExitCode.USAGE}  bad command line
+  {ExitCode.NOT_FOUND}  get: the key does not exist
+  {ExitCode.UNAVAILABLE}  no leader, unreachable, or timed out (a write's outcome may then be unknown)
+  {ExitCode.INVALID}  the request was rejected as invalid (e.g. an empty or oversized key)
+  {ExitCode.CONFLICT}  a condition did not hold
+  {ExitCode.READ_ONLY}  the node refuses writes (e.g. its disk is full)
+  {ExitCode.CONFIG}  bad configuration, data directory or local cluster state
+"""
+
+OUTPUT_CHOICE = click.Choice(["text", "json"])
+
+
+def _version() -> str:
+    try:
+        return importlib.metadata.version("raftkv")
+    except importlib.metadata.PackageNotFoundError:
+        return "(not installed)"
+
+
+# -- errors: one line and an exit code --------------------------------------------------------------------------
+def _die(message: str, exit_code: int) -> NoReturn:
+    """Print ``error: <message>`` (one line) on stderr and exit with ``exit_code``."""
+    line = " ".join(message.split()) if message else "failed"
+    click.echo(f"error: {line}", err=True)
+    raise click.exceptions.Exit(exit_code)
+
+
+def _usage_error(e: click.UsageError) -> NoReturn:
+    where = f" (see '{e.ctx.command_path} --help')" if e.ctx is not None else ""
+    _die(e.format_message() + where, e.exit_code)
+
+
+class RaftKVGroup(click.Group):
+    """A click group that turns every error into one line on stderr and the matching exit code."""
+
+    def make_context(
+        self, info_name: str | None, args: list[str], parent: click.Context | None = None, **extra: Any
+    ) -> click.Context:
+        try:
+            return super().make_context(info_name, args, parent, **extra)
+        except click.exceptions.NoArgsIsHelpError:
+            raise
+        except click.UsageError as e:
+            _usage_error(e)
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except (click.exceptions.Exit, click.Abort, click.exceptions.NoArgsIsHelpError):
+            raise
+        except click.UsageError as e:
+            _usage_error(e)
+        except click.ClickException:
+            raise
+        except RaftKVError as e:
+            _die(e.message, e.exit_code)
+        except BrokenPipeError:  # `raftkv list | head`: stop quietly (and let Python not complain at exit either)
+            try:
+                os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+            except (OSError, ValueError):
+                pass
+            raise click.exceptions.Exit(ExitCode.OK) from None
+        except Exception as e:
+            if os.environ.get("RAFTKV_DEBUG", "") not in ("", "0"):
+                raise
+            _die(f"unexpected {type(e).__name__}: {e} (run with RAFTKV_DEBUG=1 for a traceback)", ExitCode.ERROR)
+
+
+@dataclass
+class Globals:
+    endpoints: str | None
+    cluster_dir: str | None
+    timeout_s: float
+    output: str
+
+    def endpoint_list(self) -> list[str]:
+        return resolve_endpoints(self.endpoints, self.cluster_dir)
+
+
+def _globals(ctx: click.Context) -> Globals:
+    obj = ctx.find_object(Globals)
+    return obj if obj is not None else Globals(None, None, 10.0, "text")
+
+
+def _output(ctx: click.Context, output: str | None) -> str:
+    return output or _globals(ctx).output
+
+
+def _with_client(ctx: click.Context, fn: Callable[[Client], Awaitable[T]]) -> T:
+    g = _globals(ctx)
+    endpoints = g.endpoint_list()
+
+    async def go() -> T:
+        async with Client(endpoints, timeout_s=g.timeout_s) as c:
+            return await fn(c)
+
+    return asyncio.run(go())
+
+
+def _key_arg(key: str) -> bytes:
+    return key.encode("utf-8", "surrogateescape")
+
+
+def _bytes_json(name: str, b: bytes) -> dict[str, Any]:
+    """``{name: text}`` if ``b`` is UTF-8, else ``{name: None, name_base64: ...}``."""
+    try:
+        return {name: b.decode("utf-8")}
+    except UnicodeDecodeError:
+        return {name: None, f"{name}_base64": base64.b64encode(b).decode("ascii")}
+
+
+def _kv_json(kv: KeyValue, with_value: bool = True) -> dict[str, Any]:
+    out = _bytes_json("key", kv.key)
+    if with_value:
+        out.update(_bytes_json("value", kv.value))
+    out.update(
+        create_index=kv.create_index,
+        mod_index=kv.mod_index,
+        version=kv.version,
+        vclock={str(k): v for k, v in sorted(kv.vclock.items())},
+    )
+    return out
+
+
+def _print_json(data: Any) -> None:
+    click.echo(json.dumps(data, indent=2, sort_keys=False))
+
+
+def _write_raw(data: bytes) -> None:
+    click.echo(data, nl=False)  # bytes go to the binary stream, unchanged
+
+
+def _simple_role(role: str) -> str:
+    return "candidate" if role in ("pre-candidate", "precandidate", "pre_candidate") else role
+
+
+def status_json(nodes: Sequence[NodeStatus]) -> dict[str, Any]:
+    """The ``--output json`` shape of ``status`` and ``cluster status`` (scripts rely on it)."""
+    return {
+        "nodes": [
+            {
+                "id": s.id or None,
+                "role": _simple_role(s.role) if s.reachable else "unreachable",
+                "term": s.term if s.reachable else None,
+                "commit": s.commit if s.reachable else None,
+                "applied": s.applied if s.reachable else None,
+                "client_addr": s.client_addr or s.endpoint,
+                "peer_addr": s.peer_addr or None,
+            }
+            for s in nodes
+        ]
+    }
+
+
+def _fill_unreachable(nodes: list[NodeStatus]) -> list[NodeStatus]:
+    """Name unreachable endpoints after the member lists the reachable nodes report."""
+    known: dict[str, tuple[int, str]] = {}
+    for s in nodes:
+        for mid, peer, client in s.members:
+            known[client] = (mid, peer)
+    out = []
+    for s in nodes:
+        if not s.reachable and s.endpoint in known:
+            mid, peer = known[s.endpoint]
+            s = NodeStatus(s.endpoint, False, id=mid, client_addr=s.endpoint, peer_addr=peer, error=s.error)
+        out.append(s)
+    return out
+
+
+def _status_table(nodes: Sequence[NodeStatus], pids: Sequence[int | None] | None = None) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(box=None, pad_edge=False, header_style="bold")
+    notes: list[str] = []
+    for col in ("node", "address", "role", "term", "commit", "applied", "leader", "reachable"):
+        table.add_column(col, justify="right" if col in ("node", "term", "commit", "applied", "leader") else "left")
+    if pids is not None:
+        table.add_column("pid", justify="right")
+    for i, s in enumerate(nodes):
+        if s.reachable:
+            role = f"[bold green]{s.role}[/]" if s.role == "leader" else s.role
+            row = [
+                str(s.id),
+                s.client_addr or s.endpoint,
+                role,
+                str(s.term),
+                str(s.commit),
+                str(s.applied),
+                str(s.leader_id or "-"),
+                "yes",
+            ]
+        else:
+            row = [str(s.id or "?"), s.endpoint, "[red]unreachable[/]", "-", "-", "-", "-", "no"]
+            if s.error:
+                notes.append(f"{s.endpoint}: {s.error}")
+        if pids is not None:
+            pid = pids[i]
+            row.append(str(pid) if pid else "-")
+        table.add_row(*row)
+    console = Console(soft_wrap=True, width=None if sys.stdout.isatty() else 160)
+    console.print(table)
+    for note in notes:
+        console.print(f"[dim]{note}[/]", highlight=False)
+
+
+# -- the group --------------------------------------------------------------------------------------------------
+@click.group(cls=RaftKVGroup, help=MAIN_HELP, context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("--endpoints", metavar="HOST:PORT,...", help="Client addresses of the cluster's nodes (any subset).")
+@click.option(
+    "--cluster-dir",
+    metavar="DIR",
+    help="A local cluster's directory to find the endpoints in [default: $RAFTKV_CLUSTER_DIR or ./.raftkv-cluster].",
+)
+@click.option(
+    "--timeout",
+    "timeout_s",
+    type=click.FloatRange(min=0.001),
+    default=10.0,
+    show_default=True,
+    help="Seconds a request may take, retries included.",
+)
+@click.option("--output", type=OUTPUT_CHOICE, default="text", show_default=True, help="Output format.")
+@click.version_option(version=_version(), prog_name="raftkv", message="%(prog)s %(version)s")
+@click.pass_context
+def main(ctx: click.Context, endpoints: str | None, cluster_dir: str | None, timeout_s: float, output: str) -> None:
+    ctx.obj = Globals(endpoints, cluster_dir, timeout_s, output)
+
+
+# -- serve ------------------------------------------------------------------------------------------------------
+@main.command(
+    epilog="""\b
+Examples:
+  raftkv serve --config node1.toml
+  raftkv serve --id 1 --data-dir data/n1 \\
+      --member 1=127.0.0.1:7001,127.0.0.1:8001 \\
+      --member 2=127.0.0.1:7002,127.0.0.1:8002 \\
+      --member 3=127.0.0.1:7003,127.0.0.1:8003"""
+)
+@click.option("--config", "config_file", type=click.Path(dir_okay=False), help="A TOML settings file.")
+@click.option("--id", "node_id", type=int, help="This node's id (one of the members).")
+@click.option("--data-dir", type=click.Path(file_okay=False), help="Where this node keeps its log and data.")
+@click.option(
+    "--member",
+    "members",
+    multiple=True,
+    metavar="ID=PEER,CLIENT",
+    help="A member of the initial cluster (repeat for each), e.g. 1=127.0.0.1:7001,127.0.0.1:8001.",
+)
+@click.option("--cluster-token", help="Nodes with different tokens refuse to talk to each other.")
+@click.option("--listen-peer-addr", metavar="HOST:PORT", help="Listen for peers here (default: own peer address).")
+@click.option(
+    "--listen-client-addr", metavar="HOST:PORT", help="Listen for clients here (default: own client address)."
+)
+@click.option("--tick-ms", type=click.IntRange(min=1), help="Length of a Raft tick in milliseconds.")
+@click.option("--log-level", type=click.Choice(["debug", "info", "warning", "error"]), help="Log verbosity.")
+@click.option(
+    "--sync/--no-sync",
+    default=None,
+    help="fsync before acknowledging (default). --no-sync loses acknowledged writes on power failure.",
+)
+@click.pass_context
+def serve(
+    ctx: click.Context,
+    config_file: str | None,
+    node_id: int | None,
+    data_dir: str | None,
+    members: tuple[str, ...],
+    cluster_token: str | None,
+    listen_peer_addr: str | None,
+    listen_client_addr: str | None,
+    tick_ms: int | None,
+    log_level: str | None,
+    sync: bool | None,
+) -> None:
+    """Run a node in the foreground until SIGTERM or Ctrl-C.
+
+    Settings come from --config, then RAFTKV_<SETTING> environment variables, then these flags."""
+    overrides: dict[str, Any] = {
+        "id": node_id,
+        "data_dir": data_dir,
+        "members": members,
+        "cluster_token": cluster_token,
+        "listen_peer_addr": listen_peer_addr,
+        "listen_client_addr": listen_client_addr,
+        "tick_ms": tick_ms,
+        "log_level": log_level,
+        "sync": sync,
+    }
+    settings = load_settings(config_file, overrides)
+    from .server import run  # lazily: the client commands do not need the daemon's dependencies
+
+    ctx.exit(run(settings))
+
+
+# -- key-value commands -----------------------------------------------------------------------------------------
+output_option = click.option(
+    "--output", type=OUTPUT_CHOICE, default=None, help="Output format [default: the global --output, text]."
+)
+
+
+@main.command(
+    epilog="""\b
+Examples:
+  raftkv put greeting hello
+  raftkv put config.json - < config.json     # the value from stdin, as bytes"""
+)
+@click.argument("key")
+@click.argument("value")
+@output_option
+@click.pass_context
+def put(ctx: click.Context, key: str, value: str, output: str | None) -> None:
+    """Set KEY to VALUE ("-" reads the value from stdin). Prints "OK index=<mod index> version=<version>".
+
+    The write is applied exactly once, even if it is retried; if the deadline passes with its outcome unknown,
+    it exits 4 with a message saying so (it may or may not have been applied)."""
+    data = sys.stdin.buffer.read() if value == "-" else value.encode("utf-8", "surrogateescape")
+    k = _key_arg(key)
+    res = _with_client(ctx, lambda c: c.put(k, data))
+    if _output(ctx, output) == "json":
+        out = _bytes_json("key", res.key)
+        out.update(
+            create_index=res.create_index,
+            mod_index=res.mod_index,
+            version=res.version,
+            vclock={str(n): v for n, v in sorted(res.vclock.items())},
+            index=res.index,
+        )
+        _print_json(out)
+    else:
+        click.echo(f"OK index={res.mod_index} version={res.version}")
+
+
+@main.command(
+    epilog="""\b
+Examples:
+  raftkv get greeting
+  raftkv get greeting --consistency stale          # any node, possibly behind
+  raftkv get greeting --consistency bounded --max-staleness-ms 500
+  raftkv get blob > blob.bin                       # raw bytes, no newline added
+  raftkv get greeting --output json
+
+\b
+JSON: {"key", "value", "create_index", "mod_index", "version", "vclock", "index"}; a key or value that is not
+UTF-8 is null, with its bytes in "key_base64" / "value_base64"."""
+)
+@click.argument("key")
+@click.option(
+    "--consistency",
+    type=click.Choice(CONSISTENCY_LEVELS),
+    default="linearizable",
+    show_default=True,
+    help="linearizable: quorum-confirmed; lease: the leader's lease; stale: any node at once; "
+    "bounded: local if the node heard from the leader within --max-staleness-ms.",
+)
+@click.option("--max-staleness-ms", type=click.IntRange(min=0), default=0, help="The bound of --consistency bounded.")
+@click.option("--min-index", type=click.IntRange(min=0), default=None, help="Serve only once this index is applied.")
+@output_option
+@click.pass_context
+def get(
+    ctx: click.Context,
+    key: str,
+    consistency: str,
+    max_staleness_ms: int,
+    min_index: int | None,
+    output: str | None,
+) -> None:
+    """Print the value of KEY: the raw bytes alone (a newline follows only on a terminal), so scripts can use it.
+    A missing key prints an error and exits 3."""
+    k = _key_arg(key)
+    kv = _with_client(
+        ctx,
+        lambda c: c.get(k, consistency=consistency, min_index=min_index, max_staleness_ms=max_staleness_ms),
+    )
+    if kv is None:
+        _die(f"key {key!r} not found", ExitCode.NOT_FOUND)
+    if _output(ctx, output) == "json":
+        _print_json({**_kv_json(kv), "index": kv.index})
+        return
+    _write_raw(kv.value + (b"\n" if sys.stdout.isatty() else b""))
+
+
+@main.command(epilog="Example:\n\n  raftkv delete greeting")
+@click.argument("key")
+@output_option
+@click.pass_context
+def delete(ctx: click.Context, key: str, output: str | None) -> None:
+    """Delete KEY. Prints "deleted", or "not found" if it did not exist (both exit 0)."""
+    k = _key_arg(key)
+    res = _with_client(ctx, lambda c: c.delete(k))
+    if _output(ctx, output) == "json":
+        _print_json({"deleted": res.deleted, "index": res.index})
+    else:
+        click.echo("deleted" if res.deleted else "not found")
+
+
+@main.command(
+    "list",
+    epilog="""\b
+Examples:
+  raftkv list                      # every key (up to --limit)
+  raftkv list user/ --keys-only
+  raftkv list user/ --output json  # [{"key", "value", "create_index", "mod_index", "version", "vclock"}, ...]
+
+Text output is "key<TAB>value" lines: use --output json for values that contain newlines or tabs.""",
+)
+@click.argument("prefix", default="")
+@click.option("--limit", type=click.IntRange(min=1), default=1000, show_default=True, help="At most this many keys.")
+@click.option("--start-after", default="", help="Begin after this key (to continue a listing).")
+@click.option("--keys-only", is_flag=True, help="Print keys without values.")
+@click.option("--consistency", type=click.Choice(CONSISTENCY_LEVELS), default="linearizable", show_default=True)
+@output_option
+@click.pass_context
+def list_(
+    ctx: click.Context,
+    prefix: str,
+    limit: int,
+    start_after: str,
+    keys_only: bool,
+    consistency: str,
+    output: str | None,
+) -> None:
+    """List the keys starting with PREFIX (all keys without one), in key order."""
+    p = _key_arg(prefix) if prefix else b""
+    after = _key_arg(start_after) if start_after else b""
+
+    async def collect(c: Client) -> tuple[list[KeyValue], bool]:
+        out: list[KeyValue] = []
+        cursor = after
+        while True:
+            page = await c.range(
+                p, start_after=cursor, limit=min(1000, limit - len(out)), keys_only=keys_only, consistency=consistency
+            )
+            out.extend(page.kvs)
+            if not page.more or not page.kvs:
+                return out, False
+            cursor = page.kvs[-1].key
+            if len(out) >= limit:
+                return out, True
+
+    kvs, more = _with_client(ctx, collect)
+    if _output(ctx, output) == "json":
+        _print_json([_kv_json(kv, with_value=not keys_only) for kv in kvs])
+    else:
+        buf = bytearray()
+        for kv in kvs:
+            buf += kv.key if keys_only else kv.key + b"\t" + kv.value
+            buf += b"\n"
+        _write_raw(bytes(buf))
+    if more:
+        last = kvs[-1].key.decode("utf-8", "surrogateescape")
+        click.echo(f"(more keys follow: continue with --start-after {last!r}, or raise --limit)", err=True)
+
+
+@main.command(
+    epilog="""\b
+Examples:
+  raftkv status
+  raftkv status --output json   # {"nodes": [{"id", "role", "term", "commit", "applied", "client_addr",
+                                #             "peer_addr"}, ...]}
+
+\b
+In JSON, role is leader, follower, candidate (pre-candidates count as candidates) or unreachable; the numbers of
+an unreachable node are null. Exits 4 if no node answers."""
+)
+@output_option
+@click.pass_context
+def status(ctx: click.Context, output: str | None) -> None:
+    """Show every node: role, term, commit and applied index, the leader it knows, and whether it answers."""
+    g = _globals(ctx)
+    nodes = _fill_unreachable(_with_client(ctx, lambda c: c.cluster_status(timeout_s=min(g.timeout_s, 3.0))))
+    if _output(ctx, output) == "json":
+        _print_json(status_json(nodes))
+    else:
+        _status_table(nodes)
+    if not any(n.reachable for n in nodes):
+        ctx.exit(ExitCode.UNAVAILABLE)
+
+
+# -- the local cluster ------------------------------------------------------------------------------------------
+dir_option = click.option(
+    "--dir",
+    "dir_",
+    metavar="DIR",
+    default=None,
+    help="The cluster's directory [default: --cluster-dir, $RAFTKV_CLUSTER_DIR or ./.raftkv-cluster].",
+)
+
+
+def _cluster_dir(ctx: click.Context, dir_: str | None) -> Path:
+    if dir_:
+        return Path(dir_)
+    g = _globals(ctx)
+    return Path(g.cluster_dir) if g.cluster_dir else localcluster.default_dir()
+
+
+def _progress(msg: str) -> None:
+    click.echo(msg, err=True)
+
+
+@main.group(
+    epilog="""\b
+Examples:
+  raftkv cluster up --nodes 3
+  raftkv cluster status
+  raftkv cluster kill 2 && raftkv cluster restart 2
+  raftkv cluster logs 2 -n 100
+  raftkv cluster down --purge"""
+)
+def cluster() -> None:
+    """Run a cluster on this machine: nodes are background processes with their files in one directory
+    (node.toml, data/, node.log, pid per node; cluster.json with the endpoints, which the other commands read)."""
+
+
+@cluster.command("up")
+@click.option("--nodes", type=click.IntRange(1, localcluster.MAX_NODES), default=None, help="How many nodes [3].")
+@dir_option
+@click.option(
+    "--base-port",
+    type=click.IntRange(1024, 65000),
+    default=None,
+    help="Client ports BASE.., peer ports BASE+100.. [default: free ports picked at start].",
+)
+@click.option("--tick-ms", type=click.IntRange(min=1), default=100, show_default=True, help="Raft tick length.")
+@click.option("--no-sync", is_flag=True, help="Do not fsync (faster; loses acknowledged writes on power failure).")
+@click.option(
+    "--timeout",
+    "timeout_s",
+    type=click.FloatRange(min=1),
+    default=30.0,
+    show_default=True,
+    help="Seconds to wait for a leader.",
+)
+@click.pass_context
+def cluster_up(
+    ctx: click.Context,
+    nodes: int | None,
+    dir_: str | None,
+    base_port: int | None,
+    tick_ms: int,
+    no_sync: bool,
+    timeout_s: float,
+) -> None:
+    """Start N nodes in the background and wait until they elect a leader; print the endpoints.
+
+    A directory holding a stopped cluster (after `cluster down` without --purge) is started again, data kept."""
+    d = _cluster_dir(ctx, dir_)
+    info = localcluster.up(
+        d, nodes, tick_ms=tick_ms, sync=not no_sync, base_port=base_port, timeout_s=timeout_s, progress=_progress
+    )
+    click.echo(",".join(info.endpoints))
+    default = localcluster.default_dir().absolute() == info.dir
+    hint = "" if default else f" --cluster-dir {info.dir}"
+    click.echo(f"cluster up: try `raftkv{hint} put hello world` and `raftkv{hint} status`", err=True)
+
+
+@cluster.command("status")
+@dir_option
+@output_option
+@click.pass_context
+def cluster_status(ctx: click.Context, dir_: str | None, output: str | None) -> None:
+    """Show each node of the local cluster: its process and its Raft state (JSON: the shape of `raftkv status`)."""
+    rows = localcluster.status(_cluster_dir(ctx, dir_), timeout_s=min(_globals(ctx).timeout_s, 3.0))
+    nodes = [st for _, st in rows]
+    if _output(ctx, output) == "json":
+        _print_json(status_json(nodes))
+    else:
+        _status_table(nodes, pids=[ni.pid if ni.running else None for ni, _ in rows])
+
+
+@cluster.command("kill")
+@click.argument("node", type=int)
+@dir_option
+@click.pass_context
+def cluster_kill(ctx: click.Context, node: int, dir_: str | None) -> None:
+    """SIGKILL node NODE (a crash: no clean shutdown)."""
+    click.echo(localcluster.kill(_cluster_dir(ctx, dir_), node))
+
+
+@cluster.command("stop")
+@click.argument("node", type=int)
+@dir_option
+@click.pass_context
+def cluster_stop(ctx: click.Context, node: int, dir_: str | None) -> None:
+    """Stop node NODE cleanly (SIGTERM; SIGKILL after 10 s)."""
+    click.echo(localcluster.stop(_cluster_dir(ctx, dir_), node))
+
+
+@cluster.command("restart")
+@click.argument("node", type=int)
+@dir_option
+@click.pass_context
+def cluster_restart(ctx: click.Context, node: int, dir_: str | None) -> None:
+    """Start node NODE again with its config and data (stopping it first if it runs)."""
+    click.echo(localcluster.restart(_cluster_dir(ctx, dir_), node))
+
+
+@cluster.command("down")
+@dir_option
+@click.option("--purge", is_flag=True, help="Also delete the cluster's directory (configs, data, logs).")
+@click.pass_context
+def cluster_down(ctx: click.Context, dir_: str | None, purge: bool) -> None:
+    """Stop every node (SIGTERM; SIGKILL after 10 s). Without --purge the data stays and `cluster up` restarts it."""
+    for msg in localcluster.down(_cluster_dir(ctx, dir_), purge=purge):
+        click.echo(msg)
+
+
+@cluster.command("logs")
+@click.argument("node", type=int)
+@dir_option
+@click.option("-n", "--lines", type=click.IntRange(min=1), default=50, show_default=True, help="How many lines.")
+@click.pass_context
+def cluster_logs(ctx: click.Context, node: int, dir_: str | None, lines: int) -> None:
+    """Print the last lines of node NODE's log."""
+    text = localcluster.logs(_cluster_dir(ctx, dir_), node, lines)
+    if text:
+        click.echo(text)
+
+
+__all__ = ["main", "status_json"]

@@ -1,0 +1,778 @@
+"""The raftkv client: an async :class:`Client` and a thin synchronous :class:`SyncClient`.
+
+::
+
+    async with Client(["127.0.0.1:8001", "127.0.0.1:8002", "127.0.0.1:8003"]) as c:
+        meta = await c.put("greeting", "hello")
+        kv = await c.get("greeting")            # KeyValue(key=b'greeting', value=b'hello', ...) or None
+
+    with SyncClient(["127.0.0.1:8001"]) as c:   # the same methods, blocking
+        c.put(b"k", b"v")
+
+What the client guarantees:
+
+* **Leader discovery.** Requests go to the node believed to be the leader. A node that is not the leader answers
+  ``NotLeader`` with the leader's client address, and the client goes there (the address need not be in the endpoint
+  list). A node that cannot be reached, or answers ``Unavailable``, makes the client try the next endpoint, backing off
+  exponentially with jitter (50 ms doubling to 1 s) -- all within one overall deadline (``timeout_s``) that no
+  request ever exceeds: every attempt's gRPC deadline is the time that remains.
+* **Exactly-once writes.** Every write carries a session ``(client_id, seq)``; a retry of that write carries the same
+  pair, so the cluster applies it at most once. The client owns ``lanes`` sessions (client ids ``base + lane``):
+  a write takes an idle lane for its whole life, so at most one request per session id is ever outstanding.
+* **A write is reported successful only when it was acknowledged.** When the deadline passes after an attempt whose
+  outcome is unknown (a timeout, a lost connection, an unavailable quorum), the write raises
+  :class:`~raftkv.errors.Timeout` with ``outcome_unknown=True``: it may or may not have been applied.
+* **Read-your-writes and monotonic reads.** The client remembers the highest applied index any response showed it
+  and sends it as ``min_index`` on reads, so even a stale read on another node never goes back in time.
+
+Errors are the ones of :mod:`raftkv.errors`, rebuilt from the gRPC status and its trailing metadata.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import random
+import threading
+import time
+from collections.abc import AsyncIterator, Callable, Coroutine, Mapping, Sequence
+from concurrent.futures import Future
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import TracebackType
+from typing import Any, Literal, Protocol, TypeVar
+
+import grpc
+import grpc.aio
+
+from .errors import (
+    META_OUTCOME_UNKNOWN,
+    ConfigError,
+    InvalidArgument,
+    NotLeader,
+    RaftKVError,
+    Timeout,
+    Unavailable,
+    from_wire,
+)
+from .proto.v1 import kv_pb2, kv_pb2_grpc
+
+__all__ = [
+    "CLUSTER_FILE",
+    "DEFAULT_CLUSTER_DIR",
+    "Client",
+    "Consistency",
+    "DeleteResult",
+    "KeyValue",
+    "NodeStatus",
+    "PutResult",
+    "RangeResult",
+    "SyncClient",
+    "resolve_endpoints",
+]
+
+T = TypeVar("T")
+
+
+class _Response(Protocol):
+    @property
+    def header(self) -> kv_pb2.Header: ...
+
+
+R = TypeVar("R", bound=_Response)
+
+Consistency = Literal["linearizable", "lease", "stale", "bounded"]
+CONSISTENCY_LEVELS: tuple[Consistency, ...] = ("linearizable", "lease", "stale", "bounded")
+_CONSISTENCY_PB = {
+    "linearizable": kv_pb2.LINEARIZABLE,
+    "lease": kv_pb2.LEASE,
+    "stale": kv_pb2.STALE,
+    "bounded": kv_pb2.BOUNDED,
+}
+
+CLUSTER_FILE = "cluster.json"
+"""The file ``raftkv cluster up`` writes into its directory; :func:`resolve_endpoints` reads ``endpoints`` from it."""
+DEFAULT_CLUSTER_DIR = ".raftkv-cluster"
+
+BACKOFF_MIN_S = 0.05
+BACKOFF_MAX_S = 1.0
+_U64 = 1 << 64
+_U32_MAX = (1 << 32) - 1
+
+# Reconnect quickly to a node that comes back (gRPC's defaults wait up to 2 minutes between connection attempts).
+_CHANNEL_OPTIONS: list[tuple[str, Any]] = [
+    ("grpc.initial_reconnect_backoff_ms", 100),
+    ("grpc.min_reconnect_backoff_ms", 100),
+    ("grpc.max_reconnect_backoff_ms", 1000),
+    ("grpc.max_receive_message_length", 64 << 20),
+    ("grpc.max_send_message_length", 64 << 20),
+]
+
+
+# -- results ----------------------------------------------------------------------------------------------------
+@dataclass(frozen=True, slots=True)
+class KeyValue:
+    """A key with its value and metadata. ``index`` is the applied index of the response that carried it."""
+
+    key: bytes
+    value: bytes
+    create_index: int
+    mod_index: int
+    version: int
+    vclock: dict[int, int] = field(default_factory=dict)
+    index: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class PutResult:
+    """The key's metadata after a put."""
+
+    key: bytes
+    create_index: int
+    mod_index: int
+    version: int
+    vclock: dict[int, int]
+    index: int
+
+
+@dataclass(frozen=True, slots=True)
+class DeleteResult:
+    deleted: bool
+    """False if the key did not exist."""
+    index: int
+    """The log index of the delete."""
+
+
+@dataclass(frozen=True, slots=True)
+class RangeResult:
+    kvs: tuple[KeyValue, ...]
+    more: bool
+    """More keys match: continue with ``start_after=kvs[-1].key``."""
+    index: int
+
+
+@dataclass(frozen=True, slots=True)
+class NodeStatus:
+    """One node's view of the cluster, or ``reachable=False`` (and ``error``) when it could not be asked."""
+
+    endpoint: str
+    reachable: bool
+    id: int = 0
+    role: str = "unreachable"
+    """leader / follower / candidate / pre-candidate, or unreachable."""
+    term: int = 0
+    commit: int = 0
+    applied: int = 0
+    last_index: int = 0
+    leader_id: int = 0
+    leader_contact_ms: int = 0
+    client_addr: str = ""
+    peer_addr: str = ""
+    cluster_id: str = ""
+    version: str = ""
+    read_only: bool = False
+    read_only_reason: str = ""
+    members: tuple[tuple[int, str, str], ...] = ()
+    """(id, peer_addr, client_addr) of every member this node knows."""
+    error: str = ""
+    stats: Mapping[str, int] = field(default_factory=dict, compare=False)
+    """The node's counters since it started (readies, store_syncs, entries_persisted, commands_proposed, ...)."""
+
+
+# -- helpers ----------------------------------------------------------------------------------------------------
+def _to_bytes(v: bytes | str, what: str) -> bytes:
+    if isinstance(v, bytes):
+        return v
+    if isinstance(v, str):
+        return v.encode("utf-8", "surrogateescape")
+    if isinstance(v, bytearray | memoryview):
+        return bytes(v)
+    raise InvalidArgument(f"{what} must be bytes or str, not {type(v).__name__}")
+
+
+def _key(k: bytes | str) -> bytes:
+    b = _to_bytes(k, "key")
+    if not b:
+        raise InvalidArgument("the key must not be empty")
+    return b
+
+
+def _vclock(vc: kv_pb2.VectorClock) -> dict[int, int]:
+    return dict(zip(vc.nodes, vc.counters, strict=False))
+
+
+def _kv(pb: kv_pb2.KeyValue, index: int) -> KeyValue:
+    return KeyValue(pb.key, pb.value, pb.create_index, pb.mod_index, pb.version, _vclock(pb.vclock), index)
+
+
+def _consistency(c: Consistency | str) -> kv_pb2.Consistency:
+    try:
+        return _CONSISTENCY_PB[c.lower()]
+    except (KeyError, AttributeError):
+        raise InvalidArgument(f"unknown consistency {c!r}: expected one of {', '.join(CONSISTENCY_LEVELS)}") from None
+
+
+def error_from_rpc(e: grpc.aio.AioRpcError) -> RaftKVError:
+    """The raftkv error an RPC failure stands for (connection failures become :class:`Unavailable`)."""
+    md: dict[str, str] = {}
+    trailing = e.trailing_metadata()
+    if trailing:
+        for k, v in trailing:
+            if isinstance(v, str):
+                md[k] = v
+    code = e.code()
+    name = code.name if code is not None else "UNKNOWN"
+    return from_wire(name, e.details() or "", md)
+
+
+def _definitely_not_sent(e: grpc.aio.AioRpcError, err: RaftKVError) -> bool:
+    """True when the request never reached a server (the connection could not be made), so a write in it cannot
+    have been applied. Anything less certain counts as an unknown outcome."""
+    if not isinstance(err, Unavailable) or e.trailing_metadata():
+        return False
+    d = (e.details() or "").lower()
+    return "failed to connect" in d or "connection refused" in d or "name resolution" in d or "dns" in d
+
+
+def resolve_endpoints(endpoints: str | None = None, cluster_dir: str | os.PathLike[str] | None = None) -> list[str]:
+    """Where the cluster is: ``endpoints`` (comma-separated ``HOST:PORT``), else ``$RAFTKV_ENDPOINTS``, else the
+    ``cluster.json`` of a local cluster (``cluster_dir``, else ``$RAFTKV_CLUSTER_DIR``, else ``./.raftkv-cluster``)."""
+    for source in (endpoints, os.environ.get("RAFTKV_ENDPOINTS")):
+        if source and source.strip():
+            eps = [e.strip() for e in source.split(",") if e.strip()]
+            for e in eps:
+                host, sep, port = e.rpartition(":")
+                if not sep or not host or not port.isdigit():
+                    raise ConfigError(f"bad endpoint {e!r}: expected HOST:PORT")
+            return eps
+    explicit = cluster_dir if cluster_dir is not None else os.environ.get("RAFTKV_CLUSTER_DIR")
+    d = Path(explicit if explicit else DEFAULT_CLUSTER_DIR)
+    f = d / CLUSTER_FILE
+    if f.is_file():
+        try:
+            data = json.loads(f.read_text())
+            eps = [str(e) for e in data["endpoints"]]
+        except (OSError, ValueError, KeyError, TypeError) as e:
+            raise ConfigError(f"cannot read the endpoints from {f}: {e}") from None
+        if eps:
+            return eps
+    if explicit:
+        raise ConfigError(f"no local cluster in {d} (no {CLUSTER_FILE}): start one with `raftkv cluster up --dir {d}`")
+    raise ConfigError(
+        "no endpoints: pass --endpoints, set RAFTKV_ENDPOINTS, or start a local cluster with `raftkv cluster up`"
+    )
+
+
+# -- the async client -------------------------------------------------------------------------------------------
+class Client:
+    """An async raftkv client over one lazily opened gRPC channel per endpoint. See the module docstring.
+
+    ``timeout_s`` bounds every call, retries included. ``client_id`` is the base of the session ids (random when
+    omitted); two live clients must never share one. ``lanes`` is how many writes may be in flight at once (more
+    wait for a free lane). Create it anywhere; use it on one event loop."""
+
+    def __init__(
+        self,
+        endpoints: Sequence[str],
+        *,
+        timeout_s: float = 10.0,
+        client_id: int | None = None,
+        lanes: int = 64,
+    ) -> None:
+        if isinstance(endpoints, str):
+            endpoints = [e.strip() for e in endpoints.split(",") if e.strip()]
+        eps = list(dict.fromkeys(endpoints))
+        if not eps:
+            raise ConfigError("the client needs at least one endpoint (HOST:PORT)")
+        if timeout_s <= 0:
+            raise ConfigError(f"timeout_s must be positive, got {timeout_s}")
+        if lanes < 1:
+            raise ConfigError(f"lanes must be at least 1, got {lanes}")
+        self._endpoints = eps
+        self._timeout_s = float(timeout_s)
+        self._rng = random.Random()
+        base = client_id if client_id is not None else random.SystemRandom().getrandbits(64)
+        self._client_id_base = base % _U64 or 1
+        self._lanes = lanes
+        # Sequence numbers start at the wall clock in microseconds, so a client restarted with the same explicit
+        # client_id continues above the seqs its predecessor used (the cluster drops a seq below the last one).
+        self._seqs = [time.time_ns() // 1000] * lanes
+        self._idle: list[int] = list(range(lanes - 1, -1, -1))  # a stack: the lowest lane is reused first
+        self._lane_sem: asyncio.Semaphore | None = None  # created on first use, on the client's loop
+        self._channels: dict[str, tuple[grpc.aio.Channel, kv_pb2_grpc.KVStub]] = {}
+        self._leader: str | None = None
+        self._cursor = 0
+        self._seen_index = 0
+        self._closed = False
+
+    # -- properties ------------------------------------------------------------------------------------------
+    @property
+    def endpoints(self) -> list[str]:
+        return list(self._endpoints)
+
+    @property
+    def timeout_s(self) -> float:
+        return self._timeout_s
+
+    @property
+    def client_id(self) -> int:
+        """The base client id; lane ``i`` uses ``client_id + i`` (wrapping, never 0)."""
+        return self._client_id_base
+
+    @property
+    def leader(self) -> str | None:
+        """The client address of the node currently believed to be the leader."""
+        return self._leader
+
+    @property
+    def seen_index(self) -> int:
+        """The highest applied index seen in any response (sent as ``min_index`` on reads)."""
+        return self._seen_index
+
+    # -- lifecycle -------------------------------------------------------------------------------------------
+    async def __aenter__(self) -> Client:
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self.aclose()
+
+    async def aclose(self) -> None:
+        self._closed = True
+        channels = list(self._channels.values())
+        self._channels.clear()
+        for ch, _ in channels:
+            await ch.close()
+
+    # -- the API ---------------------------------------------------------------------------------------------
+    async def put(self, key: bytes | str, value: bytes | str) -> PutResult:
+        """Set ``key`` to ``value``. Returns the key's metadata after the write."""
+        k = _key(key)
+        v = _to_bytes(value, "value")
+        async with self._session() as session:
+            req = kv_pb2.PutRequest(key=k, value=v, session=session)
+            resp = await self._call("Put", lambda _remaining: req, kv_pb2.PutResponse, write=True)
+        kv = resp.kv
+        return PutResult(kv.key or k, kv.create_index, kv.mod_index, kv.version, _vclock(kv.vclock), resp.header.index)
+
+    async def delete(self, key: bytes | str) -> DeleteResult:
+        """Delete ``key``; ``deleted`` is False if it did not exist."""
+        k = _key(key)
+        async with self._session() as session:
+            req = kv_pb2.DeleteRequest(key=k, session=session)
+            resp = await self._call("Delete", lambda _remaining: req, kv_pb2.DeleteResponse, write=True)
+        self._observe(resp.index)
+        return DeleteResult(resp.deleted, resp.index or resp.header.index)
+
+    async def get(
+        self,
+        key: bytes | str,
+        *,
+        consistency: Consistency | str = "linearizable",
+        min_index: int | None = None,
+        max_staleness_ms: int = 0,
+        fail_if_stale: bool = False,
+    ) -> KeyValue | None:
+        """The key's value and metadata, or None if it does not exist.
+
+        ``min_index`` defaults to the highest index this client has seen (read-your-writes even on a stale read);
+        pass 0 to opt out. ``max_staleness_ms`` applies to ``consistency="bounded"``."""
+        k = _key(key)
+        level = _consistency(consistency)
+        floor = self._seen_index if min_index is None else min_index
+
+        def request(remaining: float) -> kv_pb2.GetRequest:
+            read = self._read_options(level, floor, max_staleness_ms, fail_if_stale, remaining)
+            return kv_pb2.GetRequest(key=k, read=read)
+
+        resp = await self._call("Get", request, kv_pb2.GetResponse)
+        if not resp.found:
+            return None
+        return _kv(resp.kv, resp.header.index)
+
+    async def range(
+        self,
+        prefix: bytes | str = b"",
+        *,
+        start_after: bytes | str = b"",
+        limit: int = 1000,
+        keys_only: bool = False,
+        consistency: Consistency | str = "linearizable",
+        min_index: int | None = None,
+        max_staleness_ms: int = 0,
+    ) -> RangeResult:
+        """Up to ``limit`` keys starting with ``prefix``, in key order, after ``start_after``. ``more`` says whether
+        more keys match (continue with ``start_after=result.kvs[-1].key``)."""
+        p = _to_bytes(prefix, "prefix")
+        sa = _to_bytes(start_after, "start_after")
+        if not 1 <= limit <= 10_000:
+            raise InvalidArgument(f"limit must be between 1 and 10000, got {limit}")
+        level = _consistency(consistency)
+        floor = self._seen_index if min_index is None else min_index
+
+        def request(remaining: float) -> kv_pb2.RangeRequest:
+            read = self._read_options(level, floor, max_staleness_ms, False, remaining)
+            return kv_pb2.RangeRequest(prefix=p, start_after=sa, limit=limit, keys_only=keys_only, read=read)
+
+        resp = await self._call("Range", request, kv_pb2.RangeResponse)
+        idx = resp.header.index
+        return RangeResult(tuple(_kv(kv, idx) for kv in resp.kvs), resp.more, idx)
+
+    async def range_all(
+        self,
+        prefix: bytes | str = b"",
+        *,
+        start_after: bytes | str = b"",
+        page_size: int = 1000,
+        keys_only: bool = False,
+        consistency: Consistency | str = "linearizable",
+    ) -> AsyncIterator[KeyValue]:
+        """Every key with ``prefix``, page by page (each page is one request, so the whole is not one snapshot)."""
+        after = _to_bytes(start_after, "start_after")
+        while True:
+            page = await self.range(
+                prefix, start_after=after, limit=page_size, keys_only=keys_only, consistency=consistency
+            )
+            for kv in page.kvs:
+                yield kv
+            if not page.more or not page.kvs:
+                return
+            after = page.kvs[-1].key
+
+    async def status(self, endpoint: str | None = None) -> NodeStatus:
+        """The status of one node: ``endpoint``, or else the first one that answers (the leader is asked first).
+        Raises :class:`Unavailable` when no node answers."""
+        req = kv_pb2.StatusRequest()
+        if endpoint is not None:
+            resp = await self._call("Status", lambda _r: req, kv_pb2.StatusResponse, endpoint=endpoint)
+            return _node_status(endpoint, resp)
+        box: list[str] = []
+        resp = await self._call("Status", lambda _r: req, kv_pb2.StatusResponse, endpoint_box=box)
+        return _node_status(box[0] if box else "", resp)
+
+    async def cluster_status(self, *, timeout_s: float | None = None) -> list[NodeStatus]:
+        """The status of every endpoint, asked in parallel (one attempt each); unreachable nodes have
+        ``reachable=False`` and ``error``."""
+        t = self._timeout_s if timeout_s is None else timeout_s
+
+        async def one(ep: str) -> NodeStatus:
+            try:
+                _, stub = self._channel(ep)
+                resp = await stub.Status(kv_pb2.StatusRequest(), timeout=t)
+            except grpc.aio.AioRpcError as e:
+                return NodeStatus(ep, False, client_addr=ep, error=error_from_rpc(e).message)
+            return _node_status(ep, resp)
+
+        return list(await asyncio.gather(*(one(ep) for ep in self._endpoints)))
+
+    # -- internals -------------------------------------------------------------------------------------------
+    def _read_options(
+        self, level: kv_pb2.Consistency, floor: int, max_staleness_ms: int, fail_if_stale: bool, remaining: float
+    ) -> kv_pb2.ReadOptions:
+        return kv_pb2.ReadOptions(
+            consistency=level,
+            min_index=floor,
+            max_staleness_ms=min(max(0, max_staleness_ms), _U32_MAX),
+            fail_if_stale=fail_if_stale,
+            timeout_ms=max(1, min(int(remaining * 1000), _U32_MAX)),
+        )
+
+    def _observe(self, index: int) -> None:
+        if index > self._seen_index:
+            self._seen_index = index
+
+    def _channel(self, endpoint: str) -> tuple[grpc.aio.Channel, kv_pb2_grpc.KVStub]:
+        if self._closed:
+            raise RaftKVError("the client is closed")
+        ch = self._channels.get(endpoint)
+        if ch is None:
+            channel = grpc.aio.insecure_channel(endpoint, options=_CHANNEL_OPTIONS)
+            ch = (channel, kv_pb2_grpc.KVStub(channel))  # type: ignore[no-untyped-call]
+            self._channels[endpoint] = ch
+        return ch
+
+    def _pick(self) -> str:
+        return self._leader or self._endpoints[self._cursor % len(self._endpoints)]
+
+    def _failed(self, endpoint: str) -> None:
+        """``endpoint`` could not serve: forget it as leader and move on to the next endpoint (once, even if many
+        concurrent requests report the same failure)."""
+        if self._leader == endpoint:
+            self._leader = None
+        if self._endpoints[self._cursor % len(self._endpoints)] == endpoint:
+            self._cursor += 1
+
+    @contextlib.asynccontextmanager
+    async def _session(self) -> AsyncIterator[kv_pb2.Session]:
+        """Hold an idle lane (session) for the whole life of one write, with that lane's next sequence number; the
+        write's retries reuse it. At most one request per session id is ever outstanding."""
+        if self._lane_sem is None:
+            self._lane_sem = asyncio.Semaphore(self._lanes)
+        await self._lane_sem.acquire()
+        lane = self._idle.pop()  # the semaphore guarantees an idle lane
+        try:
+            self._seqs[lane] += 1
+            client_id = (self._client_id_base + lane - 1) % (_U64 - 1) + 1
+            yield kv_pb2.Session(client_id=client_id, seq=self._seqs[lane])
+        finally:
+            self._idle.append(lane)
+            self._lane_sem.release()
+
+    async def _call(
+        self,
+        method: str,
+        request: Callable[[float], Any],
+        response_type: type[R],
+        *,
+        write: bool = False,
+        endpoint: str | None = None,
+        endpoint_box: list[str] | None = None,
+    ) -> R:
+        """Call the KV ``method`` on the believed leader until it succeeds, a definite error comes back, or the
+        deadline passes. ``request(remaining_s)`` builds each attempt's request. ``endpoint`` pins the call to one
+        node (one attempt: no redirects, no failover)."""
+        op = method.lower()
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self._timeout_s
+        outcome_unknown = False
+        last: RaftKVError | None = None
+        attempts = 0
+        backoff = BACKOFF_MIN_S
+        redirected = False
+        tried: dict[str, None] = {}
+        while True:
+            remaining = deadline - loop.time()
+            if remaining <= 0.001:
+                break
+            ep = endpoint or self._pick()
+            tried[ep] = None
+            attempts += 1
+            try:
+                _, stub = self._channel(ep)
+                resp = await getattr(stub, method)(request(remaining), timeout=remaining)
+            except grpc.aio.AioRpcError as e:
+                err = error_from_rpc(e)
+                if write and _outcome_unknown(e, err):
+                    outcome_unknown = True
+            else:
+                if not isinstance(resp, response_type):
+                    raise RaftKVError(f"{ep} answered {method} with {type(resp).__name__}")
+                if method != "Status":
+                    self._observe(resp.header.index)
+                if write and endpoint is None:
+                    self._leader = ep
+                if endpoint_box is not None:
+                    endpoint_box.append(ep)
+                return resp
+            last = err
+            if not err.retryable:
+                raise err
+            if endpoint is not None and not isinstance(err, Timeout):
+                raise err
+            # Where to go next.
+            if isinstance(err, NotLeader) and err.leader_addr and err.leader_addr != ep:
+                self._leader = err.leader_addr
+                if not redirected:  # follow a fresh redirect at once; back off if they keep coming
+                    redirected = True
+                    continue
+            else:
+                self._failed(ep)
+            redirected = False
+            remaining = deadline - loop.time()
+            if remaining <= 0.001:
+                break
+            await asyncio.sleep(min(remaining, self._rng.uniform(backoff / 2, backoff)))
+            backoff = min(BACKOFF_MAX_S, backoff * 2)
+        t = self._timeout_s
+        if write and outcome_unknown:
+            raise Timeout(
+                f"{op} did not complete within {t:g}s; its outcome is unknown (it may have been applied)"
+                + (f"; last error: {last.message}" if last else ""),
+                outcome_unknown=True,
+            ) from last
+        if last is None or isinstance(last, Timeout):
+            raise Timeout(f"{op} timed out after {t:g}s ({attempts} attempt{'s' if attempts != 1 else ''})") from last
+        raise Unavailable(
+            f"{op} failed after {attempts} attempt{'s' if attempts != 1 else ''} in {t:g}s "
+            f"(tried {', '.join(tried)}): {last.message}"
+        ) from last
+
+
+def _outcome_unknown(e: grpc.aio.AioRpcError, err: RaftKVError) -> bool:
+    """Whether a failed write attempt may nevertheless have been applied.
+
+    Definite: a rejection (not leader, invalid, read-only ...), a connection that could not be made, a server
+    Timeout that says the write was not applied. Everything else -- a deadline, a dropped connection, a node that
+    lost its quorum after proposing -- may have applied the write."""
+    if not err.retryable or isinstance(err, NotLeader):
+        return False
+    if isinstance(err, Timeout):
+        return err.outcome_unknown or not any(k == META_OUTCOME_UNKNOWN for k, _ in e.trailing_metadata() or ())
+    return not _definitely_not_sent(e, err)
+
+
+def _node_status(endpoint: str, r: kv_pb2.StatusResponse) -> NodeStatus:
+    nid = r.header.node_id
+    peer = client = ""
+    members = tuple((m.id, m.peer_addr, m.client_addr) for m in r.members)
+    for mid, p, c in members:
+        if mid == nid:
+            peer, client = p, c
+    return NodeStatus(
+        endpoint=endpoint,
+        reachable=True,
+        id=nid,
+        role=r.role,
+        term=r.header.term,
+        commit=r.commit,
+        applied=r.applied,
+        last_index=r.last_index,
+        leader_id=r.header.leader_id,
+        leader_contact_ms=r.header.leader_contact_ms,
+        client_addr=client or endpoint,
+        peer_addr=peer,
+        cluster_id=r.cluster_id,
+        version=r.version,
+        read_only=r.read_only,
+        read_only_reason=r.read_only_reason,
+        members=members,
+        stats=dict(r.stats),
+    )
+
+
+# -- the sync client --------------------------------------------------------------------------------------------
+class SyncClient:
+    """The :class:`Client` API, blocking. The async client runs on a private event loop in a background thread,
+    so this works in plain scripts and also when called from a thread that is running an event loop."""
+
+    def __init__(
+        self,
+        endpoints: Sequence[str],
+        *,
+        timeout_s: float = 10.0,
+        client_id: int | None = None,
+        lanes: int = 64,
+    ) -> None:
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self._loop.run_forever, name="raftkv-client", daemon=True)
+        self._thread.start()
+        self._closed = False
+
+        async def make() -> Client:
+            return Client(endpoints, timeout_s=timeout_s, client_id=client_id, lanes=lanes)
+
+        try:
+            self._client = self._run(make())
+        except BaseException:
+            self._stop_loop()
+            raise
+
+    @property
+    def client(self) -> Client:
+        """The async client underneath (use only on its own loop)."""
+        return self._client
+
+    @property
+    def endpoints(self) -> list[str]:
+        return self._client.endpoints
+
+    @property
+    def seen_index(self) -> int:
+        return self._client.seen_index
+
+    def _run(self, coro: Coroutine[Any, Any, T]) -> T:
+        if self._closed:
+            coro.close()
+            raise RaftKVError("the client is closed")
+        fut: Future[T] = asyncio.run_coroutine_threadsafe(coro, self._loop)
+        try:
+            return fut.result()
+        except BaseException:
+            fut.cancel()
+            raise
+
+    def put(self, key: bytes | str, value: bytes | str) -> PutResult:
+        return self._run(self._client.put(key, value))
+
+    def delete(self, key: bytes | str) -> DeleteResult:
+        return self._run(self._client.delete(key))
+
+    def get(
+        self,
+        key: bytes | str,
+        *,
+        consistency: Consistency | str = "linearizable",
+        min_index: int | None = None,
+        max_staleness_ms: int = 0,
+        fail_if_stale: bool = False,
+    ) -> KeyValue | None:
+        return self._run(
+            self._client.get(
+                key,
+                consistency=consistency,
+                min_index=min_index,
+                max_staleness_ms=max_staleness_ms,
+                fail_if_stale=fail_if_stale,
+            )
+        )
+
+    def range(
+        self,
+        prefix: bytes | str = b"",
+        *,
+        start_after: bytes | str = b"",
+        limit: int = 1000,
+        keys_only: bool = False,
+        consistency: Consistency | str = "linearizable",
+        min_index: int | None = None,
+        max_staleness_ms: int = 0,
+    ) -> RangeResult:
+        return self._run(
+            self._client.range(
+                prefix,
+                start_after=start_after,
+                limit=limit,
+                keys_only=keys_only,
+                consistency=consistency,
+                min_index=min_index,
+                max_staleness_ms=max_staleness_ms,
+            )
+        )
+
+    def status(self, endpoint: str | None = None) -> NodeStatus:
+        return self._run(self._client.status(endpoint))
+
+    def cluster_status(self, *, timeout_s: float | None = None) -> list[NodeStatus]:
+        return self._run(self._client.cluster_status(timeout_s=timeout_s))
+
+    def close(self) -> None:
+        if self._closed:
+            return
+        try:
+            self._run(self._client.aclose())
+        finally:
+            self._closed = True
+            self._stop_loop()
+
+    def _stop_loop(self) -> None:
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join()
+        self._loop.close()
+
+    def __enter__(self) -> SyncClient:
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.close()
+
+    def __del__(self) -> None:
+        if not getattr(self, "_closed", True) and self._thread.is_alive():
+            try:
+                self._loop.call_soon_threadsafe(self._loop.stop)
+            except RuntimeError:
+                pass

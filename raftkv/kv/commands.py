@@ -1,0 +1,446 @@
+"""Commands the KV state machine applies, the results it answers, and their encodings.
+
+A log entry's data is a ``Batch``: commands from one proposer, with the proposer's node id and a timestamp taken
+by the leader when it built the entry. Every command carries a request id (the proposer's, to match the result to
+its waiter) and a session ``(client_id, seq)`` for exactly-once application (``client_id == 0``: no session; see
+``raftkv.kv.sessions``).
+
+Commands and results are ``NamedTuple``s: cheap to build, hashable, and packed by msgpack with no conversion
+step. The byte layouts live in ``raftkv.codec`` (the only msgpack user); this module adds the typed wrapping.
+
+Decoding is strict (``CodecError`` for anything malformed) and checks types and shapes only. ``validate`` checks
+the rest (sizes, operators that only make sense for integers): the state machine calls it at apply time, and a
+servicer can call it before proposing to reject bad requests early.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from enum import IntEnum
+from typing import NamedTuple, TypeAlias
+
+import raftkv.codec as codec
+from raftkv.codec import MalformedCommand
+
+from .vclock import VectorClock
+
+__all__ = [
+    "DEFAULT_LIMITS",
+    "MAX_KEY_BYTES",
+    "MAX_OPS",
+    "MAX_VALUE_BYTES",
+    "Batch",
+    "CmpOp",
+    "Command",
+    "Condition",
+    "ConditionFailedResult",
+    "Delete",
+    "DeleteResult",
+    "DuplicateResult",
+    "ErrorResult",
+    "Incr",
+    "IncrResult",
+    "InvalidCommand",
+    "KeyValue",
+    "Limits",
+    "Put",
+    "PutResult",
+    "Result",
+    "Target",
+    "Txn",
+    "TxnOp",
+    "TxnOpResult",
+    "TxnOpType",
+    "TxnResult",
+    "decode_batch",
+    "decode_batch_lenient",
+    "decode_result",
+    "encode_batch",
+    "encode_result",
+    "validate",
+]
+
+MAX_KEY_BYTES = 4096
+"""Default key size limit (4 KiB). Keys beyond LMDB's 511-byte key limit are stored hashed (see raftkv.kv.fsm)."""
+MAX_VALUE_BYTES = 1 << 20
+"""Default value size limit (1 MiB)."""
+MAX_OPS = 128
+"""Default limit on the conditions of a put or delete, and on a txn's compares + success + failure ops."""
+
+_I64_MIN = -(1 << 63)
+_I64_MAX = (1 << 63) - 1
+
+
+class Target(IntEnum):
+    """What a ``Condition`` compares. The operand's type follows the target (see ``Condition``)."""
+
+    VALUE = codec.TARGET_VALUE
+    VERSION = codec.TARGET_VERSION
+    MOD_INDEX = codec.TARGET_MOD_INDEX
+    CREATE_INDEX = codec.TARGET_CREATE_INDEX
+    EXISTS = codec.TARGET_EXISTS
+    VCLOCK = codec.TARGET_VCLOCK
+
+
+class CmpOp(IntEnum):
+    """``current <op> operand``. GT and LT are only for the integer targets."""
+
+    EQ = codec.CMP_EQ
+    NE = codec.CMP_NE
+    GT = codec.CMP_GT
+    LT = codec.CMP_LT
+
+
+class TxnOpType(IntEnum):
+    GET = codec.TXN_GET
+    PUT = codec.TXN_PUT
+    DELETE = codec.TXN_DELETE
+    INCR = codec.TXN_INCR
+
+
+class Condition(NamedTuple):
+    """``current(key).target <op> operand``, evaluated against the state at apply time.
+
+    Operand types: bytes for VALUE; int >= 0 for VERSION, MOD_INDEX, CREATE_INDEX; bool for EXISTS; a
+    ``VectorClock`` for VCLOCK. A missing key has no value (VALUE EQ never holds, VALUE NE always does), version,
+    mod_index and create_index 0, EXISTS False, and the empty clock (so VCLOCK EQ ``VectorClock()`` means "the key
+    does not exist")."""
+
+    key: bytes
+    target: int
+    op: int
+    operand: bytes | int | bool | VectorClock
+
+
+class TxnOp(NamedTuple):
+    """One operation of a txn branch. PUT uses ``value``, INCR ``delta``; the unused fields must keep their
+    defaults."""
+
+    op: int
+    key: bytes
+    value: bytes = b""
+    delta: int = 0
+
+
+class Put(NamedTuple):
+    """Set ``key`` to ``value`` if every condition holds (else ``ConditionFailedResult``)."""
+
+    request_id: int
+    client_id: int
+    seq: int
+    key: bytes
+    value: bytes
+    conditions: tuple[Condition, ...] = ()
+
+
+class Delete(NamedTuple):
+    """Remove ``key`` (and its metadata and clock) if every condition holds."""
+
+    request_id: int
+    client_id: int
+    seq: int
+    key: bytes
+    conditions: tuple[Condition, ...] = ()
+
+
+class Incr(NamedTuple):
+    """Add ``delta`` to the integer stored at ``key`` as ASCII decimal (a missing key counts as 0). The result
+    must fit in a signed 64-bit integer."""
+
+    request_id: int
+    client_id: int
+    seq: int
+    key: bytes
+    delta: int
+
+
+class Txn(NamedTuple):
+    """If every compare holds run ``success``, else ``failure``: in order, atomically, within one log entry (a GET
+    sees the effects of the ops before it). A failing compare is not an error."""
+
+    request_id: int
+    client_id: int
+    seq: int
+    compares: tuple[Condition, ...]
+    success: tuple[TxnOp, ...]
+    failure: tuple[TxnOp, ...]
+
+
+Command: TypeAlias = Put | Delete | Incr | Txn
+
+
+class InvalidCommand(NamedTuple):
+    """Stands in for a command of a batch that did not decode (``decode_batch_lenient``)."""
+
+    request_id: int
+    message: str
+
+
+class KeyValue(NamedTuple):
+    """A key's value and metadata. ``create_index``: index of the write that created the key (since it last did
+    not exist); ``mod_index``: index of its last write; ``version``: writes since creation (1 after the first)."""
+
+    key: bytes
+    value: bytes
+    create_index: int
+    mod_index: int
+    version: int
+    vclock: VectorClock
+
+
+class PutResult(NamedTuple):
+    kv: KeyValue
+    """The key after the write."""
+
+
+class DeleteResult(NamedTuple):
+    deleted: bool
+    """False if the key did not exist (then nothing changed)."""
+    index: int  # type: ignore[assignment]  # shadows tuple.index; the field name matches the proto
+    """The log index of the delete."""
+
+
+class IncrResult(NamedTuple):
+    value: int
+    kv: KeyValue
+
+
+class ErrorResult(NamedTuple):
+    """The command was not applied. ``kind`` is one of ``raftkv.errors``' kinds (e.g. "invalid-argument")."""
+
+    kind: str
+    message: str
+
+
+TxnOpResult: TypeAlias = KeyValue | PutResult | DeleteResult | IncrResult | ErrorResult | None
+"""Per txn op: GET gives the KeyValue (None if missing); an INCR on a non-integer gives ErrorResult (that op had no
+effect, the others did)."""
+
+
+class TxnResult(NamedTuple):
+    succeeded: bool
+    """Whether the compares held (``success`` ran) or not (``failure`` ran)."""
+    results: tuple[TxnOpResult, ...]
+
+
+class ConditionFailedResult(NamedTuple):
+    """A put's or delete's condition did not hold; nothing was applied."""
+
+    failed: Condition
+    """The first condition that did not hold."""
+    current: KeyValue | None
+    """The current state of ``failed.key``."""
+
+
+class DuplicateResult(NamedTuple):
+    """A late duplicate of a request older than the session's last one: not applied, and its original answer is
+    no longer kept."""
+
+
+Result: TypeAlias = (
+    PutResult | DeleteResult | IncrResult | TxnResult | ConditionFailedResult | ErrorResult | DuplicateResult
+)
+
+
+class Batch(NamedTuple):
+    """A log entry's data: commands from one proposer."""
+
+    proposer: int
+    """Node id (> 0) of the node that proposed the entry: the one whose vector clock component writes increment."""
+    timestamp_ns: int
+    """The proposer's clock when it built the entry: the only time the state machine knows (session expiry)."""
+    commands: list[Command]
+
+
+_TYPES = codec.KVTypes(
+    put=Put,
+    delete=Delete,
+    incr=Incr,
+    txn=Txn,
+    condition=Condition,
+    txn_op=TxnOp,
+    vclock=VectorClock,
+    key_value=KeyValue,
+    put_result=PutResult,
+    delete_result=DeleteResult,
+    incr_result=IncrResult,
+    txn_result=TxnResult,
+    condition_failed_result=ConditionFailedResult,
+    error_result=ErrorResult,
+    duplicate_result=DuplicateResult,
+)
+_OP_OF: dict[type, int] = {Put: codec.CMD_PUT, Delete: codec.CMD_DELETE, Incr: codec.CMD_INCR, Txn: codec.CMD_TXN}
+_TAG_OF: dict[type, int] = {
+    KeyValue: codec.RES_KEY_VALUE,
+    PutResult: codec.RES_PUT,
+    DeleteResult: codec.RES_DELETE,
+    IncrResult: codec.RES_INCR,
+    TxnResult: codec.RES_TXN,
+    ConditionFailedResult: codec.RES_CONDITION_FAILED,
+    ErrorResult: codec.RES_ERROR,
+    DuplicateResult: codec.RES_DUPLICATE,
+}
+
+
+def encode_batch(proposer: int, timestamp_ns: int, commands: Sequence[Command]) -> bytes:
+    """The data of one log entry. ``proposer`` is the proposing node's id (> 0), ``timestamp_ns`` its clock."""
+    if type(proposer) is not int or proposer <= 0:
+        raise ValueError(f"the proposer is a node id > 0, got {proposer!r}")
+    try:
+        wire = [(_OP_OF[type(c)], *c) for c in commands]
+    except KeyError:
+        bad = next(c for c in commands if type(c) not in _OP_OF)
+        raise TypeError(f"not a command: {bad!r:.100}") from None
+    return codec.encode_command_batch(proposer, timestamp_ns, wire)
+
+
+def decode_batch(data: bytes | bytearray | memoryview) -> Batch:
+    """Inverse of ``encode_batch``. Raises ``CodecError`` unless ``data`` is exactly one valid batch."""
+    proposer, timestamp_ns, commands = codec.decode_command_batch(data, _TYPES)
+    return Batch(proposer, timestamp_ns, commands)
+
+
+def decode_batch_lenient(data: bytes | bytearray | memoryview) -> tuple[int, int, list[Command | InvalidCommand]]:
+    """Like ``decode_batch``, but a command that does not decode becomes an ``InvalidCommand`` in its place, so
+    the rest of the batch can still be applied. Raises ``CodecError`` only if the envelope itself is bad."""
+    proposer, timestamp_ns, commands = codec.decode_command_batch(data, _TYPES, lenient=True)
+    for i, c in enumerate(commands):
+        if type(c) is MalformedCommand:
+            commands[i] = InvalidCommand(c.request_id, str(c))
+    return proposer, timestamp_ns, commands
+
+
+def _wire_result(r: Result) -> tuple[object, ...]:
+    if type(r) is TxnResult:
+        items = tuple([None if x is None else (_TAG_OF[type(x)], *x) for x in r.results])
+        return (codec.RES_TXN, r.succeeded, items)
+    return (_TAG_OF[type(r)], *r)
+
+
+def encode_result(result: Result) -> bytes:
+    """A result as cached in the session table; ``decode_result`` gives back an equal value."""
+    try:
+        return codec.encode_result(_wire_result(result))
+    except KeyError:
+        raise TypeError(f"not a result: {result!r:.100}") from None
+
+
+def decode_result(data: bytes | bytearray | memoryview) -> Result:
+    """Inverse of ``encode_result``. Raises ``CodecError`` unless ``data`` is exactly one valid result."""
+    result: Result = codec.decode_result(data, _TYPES)
+    return result
+
+
+def decode_value(data: bytes | bytearray | memoryview, key: bytes) -> KeyValue:
+    """A stored value record as the ``KeyValue`` of ``key`` (for ``raftkv.kv.fsm``)."""
+    value, create_index, mod_index, version, clock = codec.decode_value_record(data, _TYPES)
+    return KeyValue(key, value, create_index, mod_index, version, clock)
+
+
+# -- validation ------------------------------------------------------------------------------------------------
+
+
+class Limits(NamedTuple):
+    """Size limits every replica must agree on (they decide, at apply time, whether a command is rejected)."""
+
+    max_key_bytes: int = MAX_KEY_BYTES
+    max_value_bytes: int = MAX_VALUE_BYTES
+    max_ops: int = MAX_OPS
+
+
+DEFAULT_LIMITS = Limits()
+_INT_TARGETS = frozenset({Target.VERSION, Target.MOD_INDEX, Target.CREATE_INDEX})
+_TARGETS = frozenset(Target)
+_CMP_OPS = frozenset(CmpOp)
+_TXN_OP_TYPES = frozenset(TxnOpType)
+
+
+def _check_key(key: bytes, limits: Limits, what: str) -> str | None:
+    if not key:
+        return f"{what}: the key is empty"
+    if len(key) > limits.max_key_bytes:
+        return f"{what}: the key is {len(key)} bytes, more than the limit of {limits.max_key_bytes}"
+    return None
+
+
+def _check_value(value: bytes, limits: Limits, what: str) -> str | None:
+    if len(value) > limits.max_value_bytes:
+        return f"{what}: the value is {len(value)} bytes, more than the limit of {limits.max_value_bytes}"
+    return None
+
+
+def _check_delta(delta: int, what: str) -> str | None:
+    if not _I64_MIN <= delta <= _I64_MAX:
+        return f"{what}: the delta {delta} does not fit in 64 bits"
+    return None
+
+
+def _check_conditions(conditions: tuple[Condition, ...], limits: Limits, what: str) -> str | None:
+    for c in conditions:
+        error = _check_key(c.key, limits, f"{what} condition")
+        if error:
+            return error
+        if c.target not in _TARGETS or c.op not in _CMP_OPS:
+            return f"{what} condition: unknown target {c.target!r} or operator {c.op!r}"
+        if (c.op == CmpOp.GT or c.op == CmpOp.LT) and c.target not in _INT_TARGETS:
+            return f"{what} condition on {Target(c.target).name}: only EQ and NE apply (GT and LT are for integers)"
+    return None
+
+
+def _check_txn_ops(ops: tuple[TxnOp, ...], limits: Limits) -> str | None:
+    for o in ops:
+        if o.op not in _TXN_OP_TYPES:
+            return f"txn: unknown op {o.op!r}"
+        name = TxnOpType(o.op).name.lower()
+        error = _check_key(o.key, limits, f"txn {name}")
+        if error:
+            return error
+        if o.op == TxnOpType.PUT:
+            error = _check_value(o.value, limits, "txn put")
+        elif o.value:
+            error = f"txn {name}: only a put has a value"
+        if error:
+            return error
+        if o.op == TxnOpType.INCR:
+            error = _check_delta(o.delta, "txn incr")
+        elif o.delta:
+            error = f"txn {name}: only an incr has a delta"
+        if error:
+            return error
+    return None
+
+
+def validate(cmd: Command, limits: Limits = DEFAULT_LIMITS) -> str | None:
+    """Why ``cmd`` must be rejected (a message for an "invalid-argument" error), or None if it is valid.
+
+    Assumes well-typed fields, as ``decode_batch`` guarantees. Checks: keys are 1..max_key_bytes, values at most
+    max_value_bytes, deltas fit in a signed 64-bit integer, GT/LT only on integer targets, at most max_ops
+    conditions (or txn compares + ops), and a txn op's unused fields keep their defaults."""
+    if type(cmd) is Put:
+        what = "put"
+        error = _check_key(cmd.key, limits, what) or _check_value(cmd.value, limits, what)
+        conditions = cmd.conditions
+    elif type(cmd) is Delete:
+        what = "delete"
+        error = _check_key(cmd.key, limits, what)
+        conditions = cmd.conditions
+    elif type(cmd) is Incr:
+        return _check_key(cmd.key, limits, "incr") or _check_delta(cmd.delta, "incr")
+    elif type(cmd) is Txn:
+        n = len(cmd.compares) + len(cmd.success) + len(cmd.failure)
+        if n > limits.max_ops:
+            return f"txn: {n} compares and ops, more than the limit of {limits.max_ops}"
+        return (
+            _check_conditions(cmd.compares, limits, "txn")
+            or _check_txn_ops(cmd.success, limits)
+            or _check_txn_ops(cmd.failure, limits)
+        )
+    else:
+        return f"not a command: {type(cmd).__name__}"
+    if error:
+        return error
+    if not conditions:
+        return None
+    if len(conditions) > limits.max_ops:
+        return f"{what}: {len(conditions)} conditions, more than the limit of {limits.max_ops}"
+    return _check_conditions(conditions, limits, what)

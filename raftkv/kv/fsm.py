@@ -1,0 +1,637 @@
+"""``KVStateMachine``: the replicated key-value state machine that committed log entries are applied to.
+
+Determinism (the property everything else rests on): applying the same entries in the same order yields
+byte-identical state on every replica. ``apply`` depends only on each entry's index and bytes, on the state the
+previous entries produced, and on settings every replica must share (``Limits``, ``session_ttl_s``,
+``max_sessions``). It reads no clock (time is the leader-written batch timestamp), no random source, no node id
+(a write increments the vector clock component of the batch's PROPOSER), and iterates only over sorted tables.
+
+Storage: four tables behind the ``KVBackend`` protocol, either LMDB databases in the log store's environment
+(production: the data, the session table and the applied index change in the same transaction as the Raft log)
+or ``DictBackend``s (tests and simulations)::
+
+    kv               key -> encode_value_record(value, create_index, mod_index, version, vclock)
+    sessions         see raftkv.kv.sessions
+    sessions_by_age  see raftkv.kv.sessions
+    fsm_meta         b"applied" -> u64 (8 bytes BE): the last entry index applied; entries at or below are skipped
+                     b"now_ns"  -> u64: the logical clock, max of the batch timestamps seen (session expiry)
+
+Long keys: LMDB keys are at most 511 bytes, user keys up to ``commands.MAX_KEY_BYTES`` (4 KiB). A key of at most
+``SHORT_KEY_MAX`` (479) bytes is stored as itself; a longer one under its first ``LONG_KEY_PREFIX`` (447) bytes, a
+0xff marker and the SHA-256 of the whole key (480 bytes: no short key has that length, so the mapping is
+injective), with the whole key stored in front of its value record (``KeyMappingBackend``). Iteration restores exact
+byte order by sorting each run of long keys that share their first 447 bytes (such runs are contiguous).
+
+Retry safety: ``LmdbLogStore.write(apply=...)`` may run ``apply`` more than once (it aborts and retries after
+growing the map). ``apply`` therefore keeps nothing in memory between calls: everything it reads or changes,
+including the applied index and the logical clock, goes through the transaction it is given.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import struct
+from bisect import bisect_left, bisect_right
+from collections.abc import Iterator, Sequence
+from contextlib import AbstractContextManager, contextmanager
+from typing import Any, NamedTuple, Protocol
+
+import lmdb
+
+from raftkv.codec import CodecError, encode_value_record
+from raftkv.errors import InvalidArgument
+from raftkv.raft.types import Entry, EntryType
+
+from .commands import (
+    MAX_KEY_BYTES,
+    MAX_OPS,
+    MAX_VALUE_BYTES,
+    CmpOp,
+    Command,
+    Condition,
+    ConditionFailedResult,
+    Delete,
+    DeleteResult,
+    ErrorResult,
+    Incr,
+    IncrResult,
+    InvalidCommand,
+    KeyValue,
+    Limits,
+    Put,
+    PutResult,
+    Result,
+    Target,
+    Txn,
+    TxnOp,
+    TxnOpResult,
+    TxnOpType,
+    TxnResult,
+    decode_batch_lenient,
+    decode_value,
+    validate,
+)
+from .sessions import SessionRecord, SessionTable
+from .vclock import EMPTY_CLOCK
+
+__all__ = ["DB_NAMES", "Applied", "DictBackend", "FSMStore", "KVBackend", "KVStateMachine", "LmdbBackend"]
+
+DB_KV = b"kv"
+DB_SESSIONS = b"sessions"
+DB_SESSIONS_BY_AGE = b"sessions_by_age"
+DB_META = b"fsm_meta"
+DB_NAMES = (DB_META, DB_KV, DB_SESSIONS, DB_SESSIONS_BY_AGE)
+"""The state machine's tables, in sorted order (the order of ``snapshot_items``)."""
+
+_M_APPLIED = b"applied"
+_M_NOW = b"now_ns"
+_U64 = struct.Struct(">Q")
+_I64_MIN = -(1 << 63)
+_I64_MAX = (1 << 63) - 1
+_DECIMAL = re.compile(rb"-?[0-9]{1,19}")
+_INVALID = "invalid-argument"
+
+
+class KVBackend(Protocol):
+    """A sorted byte-string map: one table of the state machine."""
+
+    def get(self, key: bytes) -> bytes | None: ...
+
+    def put(self, key: bytes, value: bytes) -> None: ...
+
+    def delete(self, key: bytes) -> None:
+        """Remove ``key`` if present (no error if absent)."""
+
+    def iter_from(self, start: bytes) -> Iterator[tuple[bytes, bytes]]:
+        """``(key, value)`` for every key >= ``start``, in ascending byte order. Do not change the table while
+        iterating (collect first)."""
+
+    def count(self) -> int:
+        """Number of keys (O(1))."""
+
+    def clear(self) -> None: ...
+
+
+class DictBackend:
+    """An in-memory ``KVBackend``: a dict plus a sorted key list (inserts are O(n): for tests and simulations)."""
+
+    __slots__ = ("_data", "_keys")
+
+    def __init__(self) -> None:
+        self._data: dict[bytes, bytes] = {}
+        self._keys: list[bytes] = []
+
+    def get(self, key: bytes) -> bytes | None:
+        return self._data.get(key)
+
+    def put(self, key: bytes, value: bytes) -> None:
+        if key not in self._data:
+            self._keys.insert(bisect_left(self._keys, key), key)
+        self._data[key] = value
+
+    def delete(self, key: bytes) -> None:
+        if self._data.pop(key, None) is not None:
+            del self._keys[bisect_left(self._keys, key)]
+
+    def iter_from(self, start: bytes) -> Iterator[tuple[bytes, bytes]]:
+        keys = self._keys
+        i = bisect_left(keys, start)
+        while i < len(keys):
+            key = keys[i]
+            yield key, self._data[key]
+            # Stay correct if the caller changed the table meanwhile: continue after ``key``.
+            i = i + 1 if i < len(keys) and keys[i] == key else bisect_right(keys, key)
+
+    def count(self) -> int:
+        return len(self._keys)
+
+    def clear(self) -> None:
+        self._data.clear()
+        self._keys.clear()
+
+
+class LmdbBackend:
+    """A ``KVBackend`` over one LMDB database, inside a transaction owned by the caller (a write transaction in
+    ``apply``, a read transaction from ``LmdbLogStore.read_txn`` for reads). The transaction must not use
+    ``buffers=True``: values are returned as ``bytes``."""
+
+    __slots__ = ("_db", "_txn")
+
+    def __init__(self, txn: lmdb.Transaction[Any], db: Any) -> None:
+        self._txn = txn
+        self._db = db
+
+    def get(self, key: bytes) -> bytes | None:
+        value: bytes | None = self._txn.get(key, db=self._db)
+        return value
+
+    def put(self, key: bytes, value: bytes) -> None:
+        self._txn.put(key, value, db=self._db)
+
+    def delete(self, key: bytes) -> None:
+        self._txn.delete(key, db=self._db)
+
+    def iter_from(self, start: bytes) -> Iterator[tuple[bytes, bytes]]:
+        cur = self._txn.cursor(self._db)
+        found = cur.set_range(start) if start else cur.first()
+        if found:
+            yield from cur.iternext()
+
+    def count(self) -> int:
+        return self._txn.stat(self._db)["entries"]
+
+    def clear(self) -> None:
+        self._txn.drop(self._db, delete=False)
+
+
+SHORT_KEY_MAX = 479
+LONG_KEY_PREFIX = 447
+_LEN = struct.Struct(">I")
+
+
+def storage_key(key: bytes) -> bytes:
+    """The LMDB key that stores user ``key`` (see the module docstring)."""
+    if len(key) <= SHORT_KEY_MAX:
+        return key
+    return key[:LONG_KEY_PREFIX] + b"\xff" + hashlib.sha256(key).digest()
+
+
+class KeyMappingBackend:
+    """Wraps the LMDB backend of the key-value table so user keys longer than LMDB allows can be stored."""
+
+    __slots__ = ("_b",)
+
+    def __init__(self, backend: KVBackend) -> None:
+        self._b = backend
+
+    def get(self, key: bytes) -> bytes | None:
+        sk = storage_key(key)
+        raw = self._b.get(sk)
+        if raw is None or sk is key:
+            return raw
+        full, value = _unwrap(raw)
+        return value if full == key else None  # a SHA-256 collision would land here: treat as absent
+
+    def put(self, key: bytes, value: bytes) -> None:
+        sk = storage_key(key)
+        self._b.put(sk, value if sk is key else _LEN.pack(len(key)) + key + value)
+
+    def delete(self, key: bytes) -> None:
+        self._b.delete(storage_key(key))
+
+    def iter_from(self, start: bytes) -> Iterator[tuple[bytes, bytes]]:
+        """Keys >= ``start`` in exact byte order. Every stored key longer than LONG_KEY_PREFIX that shares one
+        LONG_KEY_PREFIX-byte prefix lies in one contiguous run (hashed ones in hash order): such a run is read
+        whole, sorted by the user key and filtered. Short keys, the common case, stream through untouched."""
+        seek = start if len(start) <= LONG_KEY_PREFIX else start[:LONG_KEY_PREFIX]
+        group: list[tuple[bytes, bytes]] = []
+        gprefix = b""
+        for sk, raw in self._b.iter_from(seek):
+            if len(sk) > LONG_KEY_PREFIX:
+                p = sk[:LONG_KEY_PREFIX]
+                if group and p != gprefix:
+                    yield from _sorted_from(group, start)
+                    group = []
+                gprefix = p
+                group.append(_unwrap(raw) if len(sk) > SHORT_KEY_MAX else (sk, raw))
+                continue
+            if group:
+                yield from _sorted_from(group, start)
+                group = []
+            if sk >= start:
+                yield sk, raw
+        if group:
+            yield from _sorted_from(group, start)
+
+    def count(self) -> int:
+        return self._b.count()
+
+    def clear(self) -> None:
+        self._b.clear()
+
+
+def _sorted_from(group: list[tuple[bytes, bytes]], start: bytes) -> Iterator[tuple[bytes, bytes]]:
+    group.sort()
+    return (kv for kv in group if kv[0] >= start)
+
+
+def _unwrap(raw: bytes) -> tuple[bytes, bytes]:
+    n = _LEN.unpack_from(raw)[0]
+    return raw[4 : 4 + n], raw[4 + n :]
+
+
+class FSMStore(Protocol):
+    """What the state machine needs from ``raftkv.storage.LmdbLogStore`` (a Protocol: kv may not import storage)."""
+
+    env: lmdb.Environment
+
+    def open_db(self, name: bytes, *, dupsort: bool = False) -> Any: ...
+
+    def read_txn(self, *, buffers: bool = False) -> AbstractContextManager[lmdb.Transaction[Any]]: ...
+
+
+class Applied(NamedTuple):
+    """The answer to one command: ``request_id`` of ``proposer`` (match it to the waiter) got ``result``.
+
+    An entry whose data is not a batch at all yields one ``Applied`` with ``proposer`` and ``request_id`` 0 and an
+    ``ErrorResult``: the proposer should fail every request it put in the entry at ``index``."""
+
+    index: int  # type: ignore[assignment]  # shadows tuple.index; the Raft name wins (as in Entry)
+    proposer: int
+    request_id: int
+    result: Result
+
+
+class _Tables(NamedTuple):
+    meta: KVBackend
+    kv: KVBackend
+    sessions: KVBackend
+    by_age: KVBackend
+
+
+def _get_u64(table: KVBackend, key: bytes) -> int:
+    raw = table.get(key)
+    return 0 if raw is None else int(_U64.unpack(raw)[0])
+
+
+def _parse_int(value: bytes) -> int | None:
+    """The integer an incr operates on: ASCII decimal in the signed 64-bit range, else None."""
+    if not _DECIMAL.fullmatch(value):
+        return None
+    n = int(value)
+    return n if _I64_MIN <= n <= _I64_MAX else None
+
+
+class KVStateMachine:
+    """The KV state machine. See the module docstring for the determinism and retry-safety invariants.
+
+    With ``store`` (an ``LmdbLogStore``) the tables are LMDB databases in its environment, opened here; ``apply``
+    takes the write transaction ``store.write(apply=...)`` passes, and reads run in their own short read
+    transactions. With ``store=None`` the tables are ``DictBackend``s and ``apply`` takes ``txn=None``.
+
+    Session expiry (``session_ttl_s``, ``max_sessions``) and the limits (``max_key_bytes``, ``max_value_bytes``,
+    ``max_ops``: see ``commands.validate``) are part of the replicated semantics: every replica must use the same
+    values. With LMDB, ``max_key_bytes`` may not exceed LMDB's maximum key size (511): ValueError otherwise."""
+
+    def __init__(
+        self,
+        store: FSMStore | None = None,
+        *,
+        session_ttl_s: int = 3600,
+        max_sessions: int = 100_000,
+        max_key_bytes: int = MAX_KEY_BYTES,
+        max_value_bytes: int = MAX_VALUE_BYTES,
+        max_ops: int = MAX_OPS,
+    ) -> None:
+        if session_ttl_s <= 0 or max_sessions < 0:
+            raise ValueError(f"need session_ttl_s > 0 and max_sessions >= 0, got {session_ttl_s}, {max_sessions}")
+        self.limits = Limits(max_key_bytes, max_value_bytes, max_ops)
+        """Checked by ``commands.validate`` at apply time (commands beyond them get an ErrorResult)."""
+        if max_key_bytes < 1 or max_value_bytes < 0 or max_ops < 0:
+            raise ValueError(f"bad limits: {self.limits}")
+        self.session_ttl_s = session_ttl_s
+        self.max_sessions = max_sessions
+        self._ttl_ns = session_ttl_s * 1_000_000_000
+        self._store = store
+        self._dbs: tuple[Any, ...] = ()
+        self._dicts: _Tables | None = None
+        if store is None:
+            self._dicts = _Tables(DictBackend(), DictBackend(), DictBackend(), DictBackend())
+        else:
+            if store.env.max_key_size() < LONG_KEY_PREFIX + 33:
+                raise ValueError(f"this LMDB build allows keys of only {store.env.max_key_size()} bytes")
+            self._dbs = tuple(store.open_db(name) for name in DB_NAMES)
+
+    def __repr__(self) -> str:
+        backend = "dict" if self._store is None else "lmdb"
+        return (
+            f"KVStateMachine({backend}, session_ttl_s={self.session_ttl_s}, max_sessions={self.max_sessions}, "
+            f"limits={self.limits})"
+        )
+
+    def _tables(self, txn: lmdb.Transaction[Any] | None) -> _Tables:
+        if self._dicts is not None:
+            if txn is not None:
+                raise ValueError("this state machine keeps its state in dicts: pass txn=None")
+            return self._dicts
+        if txn is None:
+            raise ValueError("this state machine keeps its state in LMDB: pass the write transaction")
+        meta, kv, sessions, by_age = (LmdbBackend(txn, db) for db in self._dbs)
+        return _Tables(meta, KeyMappingBackend(kv), sessions, by_age)
+
+    @contextmanager
+    def _reading(self, txn: lmdb.Transaction[Any] | None = None) -> Iterator[_Tables]:
+        if self._store is None or txn is not None:
+            yield self._tables(txn)
+        else:
+            with self._store.read_txn() as own:
+                yield self._tables(own)
+
+    # -- apply ----------------------------------------------------------------------------------------------------
+    def apply(self, txn: lmdb.Transaction[Any] | None, entries: Sequence[Entry]) -> list[Applied]:
+        """Apply committed ``entries`` in order; return one ``Applied`` per command.
+
+        Entries at or below the applied index are skipped (applying is idempotent per index). Entries that are
+        not NORMAL (membership changes) or carry no data (a leader's no-op) only advance the applied index. A
+        batch that does not decode, or a command that does not decode or is invalid, gives an ``ErrorResult``:
+        this never raises for bad data in the log (raising would fail the node's write); it raises only for
+        internal bugs or a damaged store.
+
+        LMDB mode: call it inside ``store.write(apply=lambda txn: fsm.apply(txn, entries), ...)``; it may run
+        more than once per write (see the module docstring). Dict mode: pass ``txn=None``; an exception then
+        leaves the entry it was in partly applied."""
+        tables = self._tables(txn)
+        meta = tables.meta
+        applied = first_applied = _get_u64(meta, _M_APPLIED)
+        now_ns = first_now = _get_u64(meta, _M_NOW)
+        sessions = SessionTable(tables.sessions, tables.by_age, ttl_ns=self._ttl_ns, max_sessions=self.max_sessions)
+        run = _Executor(tables.kv, self.limits)
+        out: list[Applied] = []
+        append = out.append
+        for entry in entries:
+            index = entry.index
+            if index <= applied:
+                continue
+            applied = index
+            if entry.type != EntryType.NORMAL or not entry.data:
+                continue
+            try:
+                proposer, timestamp_ns, commands = decode_batch_lenient(entry.data)
+            except CodecError as exc:
+                append(Applied(index, 0, 0, ErrorResult(_INVALID, f"log entry {index} is not a command batch: {exc}")))
+                continue
+            if timestamp_ns > now_ns:
+                now_ns = timestamp_ns
+            run.index = index
+            run.proposer = proposer
+            for cmd in commands:
+                if isinstance(cmd, InvalidCommand):
+                    append(Applied(index, proposer, cmd.request_id, ErrorResult(_INVALID, cmd.message)))
+                    continue
+                client_id = cmd.client_id
+                if client_id:
+                    answer, previous = sessions.admit(client_id, cmd.seq, now_ns)
+                    if answer is None:
+                        answer = run(cmd)
+                        sessions.record(client_id, cmd.seq, now_ns, answer, previous)
+                else:
+                    answer = run(cmd)
+                append(Applied(index, proposer, cmd.request_id, answer))
+            sessions.expire(now_ns)
+        if applied != first_applied:
+            meta.put(_M_APPLIED, _U64.pack(applied))
+        if now_ns != first_now:
+            meta.put(_M_NOW, _U64.pack(now_ns))
+        return out
+
+    # -- reads ------------------------------------------------------------------------------------------------------
+    # Each read runs in its own short ``store.read_txn()``, or in ``txn`` if given (LMDB mode: a transaction from
+    # ``store.read_txn()`` without buffers, e.g. to read the applied index and the state at one point).
+
+    def get(self, key: bytes, *, txn: lmdb.Transaction[Any] | None = None) -> KeyValue | None:
+        """The key's current value and metadata, or None."""
+        with self._reading(txn) as t:
+            raw = t.kv.get(key)
+            return None if raw is None else decode_value(raw, key)
+
+    def range(
+        self,
+        prefix: bytes = b"",
+        start_after: bytes = b"",
+        limit: int = 1000,
+        keys_only: bool = False,
+        *,
+        txn: lmdb.Transaction[Any] | None = None,
+    ) -> tuple[list[KeyValue], bool]:
+        """Up to ``limit`` keys starting with ``prefix`` and greater than ``start_after``, sorted; and whether more
+        keys match (continue with ``start_after`` = the last key returned). ``keys_only``: values are b"" (the
+        metadata is still filled in). All from one consistent read transaction."""
+        if limit < 1:
+            raise InvalidArgument(f"the limit must be at least 1, got {limit}")
+        start = prefix
+        if start_after:
+            after = start_after + b"\x00"  # the smallest key greater than start_after
+            if after > start:
+                start = after
+        out: list[KeyValue] = []
+        more = False
+        with self._reading(txn) as t:
+            for key, raw in t.kv.iter_from(start):
+                if not key.startswith(prefix):
+                    break
+                if len(out) == limit:
+                    more = True
+                    break
+                kv = decode_value(raw, key)
+                out.append(kv._replace(value=b"") if keys_only else kv)
+        return out, more
+
+    def count(self, *, txn: lmdb.Transaction[Any] | None = None) -> int:
+        """Number of keys (O(1))."""
+        with self._reading(txn) as t:
+            return t.kv.count()
+
+    def applied_index(self, *, txn: lmdb.Transaction[Any] | None = None) -> int:
+        """The index of the last entry applied (0 if none)."""
+        with self._reading(txn) as t:
+            return _get_u64(t.meta, _M_APPLIED)
+
+    def now_ns(self) -> int:
+        """The logical clock: the largest batch timestamp applied so far."""
+        with self._reading() as t:
+            return _get_u64(t.meta, _M_NOW)
+
+    def session(self, client_id: int) -> SessionRecord | None:
+        """The session of ``client_id``, if it has one."""
+        with self._reading() as t:
+            return SessionTable(t.sessions, t.by_age, ttl_ns=self._ttl_ns, max_sessions=self.max_sessions).get(
+                client_id
+            )
+
+    def session_count(self) -> int:
+        with self._reading() as t:
+            return t.sessions.count()
+
+    # -- snapshots --------------------------------------------------------------------------------------------------
+    def snapshot_items(self) -> Iterator[tuple[bytes, bytes, bytes]]:
+        """Every ``(table, key, value)`` of the state, tables in ``DB_NAMES`` order, keys sorted: a consistent
+        copy taken in one read transaction. (Placeholder quality: it is materialized in memory first.)"""
+        with self._reading() as t:
+            items = [(name, k, v) for name, table in zip(DB_NAMES, t, strict=True) for k, v in table.iter_from(b"")]
+        return iter(items)
+
+    def restore(self, txn: lmdb.Transaction[Any] | None, items: Sequence[tuple[bytes, bytes, bytes]]) -> None:
+        """Replace the whole state with ``items`` (as ``snapshot_items`` produced them), in ``txn`` like ``apply``
+        (a Sequence, not an iterator: a retried transaction reads it again). ValueError for an unknown table."""
+        tables = dict(zip(DB_NAMES, self._tables(txn), strict=True))
+        for table in tables.values():
+            table.clear()
+        for name, key, value in items:
+            target = tables.get(name)
+            if target is None:
+                raise ValueError(f"unknown state machine table {name!r}")
+            target.put(key, value)
+
+    def checksum(self) -> str:
+        """sha256 (hex) over every table's sorted contents: equal on replicas that applied the same entries."""
+        h = hashlib.sha256()
+        pack = struct.Struct(">BII").pack
+        for name, key, value in self.snapshot_items():
+            h.update(pack(DB_NAMES.index(name), len(key), len(value)))
+            h.update(key)
+            h.update(value)
+        return h.hexdigest()
+
+
+class _Executor:
+    """Runs one command against the ``kv`` table at ``index`` on behalf of ``proposer``. Built per ``apply`` call
+    (it holds no state across calls)."""
+
+    __slots__ = ("index", "kv", "limits", "proposer")
+
+    def __init__(self, kv: KVBackend, limits: Limits) -> None:
+        self.kv = kv
+        self.limits = limits
+        self.index = 0
+        self.proposer = 0
+
+    def __call__(self, cmd: Command) -> Result:
+        error = validate(cmd, self.limits)
+        if error is not None:
+            return ErrorResult(_INVALID, error)
+        if type(cmd) is Put:
+            failed = self._check(cmd.conditions) if cmd.conditions else None
+            return failed or PutResult(self._write(cmd.key, cmd.value, self._load(cmd.key)))
+        if type(cmd) is Delete:
+            failed = self._check(cmd.conditions) if cmd.conditions else None
+            return failed or self._delete(cmd.key)
+        if type(cmd) is Incr:
+            return self._incr(cmd.key, cmd.delta)
+        if type(cmd) is Txn:
+            return self._txn(cmd)
+        raise TypeError(f"not a command: {cmd!r:.100}")
+
+    def _load(self, key: bytes) -> KeyValue | None:
+        raw = self.kv.get(key)
+        return None if raw is None else decode_value(raw, key)
+
+    def _write(self, key: bytes, value: bytes, old: KeyValue | None) -> KeyValue:
+        """Set ``key`` to ``value``: the write's index becomes mod_index, version + 1, the proposer's clock + 1."""
+        index = self.index
+        if old is None:
+            kv = KeyValue(key, value, index, index, 1, EMPTY_CLOCK.increment(self.proposer))
+        else:
+            kv = KeyValue(key, value, old.create_index, index, old.version + 1, old.vclock.increment(self.proposer))
+        self.kv.put(key, encode_value_record(value, kv.create_index, index, kv.version, kv.vclock))
+        return kv
+
+    def _delete(self, key: bytes) -> DeleteResult:
+        if self.kv.get(key) is None:
+            return DeleteResult(False, self.index)
+        self.kv.delete(key)
+        return DeleteResult(True, self.index)
+
+    def _incr(self, key: bytes, delta: int) -> IncrResult | ErrorResult:
+        old = self._load(key)
+        base = 0
+        if old is not None:
+            parsed = _parse_int(old.value)
+            if parsed is None:
+                return ErrorResult(_INVALID, f"incr: the value of {key!r:.80} is not a 64-bit decimal integer")
+            base = parsed
+        n = base + delta
+        if not _I64_MIN <= n <= _I64_MAX:
+            return ErrorResult(_INVALID, f"incr: {base} + {delta} overflows a signed 64-bit integer")
+        return IncrResult(n, self._write(key, b"%d" % n, old))
+
+    def _txn(self, cmd: Txn) -> TxnResult:
+        load = self._load
+        ok = all(_holds(c, load(c.key)) for c in cmd.compares)
+        return TxnResult(ok, tuple([self._txn_op(op) for op in (cmd.success if ok else cmd.failure)]))
+
+    def _txn_op(self, op: TxnOp) -> TxnOpResult:
+        t = op.op
+        if t == TxnOpType.GET:
+            return self._load(op.key)
+        if t == TxnOpType.PUT:
+            return PutResult(self._write(op.key, op.value, self._load(op.key)))
+        if t == TxnOpType.DELETE:
+            return self._delete(op.key)
+        return self._incr(op.key, op.delta)
+
+    def _check(self, conditions: tuple[Condition, ...]) -> ConditionFailedResult | None:
+        """The first condition that does not hold, with its key's current state; None if all hold."""
+        for c in conditions:
+            current = self._load(c.key)
+            if not _holds(c, current):
+                return ConditionFailedResult(c, current)
+        return None
+
+
+def _holds(c: Condition, current: KeyValue | None) -> bool:
+    """Whether condition ``c`` holds for a key whose state is ``current`` (None: missing)."""
+    target, op, operand = c.target, c.op, c.operand
+    if target == Target.VALUE:
+        if current is None:
+            return op == CmpOp.NE
+        equal = current.value == operand
+    elif target == Target.EXISTS:
+        equal = (current is not None) == operand
+    elif target == Target.VCLOCK:
+        equal = (EMPTY_CLOCK if current is None else current.vclock) == operand
+    else:
+        if current is None:
+            value = 0
+        elif target == Target.VERSION:
+            value = current.version
+        elif target == Target.MOD_INDEX:
+            value = current.mod_index
+        else:
+            value = current.create_index
+        if op == CmpOp.GT:
+            return value > operand  # type: ignore[operator]  # validate(): int targets have int operands
+        if op == CmpOp.LT:
+            return value < operand  # type: ignore[operator]
+        equal = value == operand
+    return equal if op == CmpOp.EQ else not equal

@@ -1,0 +1,427 @@
+"""The composition root of a raftkv node: storage, state machine, transport and node driver, plus the client gRPC
+service that turns requests into proposals and reads, and raftkv errors into gRPC statuses.
+
+``run(settings)`` is what ``raftkv serve`` calls: it blocks until SIGTERM/SIGINT and returns an exit code.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+import sys
+import time
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+import grpc
+
+from . import __version__
+from .errors import (
+    ConditionFailed,
+    ConfigError,
+    InvalidArgument,
+    NotLeader,
+    RaftKVError,
+    StorageError,
+    Timeout,
+    Unavailable,
+)
+from .kv import (
+    Command,
+    ConditionFailedResult,
+    Delete,
+    DeleteResult,
+    DuplicateResult,
+    ErrorResult,
+    KeyValue,
+    KVStateMachine,
+    Put,
+    PutResult,
+)
+from .node import Node
+from .proto.v1 import kv_pb2, kv_pb2_grpc
+from .raft import StateRole
+from .settings import Settings
+from .storage import DurableStorageError, LmdbLogStore
+from .transport import GrpcTransport
+
+log = logging.getLogger("raftkv.server")
+
+T = TypeVar("T")
+
+GRPC_OPTIONS = [
+    ("grpc.max_receive_message_length", 64 << 20),
+    ("grpc.max_send_message_length", 64 << 20),
+    ("grpc.so_reuseport", 0),
+]
+MAX_RANGE_LIMIT = 10_000
+_ROLE_NAMES = {
+    StateRole.LEADER: "leader",
+    StateRole.FOLLOWER: "follower",
+    StateRole.CANDIDATE: "candidate",
+    StateRole.PRE_CANDIDATE: "pre-candidate",
+}
+_CONSISTENCY = kv_pb2.Consistency
+
+
+def _vclock_pb(kv: KeyValue) -> kv_pb2.VectorClock:
+    pairs = kv.vclock.pairs()
+    return kv_pb2.VectorClock(nodes=[n for n, _ in pairs], counters=[c for _, c in pairs])
+
+
+def kv_to_pb(kv: KeyValue, keys_only: bool = False) -> kv_pb2.KeyValue:
+    return kv_pb2.KeyValue(
+        key=kv.key,
+        value=b"" if keys_only else kv.value,
+        create_index=kv.create_index,
+        mod_index=kv.mod_index,
+        version=kv.version,
+        vclock=_vclock_pb(kv),
+    )
+
+
+def result_error(result: Any) -> RaftKVError | None:
+    """The raftkv error a state machine result stands for (None for a success)."""
+    if isinstance(result, ErrorResult):
+        from .errors import _BY_KIND
+
+        cls = _BY_KIND.get(result.kind, InvalidArgument)
+        return cls(result.message)
+    if isinstance(result, ConditionFailedResult):
+        return ConditionFailed(f"condition failed on key {result.failed.key!r}", current=result.current)
+    if isinstance(result, DuplicateResult):
+        return InvalidArgument("stale request: this session already moved past this sequence number")
+    return None
+
+
+class KVServicer(kv_pb2_grpc.KVServicer):
+    """The client API. Every method validates, then proposes or reads through the node; every raftkv error
+    becomes a gRPC status with the error's kind (and the leader's address) in the trailing metadata."""
+
+    def __init__(self, node: Node, settings: Settings) -> None:
+        self.node = node
+        self.s = settings
+        self.default_timeout_s = settings.request_timeout_ms / 1000.0
+
+    # -- helpers ----------------------------------------------------------------------------------------------
+    def _timeout(self, ctx: grpc.aio.ServicerContext[Any, Any], requested_ms: int = 0) -> float:
+        t = self.default_timeout_s if not requested_ms else requested_ms / 1000.0
+        remaining = ctx.time_remaining()
+        if remaining is not None:
+            t = min(t, max(0.0, remaining - 0.005))
+        return t
+
+    async def _call(
+        self, ctx: grpc.aio.ServicerContext[Any, Any], fn: Callable[[], Awaitable[T]], timeout_s: float, write: bool
+    ) -> T:
+        try:
+            async with asyncio.timeout(timeout_s):
+                return await fn()
+        except TimeoutError:
+            err: RaftKVError = Timeout(
+                f"the request did not complete within {timeout_s:.2f}s"
+                + ("; the write may or may not have been applied (retry with the same session)" if write else ""),
+                outcome_unknown=write,
+            )
+        except RaftKVError as e:
+            err = e
+        await ctx.abort(grpc.StatusCode[err.grpc_code], err.message, trailing_metadata=tuple(err.metadata()))
+        raise AssertionError("unreachable")  # ctx.abort raises
+
+    async def _abort(self, ctx: grpc.aio.ServicerContext[Any, Any], err: RaftKVError) -> None:
+        await ctx.abort(grpc.StatusCode[err.grpc_code], err.message, trailing_metadata=tuple(err.metadata()))
+
+    def _check_key(self, key: bytes) -> None:
+        if not key:
+            raise InvalidArgument("the key must not be empty")
+        if len(key) > self.s.max_key_bytes:
+            raise InvalidArgument(f"the key is {len(key)} bytes; the limit is {self.s.max_key_bytes} bytes")
+
+    def _check_value(self, value: bytes) -> None:
+        if len(value) > self.s.max_value_bytes:
+            raise InvalidArgument(
+                f"the value is {len(value)} bytes; the limit is {self.s.max_value_bytes} bytes (max_value_bytes)"
+            )
+
+    def header(self, index: int) -> kv_pb2.Header:
+        n = self.node
+        return kv_pb2.Header(
+            node_id=n.id, term=n.term, index=index, leader_id=n.leader_id, leader_contact_ms=n.leader_contact_ms()
+        )
+
+    async def _propose(self, make: Callable[[int], Command]) -> Any:
+        result = await self.node.propose(make)
+        err = result_error(result)
+        if err is not None:
+            raise err
+        return result
+
+    async def _read_point(self, opts: kv_pb2.ReadOptions) -> None:
+        """Wait until this node may serve a read at the requested consistency (and ``min_index``)."""
+        node = self.node
+        c = opts.consistency
+        if c == _CONSISTENCY.LINEARIZABLE:
+            await node.read_index()
+        elif c == _CONSISTENCY.LEASE:
+            if node.role != StateRole.LEADER:
+                raise node.not_leader()
+            index = node.lease_read_index()
+            if index is None:
+                await node.read_index()  # the lease does not hold right now: fall back to a quorum round
+            else:
+                await node.wait_applied(index)
+        elif c == _CONSISTENCY.BOUNDED:
+            bound = opts.max_staleness_ms
+            raft = node.raw.raft
+            fresh = node.role == StateRole.LEADER or (
+                node.leader_contact_ms() <= bound and node.applied >= raft.leader_commit_at_contact
+            )
+            if not fresh:
+                if opts.fail_if_stale:
+                    raise Unavailable(
+                        f"node {node.id} last heard from a leader {node.leader_contact_ms()} ms ago (bound {bound} ms)"
+                    )
+                await node.read_index()
+        elif c != _CONSISTENCY.STALE:
+            raise InvalidArgument(f"unknown consistency level {c}")
+        if opts.min_index:
+            await node.wait_applied(opts.min_index)
+
+    # -- the API ----------------------------------------------------------------------------------------------
+    async def Put(self, req: kv_pb2.PutRequest, ctx: grpc.aio.ServicerContext[Any, Any]) -> kv_pb2.PutResponse:
+        try:
+            self._check_key(req.key)
+            self._check_value(req.value)
+        except RaftKVError as e:
+            await self._abort(ctx, e)
+        s = req.session
+        res: PutResult = await self._call(
+            ctx,
+            lambda: self._propose(lambda rid: Put(rid, s.client_id, s.seq, req.key, req.value)),
+            self._timeout(ctx),
+            write=True,
+        )
+        return kv_pb2.PutResponse(header=self.header(res.kv.mod_index), kv=kv_to_pb(res.kv))
+
+    async def Delete(
+        self, req: kv_pb2.DeleteRequest, ctx: grpc.aio.ServicerContext[Any, Any]
+    ) -> kv_pb2.DeleteResponse:
+        try:
+            self._check_key(req.key)
+        except RaftKVError as e:
+            await self._abort(ctx, e)
+        s = req.session
+        res: DeleteResult = await self._call(
+            ctx,
+            lambda: self._propose(lambda rid: Delete(rid, s.client_id, s.seq, req.key)),
+            self._timeout(ctx),
+            write=True,
+        )
+        return kv_pb2.DeleteResponse(header=self.header(res.index), deleted=res.deleted, index=res.index)
+
+    async def Get(self, req: kv_pb2.GetRequest, ctx: grpc.aio.ServicerContext[Any, Any]) -> kv_pb2.GetResponse:
+        try:
+            self._check_key(req.key)
+        except RaftKVError as e:
+            await self._abort(ctx, e)
+
+        async def go() -> kv_pb2.GetResponse:
+            await self._read_point(req.read)
+            index, kv = self.node.fsm_get(req.key)
+            if kv is None:
+                return kv_pb2.GetResponse(header=self.header(index), found=False)
+            return kv_pb2.GetResponse(header=self.header(index), found=True, kv=kv_to_pb(kv))
+
+        return await self._call(ctx, go, self._timeout(ctx, req.read.timeout_ms), write=False)
+
+    async def Range(self, req: kv_pb2.RangeRequest, ctx: grpc.aio.ServicerContext[Any, Any]) -> kv_pb2.RangeResponse:
+        limit = req.limit or 1000
+        if limit > MAX_RANGE_LIMIT:
+            await self._abort(ctx, InvalidArgument(f"limit {limit} is above the maximum of {MAX_RANGE_LIMIT}"))
+
+        async def go() -> kv_pb2.RangeResponse:
+            await self._read_point(req.read)
+            index, kvs, more = self.node.fsm_range(req.prefix, req.start_after, limit, req.keys_only)
+            return kv_pb2.RangeResponse(
+                header=self.header(index), kvs=[kv_to_pb(kv, req.keys_only) for kv in kvs], more=more
+            )
+
+        return await self._call(ctx, go, self._timeout(ctx, req.read.timeout_ms), write=False)
+
+    async def Status(
+        self, req: kv_pb2.StatusRequest, ctx: grpc.aio.ServicerContext[Any, Any]
+    ) -> kv_pb2.StatusResponse:
+        node = self.node
+        st = node.raw.status()
+        learners = set(st.conf_state.learners)
+        members = [
+            kv_pb2.Member(id=m.id, peer_addr=m.peer_addr, client_addr=m.client_addr, learner=m.id in learners)
+            for m in self.s.members
+        ]
+        progress = [
+            kv_pb2.PeerProgress(id=pid, match=p.match, next=p.next, state=str(p.state).lower(), active=p.recent_active)
+            for pid, p in st.progress.items()
+        ]
+        return kv_pb2.StatusResponse(
+            header=self.header(node.applied),
+            role=_ROLE_NAMES.get(st.role, str(st.role)),
+            commit=st.commit,
+            applied=node.applied,
+            last_index=st.last_index,
+            cluster_id=self.s.cluster_id,
+            members=members,
+            progress=progress,
+            vote=st.vote,
+            version=__version__,
+            read_only=bool(node.read_only_reason),
+            read_only_reason=node.read_only_reason,
+            stats=node.stats_snapshot(),
+        )
+
+
+# -- start-up -------------------------------------------------------------------------------------------------
+def check_cluster_id(data_dir: Path, cluster_id: str) -> None:
+    """The data directory remembers the cluster it belongs to; starting it with another cluster's settings (or a
+    wiped node re-using an id under a new cluster) is refused."""
+    f = data_dir / "cluster_id"
+    if f.exists():
+        have = f.read_text().strip()
+        if have != cluster_id:
+            raise ConfigError(
+                f"data directory {data_dir} belongs to cluster {have}, but these settings describe cluster "
+                f"{cluster_id} (different members or cluster_token). Use the right settings, or a new data directory."
+            )
+    else:
+        data_dir.mkdir(parents=True, exist_ok=True)
+        tmp = f.with_suffix(".tmp")
+        tmp.write_text(cluster_id + "\n")
+        tmp.replace(f)
+
+
+def open_store(settings: Settings) -> LmdbLogStore:
+    path = settings.data_dir / "raft"
+    try:
+        return LmdbLogStore(path, sync=settings.sync)
+    except DurableStorageError as e:
+        raise StorageError(f"cannot open the node's data in {path}: {e}", str(path)) from e
+    except OSError as e:
+        raise StorageError(f"cannot open the node's data in {path}: {e.strerror or e}", str(path)) from e
+
+
+def setup_logging(settings: Settings) -> None:
+    level = getattr(logging, settings.log_level.upper())
+    logging.basicConfig(
+        level=level,
+        format=f"%(asctime)s.%(msecs)03d node{settings.id} %(levelname)s %(name)s: %(message)s",
+        datefmt="%Y-%m-%d %H:%M:%S",
+        stream=sys.stderr,
+    )
+    logging.getLogger("grpc").setLevel(logging.WARNING)
+
+
+async def serve(settings: Settings, started: asyncio.Event | None = None, stop: asyncio.Event | None = None) -> None:
+    """Run one node until ``stop`` is set (or SIGTERM/SIGINT when run from ``run``)."""
+    check_cluster_id(settings.data_dir, settings.cluster_id)
+    store = open_store(settings)
+    stop = stop or asyncio.Event()
+    client_server: grpc.aio.Server | None = None
+    transport: GrpcTransport | None = None
+    node: Node | None = None
+    try:
+        fsm = KVStateMachine(
+            store,
+            session_ttl_s=settings.session_ttl_s,
+            max_sessions=settings.max_sessions,
+            max_key_bytes=settings.max_key_bytes,
+            max_value_bytes=settings.max_value_bytes,
+        )
+        holder: list[Node] = []
+        transport = GrpcTransport(
+            settings.id,
+            settings.cluster_id,
+            settings.peer_listen,
+            lambda msgs: holder[0].on_messages(msgs),
+            lambda peer: holder[0].on_unreachable(peer),
+            grpc_options=GRPC_OPTIONS,
+        )
+        node = Node(settings, store, fsm, transport)
+        holder.append(node)
+        client_server = grpc.aio.server(options=GRPC_OPTIONS)
+        kv_pb2_grpc.add_KVServicer_to_server(KVServicer(node, settings), client_server)  # type: ignore[no-untyped-call]
+        try:
+            client_server.add_insecure_port(settings.client_listen)
+        except RuntimeError as e:
+            raise ConfigError(
+                f"cannot listen for clients on {settings.client_listen}: {e} (is the port in use?)"
+            ) from None
+        try:
+            await transport.start()
+        except OSError as e:
+            raise ConfigError(f"cannot listen for peers on {settings.peer_listen}: {e} (is the port in use?)") from e
+        await client_server.start()
+        log.info(
+            "node %d of cluster %s serving clients on %s, peers on %s (data in %s, fsync %s)",
+            settings.id, settings.cluster_id, settings.client_listen, settings.peer_listen, settings.data_dir,
+            "on" if settings.sync else "OFF",
+        )
+        if started is not None:
+            started.set()
+        run_task = asyncio.create_task(node.run(), name=f"raftkv-node-{settings.id}")
+        stop_task = asyncio.create_task(stop.wait())
+        done, _ = await asyncio.wait({run_task, stop_task}, return_when=asyncio.FIRST_COMPLETED)
+        if run_task in done and run_task.exception() is not None:
+            raise run_task.exception()  # type: ignore[misc]
+        if run_task in done and node.read_only_reason:
+            # The node stopped replicating (e.g. disk full) but keeps answering status and reads until stopped.
+            await stop.wait()
+        log.info("node %d shutting down", settings.id)
+        node.stop()
+        stop_task.cancel()
+        with contextlib.suppress(asyncio.CancelledError, Exception):
+            await run_task
+    finally:
+        if client_server is not None:
+            await client_server.stop(grace=0.5)
+        if transport is not None:
+            await transport.stop()
+        if node is not None:
+            node.close()
+        store.close()
+        log.info("node %d stopped", settings.id)
+
+
+def run(settings: Settings) -> int:
+    """Run a node in the foreground until SIGTERM/SIGINT. Returns the process exit code."""
+    setup_logging(settings)
+    try:
+        import uvloop
+
+        runner = asyncio.Runner(loop_factory=uvloop.new_event_loop)
+    except ImportError:  # pragma: no cover - uvloop is a dependency
+        runner = asyncio.Runner()
+
+    async def main() -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+        await serve(settings, stop=stop)
+
+    t0 = time.monotonic()
+    try:
+        with runner:
+            runner.run(main())
+    except RaftKVError as e:
+        log.error("%s", e.message)
+        print(f"error: {e.message}", file=sys.stderr)
+        return e.exit_code
+    log.info("ran for %.1fs", time.monotonic() - t0)
+    return 0
+
+
+__all__ = ["KVServicer", "check_cluster_id", "kv_to_pb", "run", "serve"]
+
+_ = NotLeader  # re-exported for the servicer's callers

@@ -1,0 +1,117 @@
+"""How Raft messages travel between nodes: the ``Transport`` seam and its two implementations.
+
+``GrpcTransport`` (production) keeps one long-lived client-streaming gRPC call per ordered pair of nodes, fed by a
+bounded per-peer queue; ``MemoryTransport`` on a ``MemoryNetwork`` (tests) delivers in-process on the same event loop,
+with fault hooks (partitions, one-way blocks, random drops, delays).
+
+Guarantees every implementation gives the node driver:
+
+* **Order per peer pair.** Messages from node A to node B are delivered to B in the order A passed them to ``send``
+  (across calls, too). There is no ordering between different pairs.
+* **At most once, maybe not at all.** A message is delivered once or dropped; it is never duplicated by the
+  transport. Raft tolerates loss (it retransmits: heartbeats, probes, re-sent appends), so the transport drops
+  rather than blocks or buffers without bound: when a peer's queue is full, while a peer is down or backing off,
+  or when the peer is unknown. Drops are counted in ``peer_status()``.
+* **``send`` never blocks and never raises for network trouble.** It only queues.
+* **Callbacks run on the event loop thread**, never from inside ``send`` (they are scheduled with ``call_soon``):
+  ``on_messages(batch)`` with each received batch, in order; ``on_unreachable(peer)`` when messages to ``peer`` were
+  (or are likely being) lost because it could not be reached. ``on_unreachable`` is a hint for the Raft core
+  (``MsgType.UNREACHABLE``: stop pipelining appends to that follower and probe instead); it is coalesced — at most
+  one pending notification per peer — so a burst of drops costs one callback, not one per frame.
+* **Messages addressed to the local node are dropped** (with a debug log): the core never sends to itself.
+* **No stray tasks.** ``stop()`` cancels and awaits every task the transport started; it is idempotent.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Protocol, runtime_checkable
+
+from raftkv.raft.types import Message
+
+OnMessages = Callable[[list[Message]], None]
+"""Called on the event loop thread with a received batch (in order per sender). It must be cheap: enqueue only."""
+
+OnUnreachable = Callable[[int], None]
+"""Called on the event loop thread with a peer id when messages to that peer were dropped or its stream failed."""
+
+
+@dataclass(frozen=True, slots=True)
+class PeerStatus:
+    """A point-in-time view of one peer, as seen by the local transport.
+
+    ``frames_sent`` and ``bytes_sent`` count frames written to the wire (after coalescing several ``send`` batches
+    into one frame); ``frames_dropped`` counts per-destination batches handed to ``send`` that never reached the wire
+    (queue full, peer down or backing off, stream failed while they were queued, no address known).
+    ``frames_received`` and ``last_recv_monotonic`` (``time.monotonic()`` of the last frame, ``None`` if never)
+    describe the other direction. ``addr`` is the configured address ("" for a peer that only talked to us).
+    """
+
+    connected: bool
+    last_error: str
+    frames_sent: int
+    frames_dropped: int
+    bytes_sent: int
+    frames_received: int
+    last_recv_monotonic: float | None
+    addr: str = ""
+
+
+@runtime_checkable
+class Transport(Protocol):
+    """What the node driver needs from the network (see the module docstring for the guarantees)."""
+
+    def set_peers(self, peers: Mapping[int, str]) -> None:
+        """Set the peers: node id -> "host:port" of its peer listener. May be called again at any time (membership
+        changes): new peers get connections, removed ones are closed (their queued messages dropped), a changed
+        address reconnects. The local node's own id, if present, is ignored. Callable before ``start()``."""
+        ...
+
+    def send(self, msgs: Sequence[Message]) -> None:
+        """Queue ``msgs`` for delivery, grouped by ``m.to``; one frame per destination per call at most. Never
+        blocks, never raises for network trouble: undeliverable messages are dropped and counted."""
+        ...
+
+    async def start(self) -> None:
+        """Start listening and connecting. Raises an ``OSError`` if the listen address cannot be bound."""
+        ...
+
+    async def stop(self) -> None:
+        """Close streams and the listener, cancel and await every task started; afterwards nothing is delivered.
+        Idempotent."""
+        ...
+
+    def peer_status(self) -> dict[int, PeerStatus]:
+        """A snapshot of every configured peer (and of any unconfigured node we exchanged frames with)."""
+        ...
+
+
+def group_by_destination(msgs: Sequence[Message]) -> dict[int, list[Message]]:
+    """Split ``msgs`` into per-destination lists, keeping the order within each destination (dict order = first
+    appearance). Shared by the transports; one dict lookup per message."""
+    out: dict[int, list[Message]] = {}
+    for m in msgs:
+        lst = out.get(m[1])  # m.to; indexing skips the NamedTuple property call
+        if lst is None:
+            out[m[1]] = [m]
+        else:
+            lst.append(m)
+    return out
+
+
+# The implementations import the names above from this package, so they are imported after them.
+from raftkv.transport.grpc_transport import GrpcTransport, ListenError  # noqa: E402
+from raftkv.transport.memory import MemoryNetwork, MemoryTransport  # noqa: E402
+
+__all__ = [
+    "GrpcTransport",
+    "ListenError",
+    "MemoryNetwork",
+    "MemoryTransport",
+    "OnMessages",
+    "OnUnreachable",
+    "PeerStatus",
+    "Transport",
+    "group_by_destination",
+]

@@ -1,0 +1,346 @@
+"""The ``raftkv`` command through click's CliRunner, against a fake server: output formats, exit codes, and errors
+as one line on stderr."""
+
+from __future__ import annotations
+
+import base64
+import json
+import sys
+import types
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from click.testing import CliRunner, Result
+
+from raftkv.cli import main
+from raftkv.client import Client
+from raftkv.errors import ExitCode, InvalidArgument, ReadOnly
+from raftkv.settings import Settings
+
+from .fake_server import FakeKV, FakeServer, free_port
+
+pytestmark = pytest.mark.timeout(60)
+
+
+@pytest.fixture
+def srv() -> Iterator[FakeServer]:
+    with FakeServer(FakeKV(node_id=1)) as s:
+        yield s
+
+
+@pytest.fixture(autouse=True)
+def clean_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    for var in ("RAFTKV_ENDPOINTS", "RAFTKV_CLUSTER_DIR", "RAFTKV_DEBUG"):
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.chdir(tmp_path)  # no ./.raftkv-cluster here
+
+
+def cli(*args: str, input: bytes | str | None = None, env: dict[str, str] | None = None) -> Result:
+    return CliRunner().invoke(main, list(args), input=input, env=env, catch_exceptions=True)
+
+
+def kv(srv: FakeServer, *args: str, input: bytes | str | None = None) -> Result:
+    return cli("--endpoints", srv.addr, "--timeout", "5", *args, input=input)
+
+
+def one_error_line(r: Result) -> str:
+    """The single ``error: ...`` line of a failed command (and nothing else on stderr, no traceback)."""
+    lines = r.stderr.splitlines()
+    assert len(lines) == 1, r.stderr
+    assert lines[0].startswith("error: "), r.stderr
+    assert "Traceback" not in r.output
+    return lines[0]
+
+
+# -- put / get / delete / list ----------------------------------------------------------------------------------
+def test_put_prints_ok_with_index_and_version(srv: FakeServer) -> None:
+    r = kv(srv, "put", "greeting", "hello")
+    assert r.exit_code == 0, r.output
+    assert r.stdout == "OK index=1 version=1\n"
+    r = kv(srv, "put", "greeting", "again")
+    assert r.stdout == "OK index=2 version=2\n"
+    assert srv.kv.data[b"greeting"].value == b"again"
+
+
+def test_put_json(srv: FakeServer) -> None:
+    r = kv(srv, "put", "k", "v", "--output", "json")
+    assert r.exit_code == 0, r.output
+    assert json.loads(r.stdout) == {
+        "key": "k",
+        "create_index": 1,
+        "mod_index": 1,
+        "version": 1,
+        "vclock": {"1": 1},
+        "index": 1,
+    }
+    r = kv(srv, "--output", "json", "put", "k", "w")  # the global option works too
+    assert json.loads(r.stdout)["version"] == 2
+
+
+def test_put_reads_the_value_from_stdin_as_bytes(srv: FakeServer) -> None:
+    blob = b"\x00\xffbinary\nvalue"
+    r = kv(srv, "put", "blob", "-", input=blob)
+    assert r.exit_code == 0, r.output
+    assert srv.kv.data[b"blob"].value == blob
+
+
+def test_get_prints_the_raw_value_alone(srv: FakeServer) -> None:
+    srv.kv.put_local(b"k", b"hello")
+    srv.kv.put_local(b"blob", b"\x00\xff\n")
+    r = kv(srv, "get", "k")
+    assert r.exit_code == 0, r.output
+    assert r.stdout_bytes == b"hello"  # no newline when stdout is not a terminal
+    assert kv(srv, "get", "blob").stdout_bytes == b"\x00\xff\n"
+    assert r.stderr == ""
+
+
+def test_get_json_shape(srv: FakeServer) -> None:
+    srv.kv.put_local(b"k", b"hello")
+    srv.kv.put_local(b"blob", b"\xff\x00")
+    r = kv(srv, "get", "k", "--output", "json")
+    assert r.exit_code == 0, r.output
+    assert json.loads(r.stdout) == {
+        "key": "k",
+        "value": "hello",
+        "create_index": 1,
+        "mod_index": 1,
+        "version": 1,
+        "vclock": {"1": 1},
+        "index": 2,
+    }
+    out = json.loads(kv(srv, "get", "blob", "--output", "json").stdout)
+    assert out["value"] is None
+    assert base64.b64decode(out["value_base64"]) == b"\xff\x00"
+
+
+def test_get_passes_read_options(srv: FakeServer) -> None:
+    srv.kv.put_local(b"k", b"v")
+    r = kv(srv, "get", "k", "--consistency", "bounded", "--max-staleness-ms", "250", "--min-index", "1")
+    assert r.exit_code == 0, r.output
+    opts = srv.kv.reads[-1]
+    assert (opts.consistency, opts.max_staleness_ms, opts.min_index) == (3, 250, 1)
+
+
+def test_get_missing_key_exits_3_with_one_line(srv: FakeServer) -> None:
+    r = kv(srv, "get", "nope")
+    assert r.exit_code == ExitCode.NOT_FOUND == 3
+    assert r.stdout == ""
+    assert one_error_line(r) == "error: key 'nope' not found"
+
+
+def test_delete_prints_deleted_or_not_found(srv: FakeServer) -> None:
+    srv.kv.put_local(b"k", b"v")
+    r = kv(srv, "delete", "k")
+    assert (r.exit_code, r.stdout) == (0, "deleted\n")
+    r = kv(srv, "delete", "k")
+    assert (r.exit_code, r.stdout) == (0, "not found\n")
+    r = kv(srv, "delete", "k", "--output", "json")
+    assert json.loads(r.stdout) == {"deleted": False, "index": 4}
+
+
+def test_list_text_and_json(srv: FakeServer) -> None:
+    for k, v in [(b"user/1", b"ann"), (b"user/2", b"bob"), (b"zzz", b"z")]:
+        srv.kv.put_local(k, v)
+    r = kv(srv, "list", "user/")
+    assert r.exit_code == 0, r.output
+    assert r.stdout == "user/1\tann\nuser/2\tbob\n"
+    assert kv(srv, "list", "--keys-only").stdout == "user/1\nuser/2\nzzz\n"
+    out = json.loads(kv(srv, "list", "user/", "--output", "json").stdout)
+    assert [(x["key"], x["value"], x["version"]) for x in out] == [("user/1", "ann", 1), ("user/2", "bob", 1)]
+    assert set(out[0]) == {"key", "value", "create_index", "mod_index", "version", "vclock"}
+    out = json.loads(kv(srv, "list", "--keys-only", "--output", "json").stdout)
+    assert "value" not in out[0]
+    assert json.loads(kv(srv, "list", "nothing/", "--output", "json").stdout) == []
+
+
+def test_list_limit_says_when_more_keys_follow(srv: FakeServer) -> None:
+    for i in range(5):
+        srv.kv.put_local(f"k{i}".encode(), b"v")
+    r = kv(srv, "list", "--limit", "2", "--keys-only")
+    assert r.exit_code == 0, r.output
+    assert r.stdout == "k0\nk1\n"
+    assert "--start-after 'k1'" in r.stderr
+    r = kv(srv, "list", "--start-after", "k1", "--keys-only")
+    assert r.stdout == "k2\nk3\nk4\n"
+
+
+# -- status -----------------------------------------------------------------------------------------------------
+def test_status_table(srv: FakeServer) -> None:
+    dead = f"127.0.0.1:{free_port()}"
+    r = cli("--endpoints", f"{srv.addr},{dead}", "status")
+    assert r.exit_code == 0, r.output
+    header = r.stdout.splitlines()[0].split()
+    assert header == ["node", "address", "role", "term", "commit", "applied", "leader", "reachable"]
+    assert "leader" in r.stdout and "unreachable" in r.stdout
+
+
+def test_status_json_shape(srv: FakeServer) -> None:
+    dead = f"127.0.0.1:{free_port()}"
+    r = cli("--endpoints", f"{srv.addr},{dead}", "status", "--output", "json")
+    assert r.exit_code == 0, r.output
+    data = json.loads(r.stdout)
+    assert list(data) == ["nodes"]
+    keys = {"id", "role", "term", "commit", "applied", "client_addr", "peer_addr"}
+    assert all(set(n) == keys for n in data["nodes"])
+    up, down = data["nodes"]
+    assert (up["id"], up["role"], up["term"], up["client_addr"]) == (1, "leader", 1, srv.addr)
+    assert (down["role"], down["client_addr"], down["term"]) == ("unreachable", dead, None)
+
+
+def test_status_counts_pre_candidates_as_candidates(srv: FakeServer) -> None:
+    async def pre() -> tuple[str, int]:
+        return "pre-candidate", 0
+
+    srv.kv.role_for_status = pre
+    r = kv(srv, "status", "--output", "json")
+    assert json.loads(r.stdout)["nodes"][0]["role"] == "candidate"
+
+
+def test_status_exits_4_when_no_node_answers() -> None:
+    r = cli("--endpoints", f"127.0.0.1:{free_port()}", "--timeout", "1", "status", "--output", "json")
+    assert r.exit_code == ExitCode.UNAVAILABLE
+    assert json.loads(r.stdout)["nodes"][0]["role"] == "unreachable"
+
+
+# -- errors -----------------------------------------------------------------------------------------------------
+def test_connection_failure_is_one_line_exit_4_without_traceback() -> None:
+    r = cli("--endpoints", f"127.0.0.1:{free_port()}", "--timeout", "1", "get", "k")
+    assert r.exit_code == ExitCode.UNAVAILABLE == 4
+    line = one_error_line(r)
+    assert "failed" in line
+
+
+def test_write_with_unknown_outcome_says_so(srv: FakeServer) -> None:
+    srv.kv.mode = "hang"
+    r = cli("--endpoints", srv.addr, "--timeout", "0.5", "put", "k", "v")
+    assert r.exit_code == ExitCode.UNAVAILABLE
+    assert "outcome is unknown" in one_error_line(r)
+
+
+@pytest.mark.parametrize(
+    ("args", "code", "fragment"),
+    [
+        (("put", "", "v"), ExitCode.INVALID, "must not be empty"),
+        (("get", "k", "--consistency", "sometimes"), ExitCode.USAGE, "--consistency"),
+        (("list", "--limit", "0"), ExitCode.USAGE, "--limit"),
+        (("put", "k"), ExitCode.USAGE, "VALUE"),
+        (("get",), ExitCode.USAGE, "KEY"),
+        (("frobnicate",), ExitCode.USAGE, "frobnicate"),
+    ],
+)
+def test_bad_input_is_one_line_with_the_right_exit_code(
+    srv: FakeServer, args: tuple[str, ...], code: int, fragment: str
+) -> None:
+    r = kv(srv, *args)
+    assert r.exit_code == code, r.output
+    assert fragment in one_error_line(r)
+
+
+def test_bad_global_option_is_one_line() -> None:
+    r = cli("--timeout", "soon", "get", "k")
+    assert r.exit_code == ExitCode.USAGE
+    assert "--timeout" in one_error_line(r)
+
+
+def test_server_errors_become_their_exit_codes(srv: FakeServer) -> None:
+    srv.kv.inject(InvalidArgument("value too large"))
+    r = kv(srv, "put", "k", "v")
+    assert (r.exit_code, one_error_line(r)) == (ExitCode.INVALID, "error: value too large")
+    srv.kv.inject(ReadOnly("disk full"))
+    r = kv(srv, "put", "k", "v")
+    assert (r.exit_code, one_error_line(r)) == (ExitCode.READ_ONLY, "error: disk full")
+
+
+def test_endpoint_errors_are_config_errors() -> None:
+    r = cli("get", "k")
+    assert r.exit_code == ExitCode.CONFIG
+    assert one_error_line(r) == (
+        "error: no endpoints: pass --endpoints, set RAFTKV_ENDPOINTS, or start a local cluster with `raftkv cluster up`"
+    )
+    r = cli("--endpoints", "nonsense", "get", "k")
+    assert r.exit_code == ExitCode.CONFIG
+    assert "HOST:PORT" in one_error_line(r)
+    r = cli("--cluster-dir", "no/such/dir", "get", "k")
+    assert r.exit_code == ExitCode.CONFIG
+    assert "no local cluster" in one_error_line(r)
+
+
+def test_endpoints_come_from_the_environment(srv: FakeServer) -> None:
+    r = cli("put", "k", "v", env={"RAFTKV_ENDPOINTS": srv.addr})
+    assert r.exit_code == 0, r.output
+
+
+def test_unexpected_exceptions_are_one_line_with_a_hint(srv: FakeServer, monkeypatch: pytest.MonkeyPatch) -> None:
+    async def boom(self: Client, key: Any, value: Any) -> Any:
+        raise RuntimeError("something broke")
+
+    monkeypatch.setattr(Client, "put", boom)
+    r = kv(srv, "put", "k", "v")
+    assert r.exit_code == ExitCode.ERROR
+    line = one_error_line(r)
+    assert "something broke" in line and "RAFTKV_DEBUG=1" in line
+    # With RAFTKV_DEBUG the exception propagates (CliRunner catches it; a terminal would show the traceback).
+    monkeypatch.setenv("RAFTKV_DEBUG", "1")
+    r = kv(srv, "put", "k", "v")
+    assert isinstance(r.exception, RuntimeError)
+
+
+# -- serve ------------------------------------------------------------------------------------------------------
+def test_serve_builds_settings_and_runs_the_server(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    seen: list[Settings] = []
+    fake = types.ModuleType("raftkv.server")
+
+    def run(settings: Settings) -> int:
+        seen.append(settings)
+        return 7
+
+    fake.run = run  # type: ignore[attr-defined]
+    monkeypatch.setitem(sys.modules, "raftkv.server", fake)
+    cfg = tmp_path / "n.toml"
+    cfg.write_text('id = 2\ndata_dir = "d"\n[[members]]\nid = 1\npeer_addr = "h:1"\nclient_addr = "h:2"\n')
+    r = cli(
+        "serve",
+        "--config",
+        str(cfg),
+        "--id",
+        "1",
+        "--data-dir",
+        str(tmp_path / "data"),
+        "--tick-ms",
+        "20",
+        "--no-sync",
+        "--member",
+        "1=127.0.0.1:7001,127.0.0.1:8001",
+        "--member",
+        "2=127.0.0.1:7002,127.0.0.1:8002",
+    )
+    assert r.exit_code == 7, r.output
+    (s,) = seen
+    assert (s.id, s.tick_ms, s.sync, s.data_dir) == (1, 20, False, tmp_path / "data")
+    assert [m.id for m in s.members] == [1, 2]
+
+
+def test_serve_with_bad_settings_is_a_config_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(sys.modules, "raftkv.server", types.ModuleType("raftkv.server"))
+    r = cli("serve", "--config", "missing.toml")
+    assert r.exit_code == ExitCode.CONFIG
+    assert "does not exist" in one_error_line(r)
+    r = cli("serve", "--id", "1", "--data-dir", "d", "--member", "garbage")
+    assert r.exit_code == ExitCode.CONFIG
+    assert "ID=PEER_ADDR,CLIENT_ADDR" in one_error_line(r)
+
+
+# -- help -------------------------------------------------------------------------------------------------------
+def test_help_documents_exit_codes_and_examples() -> None:
+    r = cli("--help")
+    assert r.exit_code == 0
+    for code in ("3  get: the key does not exist", "4  no leader", "8  bad configuration"):
+        assert code in r.stdout
+    for cmd in ("put", "get", "delete", "list", "status", "serve", "cluster"):
+        r = cli(cmd, "--help")
+        assert r.exit_code == 0, (cmd, r.output)
+    assert "Examples" in cli("get", "--help").stdout
+    assert "value_base64" in cli("get", "--help").stdout
+    assert "cluster up --nodes 3" in cli("cluster", "--help").stdout
