@@ -33,7 +33,7 @@ from .kv import Applied, Command, KVStateMachine, encode_batch
 from .raft import Config, ConfState, Message, ProposalDropped, RawNode, Ready, StateRole
 from .ready import handle_ready
 from .settings import Settings
-from .storage import LmdbLogStore, StorageFullError
+from .storage import DurableStorageError, LmdbLogStore, StorageFullError
 from .transport import Transport
 
 log = logging.getLogger("raftkv.node")
@@ -177,6 +177,9 @@ class Node:
         this call, to an index that is applied here by the time this returns."""
         if self._stopping:
             raise Unavailable(f"node {self.id} is shutting down")
+        if self.read_only_reason:
+            raise Unavailable(f"node {self.id} no longer takes part in the cluster ({self.read_only_reason}); "
+                              f"ask another node, or read with --consistency stale")
         fut: asyncio.Future[int] = asyncio.get_running_loop().create_future()
         self._pending_reads.append(fut)
         self._wake.set()
@@ -240,12 +243,14 @@ class Node:
                     try:
                         await handle_ready(raw, rd, io)
                     except StorageFullError as e:
-                        self._enter_read_only(f"its disk is full ({e}); free space and restart it")
+                        # Nothing of this Ready was written; the core's view is now ahead of the disk, so the node
+                        # stops taking part in Raft (no votes, no acknowledgements) but keeps serving what it has.
+                        self._enter_read_only(f"its disk is full ({e}); free space, then restart the node")
                         return
-                    except Exception as e:
-                        log.critical("node %d: cannot persist a Ready, stopping: %s", self.id, e, exc_info=True)
-                        self._enter_read_only(f"its storage failed ({e}); see the node log")
-                        raise
+                    except DurableStorageError as e:
+                        log.critical("node %d: cannot persist a Ready: %s", self.id, e, exc_info=True)
+                        self._enter_read_only(f"its storage failed ({e}); check the disk, then restart the node")
+                        return
                     self._turn()
         finally:
             ticker.cancel()

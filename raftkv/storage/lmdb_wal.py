@@ -583,8 +583,10 @@ class LmdbLogStore:
                     txn.abort()
                     if isinstance(exc, DurableStorageError):
                         raise
-                    if _is_disk_full(exc):
+                    if _is_disk_full(exc) or (isinstance(exc, lmdb.Error) and _low_on_space(self.path)):
                         raise StorageFullError(f"{type(exc).__name__}: {exc}", self.path) from exc
+                    if isinstance(exc, lmdb.Error):
+                        raise DurableStorageError(f"writing failed: {exc}", self.path) from exc
                     raise
                 break
             stats = self.stats
@@ -785,6 +787,19 @@ def _fsync_dir(path: str) -> None:
 def _decode_u64(payload: bytes) -> int:
     value: int = _U64.unpack(payload)[0]
     return value
+
+
+_LOW_SPACE_BYTES = 4 << 20
+
+
+def _low_on_space(path: str | os.PathLike[str]) -> bool:
+    """True when the filesystem holding ``path`` has (almost) no room left. LMDB reports a short write - what a full
+    disk produces - as EIO, not ENOSPC, so a failed commit is classified as "disk full" by looking at the space."""
+    try:
+        st = os.statvfs(path)
+    except OSError:
+        return False
+    return st.f_bavail * st.f_frsize < _LOW_SPACE_BYTES
 
 
 def _is_disk_full(exc: BaseException) -> bool:
