@@ -1,0 +1,154 @@
+"""The asyncio driver (raftkv.node) in one process: three Nodes with LMDB stores on the in-memory transport."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+
+import pytest
+
+from raftkv.errors import NotLeader, Unavailable
+from raftkv.kv import Delete, DeleteResult, KVStateMachine, Put, PutResult
+from raftkv.node import Node
+from raftkv.raft import StateRole
+from raftkv.settings import Member, Settings
+from raftkv.storage import LmdbLogStore
+from raftkv.transport import MemoryNetwork, MemoryTransport
+
+
+class Cluster:
+    def __init__(self, tmp: Path, n: int = 3) -> None:
+        self.net = MemoryNetwork()
+        members = tuple(Member(i, f"mem:{i}", f"client:{i}") for i in range(1, n + 1))
+        self.nodes: dict[int, Node] = {}
+        self.tasks: dict[int, asyncio.Task[None]] = {}
+        self.stores: list[LmdbLogStore] = []
+        for m in members:
+            s = Settings(id=m.id, data_dir=tmp / f"n{m.id}", members=members, tick_ms=10, sync=False)
+            store = LmdbLogStore(tmp / f"n{m.id}", sync=False)
+            self.stores.append(store)
+            holder: list[Node] = []
+            t = MemoryTransport(self.net, m.id, lambda msgs, h=holder: h[0].on_messages(msgs),
+                                lambda p, h=holder: h[0].on_unreachable(p))
+            node = Node(s, store, KVStateMachine(store), t)
+            holder.append(node)
+            self.nodes[m.id] = node
+
+    async def start(self) -> None:
+        for nid, node in self.nodes.items():
+            await node.transport.start()
+            self.tasks[nid] = asyncio.create_task(node.run())
+
+    async def stop(self) -> None:
+        for node in self.nodes.values():
+            node.stop()
+        await asyncio.gather(*self.tasks.values(), return_exceptions=True)
+        for node in self.nodes.values():
+            await node.transport.stop()
+            node.close()
+        for s in self.stores:
+            s.close()
+
+    async def leader(self, timeout_s: float = 10.0) -> Node:
+        async with asyncio.timeout(timeout_s):
+            while True:
+                leaders = [n for n in self.nodes.values() if n.role == StateRole.LEADER]
+                if (
+                    len(leaders) == 1
+                    and all(n.leader_id == leaders[0].id for n in self.nodes.values())
+                    and leaders[0].raw.raft.committed_entry_in_current_term()
+                ):
+                    return leaders[0]
+                await asyncio.sleep(0.01)
+
+
+def with_cluster(body: Callable[[Cluster], Awaitable[None]]) -> Callable[[Path], None]:
+    """Turn ``async def body(cluster)`` into a test that runs it against a fresh 3-node cluster."""
+
+    def test(tmp_path: Path) -> None:
+        async def main() -> None:
+            c = Cluster(tmp_path)
+            await c.start()
+            try:
+                await asyncio.wait_for(body(c), 60)
+            finally:
+                await c.stop()
+
+        asyncio.run(main())
+
+    test.__name__ = body.__name__
+    test.__doc__ = body.__doc__
+    return test
+
+
+@with_cluster
+async def test_concurrent_puts_are_batched_and_applied_everywhere(cluster: Cluster) -> None:
+    lead = await cluster.leader()
+    results = await asyncio.gather(
+        *(lead.propose(lambda rid, i=i: Put(rid, 0, 0, b"k%d" % i, b"v%d" % i)) for i in range(200))
+    )
+    assert all(isinstance(r, PutResult) for r in results)
+    assert lead.stats.commands_proposed == 200
+    assert lead.stats.batches_proposed < 200  # many commands per log entry
+    top = max(r.kv.mod_index for r in results)
+    for node in cluster.nodes.values():
+        await asyncio.wait_for(node.wait_applied(top), 5)
+        for i in (0, 99, 199):
+            _, kv = node.fsm_get(b"k%d" % i)
+            assert kv is not None and kv.value == b"v%d" % i
+    # Replicas are identical, byte for byte.
+    assert len({n.fsm.checksum() for n in cluster.nodes.values()}) == 1
+
+
+@with_cluster
+async def test_follower_refuses_writes_with_the_leaders_address(cluster: Cluster) -> None:
+    lead = await cluster.leader()
+    f = next(n for n in cluster.nodes.values() if n is not lead)
+    with pytest.raises(NotLeader) as e:
+        await f.propose(lambda rid: Put(rid, 0, 0, b"k", b"v"))
+    assert e.value.leader_id == lead.id and e.value.leader_addr == f"client:{lead.id}"
+
+
+@with_cluster
+async def test_linearizable_read_index_on_a_follower_sees_acknowledged_writes(cluster: Cluster) -> None:
+    lead = await cluster.leader()
+    r = await lead.propose(lambda rid: Put(rid, 0, 0, b"x", b"1"))
+    f = next(n for n in cluster.nodes.values() if n is not lead)
+    reads = await asyncio.gather(*(f.read_index() for _ in range(20)))
+    assert min(reads) >= r.kv.mod_index
+    _, kv = f.fsm_get(b"x")
+    assert kv is not None and kv.value == b"1"
+    assert f.stats.read_rounds < 20  # concurrent reads share rounds
+
+
+@with_cluster
+async def test_proposals_lost_in_a_partition_fail_or_time_out_but_never_report_success(cluster: Cluster) -> None:
+    lead = await cluster.leader()
+    others = [n.id for n in cluster.nodes.values() if n is not lead]
+    cluster.net.partition([[lead.id], others])
+    pending = asyncio.ensure_future(lead.propose(lambda rid: Put(rid, 0, 0, b"lost", b"?")))
+    new = None
+    async with asyncio.timeout(10):
+        while new is None:
+            await asyncio.sleep(0.02)
+            cand = [cluster.nodes[i] for i in others if cluster.nodes[i].role == StateRole.LEADER]
+            new = cand[0] if cand else None
+    await new.propose(lambda rid: Put(rid, 0, 0, b"won", b"1"))
+    cluster.net.heal()
+    with pytest.raises((Unavailable, NotLeader, TimeoutError)):
+        await asyncio.wait_for(pending, 10)
+    for node in cluster.nodes.values():
+        await asyncio.wait_for(node.wait_applied(new.applied), 10)
+        _, kv = node.fsm_get(b"lost")
+        assert kv is None
+
+
+@with_cluster
+async def test_delete_and_results(cluster: Cluster) -> None:
+    lead = await cluster.leader()
+    await lead.propose(lambda rid: Put(rid, 0, 0, b"d", b"1"))
+    r = await lead.propose(lambda rid: Delete(rid, 0, 0, b"d"))
+    assert isinstance(r, DeleteResult) and r.deleted
+    r2 = await lead.propose(lambda rid: Delete(rid, 0, 0, b"d"))
+    assert isinstance(r2, DeleteResult) and not r2.deleted
