@@ -7,6 +7,7 @@ import base64
 import importlib.metadata
 import json
 import os
+import re
 import sys
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
@@ -20,11 +21,13 @@ import raftkv.localcluster as localcluster
 from .client import (
     CONSISTENCY_LEVELS,
     Client,
+    Compare,
     KeyValue,
     NodeStatus,
+    TxnOp,
     resolve_endpoints,
 )
-from .errors import ExitCode, RaftKVError
+from .errors import ConditionFailed, ExitCode, InvalidArgument, RaftKVError
 from .settings import load_settings
 
 T = TypeVar("T")
@@ -358,16 +361,48 @@ Examples:
 )
 @click.argument("key")
 @click.argument("value")
+@click.option("--if-version", type=click.IntRange(min=0), help="Only if the key's version is N (0: it does not exist).")
+@click.option("--if-mod-index", type=click.IntRange(min=0), help="Only if the key was last written at log index N.")
+@click.option("--if-value", help="Only if the key's current value is this.")
+@click.option("--if-absent", is_flag=True, help="Only if the key does not exist.")
+@click.option(
+    "--context",
+    metavar="VCLOCK",
+    help='Only if the key\'s vector clock is still this one (as `get --output json` prints it, e.g. \'{"1": 3}\'): '
+    "no write happened since you read it.",
+)
 @output_option
 @click.pass_context
-def put(ctx: click.Context, key: str, value: str, output: str | None) -> None:
+def put(
+    ctx: click.Context,
+    key: str,
+    value: str,
+    if_version: int | None,
+    if_mod_index: int | None,
+    if_value: str | None,
+    if_absent: bool,
+    context: str | None,
+    output: str | None,
+) -> None:
     """Set KEY to VALUE ("-" reads the value from stdin). Prints "OK index=<mod index> version=<version>".
 
     The write is applied exactly once, even if it is retried; if the deadline passes with its outcome unknown,
-    it exits 4 with a message saying so (it may or may not have been applied)."""
+    it exits 4 with a message saying so (it may or may not have been applied). With a condition (--if-*,
+    --context) that does not hold, nothing is written and it exits 6, showing the key's current state."""
     data = sys.stdin.buffer.read() if value == "-" else value.encode("utf-8", "surrogateescape")
     k = _key_arg(key)
-    res = _with_client(ctx, lambda c: c.put(k, data))
+    conds: dict[str, Any] = {}
+    if if_version is not None:
+        conds["if_version"] = if_version
+    if if_mod_index is not None:
+        conds["if_mod_index"] = if_mod_index
+    if if_value is not None:
+        conds["if_value"] = if_value.encode("utf-8", "surrogateescape")
+    if if_absent:
+        conds["if_absent"] = True
+    if context is not None:
+        conds["context"] = _parse_vclock(context)
+    res = _conditional(ctx, lambda c: c.put(k, data, **conds))
     if _output(ctx, output) == "json":
         out = _bytes_json("key", res.key)
         out.update(
@@ -433,16 +468,244 @@ def get(
 
 @main.command(epilog="Example:\n\n  raftkv delete greeting")
 @click.argument("key")
+@click.option("--if-version", type=click.IntRange(min=0), help="Only if the key's version is N.")
+@click.option("--if-mod-index", type=click.IntRange(min=0), help="Only if the key was last written at log index N.")
+@click.option("--if-value", help="Only if the key's current value is this.")
+@click.option("--context", metavar="VCLOCK", help="Only if the key's vector clock is still this one.")
 @output_option
 @click.pass_context
-def delete(ctx: click.Context, key: str, output: str | None) -> None:
-    """Delete KEY. Prints "deleted", or "not found" if it did not exist (both exit 0)."""
+def delete(
+    ctx: click.Context,
+    key: str,
+    if_version: int | None,
+    if_mod_index: int | None,
+    if_value: str | None,
+    context: str | None,
+    output: str | None,
+) -> None:
+    """Delete KEY. Prints "deleted", or "not found" if it did not exist (both exit 0); a condition that does not
+    hold exits 6."""
     k = _key_arg(key)
-    res = _with_client(ctx, lambda c: c.delete(k))
+    conds: dict[str, Any] = {}
+    if if_version is not None:
+        conds["if_version"] = if_version
+    if if_mod_index is not None:
+        conds["if_mod_index"] = if_mod_index
+    if if_value is not None:
+        conds["if_value"] = if_value.encode("utf-8", "surrogateescape")
+    if context is not None:
+        conds["context"] = _parse_vclock(context)
+    res = _conditional(ctx, lambda c: c.delete(k, **conds))
     if _output(ctx, output) == "json":
         _print_json({"deleted": res.deleted, "index": res.index})
     else:
         click.echo("deleted" if res.deleted else "not found")
+
+
+def _parse_vclock(text: str) -> dict[int, int]:
+    """A vector clock from JSON ``{"node": counter}`` (as `get --output json` prints it)."""
+    try:
+        raw = json.loads(text)
+        if not isinstance(raw, dict):
+            raise ValueError
+        return {int(k): int(v) for k, v in raw.items()}
+    except (ValueError, TypeError):
+        raise click.BadParameter(f'expected a JSON object like {{"1": 3, "2": 1}}, got {text!r}') from None
+
+
+def _describe_current(current: Any) -> str:
+    if current is None:
+        return "the key does not exist"
+    v = current.value
+    shown = v.decode("utf-8", "replace") if len(v) <= 60 else v[:57].decode("utf-8", "replace") + "..."
+    clock = json.dumps({str(n): c for n, c in sorted(current.vclock.items())})
+    return f"it is at version {current.version} (mod_index {current.mod_index}, vclock {clock}), value {shown!r}"
+
+
+def _conditional(ctx: click.Context, fn: Callable[[Client], Awaitable[T]]) -> T:
+    """Run a conditional write; a failed condition is one line with the key's current state, and exit code 6."""
+    try:
+        return _with_client(ctx, fn)
+    except ConditionFailed as e:
+        _die(f"condition failed: {_describe_current(e.current)}", ExitCode.CONFLICT)
+
+
+@main.command(
+    epilog="""\b
+Examples:
+  raftkv cas lock unlocked locked         # swap only if the value is "unlocked"
+  raftkv cas --expect-absent lock locked  # create only if it does not exist"""
+)
+@click.argument("key")
+@click.argument("args", nargs=-1, required=True)
+@click.option("--expect-absent", is_flag=True, help="Swap only if KEY does not exist (then give only NEW).")
+@click.pass_context
+def cas(ctx: click.Context, key: str, args: tuple[str, ...], expect_absent: bool) -> None:
+    """Compare-and-set: cas KEY EXPECTED NEW sets KEY to NEW only if its value is EXPECTED. Prints "swapped"; if the
+    value was something else, prints the current state on stderr and exits 6."""
+    if expect_absent:
+        if len(args) != 1:
+            raise click.UsageError("with --expect-absent give KEY NEW")
+        expected, new = None, args[0]
+    else:
+        if len(args) != 2:
+            raise click.UsageError("give KEY EXPECTED NEW (or --expect-absent KEY NEW)")
+        expected, new = args
+    k = _key_arg(key)
+    new_b = new.encode("utf-8", "surrogateescape")
+    if expected is None:
+        _conditional(ctx, lambda c: c.put(k, new_b, if_absent=True))
+    else:
+        exp_b = expected.encode("utf-8", "surrogateescape")
+        _conditional(ctx, lambda c: c.put(k, new_b, if_value=exp_b))
+    click.echo("swapped")
+
+
+@main.command(epilog="Examples:\n\n  raftkv incr visits\n\n  raftkv incr stock -- -3")
+@click.argument("key")
+@click.argument("delta", type=int, default=1)
+@click.pass_context
+def incr(ctx: click.Context, key: str, delta: int) -> None:
+    """Atomically add DELTA (default 1) to the integer at KEY (a missing key counts as 0) and print the new value.
+    Exactly-once: a retried increment that already applied is not applied again."""
+    k = _key_arg(key)
+    click.echo(str(_with_client(ctx, lambda c: c.incr(k, delta))))
+
+
+_TXN_HELP = """\b
+Reads the transaction from stdin, as JSON or as lines:
+\b
+  if value(KEY) == VALUE        compare targets: value, version, mod_index, create_index, exists
+  if version(KEY) > 3           operators: == != (all), > < (numbers); exists(KEY) == true|false
+  then put KEY VALUE            run if every compare holds
+  then incr KEY [DELTA]
+  else get KEY                  run otherwise; ops: get, put, delete, incr
+\b
+JSON: {"compare": [{"key": "a", "target": "value", "op": "==", "value": "1"}],
+       "success": [{"op": "put", "key": "a", "value": "2"}], "failure": [{"op": "get", "key": "a"}]}
+\b
+Example:
+  printf 'if value(stock) == 5\\nthen put stock 4\\nthen incr sold\\nelse get stock\\n' | raftkv txn"""
+
+
+def _parse_txn(text: str) -> tuple[list[Compare], list[TxnOp], list[TxnOp]]:
+    text = text.strip()
+    if text.startswith("{"):
+        try:
+            doc = json.loads(text)
+            compares = [
+                Compare(c["key"], c["target"], c.get("op", "=="), _json_operand(c))
+                for c in doc.get("compare", doc.get("compares", []))
+            ]
+            success = [_json_op(o) for o in doc.get("success", [])]
+            failure = [_json_op(o) for o in doc.get("failure", [])]
+        except (ValueError, KeyError, TypeError, AttributeError) as e:
+            raise InvalidArgument(f"bad transaction JSON: {e}") from None
+        return compares, success, failure
+    compares, success, failure = [], [], []
+    for n, line in enumerate(text.splitlines(), 1):
+        line = line.strip()
+        if not line or line.startswith("#"):
+            continue
+        word, _, rest = line.partition(" ")
+        if word == "if":
+            compares.append(_line_compare(rest.strip(), n))
+        elif word in ("then", "else"):
+            (success if word == "then" else failure).append(_line_op(rest.strip(), n))
+        else:
+            raise InvalidArgument(f"transaction line {n}: expected 'if', 'then' or 'else', got {line!r}")
+    return compares, success, failure
+
+
+def _json_operand(c: dict[str, Any]) -> Any:
+    t = c["target"]
+    if t == "value":
+        return str(c["value"])
+    if t == "exists":
+        return bool(c.get("exists", c.get("value", True)))
+    if t == "vclock":
+        return {int(k): int(v) for k, v in dict(c.get("vclock", c.get("value", {}))).items()}
+    return int(c.get("number", c.get("value", 0)))
+
+
+def _json_op(o: dict[str, Any]) -> TxnOp:
+    delta = int(o.get("delta", 1 if o["op"] == "incr" else 0))
+    return TxnOp(str(o["op"]), str(o["key"]), str(o.get("value", "")), delta)
+
+
+_LINE_COMPARE = re.compile(r"^(\w+)\((.+?)\)\s*(==|!=|>|<)\s*(.*)$")
+
+
+def _line_compare(text: str, n: int) -> Compare:
+    m = _LINE_COMPARE.match(text)
+    if not m:
+        raise InvalidArgument(f"transaction line {n}: expected TARGET(KEY) OP OPERAND, got {text!r}")
+    target, key, op, operand = m.groups()
+    x: Any = operand
+    if target == "exists":
+        if operand.lower() not in ("true", "false"):
+            raise InvalidArgument(f"transaction line {n}: exists(...) compares with true or false")
+        x = operand.lower() == "true"
+    elif target in ("version", "mod_index", "create_index"):
+        if not operand.isdigit():
+            raise InvalidArgument(f"transaction line {n}: {target}(...) compares with a number, got {operand!r}")
+        x = int(operand)
+    elif target == "vclock":
+        x = _parse_vclock(operand)
+    return Compare(key, target, op, x)
+
+
+def _line_op(text: str, n: int) -> TxnOp:
+    parts = text.split(" ", 2)
+    op = parts[0]
+    if op in ("get", "delete") and len(parts) == 2:
+        return TxnOp(op, parts[1])
+    if op == "put" and len(parts) == 3:
+        return TxnOp.put(parts[1], parts[2])
+    if op == "incr" and len(parts) in (2, 3):
+        try:
+            return TxnOp.incr(parts[1], int(parts[2]) if len(parts) == 3 else 1)
+        except ValueError:
+            raise InvalidArgument(f"transaction line {n}: incr DELTA must be an integer") from None
+    raise InvalidArgument(f"transaction line {n}: expected get KEY, put KEY VALUE, delete KEY or incr KEY [DELTA]")
+
+
+@main.command(epilog=_TXN_HELP)
+@output_option
+@click.pass_context
+def txn(ctx: click.Context, output: str | None) -> None:
+    """Run a multi-key transaction from stdin: if every compare holds run the `then` ops, else the `else` ops,
+    atomically. Prints "succeeded" or "failed" (which branch ran), then one line per op result."""
+    compares, success, failure = _parse_txn(sys.stdin.read())
+    res = _with_client(ctx, lambda c: c.txn(compares, success, failure))
+    ran = success if res.succeeded else failure
+    if _output(ctx, output) == "json":
+        results = []
+        for op, r in zip(ran, res.results, strict=False):
+            item: dict[str, Any] = {"op": op.kind, "found": r.found}
+            if r.kv is not None:
+                item["kv"] = _kv_json(r.kv)
+            if r.value is not None:
+                item["value"] = r.value
+            if r.error:
+                item["error"] = r.error
+            results.append(item)
+        _print_json({"succeeded": res.succeeded, "index": res.index, "results": results})
+        return
+    click.echo("succeeded" if res.succeeded else "failed")
+    for op, r in zip(ran, res.results, strict=False):
+        key = op.key if isinstance(op.key, str) else op.key.decode("utf-8", "replace")
+        if r.error:
+            line = f"error: {r.error}"
+        elif op.kind == "get":
+            line = r.kv.value.decode("utf-8", "replace") if r.kv is not None else "(not found)"
+        elif op.kind == "incr":
+            line = str(r.value)
+        elif op.kind == "delete":
+            line = "deleted" if r.found else "not found"
+        else:
+            line = f"OK version={r.kv.version}" if r.kv is not None else "OK"
+        click.echo(f"{op.kind} {key}: {line}")
 
 
 @main.command(

@@ -49,6 +49,7 @@ import grpc.aio
 
 from .errors import (
     META_OUTCOME_UNKNOWN,
+    ConditionFailed,
     ConfigError,
     InvalidArgument,
     NotLeader,
@@ -57,6 +58,8 @@ from .errors import (
     Unavailable,
     from_wire,
 )
+from .kv.vclock import VectorClock
+from .kv.vclock import compare as _vc_compare
 from .proto.v1 import kv_pb2, kv_pb2_grpc
 
 __all__ = [
@@ -99,6 +102,8 @@ DEFAULT_CLUSTER_DIR = ".raftkv-cluster"
 BACKOFF_MIN_S = 0.05
 BACKOFF_MAX_S = 1.0
 _U64 = 1 << 64
+META_CURRENT_BIN = "raftkv-current-bin"
+"""Trailing metadata of a failed condition: the key's current KeyValue (serialized protobuf)."""
 _U32_MAX = (1 << 32) - 1
 
 # Reconnect quickly to a node that comes back (gRPC's defaults wait up to 2 minutes between connection attempts).
@@ -143,6 +148,139 @@ class DeleteResult:
     """False if the key did not exist."""
     index: int
     """The log index of the delete."""
+
+
+_TARGETS = {
+    "value": kv_pb2.Compare.VALUE,
+    "version": kv_pb2.Compare.VERSION,
+    "mod_index": kv_pb2.Compare.MOD_INDEX,
+    "create_index": kv_pb2.Compare.CREATE_INDEX,
+    "exists": kv_pb2.Compare.EXISTS,
+    "vclock": kv_pb2.Compare.VCLOCK,
+}
+_OPS = {"==": kv_pb2.Compare.EQUAL, "!=": kv_pb2.Compare.NOT_EQUAL, ">": kv_pb2.Compare.GREATER,
+        "<": kv_pb2.Compare.LESS}
+_TXN_OPS = {"get": kv_pb2.TxnOp.GET, "put": kv_pb2.TxnOp.PUT, "delete": kv_pb2.TxnOp.DELETE, "incr": kv_pb2.TxnOp.INCR}
+
+
+@dataclass(frozen=True, slots=True)
+class Compare:
+    """A condition on a key's current state, checked atomically when a write or transaction is applied:
+    ``Compare("k", "version", "==", 3)``, ``Compare("k", "value", "!=", b"x")``, ``Compare("k", "exists", "==",
+    False)``, ``Compare("k", "vclock", "==", {1: 2})`` (no write since that clock was read). Targets: value, version,
+    mod_index, create_index, exists, vclock; operators: ==, != (all) and >, < (version, mod_index, create_index)."""
+
+    key: bytes | str
+    target: str
+    op: str
+    operand: bytes | str | int | bool | Mapping[int, int]
+
+    def to_pb(self, default_key: bytes = b"") -> kv_pb2.Compare:
+        t = _TARGETS.get(self.target)
+        o = _OPS.get(self.op)
+        if t is None:
+            raise InvalidArgument(f"unknown compare target {self.target!r}: expected one of {', '.join(_TARGETS)}")
+        if o is None:
+            raise InvalidArgument(f"unknown compare operator {self.op!r}: expected one of {', '.join(_OPS)}")
+        c = kv_pb2.Compare(key=_key(self.key) if self.key else default_key, target=t, op=o)
+        x = self.operand
+        if self.target == "value":
+            c.value = _to_bytes(x, "compare value")  # type: ignore[arg-type]
+        elif self.target == "exists":
+            c.exists = bool(x)
+        elif self.target == "vclock":
+            if not isinstance(x, Mapping):
+                raise InvalidArgument("a vclock compare needs a {node: counter} mapping")
+            c.vclock.CopyFrom(_vclock_pb(x))
+        else:
+            if isinstance(x, bool) or not isinstance(x, int) or x < 0:
+                raise InvalidArgument(f"a {self.target} compare needs a non-negative integer, got {x!r}")
+            c.number = x
+        return c
+
+
+@dataclass(frozen=True, slots=True)
+class TxnOp:
+    """One operation of a transaction branch: ``TxnOp.get(k)``, ``TxnOp.put(k, v)``, ``TxnOp.delete(k)``,
+    ``TxnOp.incr(k, delta)``."""
+
+    kind: str
+    key: bytes | str
+    value: bytes | str = b""
+    delta: int = 0
+
+    @staticmethod
+    def get(key: bytes | str) -> TxnOp:
+        return TxnOp("get", key)
+
+    @staticmethod
+    def put(key: bytes | str, value: bytes | str) -> TxnOp:
+        return TxnOp("put", key, value)
+
+    @staticmethod
+    def delete(key: bytes | str) -> TxnOp:
+        return TxnOp("delete", key)
+
+    @staticmethod
+    def incr(key: bytes | str, delta: int = 1) -> TxnOp:
+        return TxnOp("incr", key, delta=delta)
+
+    def to_pb(self) -> kv_pb2.TxnOp:
+        t = _TXN_OPS.get(self.kind)
+        if t is None:
+            raise InvalidArgument(f"unknown transaction operation {self.kind!r}: expected one of {', '.join(_TXN_OPS)}")
+        return kv_pb2.TxnOp(type=t, key=_key(self.key), value=_to_bytes(self.value, "value"), delta=self.delta)
+
+
+@dataclass(frozen=True, slots=True)
+class TxnOpOutcome:
+    """The result of one transaction operation: ``found`` (get: the key existed; delete: it was deleted), ``kv``
+    (get, put, incr: the key after the op), ``value`` (incr), ``error`` (the op failed; the others still ran)."""
+
+    found: bool
+    kv: KeyValue | None = None
+    value: int | None = None
+    error: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class TxnResult:
+    succeeded: bool
+    """The compares held and the ``success`` branch ran (else ``failure`` ran)."""
+    results: tuple[TxnOpOutcome, ...]
+    index: int
+
+
+def compare(a: Mapping[int, int], b: Mapping[int, int]) -> str:
+    """Order two vector clocks: "before", "after", "equal" or "concurrent"."""
+    return _vc_compare(VectorClock(a), VectorClock(b)).name.lower()
+
+
+def _vclock_pb(v: Mapping[int, int]) -> kv_pb2.VectorClock:
+    pairs = sorted((int(n), int(c)) for n, c in v.items() if c)
+    return kv_pb2.VectorClock(nodes=[n for n, _ in pairs], counters=[c for _, c in pairs])
+
+
+def _conditions(
+    key: bytes,
+    if_version: int | None,
+    if_mod_index: int | None,
+    if_value: bytes | str | None,
+    if_absent: bool,
+    context: Mapping[int, int] | None,
+) -> list[kv_pb2.Compare]:
+    out = []
+    if if_version is not None:
+        out.append(Compare(key, "version", "==", if_version).to_pb())
+    if if_mod_index is not None:
+        out.append(Compare(key, "mod_index", "==", if_mod_index).to_pb())
+    if if_value is not None:
+        out.append(Compare(key, "value", "==", if_value).to_pb())
+    if if_absent:
+        out.append(Compare(key, "exists", "==", False).to_pb())
+    if context is not None:
+        out.append(Compare(key, "vclock", "==", context).to_pb())
+    return out
 
 
 @dataclass(frozen=True, slots=True)
@@ -217,14 +355,23 @@ def _consistency(c: Consistency | str) -> kv_pb2.Consistency:
 def error_from_rpc(e: grpc.aio.AioRpcError) -> RaftKVError:
     """The raftkv error an RPC failure stands for (connection failures become :class:`Unavailable`)."""
     md: dict[str, str] = {}
+    current: bytes | None = None
     trailing = e.trailing_metadata()
     if trailing:
         for k, v in trailing:
             if isinstance(v, str):
                 md[k] = v
+            elif k == META_CURRENT_BIN:
+                current = bytes(v)
     code = e.code()
     name = code.name if code is not None else "UNKNOWN"
-    return from_wire(name, e.details() or "", md)
+    err = from_wire(name, e.details() or "", md)
+    if isinstance(err, ConditionFailed) and current is not None:
+        try:
+            err.current = _kv(kv_pb2.KeyValue.FromString(current), 0)
+        except Exception:  # a malformed trailer: keep the error without the current state
+            pass
+    return err
 
 
 def _definitely_not_sent(e: grpc.aio.AioRpcError, err: RaftKVError) -> bool:
@@ -348,24 +495,94 @@ class Client:
             await ch.close()
 
     # -- the API ---------------------------------------------------------------------------------------------
-    async def put(self, key: bytes | str, value: bytes | str) -> PutResult:
-        """Set ``key`` to ``value``. Returns the key's metadata after the write."""
+    async def put(
+        self,
+        key: bytes | str,
+        value: bytes | str,
+        *,
+        if_version: int | None = None,
+        if_mod_index: int | None = None,
+        if_value: bytes | str | None = None,
+        if_absent: bool = False,
+        context: Mapping[int, int] | None = None,
+    ) -> PutResult:
+        """Set ``key`` to ``value``. Returns the key's metadata after the write.
+
+        Conditional writes (all given conditions must hold, else :class:`~raftkv.errors.ConditionFailed` with the
+        key's current state in ``.current``): ``if_version`` / ``if_mod_index`` / ``if_value`` equal the current
+        ones, ``if_absent`` the key does not exist, ``context`` the current vector clock equals this one (the clock
+        a ``get`` returned: no write happened since)."""
         k = _key(key)
         v = _to_bytes(value, "value")
+        conds = _conditions(k, if_version, if_mod_index, if_value, if_absent, context)
         async with self._session() as session:
-            req = kv_pb2.PutRequest(key=k, value=v, session=session)
+            req = kv_pb2.PutRequest(key=k, value=v, session=session, conditions=conds)
             resp = await self._call("Put", lambda _remaining: req, kv_pb2.PutResponse, write=True)
         kv = resp.kv
         return PutResult(kv.key or k, kv.create_index, kv.mod_index, kv.version, _vclock(kv.vclock), resp.header.index)
 
-    async def delete(self, key: bytes | str) -> DeleteResult:
-        """Delete ``key``; ``deleted`` is False if it did not exist."""
+    async def delete(
+        self,
+        key: bytes | str,
+        *,
+        if_version: int | None = None,
+        if_mod_index: int | None = None,
+        if_value: bytes | str | None = None,
+        context: Mapping[int, int] | None = None,
+    ) -> DeleteResult:
+        """Delete ``key``; ``deleted`` is False if it did not exist. The conditions are those of :meth:`put`."""
         k = _key(key)
+        conds = _conditions(k, if_version, if_mod_index, if_value, False, context)
         async with self._session() as session:
-            req = kv_pb2.DeleteRequest(key=k, session=session)
+            req = kv_pb2.DeleteRequest(key=k, session=session, conditions=conds)
             resp = await self._call("Delete", lambda _remaining: req, kv_pb2.DeleteResponse, write=True)
         self._observe(resp.index)
         return DeleteResult(resp.deleted, resp.index or resp.header.index)
+
+    async def cas(self, key: bytes | str, expected: bytes | str | None, new: bytes | str) -> bool:
+        """Compare-and-set: set ``key`` to ``new`` if its value is ``expected`` (None: if it does not exist).
+        Returns whether it swapped."""
+        try:
+            if expected is None:
+                await self.put(key, new, if_absent=True)
+            else:
+                await self.put(key, new, if_value=expected)
+        except ConditionFailed:
+            return False
+        return True
+
+    async def incr(self, key: bytes | str, delta: int = 1) -> int:
+        """Atomically add ``delta`` to the integer at ``key`` (ASCII decimal; missing = 0); returns the new value.
+        Retries are exactly-once: a retried increment that already applied is not applied again."""
+        k = _key(key)
+        async with self._session() as session:
+            req = kv_pb2.IncrRequest(key=k, delta=delta, session=session)
+            resp = await self._call("Incr", lambda _remaining: req, kv_pb2.IncrResponse, write=True)
+        return int(resp.value)
+
+    async def txn(
+        self, compares: Sequence[Compare] = (), success: Sequence[TxnOp] = (), failure: Sequence[TxnOp] = ()
+    ) -> TxnResult:
+        """A multi-key transaction: if every compare holds run ``success``, else ``failure``; atomically, as one log
+        entry. Reads (``TxnOp.get``) see the effects of the operations before them."""
+        req_c = [c.to_pb() for c in compares]
+        req_s = [o.to_pb() for o in success]
+        req_f = [o.to_pb() for o in failure]
+        async with self._session() as session:
+            req = kv_pb2.TxnRequest(compares=req_c, success=req_s, failure=req_f, session=session)
+            resp = await self._call("Txn", lambda _remaining: req, kv_pb2.TxnResponse, write=True)
+        idx = resp.header.index
+        ran = success if resp.succeeded else failure
+        outcomes = tuple(
+            TxnOpOutcome(
+                r.found,
+                _kv(r.kv, idx) if r.HasField("kv") else None,
+                int(r.value) if op.kind == "incr" and not r.error else None,
+                r.error,
+            )
+            for op, r in zip(ran, resp.results, strict=False)
+        )
+        return TxnResult(resp.succeeded, outcomes, idx)
 
     async def get(
         self,
@@ -694,11 +911,23 @@ class SyncClient:
             fut.cancel()
             raise
 
-    def put(self, key: bytes | str, value: bytes | str) -> PutResult:
-        return self._run(self._client.put(key, value))
+    def put(self, key: bytes | str, value: bytes | str, **conditions: Any) -> PutResult:
+        """See :meth:`Client.put` (``if_version``, ``if_mod_index``, ``if_value``, ``if_absent``, ``context``)."""
+        return self._run(self._client.put(key, value, **conditions))
 
-    def delete(self, key: bytes | str) -> DeleteResult:
-        return self._run(self._client.delete(key))
+    def delete(self, key: bytes | str, **conditions: Any) -> DeleteResult:
+        return self._run(self._client.delete(key, **conditions))
+
+    def cas(self, key: bytes | str, expected: bytes | str | None, new: bytes | str) -> bool:
+        return self._run(self._client.cas(key, expected, new))
+
+    def incr(self, key: bytes | str, delta: int = 1) -> int:
+        return self._run(self._client.incr(key, delta))
+
+    def txn(
+        self, compares: Sequence[Compare] = (), success: Sequence[TxnOp] = (), failure: Sequence[TxnOp] = ()
+    ) -> TxnResult:
+        return self._run(self._client.txn(compares, success, failure))
 
     def get(
         self,

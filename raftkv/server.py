@@ -30,16 +30,26 @@ from .errors import (
     Unavailable,
 )
 from .kv import (
+    CmpOp,
     Command,
+    Condition,
     ConditionFailedResult,
     Delete,
     DeleteResult,
     DuplicateResult,
     ErrorResult,
+    Incr,
+    IncrResult,
     KeyValue,
     KVStateMachine,
     Put,
     PutResult,
+    Target,
+    Txn,
+    TxnOp,
+    TxnOpType,
+    TxnResult,
+    VectorClock,
 )
 from .node import Node
 from .proto.v1 import kv_pb2, kv_pb2_grpc
@@ -65,6 +75,29 @@ _ROLE_NAMES = {
     StateRole.PRE_CANDIDATE: "pre-candidate",
 }
 _CONSISTENCY = kv_pb2.Consistency
+META_CURRENT_BIN = "raftkv-current-bin"
+_PB_TARGET = {
+    kv_pb2.Compare.VALUE: Target.VALUE,
+    kv_pb2.Compare.VERSION: Target.VERSION,
+    kv_pb2.Compare.MOD_INDEX: Target.MOD_INDEX,
+    kv_pb2.Compare.CREATE_INDEX: Target.CREATE_INDEX,
+    kv_pb2.Compare.EXISTS: Target.EXISTS,
+    kv_pb2.Compare.VCLOCK: Target.VCLOCK,
+}
+_PB_OP = {
+    kv_pb2.Compare.EQUAL: CmpOp.EQ,
+    kv_pb2.Compare.NOT_EQUAL: CmpOp.NE,
+    kv_pb2.Compare.GREATER: CmpOp.GT,
+    kv_pb2.Compare.LESS: CmpOp.LT,
+}
+_NUMERIC = {Target.VERSION, Target.MOD_INDEX, Target.CREATE_INDEX}
+_PB_TXN_OP = {
+    kv_pb2.TxnOp.GET: TxnOpType.GET,
+    kv_pb2.TxnOp.PUT: TxnOpType.PUT,
+    kv_pb2.TxnOp.DELETE: TxnOpType.DELETE,
+    kv_pb2.TxnOp.INCR: TxnOpType.INCR,
+}
+MAX_TXN_OPS = 128
 
 
 def _vclock_pb(kv: KeyValue) -> kv_pb2.VectorClock:
@@ -83,6 +116,38 @@ def kv_to_pb(kv: KeyValue, keys_only: bool = False) -> kv_pb2.KeyValue:
     )
 
 
+def vclock_from_pb(v: kv_pb2.VectorClock) -> VectorClock:
+    if len(v.nodes) != len(v.counters):
+        raise InvalidArgument("vector clock: nodes and counters must have the same length")
+    return VectorClock(zip(v.nodes, v.counters, strict=True))
+
+
+def conditions_from_pb(compares: Any, default_key: bytes = b"") -> tuple[Condition, ...]:
+    """Client Compares to state machine Conditions, with clear errors for nonsense (GREATER on a value ...)."""
+    out = []
+    for c in compares:
+        key = c.key or default_key
+        if not key:
+            raise InvalidArgument("a compare needs a key")
+        target = _PB_TARGET.get(c.target)
+        op = _PB_OP.get(c.op)
+        if target is None or op is None:
+            raise InvalidArgument(f"unknown compare target {c.target} or operator {c.op}")
+        if op in (CmpOp.GT, CmpOp.LT) and target not in _NUMERIC:
+            raise InvalidArgument(f"{CmpOp(op).name} only compares version, mod_index or create_index")
+        operand: bytes | int | bool | VectorClock
+        if target == Target.VALUE:
+            operand = c.value
+        elif target in _NUMERIC:
+            operand = c.number
+        elif target == Target.EXISTS:
+            operand = c.exists
+        else:
+            operand = vclock_from_pb(c.vclock)
+        out.append(Condition(key, target, op, operand))
+    return tuple(out)
+
+
 def result_error(result: Any) -> RaftKVError | None:
     """The raftkv error a state machine result stands for (None for a success)."""
     if isinstance(result, ErrorResult):
@@ -91,7 +156,11 @@ def result_error(result: Any) -> RaftKVError | None:
         cls = _BY_KIND.get(result.kind, InvalidArgument)
         return cls(result.message)
     if isinstance(result, ConditionFailedResult):
-        return ConditionFailed(f"condition failed on key {result.failed.key!r}", current=result.current)
+        f = result.failed
+        what = Target(f.target).name.lower()
+        cur = result.current
+        state = "the key does not exist" if cur is None else f"version {cur.version}, mod_index {cur.mod_index}"
+        return ConditionFailed(f"condition on the {what} of key {f.key!r} did not hold ({state})", current=cur)
     if isinstance(result, DuplicateResult):
         return InvalidArgument("stale request: this session already moved past this sequence number")
     return None
@@ -128,11 +197,14 @@ class KVServicer(kv_pb2_grpc.KVServicer):
             )
         except RaftKVError as e:
             err = e
-        await ctx.abort(grpc.StatusCode[err.grpc_code], err.message, trailing_metadata=tuple(err.metadata()))
+        await self._abort(ctx, err)
         raise AssertionError("unreachable")  # ctx.abort raises
 
     async def _abort(self, ctx: grpc.aio.ServicerContext[Any, Any], err: RaftKVError) -> None:
-        await ctx.abort(grpc.StatusCode[err.grpc_code], err.message, trailing_metadata=tuple(err.metadata()))
+        md: list[tuple[str, str | bytes]] = list(err.metadata())
+        if isinstance(err, ConditionFailed) and isinstance(err.current, KeyValue):
+            md.append((META_CURRENT_BIN, kv_to_pb(err.current).SerializeToString()))
+        await ctx.abort(grpc.StatusCode[err.grpc_code], err.message, trailing_metadata=tuple(md))
 
     def _check_key(self, key: bytes) -> None:
         if not key:
@@ -195,12 +267,13 @@ class KVServicer(kv_pb2_grpc.KVServicer):
         try:
             self._check_key(req.key)
             self._check_value(req.value)
+            conds = conditions_from_pb(req.conditions, req.key)
         except RaftKVError as e:
             await self._abort(ctx, e)
         s = req.session
         res: PutResult = await self._call(
             ctx,
-            lambda: self._propose(lambda rid: Put(rid, s.client_id, s.seq, req.key, req.value)),
+            lambda: self._propose(lambda rid: Put(rid, s.client_id, s.seq, req.key, req.value, conds)),
             self._timeout(ctx),
             write=True,
         )
@@ -211,12 +284,13 @@ class KVServicer(kv_pb2_grpc.KVServicer):
     ) -> kv_pb2.DeleteResponse:
         try:
             self._check_key(req.key)
+            conds = conditions_from_pb(req.conditions, req.key)
         except RaftKVError as e:
             await self._abort(ctx, e)
         s = req.session
         res: DeleteResult = await self._call(
             ctx,
-            lambda: self._propose(lambda rid: Delete(rid, s.client_id, s.seq, req.key)),
+            lambda: self._propose(lambda rid: Delete(rid, s.client_id, s.seq, req.key, conds)),
             self._timeout(ctx),
             write=True,
         )
@@ -250,6 +324,72 @@ class KVServicer(kv_pb2_grpc.KVServicer):
             )
 
         return await self._call(ctx, go, self._timeout(ctx, req.read.timeout_ms), write=False)
+
+    async def Incr(self, req: kv_pb2.IncrRequest, ctx: grpc.aio.ServicerContext[Any, Any]) -> kv_pb2.IncrResponse:
+        try:
+            self._check_key(req.key)
+        except RaftKVError as e:
+            await self._abort(ctx, e)
+        s = req.session
+        res: IncrResult = await self._call(
+            ctx,
+            lambda: self._propose(lambda rid: Incr(rid, s.client_id, s.seq, req.key, req.delta)),
+            self._timeout(ctx),
+            write=True,
+        )
+        return kv_pb2.IncrResponse(header=self.header(res.kv.mod_index), value=res.value, kv=kv_to_pb(res.kv))
+
+    def _txn_ops(self, ops: Any) -> tuple[TxnOp, ...]:
+        out = []
+        for op in ops:
+            t = _PB_TXN_OP.get(op.type)
+            if t is None:
+                raise InvalidArgument(f"unknown txn operation type {op.type}")
+            self._check_key(op.key)
+            if t == TxnOpType.PUT:
+                self._check_value(op.value)
+            value = op.value if t == TxnOpType.PUT else b""
+            out.append(TxnOp(t, op.key, value, op.delta if t == TxnOpType.INCR else 0))
+        return tuple(out)
+
+    async def Txn(self, req: kv_pb2.TxnRequest, ctx: grpc.aio.ServicerContext[Any, Any]) -> kv_pb2.TxnResponse:
+        try:
+            compares = conditions_from_pb(req.compares)
+            success = self._txn_ops(req.success)
+            failure = self._txn_ops(req.failure)
+            n = len(compares) + len(success) + len(failure)
+            if n > MAX_TXN_OPS:
+                raise InvalidArgument(f"a transaction has at most {MAX_TXN_OPS} compares and operations, not {n}")
+            size = sum(len(o.value) for o in success + failure)
+            if size > self.s.max_batch_bytes:
+                limit = self.s.max_batch_bytes
+                raise InvalidArgument(f"the transaction's values total {size} bytes; the limit is {limit}")
+        except RaftKVError as e:
+            await self._abort(ctx, e)
+        s = req.session
+        res: TxnResult = await self._call(
+            ctx,
+            lambda: self._propose(lambda rid: Txn(rid, s.client_id, s.seq, compares, success, failure)),
+            self._timeout(ctx),
+            write=True,
+        )
+        results = []
+        for r in res.results:
+            if r is None:  # GET of a missing key
+                results.append(kv_pb2.TxnOpResult(found=False))
+            elif isinstance(r, KeyValue):
+                results.append(kv_pb2.TxnOpResult(found=True, kv=kv_to_pb(r)))
+            elif isinstance(r, PutResult):
+                results.append(kv_pb2.TxnOpResult(found=True, kv=kv_to_pb(r.kv)))
+            elif isinstance(r, DeleteResult):
+                results.append(kv_pb2.TxnOpResult(found=r.deleted))
+            elif isinstance(r, IncrResult):
+                results.append(kv_pb2.TxnOpResult(found=True, kv=kv_to_pb(r.kv), value=r.value))
+            elif isinstance(r, ErrorResult):
+                results.append(kv_pb2.TxnOpResult(error=r.message))
+            else:  # pragma: no cover - a result type this servicer does not know
+                results.append(kv_pb2.TxnOpResult(error=f"unexpected result {type(r).__name__}"))
+        return kv_pb2.TxnResponse(header=self.header(self.node.applied), succeeded=res.succeeded, results=results)
 
     async def Status(
         self, req: kv_pb2.StatusRequest, ctx: grpc.aio.ServicerContext[Any, Any]

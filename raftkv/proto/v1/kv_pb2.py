@@ -24,7 +24,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x18raftkv/proto/v1/kv.proto\x12\traftkv.v1\")\n\x07Session\x12\x11\n\tclient_id\x18\x01 \x01(\x04\x12\x0b\n\x03seq\x18\x02 \x01(\x04\".\n\x0bVectorClock\x12\r\n\x05nodes\x18\x01 \x03(\x04\x12\x10\n\x08\x63ounters\x18\x02 \x03(\x04\"\x88\x01\n\x08KeyValue\x12\x0b\n\x03key\x18\x01 \x01(\x0c\x12\r\n\x05value\x18\x02 \x01(\x0c\x12\x14\n\x0c\x63reate_index\x18\x03 \x01(\x04\x12\x11\n\tmod_index\x18\x04 \x01(\x04\x12\x0f\n\x07version\x18\x05 \x01(\x04\x12&\n\x06vclock\x18\x06 \x01(\x0b\x32\x16.raftkv.v1.VectorClock\"d\n\x06Header\x12\x0f\n\x07node_id\x18\x01 \x01(\x04\x12\x0c\n\x04term\x18\x02 \x01(\x04\x12\r\n\x05index\x18\x03 \x01(\x04\x12\x11\n\tleader_id\x18\x04 \x01(\x04\x12\x19\n\x11leader_contact_ms\x18\x05 \x01(\x04\"\x92\x01\n\x0bReadOptions\x12+\n\x0b\x63onsistency\x18\x01 \x01(\x0e\x32\x16.raftkv.v1.Consistency\x12\x11\n\tmin_index\x18\x02 \x01(\x04\x12\x18\n\x10max_staleness_ms\x18\x03 \x01(\r\x12\x15\n\rfail_if_stale\x18\x04 \x01(\x08\x12\x12\n\ntimeout_ms\x18\x05 \x01(\r\"M\n\nPutRequest\x12\x0b\n\x03key\x18\x01 \x01(\x0c\x12\r\n\x05value\x18\x02 \x01(\x0c\x12#\n\x07session\x18\x03 \x01(\x0b\x32\x12.raftkv.v1.Session\"Q\n\x0bPutResponse\x12!\n\x06header\x18\x01 \x01(\x0b\x32\x11.raftkv.v1.Header\x12\x1f\n\x02kv\x18\x02 \x01(\x0b\x32\x13.raftkv.v1.KeyValue\"?\n\nGetRequest\x12\x0b\n\x03key\x18\x01 \x01(\x0c\x12$\n\x04read\x18\x02 \x01(\x0b\x32\x16.raftkv.v1.ReadOptions\"`\n\x0bGetResponse\x12!\n\x06header\x18\x01 \x01(\x0b\x32\x11.raftkv.v1.Header\x12\r\n\x05\x66ound\x18\x02 \x01(\x08\x12\x1f\n\x02kv\x18\x03 \x01(\x0b\x32\x13.raftkv.v1.KeyValue\"A\n\rDeleteRequest\x12\x0b\n\x03key\x18\x01 \x01(\x0c\x12#\n\x07session\x18\x02 \x01(\x0b\x32\x12.raftkv.v1.Session\"S\n\x0e\x44\x65leteResponse\x12!\n\x06header\x18\x01 \x01(\x0b\x32\x11.raftkv.v1.Header\x12\x0f\n\x07\x64\x65leted\x18\x02 \x01(\x08\x12\r\n\x05index\x18\x03 \x01(\x04\"{\n\x0cRangeRequest\x12\x0e\n\x06prefix\x18\x01 \x01(\x0c\x12\x13\n\x0bstart_after\x18\x02 \x01(\x0c\x12\r\n\x05limit\x18\x03 \x01(\r\x12\x11\n\tkeys_only\x18\x04 \x01(\x08\x12$\n\x04read\x18\x05 \x01(\x0b\x32\x16.raftkv.v1.ReadOptions\"b\n\rRangeResponse\x12!\n\x06header\x18\x01 \x01(\x0b\x32\x11.raftkv.v1.Header\x12 \n\x03kvs\x18\x02 \x03(\x0b\x32\x13.raftkv.v1.KeyValue\x12\x0c\n\x04more\x18\x03 \x01(\x08\"\x0f\n\rStatusRequest\"M\n\x06Member\x12\n\n\x02id\x18\x01 \x01(\x04\x12\x11\n\tpeer_addr\x18\x02 \x01(\t\x12\x13\n\x0b\x63lient_addr\x18\x03 \x01(\t\x12\x0f\n\x07learner\x18\x04 \x01(\x08\"V\n\x0cPeerProgress\x12\n\n\x02id\x18\x01 \x01(\x04\x12\r\n\x05match\x18\x02 \x01(\x04\x12\x0c\n\x04next\x18\x03 \x01(\x04\x12\r\n\x05state\x18\x04 \x01(\t\x12\x0e\n\x06\x61\x63tive\x18\x05 \x01(\x08\"\x88\x03\n\x0eStatusResponse\x12!\n\x06header\x18\x01 \x01(\x0b\x32\x11.raftkv.v1.Header\x12\x0c\n\x04role\x18\x02 \x01(\t\x12\x0e\n\x06\x63ommit\x18\x03 \x01(\x04\x12\x0f\n\x07\x61pplied\x18\x04 \x01(\x04\x12\x12\n\nlast_index\x18\x05 \x01(\x04\x12\x12\n\ncluster_id\x18\x06 \x01(\t\x12\"\n\x07members\x18\x07 \x03(\x0b\x32\x11.raftkv.v1.Member\x12)\n\x08progress\x18\x08 \x03(\x0b\x32\x17.raftkv.v1.PeerProgress\x12\x0c\n\x04vote\x18\t \x01(\x04\x12\x0f\n\x07version\x18\n \x01(\t\x12\x11\n\tread_only\x18\x0b \x01(\x08\x12\x18\n\x10read_only_reason\x18\x0c \x01(\t\x12\x33\n\x05stats\x18\r \x03(\x0b\x32$.raftkv.v1.StatusResponse.StatsEntry\x1a,\n\nStatsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x04:\x02\x38\x01*B\n\x0b\x43onsistency\x12\x10\n\x0cLINEARIZABLE\x10\x00\x12\t\n\x05LEASE\x10\x01\x12\t\n\x05STALE\x10\x02\x12\x0b\n\x07\x42OUNDED\x10\x03\x32\xaa\x02\n\x02KV\x12\x34\n\x03Put\x12\x15.raftkv.v1.PutRequest\x1a\x16.raftkv.v1.PutResponse\x12\x34\n\x03Get\x12\x15.raftkv.v1.GetRequest\x1a\x16.raftkv.v1.GetResponse\x12=\n\x06\x44\x65lete\x12\x18.raftkv.v1.DeleteRequest\x1a\x19.raftkv.v1.DeleteResponse\x12:\n\x05Range\x12\x17.raftkv.v1.RangeRequest\x1a\x18.raftkv.v1.RangeResponse\x12=\n\x06Status\x12\x18.raftkv.v1.StatusRequest\x1a\x19.raftkv.v1.StatusResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x18raftkv/proto/v1/kv.proto\x12\traftkv.v1\")\n\x07Session\x12\x11\n\tclient_id\x18\x01 \x01(\x04\x12\x0b\n\x03seq\x18\x02 \x01(\x04\".\n\x0bVectorClock\x12\r\n\x05nodes\x18\x01 \x03(\x04\x12\x10\n\x08\x63ounters\x18\x02 \x03(\x04\"\x88\x01\n\x08KeyValue\x12\x0b\n\x03key\x18\x01 \x01(\x0c\x12\r\n\x05value\x18\x02 \x01(\x0c\x12\x14\n\x0c\x63reate_index\x18\x03 \x01(\x04\x12\x11\n\tmod_index\x18\x04 \x01(\x04\x12\x0f\n\x07version\x18\x05 \x01(\x04\x12&\n\x06vclock\x18\x06 \x01(\x0b\x32\x16.raftkv.v1.VectorClock\"d\n\x06Header\x12\x0f\n\x07node_id\x18\x01 \x01(\x04\x12\x0c\n\x04term\x18\x02 \x01(\x04\x12\r\n\x05index\x18\x03 \x01(\x04\x12\x11\n\tleader_id\x18\x04 \x01(\x04\x12\x19\n\x11leader_contact_ms\x18\x05 \x01(\x04\"\x92\x01\n\x0bReadOptions\x12+\n\x0b\x63onsistency\x18\x01 \x01(\x0e\x32\x16.raftkv.v1.Consistency\x12\x11\n\tmin_index\x18\x02 \x01(\x04\x12\x18\n\x10max_staleness_ms\x18\x03 \x01(\r\x12\x15\n\rfail_if_stale\x18\x04 \x01(\x08\x12\x12\n\ntimeout_ms\x18\x05 \x01(\r\"\xcd\x02\n\x07\x43ompare\x12\x0b\n\x03key\x18\x01 \x01(\x0c\x12)\n\x06target\x18\x02 \x01(\x0e\x32\x19.raftkv.v1.Compare.Target\x12!\n\x02op\x18\x03 \x01(\x0e\x32\x15.raftkv.v1.Compare.Op\x12\r\n\x05value\x18\x04 \x01(\x0c\x12\x0e\n\x06number\x18\x05 \x01(\x04\x12\x0e\n\x06\x65xists\x18\x06 \x01(\x08\x12&\n\x06vclock\x18\x07 \x01(\x0b\x32\x16.raftkv.v1.VectorClock\"Y\n\x06Target\x12\t\n\x05VALUE\x10\x00\x12\x0b\n\x07VERSION\x10\x01\x12\r\n\tMOD_INDEX\x10\x02\x12\x10\n\x0c\x43REATE_INDEX\x10\x03\x12\n\n\x06\x45XISTS\x10\x04\x12\n\n\x06VCLOCK\x10\x05\"5\n\x02Op\x12\t\n\x05\x45QUAL\x10\x00\x12\r\n\tNOT_EQUAL\x10\x01\x12\x0b\n\x07GREATER\x10\x02\x12\x08\n\x04LESS\x10\x03\"u\n\nPutRequest\x12\x0b\n\x03key\x18\x01 \x01(\x0c\x12\r\n\x05value\x18\x02 \x01(\x0c\x12#\n\x07session\x18\x03 \x01(\x0b\x32\x12.raftkv.v1.Session\x12&\n\nconditions\x18\x04 \x03(\x0b\x32\x12.raftkv.v1.Compare\"Q\n\x0bPutResponse\x12!\n\x06header\x18\x01 \x01(\x0b\x32\x11.raftkv.v1.Header\x12\x1f\n\x02kv\x18\x02 \x01(\x0b\x32\x13.raftkv.v1.KeyValue\"?\n\nGetRequest\x12\x0b\n\x03key\x18\x01 \x01(\x0c\x12$\n\x04read\x18\x02 \x01(\x0b\x32\x16.raftkv.v1.ReadOptions\"`\n\x0bGetResponse\x12!\n\x06header\x18\x01 \x01(\x0b\x32\x11.raftkv.v1.Header\x12\r\n\x05\x66ound\x18\x02 \x01(\x08\x12\x1f\n\x02kv\x18\x03 \x01(\x0b\x32\x13.raftkv.v1.KeyValue\"i\n\rDeleteRequest\x12\x0b\n\x03key\x18\x01 \x01(\x0c\x12#\n\x07session\x18\x02 \x01(\x0b\x32\x12.raftkv.v1.Session\x12&\n\nconditions\x18\x03 \x03(\x0b\x32\x12.raftkv.v1.Compare\"S\n\x0e\x44\x65leteResponse\x12!\n\x06header\x18\x01 \x01(\x0b\x32\x11.raftkv.v1.Header\x12\x0f\n\x07\x64\x65leted\x18\x02 \x01(\x08\x12\r\n\x05index\x18\x03 \x01(\x04\"{\n\x0cRangeRequest\x12\x0e\n\x06prefix\x18\x01 \x01(\x0c\x12\x13\n\x0bstart_after\x18\x02 \x01(\x0c\x12\r\n\x05limit\x18\x03 \x01(\r\x12\x11\n\tkeys_only\x18\x04 \x01(\x08\x12$\n\x04read\x18\x05 \x01(\x0b\x32\x16.raftkv.v1.ReadOptions\"b\n\rRangeResponse\x12!\n\x06header\x18\x01 \x01(\x0b\x32\x11.raftkv.v1.Header\x12 \n\x03kvs\x18\x02 \x03(\x0b\x32\x13.raftkv.v1.KeyValue\x12\x0c\n\x04more\x18\x03 \x01(\x08\"\x9d\x01\n\nTxnRequest\x12$\n\x08\x63ompares\x18\x01 \x03(\x0b\x32\x12.raftkv.v1.Compare\x12!\n\x07success\x18\x02 \x03(\x0b\x32\x10.raftkv.v1.TxnOp\x12!\n\x07\x66\x61ilure\x18\x03 \x03(\x0b\x32\x10.raftkv.v1.TxnOp\x12#\n\x07session\x18\x04 \x01(\x0b\x32\x12.raftkv.v1.Session\"\x87\x01\n\x05TxnOp\x12#\n\x04type\x18\x01 \x01(\x0e\x32\x15.raftkv.v1.TxnOp.Type\x12\x0b\n\x03key\x18\x02 \x01(\x0c\x12\r\n\x05value\x18\x03 \x01(\x0c\x12\r\n\x05\x64\x65lta\x18\x04 \x01(\x03\".\n\x04Type\x12\x07\n\x03GET\x10\x00\x12\x07\n\x03PUT\x10\x01\x12\n\n\x06\x44\x45LETE\x10\x02\x12\x08\n\x04INCR\x10\x03\"[\n\x0bTxnOpResult\x12\r\n\x05\x66ound\x18\x01 \x01(\x08\x12\x1f\n\x02kv\x18\x02 \x01(\x0b\x32\x13.raftkv.v1.KeyValue\x12\r\n\x05value\x18\x03 \x01(\x03\x12\r\n\x05\x65rror\x18\x04 \x01(\t\"l\n\x0bTxnResponse\x12!\n\x06header\x18\x01 \x01(\x0b\x32\x11.raftkv.v1.Header\x12\x11\n\tsucceeded\x18\x02 \x01(\x08\x12\'\n\x07results\x18\x03 \x03(\x0b\x32\x16.raftkv.v1.TxnOpResult\"N\n\x0bIncrRequest\x12\x0b\n\x03key\x18\x01 \x01(\x0c\x12\r\n\x05\x64\x65lta\x18\x02 \x01(\x03\x12#\n\x07session\x18\x03 \x01(\x0b\x32\x12.raftkv.v1.Session\"a\n\x0cIncrResponse\x12!\n\x06header\x18\x01 \x01(\x0b\x32\x11.raftkv.v1.Header\x12\r\n\x05value\x18\x02 \x01(\x03\x12\x1f\n\x02kv\x18\x03 \x01(\x0b\x32\x13.raftkv.v1.KeyValue\"\x0f\n\rStatusRequest\"M\n\x06Member\x12\n\n\x02id\x18\x01 \x01(\x04\x12\x11\n\tpeer_addr\x18\x02 \x01(\t\x12\x13\n\x0b\x63lient_addr\x18\x03 \x01(\t\x12\x0f\n\x07learner\x18\x04 \x01(\x08\"V\n\x0cPeerProgress\x12\n\n\x02id\x18\x01 \x01(\x04\x12\r\n\x05match\x18\x02 \x01(\x04\x12\x0c\n\x04next\x18\x03 \x01(\x04\x12\r\n\x05state\x18\x04 \x01(\t\x12\x0e\n\x06\x61\x63tive\x18\x05 \x01(\x08\"\x88\x03\n\x0eStatusResponse\x12!\n\x06header\x18\x01 \x01(\x0b\x32\x11.raftkv.v1.Header\x12\x0c\n\x04role\x18\x02 \x01(\t\x12\x0e\n\x06\x63ommit\x18\x03 \x01(\x04\x12\x0f\n\x07\x61pplied\x18\x04 \x01(\x04\x12\x12\n\nlast_index\x18\x05 \x01(\x04\x12\x12\n\ncluster_id\x18\x06 \x01(\t\x12\"\n\x07members\x18\x07 \x03(\x0b\x32\x11.raftkv.v1.Member\x12)\n\x08progress\x18\x08 \x03(\x0b\x32\x17.raftkv.v1.PeerProgress\x12\x0c\n\x04vote\x18\t \x01(\x04\x12\x0f\n\x07version\x18\n \x01(\t\x12\x11\n\tread_only\x18\x0b \x01(\x08\x12\x18\n\x10read_only_reason\x18\x0c \x01(\t\x12\x33\n\x05stats\x18\r \x03(\x0b\x32$.raftkv.v1.StatusResponse.StatsEntry\x1a,\n\nStatsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x04:\x02\x38\x01*B\n\x0b\x43onsistency\x12\x10\n\x0cLINEARIZABLE\x10\x00\x12\t\n\x05LEASE\x10\x01\x12\t\n\x05STALE\x10\x02\x12\x0b\n\x07\x42OUNDED\x10\x03\x32\x99\x03\n\x02KV\x12\x34\n\x03Put\x12\x15.raftkv.v1.PutRequest\x1a\x16.raftkv.v1.PutResponse\x12\x34\n\x03Get\x12\x15.raftkv.v1.GetRequest\x1a\x16.raftkv.v1.GetResponse\x12=\n\x06\x44\x65lete\x12\x18.raftkv.v1.DeleteRequest\x1a\x19.raftkv.v1.DeleteResponse\x12:\n\x05Range\x12\x17.raftkv.v1.RangeRequest\x1a\x18.raftkv.v1.RangeResponse\x12\x34\n\x03Txn\x12\x15.raftkv.v1.TxnRequest\x1a\x16.raftkv.v1.TxnResponse\x12\x37\n\x04Incr\x12\x16.raftkv.v1.IncrRequest\x1a\x17.raftkv.v1.IncrResponse\x12=\n\x06Status\x12\x18.raftkv.v1.StatusRequest\x1a\x19.raftkv.v1.StatusResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -33,8 +33,8 @@ if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_STATUSRESPONSE_STATSENTRY']._loaded_options = None
   _globals['_STATUSRESPONSE_STATSENTRY']._serialized_options = b'8\001'
-  _globals['_CONSISTENCY']._serialized_start=1801
-  _globals['_CONSISTENCY']._serialized_end=1867
+  _globals['_CONSISTENCY']._serialized_start=2897
+  _globals['_CONSISTENCY']._serialized_end=2963
   _globals['_SESSION']._serialized_start=39
   _globals['_SESSION']._serialized_end=80
   _globals['_VECTORCLOCK']._serialized_start=82
@@ -45,32 +45,52 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_HEADER']._serialized_end=369
   _globals['_READOPTIONS']._serialized_start=372
   _globals['_READOPTIONS']._serialized_end=518
-  _globals['_PUTREQUEST']._serialized_start=520
-  _globals['_PUTREQUEST']._serialized_end=597
-  _globals['_PUTRESPONSE']._serialized_start=599
-  _globals['_PUTRESPONSE']._serialized_end=680
-  _globals['_GETREQUEST']._serialized_start=682
-  _globals['_GETREQUEST']._serialized_end=745
-  _globals['_GETRESPONSE']._serialized_start=747
-  _globals['_GETRESPONSE']._serialized_end=843
-  _globals['_DELETEREQUEST']._serialized_start=845
-  _globals['_DELETEREQUEST']._serialized_end=910
-  _globals['_DELETERESPONSE']._serialized_start=912
-  _globals['_DELETERESPONSE']._serialized_end=995
-  _globals['_RANGEREQUEST']._serialized_start=997
-  _globals['_RANGEREQUEST']._serialized_end=1120
-  _globals['_RANGERESPONSE']._serialized_start=1122
-  _globals['_RANGERESPONSE']._serialized_end=1220
-  _globals['_STATUSREQUEST']._serialized_start=1222
-  _globals['_STATUSREQUEST']._serialized_end=1237
-  _globals['_MEMBER']._serialized_start=1239
-  _globals['_MEMBER']._serialized_end=1316
-  _globals['_PEERPROGRESS']._serialized_start=1318
-  _globals['_PEERPROGRESS']._serialized_end=1404
-  _globals['_STATUSRESPONSE']._serialized_start=1407
-  _globals['_STATUSRESPONSE']._serialized_end=1799
-  _globals['_STATUSRESPONSE_STATSENTRY']._serialized_start=1755
-  _globals['_STATUSRESPONSE_STATSENTRY']._serialized_end=1799
-  _globals['_KV']._serialized_start=1870
-  _globals['_KV']._serialized_end=2168
+  _globals['_COMPARE']._serialized_start=521
+  _globals['_COMPARE']._serialized_end=854
+  _globals['_COMPARE_TARGET']._serialized_start=710
+  _globals['_COMPARE_TARGET']._serialized_end=799
+  _globals['_COMPARE_OP']._serialized_start=801
+  _globals['_COMPARE_OP']._serialized_end=854
+  _globals['_PUTREQUEST']._serialized_start=856
+  _globals['_PUTREQUEST']._serialized_end=973
+  _globals['_PUTRESPONSE']._serialized_start=975
+  _globals['_PUTRESPONSE']._serialized_end=1056
+  _globals['_GETREQUEST']._serialized_start=1058
+  _globals['_GETREQUEST']._serialized_end=1121
+  _globals['_GETRESPONSE']._serialized_start=1123
+  _globals['_GETRESPONSE']._serialized_end=1219
+  _globals['_DELETEREQUEST']._serialized_start=1221
+  _globals['_DELETEREQUEST']._serialized_end=1326
+  _globals['_DELETERESPONSE']._serialized_start=1328
+  _globals['_DELETERESPONSE']._serialized_end=1411
+  _globals['_RANGEREQUEST']._serialized_start=1413
+  _globals['_RANGEREQUEST']._serialized_end=1536
+  _globals['_RANGERESPONSE']._serialized_start=1538
+  _globals['_RANGERESPONSE']._serialized_end=1636
+  _globals['_TXNREQUEST']._serialized_start=1639
+  _globals['_TXNREQUEST']._serialized_end=1796
+  _globals['_TXNOP']._serialized_start=1799
+  _globals['_TXNOP']._serialized_end=1934
+  _globals['_TXNOP_TYPE']._serialized_start=1888
+  _globals['_TXNOP_TYPE']._serialized_end=1934
+  _globals['_TXNOPRESULT']._serialized_start=1936
+  _globals['_TXNOPRESULT']._serialized_end=2027
+  _globals['_TXNRESPONSE']._serialized_start=2029
+  _globals['_TXNRESPONSE']._serialized_end=2137
+  _globals['_INCRREQUEST']._serialized_start=2139
+  _globals['_INCRREQUEST']._serialized_end=2217
+  _globals['_INCRRESPONSE']._serialized_start=2219
+  _globals['_INCRRESPONSE']._serialized_end=2316
+  _globals['_STATUSREQUEST']._serialized_start=2318
+  _globals['_STATUSREQUEST']._serialized_end=2333
+  _globals['_MEMBER']._serialized_start=2335
+  _globals['_MEMBER']._serialized_end=2412
+  _globals['_PEERPROGRESS']._serialized_start=2414
+  _globals['_PEERPROGRESS']._serialized_end=2500
+  _globals['_STATUSRESPONSE']._serialized_start=2503
+  _globals['_STATUSRESPONSE']._serialized_end=2895
+  _globals['_STATUSRESPONSE_STATSENTRY']._serialized_start=2851
+  _globals['_STATUSRESPONSE_STATSENTRY']._serialized_end=2895
+  _globals['_KV']._serialized_start=2966
+  _globals['_KV']._serialized_end=3375
 # @@protoc_insertion_point(module_scope)

@@ -78,15 +78,59 @@ class ReadOptions(_message.Message):
     timeout_ms: int
     def __init__(self, consistency: _Optional[_Union[Consistency, str]] = ..., min_index: _Optional[int] = ..., max_staleness_ms: _Optional[int] = ..., fail_if_stale: _Optional[bool] = ..., timeout_ms: _Optional[int] = ...) -> None: ...
 
+class Compare(_message.Message):
+    __slots__ = ("key", "target", "op", "value", "number", "exists", "vclock")
+    class Target(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+        __slots__ = ()
+        VALUE: _ClassVar[Compare.Target]
+        VERSION: _ClassVar[Compare.Target]
+        MOD_INDEX: _ClassVar[Compare.Target]
+        CREATE_INDEX: _ClassVar[Compare.Target]
+        EXISTS: _ClassVar[Compare.Target]
+        VCLOCK: _ClassVar[Compare.Target]
+    VALUE: Compare.Target
+    VERSION: Compare.Target
+    MOD_INDEX: Compare.Target
+    CREATE_INDEX: Compare.Target
+    EXISTS: Compare.Target
+    VCLOCK: Compare.Target
+    class Op(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+        __slots__ = ()
+        EQUAL: _ClassVar[Compare.Op]
+        NOT_EQUAL: _ClassVar[Compare.Op]
+        GREATER: _ClassVar[Compare.Op]
+        LESS: _ClassVar[Compare.Op]
+    EQUAL: Compare.Op
+    NOT_EQUAL: Compare.Op
+    GREATER: Compare.Op
+    LESS: Compare.Op
+    KEY_FIELD_NUMBER: _ClassVar[int]
+    TARGET_FIELD_NUMBER: _ClassVar[int]
+    OP_FIELD_NUMBER: _ClassVar[int]
+    VALUE_FIELD_NUMBER: _ClassVar[int]
+    NUMBER_FIELD_NUMBER: _ClassVar[int]
+    EXISTS_FIELD_NUMBER: _ClassVar[int]
+    VCLOCK_FIELD_NUMBER: _ClassVar[int]
+    key: bytes
+    target: Compare.Target
+    op: Compare.Op
+    value: bytes
+    number: int
+    exists: bool
+    vclock: VectorClock
+    def __init__(self, key: _Optional[bytes] = ..., target: _Optional[_Union[Compare.Target, str]] = ..., op: _Optional[_Union[Compare.Op, str]] = ..., value: _Optional[bytes] = ..., number: _Optional[int] = ..., exists: _Optional[bool] = ..., vclock: _Optional[_Union[VectorClock, _Mapping]] = ...) -> None: ...
+
 class PutRequest(_message.Message):
-    __slots__ = ("key", "value", "session")
+    __slots__ = ("key", "value", "session", "conditions")
     KEY_FIELD_NUMBER: _ClassVar[int]
     VALUE_FIELD_NUMBER: _ClassVar[int]
     SESSION_FIELD_NUMBER: _ClassVar[int]
+    CONDITIONS_FIELD_NUMBER: _ClassVar[int]
     key: bytes
     value: bytes
     session: Session
-    def __init__(self, key: _Optional[bytes] = ..., value: _Optional[bytes] = ..., session: _Optional[_Union[Session, _Mapping]] = ...) -> None: ...
+    conditions: _containers.RepeatedCompositeFieldContainer[Compare]
+    def __init__(self, key: _Optional[bytes] = ..., value: _Optional[bytes] = ..., session: _Optional[_Union[Session, _Mapping]] = ..., conditions: _Optional[_Iterable[_Union[Compare, _Mapping]]] = ...) -> None: ...
 
 class PutResponse(_message.Message):
     __slots__ = ("header", "kv")
@@ -115,12 +159,14 @@ class GetResponse(_message.Message):
     def __init__(self, header: _Optional[_Union[Header, _Mapping]] = ..., found: _Optional[bool] = ..., kv: _Optional[_Union[KeyValue, _Mapping]] = ...) -> None: ...
 
 class DeleteRequest(_message.Message):
-    __slots__ = ("key", "session")
+    __slots__ = ("key", "session", "conditions")
     KEY_FIELD_NUMBER: _ClassVar[int]
     SESSION_FIELD_NUMBER: _ClassVar[int]
+    CONDITIONS_FIELD_NUMBER: _ClassVar[int]
     key: bytes
     session: Session
-    def __init__(self, key: _Optional[bytes] = ..., session: _Optional[_Union[Session, _Mapping]] = ...) -> None: ...
+    conditions: _containers.RepeatedCompositeFieldContainer[Compare]
+    def __init__(self, key: _Optional[bytes] = ..., session: _Optional[_Union[Session, _Mapping]] = ..., conditions: _Optional[_Iterable[_Union[Compare, _Mapping]]] = ...) -> None: ...
 
 class DeleteResponse(_message.Message):
     __slots__ = ("header", "deleted", "index")
@@ -155,6 +201,82 @@ class RangeResponse(_message.Message):
     kvs: _containers.RepeatedCompositeFieldContainer[KeyValue]
     more: bool
     def __init__(self, header: _Optional[_Union[Header, _Mapping]] = ..., kvs: _Optional[_Iterable[_Union[KeyValue, _Mapping]]] = ..., more: _Optional[bool] = ...) -> None: ...
+
+class TxnRequest(_message.Message):
+    __slots__ = ("compares", "success", "failure", "session")
+    COMPARES_FIELD_NUMBER: _ClassVar[int]
+    SUCCESS_FIELD_NUMBER: _ClassVar[int]
+    FAILURE_FIELD_NUMBER: _ClassVar[int]
+    SESSION_FIELD_NUMBER: _ClassVar[int]
+    compares: _containers.RepeatedCompositeFieldContainer[Compare]
+    success: _containers.RepeatedCompositeFieldContainer[TxnOp]
+    failure: _containers.RepeatedCompositeFieldContainer[TxnOp]
+    session: Session
+    def __init__(self, compares: _Optional[_Iterable[_Union[Compare, _Mapping]]] = ..., success: _Optional[_Iterable[_Union[TxnOp, _Mapping]]] = ..., failure: _Optional[_Iterable[_Union[TxnOp, _Mapping]]] = ..., session: _Optional[_Union[Session, _Mapping]] = ...) -> None: ...
+
+class TxnOp(_message.Message):
+    __slots__ = ("type", "key", "value", "delta")
+    class Type(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+        __slots__ = ()
+        GET: _ClassVar[TxnOp.Type]
+        PUT: _ClassVar[TxnOp.Type]
+        DELETE: _ClassVar[TxnOp.Type]
+        INCR: _ClassVar[TxnOp.Type]
+    GET: TxnOp.Type
+    PUT: TxnOp.Type
+    DELETE: TxnOp.Type
+    INCR: TxnOp.Type
+    TYPE_FIELD_NUMBER: _ClassVar[int]
+    KEY_FIELD_NUMBER: _ClassVar[int]
+    VALUE_FIELD_NUMBER: _ClassVar[int]
+    DELTA_FIELD_NUMBER: _ClassVar[int]
+    type: TxnOp.Type
+    key: bytes
+    value: bytes
+    delta: int
+    def __init__(self, type: _Optional[_Union[TxnOp.Type, str]] = ..., key: _Optional[bytes] = ..., value: _Optional[bytes] = ..., delta: _Optional[int] = ...) -> None: ...
+
+class TxnOpResult(_message.Message):
+    __slots__ = ("found", "kv", "value", "error")
+    FOUND_FIELD_NUMBER: _ClassVar[int]
+    KV_FIELD_NUMBER: _ClassVar[int]
+    VALUE_FIELD_NUMBER: _ClassVar[int]
+    ERROR_FIELD_NUMBER: _ClassVar[int]
+    found: bool
+    kv: KeyValue
+    value: int
+    error: str
+    def __init__(self, found: _Optional[bool] = ..., kv: _Optional[_Union[KeyValue, _Mapping]] = ..., value: _Optional[int] = ..., error: _Optional[str] = ...) -> None: ...
+
+class TxnResponse(_message.Message):
+    __slots__ = ("header", "succeeded", "results")
+    HEADER_FIELD_NUMBER: _ClassVar[int]
+    SUCCEEDED_FIELD_NUMBER: _ClassVar[int]
+    RESULTS_FIELD_NUMBER: _ClassVar[int]
+    header: Header
+    succeeded: bool
+    results: _containers.RepeatedCompositeFieldContainer[TxnOpResult]
+    def __init__(self, header: _Optional[_Union[Header, _Mapping]] = ..., succeeded: _Optional[bool] = ..., results: _Optional[_Iterable[_Union[TxnOpResult, _Mapping]]] = ...) -> None: ...
+
+class IncrRequest(_message.Message):
+    __slots__ = ("key", "delta", "session")
+    KEY_FIELD_NUMBER: _ClassVar[int]
+    DELTA_FIELD_NUMBER: _ClassVar[int]
+    SESSION_FIELD_NUMBER: _ClassVar[int]
+    key: bytes
+    delta: int
+    session: Session
+    def __init__(self, key: _Optional[bytes] = ..., delta: _Optional[int] = ..., session: _Optional[_Union[Session, _Mapping]] = ...) -> None: ...
+
+class IncrResponse(_message.Message):
+    __slots__ = ("header", "value", "kv")
+    HEADER_FIELD_NUMBER: _ClassVar[int]
+    VALUE_FIELD_NUMBER: _ClassVar[int]
+    KV_FIELD_NUMBER: _ClassVar[int]
+    header: Header
+    value: int
+    kv: KeyValue
+    def __init__(self, header: _Optional[_Union[Header, _Mapping]] = ..., value: _Optional[int] = ..., kv: _Optional[_Union[KeyValue, _Mapping]] = ...) -> None: ...
 
 class StatusRequest(_message.Message):
     __slots__ = ()

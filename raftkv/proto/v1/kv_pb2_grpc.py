@@ -54,6 +54,16 @@ class KVStub:
                 request_serializer=raftkv_dot_proto_dot_v1_dot_kv__pb2.RangeRequest.SerializeToString,
                 response_deserializer=raftkv_dot_proto_dot_v1_dot_kv__pb2.RangeResponse.FromString,
                 _registered_method=True)
+        self.Txn = channel.unary_unary(
+                '/raftkv.v1.KV/Txn',
+                request_serializer=raftkv_dot_proto_dot_v1_dot_kv__pb2.TxnRequest.SerializeToString,
+                response_deserializer=raftkv_dot_proto_dot_v1_dot_kv__pb2.TxnResponse.FromString,
+                _registered_method=True)
+        self.Incr = channel.unary_unary(
+                '/raftkv.v1.KV/Incr',
+                request_serializer=raftkv_dot_proto_dot_v1_dot_kv__pb2.IncrRequest.SerializeToString,
+                response_deserializer=raftkv_dot_proto_dot_v1_dot_kv__pb2.IncrResponse.FromString,
+                _registered_method=True)
         self.Status = channel.unary_unary(
                 '/raftkv.v1.KV/Status',
                 request_serializer=raftkv_dot_proto_dot_v1_dot_kv__pb2.StatusRequest.SerializeToString,
@@ -88,6 +98,18 @@ class KVServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def Txn(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def Incr(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def Status(self, request, context):
         """Missing associated documentation comment in .proto file."""
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
@@ -116,6 +138,16 @@ def add_KVServicer_to_server(servicer, server):
                     servicer.Range,
                     request_deserializer=raftkv_dot_proto_dot_v1_dot_kv__pb2.RangeRequest.FromString,
                     response_serializer=raftkv_dot_proto_dot_v1_dot_kv__pb2.RangeResponse.SerializeToString,
+            ),
+            'Txn': grpc.unary_unary_rpc_method_handler(
+                    servicer.Txn,
+                    request_deserializer=raftkv_dot_proto_dot_v1_dot_kv__pb2.TxnRequest.FromString,
+                    response_serializer=raftkv_dot_proto_dot_v1_dot_kv__pb2.TxnResponse.SerializeToString,
+            ),
+            'Incr': grpc.unary_unary_rpc_method_handler(
+                    servicer.Incr,
+                    request_deserializer=raftkv_dot_proto_dot_v1_dot_kv__pb2.IncrRequest.FromString,
+                    response_serializer=raftkv_dot_proto_dot_v1_dot_kv__pb2.IncrResponse.SerializeToString,
             ),
             'Status': grpc.unary_unary_rpc_method_handler(
                     servicer.Status,
@@ -231,6 +263,60 @@ class KV:
             '/raftkv.v1.KV/Range',
             raftkv_dot_proto_dot_v1_dot_kv__pb2.RangeRequest.SerializeToString,
             raftkv_dot_proto_dot_v1_dot_kv__pb2.RangeResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Txn(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/raftkv.v1.KV/Txn',
+            raftkv_dot_proto_dot_v1_dot_kv__pb2.TxnRequest.SerializeToString,
+            raftkv_dot_proto_dot_v1_dot_kv__pb2.TxnResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Incr(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/raftkv.v1.KV/Incr',
+            raftkv_dot_proto_dot_v1_dot_kv__pb2.IncrRequest.SerializeToString,
+            raftkv_dot_proto_dot_v1_dot_kv__pb2.IncrResponse.FromString,
             options,
             channel_credentials,
             insecure,
