@@ -451,6 +451,7 @@ class Client:
         self._channels: dict[str, tuple[grpc.aio.Channel, kv_pb2_grpc.KVStub]] = {}
         self._leader: str | None = None
         self._cursor = 0
+        self._spread_cursor = random.randrange(1 << 16)  # where local (stale/bounded) reads start their round robin
         self._seen_index = 0
         self._closed = False
 
@@ -605,7 +606,7 @@ class Client:
             read = self._read_options(level, floor, max_staleness_ms, fail_if_stale, remaining)
             return kv_pb2.GetRequest(key=k, read=read)
 
-        resp = await self._call("Get", request, kv_pb2.GetResponse)
+        resp = await self._call("Get", request, kv_pb2.GetResponse, spread=_local_read(level))
         if not resp.found:
             return None
         return _kv(resp.kv, resp.header.index)
@@ -634,7 +635,7 @@ class Client:
             read = self._read_options(level, floor, max_staleness_ms, False, remaining)
             return kv_pb2.RangeRequest(prefix=p, start_after=sa, limit=limit, keys_only=keys_only, read=read)
 
-        resp = await self._call("Range", request, kv_pb2.RangeResponse)
+        resp = await self._call("Range", request, kv_pb2.RangeResponse, spread=_local_read(level))
         idx = resp.header.index
         return RangeResult(tuple(_kv(kv, idx) for kv in resp.kvs), resp.more, idx)
 
@@ -747,10 +748,17 @@ class Client:
         write: bool = False,
         endpoint: str | None = None,
         endpoint_box: list[str] | None = None,
+        spread: bool = False,
     ) -> R:
         """Call the KV ``method`` on the believed leader until it succeeds, a definite error comes back, or the
         deadline passes. ``request(remaining_s)`` builds each attempt's request. ``endpoint`` pins the call to one
-        node (one attempt: no redirects, no failover)."""
+        node (one attempt: no redirects, no failover). ``spread``: any node can serve it (a stale or bounded read),
+        so spread such calls over all endpoints, round robin.
+
+        Each attempt gets at most a quarter of the deadline (at least 1 s), so one node that accepts connections
+        but never answers (paused, overloaded) cannot use up the whole deadline. The loop gives up as soon as the
+        next back-off would pass the deadline, so the last attempt always completed, and the outcome of a write
+        is unknown only if some attempt may really have applied it."""
         op = method.lower()
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self._timeout_s
@@ -764,12 +772,19 @@ class Client:
             remaining = deadline - loop.time()
             if remaining <= 0.001:
                 break
-            ep = endpoint or self._pick()
+            if endpoint is not None:
+                ep = endpoint
+            elif spread and attempts == 0:
+                self._spread_cursor += 1
+                ep = self._endpoints[self._spread_cursor % len(self._endpoints)]
+            else:
+                ep = self._pick()
             tried[ep] = None
             attempts += 1
+            attempt_s = min(remaining, max(1.0, self._timeout_s / 4))
             try:
                 _, stub = self._channel(ep)
-                resp = await getattr(stub, method)(request(remaining), timeout=remaining)
+                resp = await getattr(stub, method)(request(attempt_s), timeout=attempt_s)
             except grpc.aio.AioRpcError as e:
                 err = error_from_rpc(e)
                 if write and _outcome_unknown(e, err):
@@ -798,10 +813,10 @@ class Client:
             else:
                 self._failed(ep)
             redirected = False
-            remaining = deadline - loop.time()
-            if remaining <= 0.001:
-                break
-            await asyncio.sleep(min(remaining, self._rng.uniform(backoff / 2, backoff)))
+            pause = self._rng.uniform(backoff / 2, backoff)
+            if pause >= deadline - loop.time():
+                break  # no attempt could start before the deadline: report the last one's outcome now
+            await asyncio.sleep(pause)
             backoff = min(BACKOFF_MAX_S, backoff * 2)
         t = self._timeout_s
         if write and outcome_unknown:
@@ -816,6 +831,10 @@ class Client:
             f"{op} failed after {attempts} attempt{'s' if attempts != 1 else ''} in {t:g}s "
             f"(tried {', '.join(tried)}): {last.message}"
         ) from last
+
+
+def _local_read(level: kv_pb2.Consistency) -> bool:
+    return level in (kv_pb2.STALE, kv_pb2.BOUNDED)
 
 
 def _outcome_unknown(e: grpc.aio.AioRpcError, err: RaftKVError) -> bool:
