@@ -53,6 +53,9 @@ __all__ = [
 
 Progress = Callable[[str], None]
 MAX_NODES = 99
+PEER_PORT = 2380
+CLIENT_PORT = 2379
+"""The ports a node uses when it has its own host address (``up(hosts=...)``)."""
 _PACKAGE_ROOT = Path(__file__).resolve().parent.parent  # so nodes import the same raftkv as this process
 _children: dict[int, subprocess.Popen[bytes]] = {}  # processes this process started (reaped when checked)
 
@@ -69,6 +72,8 @@ class NodeInfo:
     """From the pid file (None when absent)."""
     running: bool = False
     """The pid is alive and is this node's process."""
+    exec_prefix: tuple[str, ...] = ()
+    """Prepended to the node's command, e.g. ``("ip", "netns", "exec", "rk-1")`` to run it in its own namespace."""
 
     @property
     def config(self) -> Path:
@@ -220,7 +225,7 @@ def _child_env() -> dict[str, str]:
 
 def _start(info: ClusterInfo, node: NodeInfo) -> int:
     base = list(info.serve_cmd) if info.serve_cmd else [sys.executable, "-m", "raftkv", "serve", "--config"]
-    cmd = [*base, str(node.config)]
+    cmd = [*node.exec_prefix, *base, str(node.config)]
     node.dir.mkdir(parents=True, exist_ok=True)
     with open(node.log, "ab") as log:
         log.write(f"--- {_now()} starting: {' '.join(cmd)}\n".encode())
@@ -289,6 +294,7 @@ def _save(info: ClusterInfo, token: str | None = None) -> None:
                 "client_addr": n.client_addr,
                 "dir": n.dir.name,
                 "pid": _read_pid(n),
+                **({"exec_prefix": list(n.exec_prefix)} if n.exec_prefix else {}),
             }
             for n in info.nodes
         ],
@@ -306,7 +312,13 @@ def load(dir: str | os.PathLike[str]) -> ClusterInfo:
         data = json.loads(f.read_text())
         nodes = []
         for n in data["nodes"]:
-            node = NodeInfo(int(n["id"]), str(n["peer_addr"]), str(n["client_addr"]), d / str(n["dir"]))
+            node = NodeInfo(
+                int(n["id"]),
+                str(n["peer_addr"]),
+                str(n["client_addr"]),
+                d / str(n["dir"]),
+                exec_prefix=tuple(str(a) for a in n.get("exec_prefix", ())),
+            )
             pid = _read_pid(node)
             running = pid is not None and _alive(pid) and _owned(pid, node)
             nodes.append(replace(node, pid=pid, running=running))
@@ -371,13 +383,19 @@ def up(
     serve_cmd: Sequence[str] | None = None,
     timeout_s: float = 30.0,
     progress: Progress | None = None,
+    hosts: Sequence[str] | None = None,
+    exec_prefix: Sequence[Sequence[str]] | None = None,
 ) -> ClusterInfo:
     """Start a cluster of ``nodes`` (default 3) in ``dir`` and wait until it has elected a leader.
 
     A directory holding a stopped cluster (after ``down`` without ``purge``) is started again with its own
     settings and data. Refuses if a cluster in ``dir`` is running. On failure to elect a leader within
     ``timeout_s``, reports each node's log tail through ``progress``, stops what it started and raises
-    :class:`ClusterError`. ``serve_cmd`` replaces ``python -m raftkv serve --config`` (tests start a fake server)."""
+    :class:`ClusterError`. ``serve_cmd`` replaces ``python -m raftkv serve --config`` (tests start a fake server).
+
+    ``hosts`` gives each node its own IP address (e.g. one network namespace per node, see raftkv.chaos.net): node
+    i then listens on ``hosts[i]:2380`` (peers) and ``hosts[i]:2379`` (clients). ``exec_prefix[i]`` is prepended to
+    node i's command (``ip netns exec NS``); both are remembered for restarts."""
     say = progress or _noop
     d = Path(dir).absolute()
     if (d / CLUSTER_FILE).exists():
@@ -406,10 +424,20 @@ def up(
         leftovers = sorted(p.name for p in d.glob("node*")) if d.is_dir() else []
         if leftovers:
             raise ClusterError(f"{d} holds node directories ({', '.join(leftovers)}) but no {CLUSTER_FILE}: remove it")
-        plan = _plan_ports(n, base_port)
+        if hosts is not None and len(hosts) != n:
+            raise ClusterError(f"{n} nodes need {n} host addresses, got {len(hosts)}")
+        if exec_prefix is not None and len(exec_prefix) != n:
+            raise ClusterError(f"{n} nodes need {n} command prefixes, got {len(exec_prefix)}")
+        if hosts is not None:
+            addrs = [(f"{h}:{PEER_PORT}", f"{h}:{CLIENT_PORT}") for h in hosts]
+        else:
+            addrs = [(f"127.0.0.1:{peer}", f"127.0.0.1:{client}") for peer, client in _plan_ports(n, base_port)]
         node_infos = tuple(
-            NodeInfo(i + 1, f"127.0.0.1:{peer}", f"127.0.0.1:{client}", d / f"node{i + 1}")
-            for i, (peer, client) in enumerate(plan)
+            NodeInfo(
+                i + 1, peer, client, d / f"node{i + 1}",
+                exec_prefix=tuple(exec_prefix[i]) if exec_prefix is not None else (),
+            )
+            for i, (peer, client) in enumerate(addrs)
         )
         info = ClusterInfo(d, _now(), node_infos, tick_ms, sync, tuple(serve_cmd) if serve_cmd else None)
         token = f"local-{secrets.token_hex(6)}"

@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from raftkv import localcluster
+from raftkv.chaos.net import NetnsHosts, unavailable_reason
 from raftkv.client import NodeStatus, SyncClient
 from raftkv.localcluster import ClusterInfo
 
@@ -83,3 +84,25 @@ def cluster(tmp_path: Path) -> Iterator[Cluster]:
         yield c
     finally:
         localcluster.down(c.dir, purge=True)
+
+
+@pytest.fixture
+def netns_cluster(tmp_path: Path) -> Iterator[tuple[Cluster, NetnsHosts]]:
+    """A 3-node cluster with each node in its own network namespace (real partitions); skipped where namespaces or
+    iptables are unavailable."""
+    reason = unavailable_reason()
+    if reason:
+        pytest.skip(f"network namespaces unavailable: {reason}")
+    hosts = NetnsHosts(3).setup()
+    c: Cluster | None = None
+    try:
+        info = localcluster.up(
+            tmp_path / "cluster", 3, tick_ms=TICK_MS, timeout_s=60,
+            hosts=hosts.ips, exec_prefix=[hosts.exec_prefix(i) for i in range(1, 4)],
+        )
+        c = Cluster(info)
+        yield c, hosts
+    finally:
+        if c is not None:
+            localcluster.down(c.dir, purge=True)
+        hosts.teardown()
