@@ -1,0 +1,1 @@
+"""Fault-injection tooling: recording client histories and checking them for linearizability."""
