@@ -50,6 +50,12 @@ class NodeStats:
     batches_proposed: int = 0
     read_rounds: int = 0
     reads_served: int = 0
+    persist_us: int = 0
+    """Total time handle_ready waited for the writer thread (write + sync + apply), in µs."""
+    write_us: int = 0
+    """Total time spent inside store.write on the writer thread, in µs."""
+    turn_us: int = 0
+    """Total time the loop spent stepping (ticks, messages, proposals, reads) and taking Readies, in µs."""
 
 
 class _Waiter:
@@ -229,7 +235,7 @@ class Node:
         """Drive the node until ``stop()``. The only task that touches ``self.raw``."""
         self._loop = asyncio.get_running_loop()
         self._t0 = time.monotonic()
-        io = _DriverIO(self)
+        io = _DriverIO(self, self._loop)
         ticker = asyncio.create_task(self._ticker(), name=f"raftkv-ticker-{self.id}")
         try:
             while not self._stopping:
@@ -264,6 +270,13 @@ class Node:
             self._wake.set()
 
     def _turn(self) -> None:
+        t0 = time.perf_counter_ns()
+        try:
+            self._step_inputs()
+        finally:
+            self.stats.turn_us += (time.perf_counter_ns() - t0) // 1000
+
+    def _step_inputs(self) -> None:
         raw = self.raw
         # 1. Ticks due by the monotonic clock.
         due = int((time.monotonic() - self._t0) / self._tick_s) - self._ticks_done
@@ -353,13 +366,7 @@ class Node:
                         self._fail_requests(mine[1], Unavailable("the proposal was lost in a leader change and was "
                                                                  "not applied; retry"))
         if results:
-            me = self.id
-            waiters = self._waiters
-            for a in results:
-                if a.proposer == me:
-                    w = waiters.pop(a.request_id, None)
-                    if w is not None and not w.future.done():
-                        w.future.set_result(a.result)
+            self._deliver_results(results)
         for rs in rd.read_states:
             futs = self._read_rounds.pop(rs.ctx, None)
             if futs:
@@ -372,6 +379,16 @@ class Node:
             fut = heapq.heappop(aw)[2]
             if not fut.done():
                 fut.set_result(None)
+
+    def _deliver_results(self, results: Sequence[Applied]) -> None:
+        """Resolve the waiters of the commands this node proposed (idempotent: a resolved waiter is gone)."""
+        me = self.id
+        waiters = self._waiters
+        for a in results:
+            if a.proposer == me:
+                w = waiters.pop(a.request_id, None)
+                if w is not None and not w.future.done():
+                    w.future.set_result(a.result)
 
     def _on_soft_state(self, lead: int, role: StateRole) -> None:
         log.info("node %d: %s, leader %s, term %d", self.id, role, lead or "unknown", self.term)
@@ -434,8 +451,9 @@ def _request_id(c: Command) -> int:
 class _DriverIO:
     """The daemon's ReadyIO: the transport, the LMDB writer thread, and the node's waiters."""
 
-    def __init__(self, node: Node) -> None:
+    def __init__(self, node: Node, loop: asyncio.AbstractEventLoop) -> None:
         self.node = node
+        self.loop = loop
 
     def send(self, msgs: Sequence[Message]) -> None:
         self.node.transport.send(msgs)
@@ -444,22 +462,42 @@ class _DriverIO:
         if not (rd.entries or rd.hard_state is not None or rd.snapshot is not None or rd.committed_entries):
             return None
         loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self.node._writer, self._write, rd)
+        t0 = time.perf_counter_ns()
+        try:
+            return await loop.run_in_executor(self.node._writer, self._write, rd)
+        finally:
+            self.node.stats.persist_us += (time.perf_counter_ns() - t0) // 1000
 
     def _write(self, rd: Ready) -> Any:
         """On the writer thread: one transaction, one sync (LmdbLogStore.write)."""
         node = self.node
         ents = rd.committed_entries
         fsm = node.fsm
+        loop = self.loop
+        deliver = node._deliver_results
+
+        def apply(txn: Any) -> Any:
+            results = fsm.apply(txn, ents)
+            # Hand the results to waiting clients now, before this transaction's sync: the entries are committed
+            # (durable on a majority), so a crash before this commit only means they are applied again at restart.
+            # Reads are unaffected: they wait for ``node.applied``, which moves only once the commit is visible.
+            # (If the store retries the transaction after growing its map, results are delivered again: harmless,
+            # apply is deterministic and a resolved waiter is gone.)
+            if results:
+                loop.call_soon_threadsafe(deliver, results)
+            return results
+
+        t0 = time.perf_counter_ns()
         result = node.store.write(
             hard_state=rd.hard_state,
             entries=rd.entries,
             snapshot=rd.snapshot,
             applied=ents[-1].index if ents else None,
-            apply=(lambda txn: fsm.apply(txn, ents)) if ents else None,
-            sync=rd.must_sync,
+            apply=apply if ents else None,
+            sync=rd.must_sync and node.settings.sync,
         )
         st = node.stats
+        st.write_us += (time.perf_counter_ns() - t0) // 1000
         st.writes += 1
         st.entries_persisted += len(rd.entries)
         return result
