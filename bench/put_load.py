@@ -63,9 +63,10 @@ async def main() -> None:
             d = {k: st.get(k, 0) - bst.get(k, 0) for k in st}
             ents = max(1, d.get("entries_persisted", 0))
             w = max(1, d.get("writes", 0))
+            per_ready = d.get("turn_us", 0) / max(1, d.get("readies", 0))
             print(
                 f"leader {s.id}: avg persist wait={d.get('persist_us', 0) / w:.0f}us "
-                f"avg store.write={d.get('write_us', 0) / w:.0f}us turn_us/ready={d.get('turn_us', 0) / max(1, d.get('readies', 0)):.0f}"
+                f"avg store.write={d.get('write_us', 0) / w:.0f}us turn_us/ready={per_ready:.0f}"
             )
             print(
                 f"leader {s.id}: readies={d.get('readies')} syncs={d.get('store_syncs')} "
