@@ -207,13 +207,14 @@ class NetnsHosts:
         self._ipt(to, "-A", CHAIN, "-s", self.ip(frm), "-j", "DROP")
 
     def loss(self, node: int, fraction: float) -> None:
-        """``node`` drops ``fraction`` (0..1) of the packets it receives from other nodes."""
+        """``node`` drops ``fraction`` (0..1) of the packets it receives from each other node (one iptables rule per
+        peer: a rule may name only one source)."""
         if not 0.0 < fraction <= 1.0:
             raise ClusterError(f"loss fraction must be in (0, 1], got {fraction}")
-        self._ipt(
-            node, "-A", CHAIN, "-s", f"10.231.{self.octet}.0/24", "!", "-s", self.bridge_ip,
-            "-m", "statistic", "--mode", "random", "--probability", f"{fraction:.4f}", "-j", "DROP",
-        )
+        for peer in range(1, self.n + 1):
+            if peer != node:
+                stat = ["-m", "statistic", "--mode", "random", "--probability", f"{fraction:.4f}"]
+                self._ipt(node, "-A", CHAIN, "-s", self.ip(peer), *stat, "-j", "DROP")
 
     def delay(self, node: int, delay_ms: int, jitter_ms: int = 0) -> None:
         """Delay every packet ``node`` sends by ``delay_ms`` ± ``jitter_ms`` (tc netem; needs the kernel module)."""

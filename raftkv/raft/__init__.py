@@ -19,6 +19,8 @@ from .storage import LogStorage, LogStore, MemoryStorage
 from .types import (
     EMPTY_HARD_STATE,
     NONE,
+    ConfChange,
+    ConfChangeType,
     ConfState,
     Entry,
     EntryType,
@@ -37,6 +39,8 @@ __all__ = [
     "EMPTY_HARD_STATE",
     "NONE",
     "CompactedError",
+    "ConfChange",
+    "ConfChangeType",
     "ConfState",
     "Config",
     "Entry",

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from .types import NONE
+from .types import NONE, ConfChange
 
 
 class RandomSource(Protocol):
@@ -53,6 +54,10 @@ class Config:
     pre_vote: bool = True
     forward_proposals: bool = False
     """Followers forward proposals to the leader (True) or refuse them with ProposalDropped(NOT_LEADER)."""
+    decode_conf_change: Callable[[bytes], ConfChange] | None = field(default=None, repr=False, compare=False)
+    """Decodes a CONF_CHANGE entry's data (the driver owns the encoding). With it, a leader that proposes its own
+    removal stops taking proposals right away, so no node that helped commit the removal has a shorter log than
+    the departing leader (which could otherwise refuse it the vote it needs to take over)."""
     rng: RandomSource = field(default_factory=lambda: SplitMix64(0), repr=False, compare=False)
     """The only source of randomness (election timeouts). Hand in a seeded generator (e.g. ``random.Random(seed)``)
     to replay a run; give each node its own, or their timeouts will coincide."""

@@ -22,6 +22,8 @@ from .tracker import ProgressTracker
 from .types import (
     EMPTY_HARD_STATE,
     NONE,
+    ConfChange,
+    ConfChangeType,
     ConfState,
     Entry,
     EntryType,
@@ -51,6 +53,27 @@ UNREACHABLE, SNAP_STATUS, CHECK_QUORUM = MsgType.UNREACHABLE, MsgType.SNAP_STATU
 TRANSFER_LEADER, TIMEOUT_NOW = MsgType.TRANSFER_LEADER, MsgType.TIMEOUT_NOW
 READ_INDEX, READ_INDEX_RESP = MsgType.READ_INDEX, MsgType.READ_INDEX_RESP
 PROBE, REPLICATE, SNAPSHOT_STATE = ProgressState.PROBE, ProgressState.REPLICATE, ProgressState.SNAPSHOT
+
+
+def conf_state_after(cs: ConfState, cc: ConfChange) -> ConfState:
+    """The membership that applying ``cc`` to ``cs`` yields. A pure function: the driver's writer thread uses it to
+    persist the new membership in the same transaction as the applied index, the core to adopt it. A change that
+    would leave no voter is a no-op (the proposal checks should have refused it)."""
+    voters = set(cs.voters)
+    learners = set(cs.learners)
+    nid = cc.node_id
+    if cc.type == ConfChangeType.ADD_VOTER:
+        learners.discard(nid)
+        voters.add(nid)
+    elif cc.type == ConfChangeType.ADD_LEARNER:
+        voters.discard(nid)
+        learners.add(nid)
+    elif cc.type == ConfChangeType.REMOVE_NODE:
+        voters.discard(nid)
+        learners.discard(nid)
+    if not voters or nid == NONE:
+        return cs
+    return ConfState(tuple(sorted(voters)), tuple(sorted(learners)))
 
 
 class Raft:
@@ -92,6 +115,13 @@ class Raft:
         self.randomized_election_timeout = 0
         self.lead_transferee = NONE
         self.lease_disabled = False
+        self.step_down_index = 0
+        """Set when this leader applied its own removal (or demotion) at that index: it keeps leading, as a
+        non-voter, until every remaining voter knows the change is committed, then hands over (thesis §4.2.2)."""
+        self.step_down_round = 0
+        self.removing_self = False
+        """This leader proposed its own removal or demotion: it takes no more proposals (see Config)."""
+        self.decode_conf_change = config.decode_conf_change
         self.pending_conf_index = 0
         self.last_leader_contact_tick = -1
         """Tick at which a follower last heard from its leader (-1: never, in this incarnation)."""
@@ -233,6 +263,9 @@ class Raft:
         self.reset_randomized_election_timeout()
         self.abort_leader_transfer()
         self.lease_disabled = False
+        self.step_down_index = 0
+        self.step_down_round = 0
+        self.removing_self = False
         self.trk.reset_votes()
         last = self.log.last_index()
         trk = self.trk
@@ -287,7 +320,21 @@ class Raft:
             me.next = self.log.last_index() + 1
             me.recent_active = True
         self.pending_conf_index = self.log.last_index()
+        self.removing_self = self._log_removes_self()
         self._append_entries([Entry(self.term, 0, EntryType.NORMAL, b"")])
+
+    def _log_removes_self(self) -> bool:
+        """Whether the membership changes in our log that are not yet applied remove (or demote) us."""
+        decode = self.decode_conf_change
+        if decode is None or self.log.applied >= self.log.last_index():
+            return False
+        cs = self.trk.conf_state()
+        changed = False
+        for e in self.log.slice(self.log.applied + 1, self.log.last_index() + 1):
+            if e.type == EntryType.CONF_CHANGE:
+                cs = conf_state_after(cs, decode(e.data))
+                changed = True
+        return changed and self.id not in cs.voters
 
     def _hup(self, transfer: bool) -> None:
         if self.state == LEADER or not self.promotable():
@@ -405,7 +452,9 @@ class Raft:
             self.bcast_heartbeat()
             return
         if t == CHECK_QUORUM:
-            if not self.trk.quorum_active():
+            if not self.trk.quorum_active() and not self.step_down_index:
+                # (A removed leader handing over stays: as a non-voter it can commit nothing and confirm no read,
+                # and the remaining voters may need it to learn that the change committed. A higher term ends it.)
                 # §6.2 / thesis §6.2: a leader that cannot reach a majority steps down instead of lingering.
                 self.become_follower(self.term, NONE)
                 return
@@ -434,6 +483,8 @@ class Raft:
             if m.index > pr.read_seq:
                 pr.read_seq = m.index
                 self._maybe_confirm_reads()
+                if self.step_down_index:
+                    self._maybe_hand_over()
         elif t == SNAP_STATUS:
             if pr.state != SNAPSHOT_STATE:
                 return
@@ -453,18 +504,29 @@ class Raft:
             raise ValueError("stepped empty proposal")
         if self.id not in self.trk.progress:
             raise ProposalDropped(ProposalDropped.NOT_LEADER, NONE)  # we were removed
-        if self.lead_transferee != NONE:
+        if self.lead_transferee != NONE or self.step_down_index or self.removing_self:
             raise ProposalDropped(ProposalDropped.TRANSFERRING, self.lead)
         ents = list(m.entries)
-        for e in ents:
+        removes_self = False
+        for i, e in enumerate(ents):
             if e.type == EntryType.CONF_CHANGE:
                 # One membership change at a time, and only once an entry of our term is committed (the fix
                 # for single-server changes: thesis §4.1 errata, "Raft single-server membership bug").
                 if self.pending_conf_index > self.log.applied or not self.committed_entry_in_current_term():
                     raise ProposalDropped(ProposalDropped.CONF_CHANGE_PENDING, self.lead)
-                self.pending_conf_index = self.log.last_index() + 1 + ents.index(e)
+                if self.decode_conf_change is not None:
+                    cc = self.decode_conf_change(e.data)
+                    if self.id not in conf_state_after(self.trk.conf_state(), cc).voters:
+                        removes_self = True
+                        del ents[i + 1 :]  # nothing may follow our own removal in our log
+                        break
+                self.pending_conf_index = self.log.last_index() + 1 + i
+        if removes_self:
+            self.pending_conf_index = self.log.last_index() + len(ents)
         if not self._append_entries(ents):
             raise ProposalDropped(ProposalDropped.TOO_LARGE, self.lead)
+        if removes_self:
+            self.removing_self = True
         self.bcast_append()
 
     def _append_entries(self, ents: list[Entry]) -> bool:
@@ -539,12 +601,13 @@ class Raft:
             self._after_commit()
 
     def _leader_read_index(self, m: Message) -> None:
-        if self.trk.is_singleton():
-            self._respond_read(ReadRequest(0, self.log.committed, m.context, m.frm))
-            return
         if not self.committed_entry_in_current_term():
-            # Thesis §6.4 step 1: our commit index is only known to be current once we committed in our term.
+            # Thesis §6.4 step 1: our commit index is only known to be current once we committed in our term (even
+            # as the only voter: after a restart the durable commit index may lag what we committed before).
             self.pending_read_requests.append(m)
+            return
+        if self.trk.voters == (self.id,):  # we are the only voter: no one else can have committed anything
+            self._respond_read(ReadRequest(0, self.log.committed, m.context, m.frm))
             return
         self.read_only.add_request(self.log.committed, m.context, m.frm)
 
@@ -575,7 +638,7 @@ class Raft:
             return None
         if not self.committed_entry_in_current_term():
             return None
-        if not self.trk.is_singleton():
+        if self.trk.voters != (self.id,):
             start = self.read_only.quorum_tick
             if start < 0 or self.tick_count - start >= min(max_lease_ticks, self.election_timeout):
                 return None
@@ -598,6 +661,26 @@ class Raft:
             self._send_timeout_now(transferee)
         else:
             self._send_append(transferee)
+
+    def _maybe_hand_over(self) -> None:
+        """A removed leader steps down once every remaining voter holds the change and acknowledged a heartbeat round
+        started after that (its heartbeat carried a commit index at or beyond the change)."""
+        idx = self.step_down_index
+        if not idx or self.state != LEADER:
+            return
+        prs = self.trk.progress
+        voters = [v for v in self.trk.voters if v in prs]
+        if not voters or any(prs[v].match < idx for v in voters):
+            return
+        if not self.step_down_round:
+            self.step_down_round = self.read_only.seq + 1  # the next round tells everyone the commit index
+            return
+        if any(prs[v].read_seq < self.step_down_round for v in voters):
+            return
+        best = max(voters, key=lambda v: (prs[v].match, -v))
+        if prs[best].match == self.log.last_index():
+            self._send_timeout_now(best)
+        self.become_follower(self.term, NONE)
 
     def _send_timeout_now(self, to: int) -> None:
         self.lease_disabled = True  # the target's forced election ignores follower stickiness
@@ -725,16 +808,34 @@ class Raft:
         pr.maybe_update(md.index)
         return True
 
-    # -- membership (single-server changes arrive with the snapshot/membership issue) ------------------------
+    # -- membership ------------------------------------------------------------------------------------------
+    def apply_conf_change(self, cc: ConfChange) -> ConfState:
+        """Apply a committed membership change (single-server, thesis §4.1) and return the new membership.
+
+        The new configuration takes effect when the entry is applied. That is safe because a leader proposes a
+        change only after committing an entry of its own term and only when no other change is pending (see
+        ``_leader_propose``), so the old and new configurations, which differ by one server, always overlap."""
+        cs = conf_state_after(self.trk.conf_state(), cc)
+        self.apply_conf_state(cs)
+        return cs
+
     def apply_conf_state(self, cs: ConfState) -> None:
-        """Adopt the membership of an applied conf-change entry."""
+        """Adopt a membership (from an applied change or a snapshot's metadata)."""
         self.trk.apply_conf(cs, self.log.last_index() + 1)
         if self.state == LEADER:
             if self.id not in cs.voters:
-                # A removed (or demoted) leader steps down once the change is applied.
-                self.become_follower(self.term, NONE)
+                # Thesis §4.2.2: the leader may be removed. It does not step down at once: with configurations
+                # taking effect when applied, the remaining voters might not yet know the removal is committed, and
+                # could then wait forever for a vote from the node that left. It keeps replicating (as a non-voter:
+                # it no longer counts in any quorum and refuses proposals) until every remaining voter knows, then
+                # hands over to the most up-to-date one.
+                self.step_down_index = max(self.step_down_index, self.log.applying)
+                self._maybe_hand_over()
                 return
+            self.removing_self = False  # (a change that turned out not to remove us, e.g. refused as the last voter)
+            if self.lead_transferee != NONE and self.lead_transferee not in cs.voters:
+                self.abort_leader_transfer()
             if self._maybe_commit():
                 self._after_commit()  # a smaller quorum may commit more
             else:
-                self.bcast_append()
+                self.bcast_append()  # new members need appends (they start probing)

@@ -18,6 +18,7 @@ from .storage import LogStorage
 from .types import (
     LOCAL_MESSAGES,
     NONE,
+    ConfChange,
     ConfState,
     Entry,
     EntryType,
@@ -85,8 +86,10 @@ class RawNode:
     def propose_conf_change(self, data: bytes) -> None:
         self.raft.step(Message(MsgType.PROP, frm=self.raft.id, entries=(Entry(0, 0, EntryType.CONF_CHANGE, data),)))
 
-    def apply_conf_change(self, cs: ConfState) -> None:
-        self.raft.apply_conf_state(cs)
+    def apply_conf_change(self, cc: ConfChange) -> ConfState:
+        """Apply a committed CONF_CHANGE entry's change (the driver decodes the entry). Returns the new membership,
+        which the driver must persist with the applied index."""
+        return self.raft.apply_conf_change(cc)
 
     def step(self, m: Message) -> None:
         """Step a message from a peer. Local message types are refused; responses from non-members ignored."""

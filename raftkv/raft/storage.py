@@ -67,13 +67,15 @@ class MemoryStorage:
 
     def __init__(self, conf_state: ConfState | None = None) -> None:
         self.hard_state = HardState()
-        self._snapshot = Snapshot(SnapshotMetadata(conf_state or ConfState()))
+        self.conf_state = conf_state or ConfState()
+        """The membership as of the applied index (set with the applied entries, or by a snapshot)."""
+        self._snapshot = Snapshot(SnapshotMetadata(self.conf_state))
         # _ents[0] is a dummy entry holding the snapshot's index and term.
         self._ents: list[Entry] = [Entry(term=0, index=0)]
 
     # -- LogStorage -----------------------------------------------------------------------------------------
     def initial_state(self) -> tuple[HardState, ConfState]:
-        return self.hard_state, self._snapshot.metadata.conf_state
+        return self.hard_state, self.conf_state
 
     def first_index(self) -> int:
         return self._ents[0].index + 1
@@ -119,10 +121,14 @@ class MemoryStorage:
         del self._ents[offset:]
         self._ents.extend(entries)
 
+    def set_conf_state(self, cs: ConfState) -> None:
+        self.conf_state = cs
+
     def apply_snapshot(self, snap: Snapshot) -> None:
         if snap.metadata.index <= self._snapshot.metadata.index:
             raise ValueError(f"snapshot at {snap.metadata.index} is out of date")
         self._snapshot = snap
+        self.conf_state = snap.metadata.conf_state
         self._ents = [Entry(term=snap.metadata.term, index=snap.metadata.index)]
 
     # -- compaction (driven by the state machine layer) -------------------------------------------------------

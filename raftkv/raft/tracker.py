@@ -46,8 +46,6 @@ class ProgressTracker:
     def is_voter(self, nid: int) -> bool:
         return nid in self.voters
 
-    def is_singleton(self) -> bool:
-        return len(self.voters) == 1
 
     def committed(self) -> int:
         """§5.3/§5.4: the highest index replicated on a majority of voters (by durable match)."""

@@ -110,6 +110,26 @@ class ConfState:
             raise ValueError(f"a node cannot be both voter and learner: {self}")
 
 
+class ConfChangeType(IntEnum):
+    """Single-server membership changes (thesis §4.1): one member at a time, each its own log entry."""
+
+    ADD_VOTER = 0
+    """Add a voter, or promote a learner to voter."""
+    ADD_LEARNER = 1
+    """Add a non-voting learner (it receives the log but does not count for quorums), or demote a voter."""
+    REMOVE_NODE = 2
+
+
+@dataclass(frozen=True, slots=True)
+class ConfChange:
+    """The payload of a CONF_CHANGE entry, as the core sees it. ``context`` is opaque to the core (the daemon puts the
+    member's addresses there); its encoding is the driver's business."""
+
+    type: ConfChangeType
+    node_id: int
+    context: bytes = b""
+
+
 @dataclass(frozen=True, slots=True)
 class SnapshotMetadata:
     conf_state: ConfState = ConfState()

@@ -21,15 +21,49 @@ Raft's safety properties are checked incrementally after every step (``Violation
 from __future__ import annotations
 
 import heapq
+import json
 import random
 from collections import deque
 from collections.abc import Generator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from raftkv.raft import Config, ConfState, MemoryStorage, Message, ProposalDropped, RawNode, Ready, StateRole
+from raftkv.raft import (
+    ConfChange,
+    ConfChangeType,
+    Config,
+    ConfState,
+    Entry,
+    EntryType,
+    HardState,
+    MemoryStorage,
+    Message,
+    MsgType,
+    ProposalDropped,
+    RawNode,
+    Ready,
+    Snapshot,
+    StateRole,
+)
+from raftkv.raft.core import conf_state_after
 from raftkv.raft.describe import describe_message
 from raftkv.ready import handle_ready
+
+
+def bootstrap_entries(voters: tuple[int, ...]) -> list[Entry]:
+    return [
+        Entry(1, i + 1, EntryType.CONF_CHANGE, encode_cc(ConfChange(ConfChangeType.ADD_VOTER, v)))
+        for i, v in enumerate(voters)
+    ]
+
+
+def encode_cc(cc: ConfChange) -> bytes:
+    return b"cc:%d:%d" % (cc.type, cc.node_id)
+
+
+def decode_cc(data: bytes) -> ConfChange:
+    _, t, nid = data.split(b":")
+    return ConfChange(ConfChangeType(int(t)), int(nid))
 
 
 class Violation(AssertionError):
@@ -85,6 +119,15 @@ class SimConfig:
     p_isolate_leader: float = 0.0
     max_down: int | None = None
     """Most nodes down (crashed) at once; None = any number."""
+    universe: int | None = None
+    """Node ids 1..universe exist; the first ``nodes`` are the initial voters, the others start empty and join only
+    if a membership change adds them. None: no extra nodes."""
+    p_conf_change: float = 0.0
+    """Per micro-step: the leader proposes a random single-server change (add/remove voter or learner)."""
+    p_snapshot: float = 0.0
+    """Per micro-step: a random node snapshots its state machine and compacts its log."""
+    snapshot_keep: int = 3
+    """Entries kept behind a snapshot when compacting (0: compact everything up to the snapshot)."""
 
 
 @dataclass
@@ -101,6 +144,9 @@ class Stats:
     max_term: int = 0
     max_commit: int = 0
     messages: int = 0
+    conf_changes: int = 0
+    snapshots_taken: int = 0
+    snapshots_installed: int = 0
 
 
 @dataclass
@@ -112,15 +158,38 @@ class _Read:
     kind: str
 
 
+class SimStorage(MemoryStorage):
+    """The simulated disk. Like raftkv's daemon, a snapshot requested for sending to a follower reflects the node's
+    current applied state (index, membership, data), not merely the last compaction point; otherwise a node added
+    after the last snapshot would be sent a snapshot of a configuration without itself, and refuse it."""
+
+    def __init__(self, node: SimNode, conf: ConfState) -> None:
+        super().__init__(conf)
+        self.node = node
+
+    def snapshot(self) -> Snapshot:
+        n = self.node
+        snap = super().snapshot()
+        if n.applied_index > snap.metadata.index and n.applied_index <= self.last_index():
+            snap = self.create_snapshot(n.applied_index, self.conf_state, snapshot_data(n, n.applied_index))
+        return snap
+
+
+def snapshot_data(n: SimNode, index: int) -> bytes:
+    return json.dumps([[i, d.hex()] for i, d in n.applied if i <= index]).encode()
+
+
 class SimNode:
-    def __init__(self, nid: int, voters: tuple[int, ...]) -> None:
+    def __init__(self, nid: int, conf: ConfState) -> None:
         self.id = nid
-        self.disk = MemoryStorage(ConfState(voters=voters))  # what survives a crash
+        self.disk = SimStorage(self, conf)  # what survives a crash (log, hard state, membership, snapshot)
         self.applied: list[tuple[int, bytes]] = []  # the durable state machine: (index, data) of applied entries
         self.applied_index = 0
         self.raw: RawNode | None = None
         self.incarnation = 0
-        self.pending: tuple[Generator[Any, Any, Any], DiskWrite] | None = None
+        self.pending: tuple[Generator[Any, Any, Any], DiskWrite, list[int]] | None = None
+        """A Ready whose write is under way: the handle_ready coroutine, its write, and the term before each of its
+        entries as the log stood when the Ready was taken (for the Log Matching check at completion)."""
         self.inbox: deque[Message | tuple[str, bytes]] = deque()
         self.waiting_reads: list[tuple[int, _Read]] = []  # (read index, read)
         self.commit_seen = 0
@@ -148,6 +217,16 @@ class _SimIO:
         return DiskWrite(rd)
 
     def applied(self, rd: Ready, results: Any) -> None:
+        # Membership changes take effect in the core once applied (the driver calls this before advance()).
+        raw = self.node.raw
+        assert raw is not None
+        for e in rd.committed_entries:
+            if e.type == EntryType.CONF_CHANGE:
+                cs = raw.apply_conf_change(decode_cc(e.data))
+                self.cluster.stats.conf_changes += 1
+                if rd.committed_entries[-1] is e and cs != self.node.disk.conf_state:
+                    raise Violation(f"node {self.node.id}: membership in memory {cs} != durable "
+                                    f"{self.node.disk.conf_state}")
         self.cluster.on_applied(self.node, rd)
 
 
@@ -156,8 +235,6 @@ class Cluster:
         self.seed = seed
         self.cfg = cfg or SimConfig()
         self.rng = random.Random(seed)
-        ids = tuple(range(1, self.cfg.nodes + 1))
-        self.nodes = {i: SimNode(i, ids) for i in ids}
         self.now = 0  # micro-steps
         self.ticks = 0
         self._net: list[tuple[int, int, Message]] = []
@@ -176,6 +253,22 @@ class Cluster:
         self._next_prop = 0
         self._next_read = 0
         self.reads: dict[bytes, _Read] = {}
+        voters = tuple(range(1, self.cfg.nodes + 1))
+        universe = max(self.cfg.universe or 0, self.cfg.nodes)
+        self.nodes = {i: SimNode(i, ConfState()) for i in range(1, universe + 1)}
+        boot = bootstrap_entries(voters)
+        for i in voters:
+            # Every initial member starts with the same committed log: one ADD_VOTER entry per initial voter (as
+            # etcd bootstraps), so a node that joins later learns the whole membership by replaying the log.
+            n = self.nodes[i]
+            n.disk.append(boot)
+            n.disk.set_hard_state(HardState(term=1, vote=0, commit=len(boot)))
+            n.disk.set_conf_state(ConfState(voters=voters))
+            n.applied_index = len(boot)
+        for e in boot:
+            self.applied_global[e.index] = (e.term, e.data)
+            self.committed[e.index] = (e.term, e.data)
+            self.entry_record[(e.index, e.term)] = (e.data, e.type, 0 if e.index == 1 else 1)
         for n in self.nodes.values():
             self._start(n)
 
@@ -194,6 +287,7 @@ class Cluster:
                 check_quorum=c.check_quorum,
                 pre_vote=c.pre_vote,
                 forward_proposals=c.forward_proposals,
+                decode_conf_change=decode_cc,
                 rng=random.Random(self.rng.getrandbits(64)),
             ),
             n.disk,
@@ -260,10 +354,18 @@ class Cluster:
             self._log("heal")
         self.blocked = set()
 
+    def _snap_status(self, m: Message, ok: bool) -> None:
+        """The transport tells the leader whether a snapshot arrived (raftkv's transport does the same)."""
+        if m.type == MsgType.SNAP:
+            sender = self.nodes.get(m.frm)
+            if sender is not None and sender.up:
+                sender.inbox.append(("snapstatus", (m.to, ok)))  # type: ignore[arg-type]
+
     def net_send(self, m: Message) -> None:
         self.stats.messages += 1
         c = self.cfg
         if c.drop and self.rng.random() < c.drop:
+            self._snap_status(m, False)
             return
         copies = 2 if c.dup and self.rng.random() < c.dup else 1
         for _ in range(copies):
@@ -276,8 +378,10 @@ class Cluster:
             _, _, m = heapq.heappop(net)
             n = self.nodes.get(m.to)
             if n is None or not n.up or (m.frm, m.to) in self.blocked:
+                self._snap_status(m, False)
                 continue
             n.inbox.append(m)
+            self._snap_status(m, True)
 
     # -- one node's turn --------------------------------------------------------------------------------------
     def process(self, n: SimNode) -> bool:
@@ -301,18 +405,19 @@ class Cluster:
             self._check_ready(n, rd)
             coro = handle_ready(raw, rd, _SimIO(self, n)).__await__()
             w = coro.send(None)
-            n.pending = (coro, w)
+            log = raw.raft.log
+            n.pending = (coro, w, [log.zero_term_on_out_of_bounds(e.index - 1) for e in rd.entries])
             did = True
         return did
 
     def complete_write(self, n: SimNode) -> None:
         """The disk finishes the pending write atomically: log, hard state, and the applied entries."""
         assert n.pending is not None
-        coro, w = n.pending
+        coro, w, prev_terms = n.pending
         rd = w.rd
         disk = n.disk
         if rd.snapshot is not None:
-            disk.apply_snapshot(rd.snapshot)
+            self._install_snapshot(n, rd.snapshot)
         if rd.hard_state is not None:
             if rd.hard_state.commit < disk.hard_state.commit:
                 raise Violation(
@@ -322,6 +427,16 @@ class Cluster:
                 raise Violation(f"node {n.id}: durable term moved back {disk.hard_state.term} -> {rd.hard_state.term}")
             disk.set_hard_state(rd.hard_state)
         if rd.entries:
+            # Log Matching is checked on entries as they become durable (an entry that was never written nor sent,
+            # lost in a crash, is invisible and may be replaced). Each (index, term) must map to one entry with one
+            # predecessor term: by induction, identical prefixes.
+            for e, prev_term in zip(rd.entries, prev_terms, strict=True):
+                val = (e.data, e.type, prev_term)
+                rec = self.entry_record.setdefault((e.index, e.term), val)
+                if rec != val:
+                    raise Violation(
+                        f"Log Matching: entry {e.index}/{e.term} on node {n.id} is {val} but elsewhere {rec}"
+                    )
             disk.append(rd.entries)
         for e in rd.committed_entries:
             if e.index != n.applied_index + 1:
@@ -332,7 +447,9 @@ class Cluster:
                     f"State Machine Safety: index {e.index} applied as {prev!r} and as {(e.term, e.data)!r} "
                     f"(node {n.id})"
                 )
-            if e.data:
+            if e.type == EntryType.CONF_CHANGE:
+                disk.set_conf_state(conf_state_after(disk.conf_state, decode_cc(e.data)))
+            elif e.data:
                 n.applied.append((e.index, e.data))
             n.applied_index = e.index
         n.pending = None
@@ -342,6 +459,43 @@ class Cluster:
             pass
         else:
             raise AssertionError("handle_ready suspended twice")
+
+    def _install_snapshot(self, n: SimNode, snap: Snapshot) -> None:
+        """Install a snapshot sent by the leader: it replaces the state machine and the log."""
+        md = snap.metadata
+        state = [(i, bytes.fromhex(d)) for i, d in json.loads(snap.data)]
+        for i, data in state:
+            seen = self.applied_global.get(i)
+            if seen is not None and seen[1] != data:
+                raise Violation(
+                    f"State Machine Safety: snapshot at {md.index} holds {data!r} at {i}, applied as {seen}"
+                )
+        n.disk.apply_snapshot(snap)
+        n.applied = state
+        n.applied_index = md.index
+        self.stats.snapshots_installed += 1
+        self._log(f"node {n.id} installed snapshot {md.index}/{md.term} {md.conf_state}")
+
+    def take_snapshot(self, nid: int) -> None:
+        """Snapshot the node's durable state machine at its applied index and compact its log."""
+        n = self.nodes[nid]
+        if not n.running or n.pending is not None:
+            return
+        disk = n.disk
+        idx = n.applied_index
+        if idx <= MemoryStorage.snapshot(disk).metadata.index or idx > disk.last_index():
+            return
+        disk.create_snapshot(idx, disk.conf_state, snapshot_data(n, idx))
+        keep = self.cfg.snapshot_keep
+        if idx - keep >= disk.first_index():
+            disk.compact(idx - keep)
+        self.stats.snapshots_taken += 1
+        self._log(f"node {nid} snapshot at {idx}, log now {disk.first_index()}..{disk.last_index()}")
+
+    def propose_conf_change(self, nid: int, cc: ConfChange) -> None:
+        n = self.nodes[nid]
+        if n.running:
+            n.inbox.append(("conf", encode_cc(cc)))
 
     def on_applied(self, n: SimNode, rd: Ready) -> None:
         for e in rd.committed_entries:
@@ -396,6 +550,17 @@ class Cluster:
     def _client_op(self, n: SimNode, op: tuple[str, bytes]) -> None:
         assert n.raw is not None
         kind, data = op
+        if kind == "snapstatus":
+            to, ok = data  # type: ignore[misc]
+            n.raw.report_snapshot(to, ok)
+            return
+        if kind == "conf":
+            try:
+                n.raw.propose_conf_change(data)
+                self._log(f"node {n.id} proposes {decode_cc(data)}")
+            except ProposalDropped:
+                pass
+            return
         if kind == "prop":
             self.stats.proposals += 1
             try:
@@ -469,14 +634,6 @@ class Cluster:
 
     def _check_ready(self, n: SimNode, rd: Ready) -> None:
         assert n.raw is not None
-        log = n.raw.raft.log
-        for e in rd.entries:
-            prev_term = log.zero_term_on_out_of_bounds(e.index - 1)
-            key = (e.index, e.term)
-            val = (e.data, e.type, prev_term)
-            rec = self.entry_record.setdefault(key, val)
-            if rec != val:
-                raise Violation(f"Log Matching: entry {e.index}/{e.term} on node {n.id} is {val} but elsewhere {rec}")
         for m in rd.messages:  # sent before this Ready's write: must not depend on it
             if m.term > n.disk.hard_state.term:
                 raise Violation(f"node {n.id} sends {describe_message(m)} before its term is durable")
@@ -571,12 +728,36 @@ class Cluster:
             paused = [i for i in up if self.nodes[i].paused_ticks is not None]
             if paused:
                 self.resume(rng.choice(paused))
+        if rng.random() < c.p_conf_change:
+            leader = self.current_leader()
+            if leader is not None:
+                self.propose_conf_change(leader, self._random_conf_change())
+        if rng.random() < c.p_snapshot and up:
+            self.take_snapshot(rng.choice(up))
         if rng.random() < c.p_transfer:
             leader = self.current_leader()
             if leader is not None:
                 n = self.nodes[leader]
                 if n.running and n.pending is None and n.raw is not None:
                     n.raw.transfer_leader(rng.choice(ids))
+
+    def _random_conf_change(self) -> ConfChange:
+        rng = self.rng
+        leader = self.current_leader()
+        cs = self.nodes[leader].raw.raft.trk.conf_state() if leader is not None else ConfState()  # type: ignore[union-attr]
+        nid = rng.choice(list(self.nodes))
+        if nid in cs.voters and len(cs.voters) <= 2:
+            # Shrinking two voters to one is not safe against a crash of the departing leader mid-change (the
+            # remaining voter may then need its vote forever); raftkv refuses it, as etcd documents it.
+            t = ConfChangeType.ADD_VOTER
+            nid = rng.choice([i for i in self.nodes if i not in cs.voters] or [nid])
+        elif nid in cs.voters:
+            t = rng.choice([ConfChangeType.REMOVE_NODE, ConfChangeType.ADD_LEARNER])
+        elif nid in cs.learners:
+            t = rng.choice([ConfChangeType.ADD_VOTER, ConfChangeType.REMOVE_NODE])
+        else:
+            t = rng.choice([ConfChangeType.ADD_VOTER, ConfChangeType.ADD_LEARNER])
+        return ConfChange(t, nid)
 
     def _random_partition(self) -> None:
         rng = self.rng

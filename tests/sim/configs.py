@@ -31,6 +31,14 @@ CONFIGS: dict[str, SimConfig] = {
     "5-lossy": SimConfig(nodes=5, drop=0.2, dup=0.1, max_delay=10, max_size_per_msg=60, max_inflight=2),
     "3-classic": SimConfig(nodes=3, pre_vote=False, check_quorum=False, lease_reads=False),
     "5-crashy": SimConfig(nodes=5, p_crash=0.03, p_restart=0.1, disk_delay=0.8, p_crash_leader=0.005),
+    "3-crashy": SimConfig(nodes=3, p_crash=0.03, p_restart=0.1, disk_delay=0.8, p_crash_leader=0.005),
+    "3-members": SimConfig(nodes=3, universe=5, p_conf_change=0.01, p_snapshot=0.01),
+    "5-members-snap": SimConfig(nodes=5, universe=7, p_conf_change=0.03, p_snapshot=0.02, snapshot_keep=1, drop=0.05,
+                                p_crash_leader=0.005),
+    "3-members-crashy": SimConfig(nodes=3, universe=4, p_conf_change=0.03, p_snapshot=0.03, snapshot_keep=0,
+                                  p_crash_leader=0.005),
+    "3-snap-sequential": SimConfig(nodes=3, universe=5, p_conf_change=0.01, p_snapshot=0.03, snapshot_keep=0,
+                                   step_while_writing=False),
     "5-hunter": SimConfig(nodes=5, **_HUNTER),  # type: ignore[arg-type]
     "3-hunter": SimConfig(nodes=3, **_HUNTER),  # type: ignore[arg-type]
 }

@@ -89,7 +89,7 @@ def first_violation(config: str, seeds: range) -> tuple[int, str] | None:
     [
         ("vote-for-less-up-to-date-log", "3", "Leader Completeness"),
         ("read-index-without-quorum", "5", "Linearizability"),
-        ("leader-counts-itself-before-persisting", "5-crashy", "Leader Completeness"),
+        ("leader-counts-itself-before-persisting", "3-crashy", "Leader Completeness"),
         ("send-vote-before-persisting", "3", "before its term is durable"),
     ],
 )

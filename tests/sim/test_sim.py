@@ -158,6 +158,17 @@ class ClusterMachine(RuleBasedStateMachine):
     def resume(self, i: int) -> None:
         self.cl.resume(self._node(i))
 
+    @precondition(lambda self: self.c is not None and self.c.cfg.pre_vote)  # (membership changes need stickiness)
+    @rule()
+    def change_membership(self) -> None:
+        lead = self.cl.current_leader()
+        if lead is not None:
+            self.cl.propose_conf_change(lead, self.cl._random_conf_change())
+
+    @rule(i=st.integers(0, 8))
+    def snapshot(self, i: int) -> None:
+        self.cl.take_snapshot(1 + i % len(self.cl.nodes))
+
     @rule(i=st.integers(0, 6))
     def transfer(self, i: int) -> None:
         lead = self.cl.current_leader()
