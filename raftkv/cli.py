@@ -23,6 +23,7 @@ from .client import (
     Client,
     Compare,
     KeyValue,
+    MemberList,
     NodeStatus,
     TxnOp,
     resolve_endpoints,
@@ -309,6 +310,13 @@ Examples:
 @click.option("--tick-ms", type=click.IntRange(min=1), help="Length of a Raft tick in milliseconds.")
 @click.option("--log-level", type=click.Choice(["debug", "info", "warning", "error"]), help="Log verbosity.")
 @click.option(
+    "--join",
+    is_flag=True,
+    default=None,
+    help="Join an existing cluster (after `raftkv member add`) instead of bootstrapping a new one.",
+)
+@click.option("--join-cluster-id", metavar="ID", help="With --join: the cluster id `raftkv member add` printed.")
+@click.option(
     "--sync/--no-sync",
     default=None,
     help="fsync before acknowledging (default). --no-sync loses acknowledged writes on power failure.",
@@ -325,9 +333,11 @@ def serve(
     listen_client_addr: str | None,
     tick_ms: int | None,
     log_level: str | None,
+    join: bool | None,
+    join_cluster_id: str | None,
     sync: bool | None,
 ) -> None:
-    """Run a node in the foreground until SIGTERM or Ctrl-C.
+    """Run a node in the foreground until SIGTERM or Ctrl-C (a leader hands leadership over before it stops).
 
     Settings come from --config, then RAFTKV_<SETTING> environment variables, then these flags."""
     overrides: dict[str, Any] = {
@@ -340,6 +350,8 @@ def serve(
         "tick_ms": tick_ms,
         "log_level": log_level,
         "sync": sync,
+        "join": join,
+        "join_cluster_id": join_cluster_id,
     }
     settings = load_settings(config_file, overrides)
     from .server import run  # lazily: the client commands do not need the daemon's dependencies
@@ -812,6 +824,98 @@ def _progress(msg: str) -> None:
     click.echo(msg, err=True)
 
 
+# -- membership and leadership ----------------------------------------------------------------------------------
+@main.group()
+def member() -> None:
+    """Cluster membership: list, add (as voter or learner), promote a learner, remove. One change at a time."""
+
+
+def _print_members(ctx: click.Context, ml: MemberList, output: str | None) -> None:
+    if _output(ctx, output) == "json":
+        _print_json(
+            {
+                "cluster_id": ml.cluster_id,
+                "members": [
+                    {"id": m.id, "role": "learner" if m.learner else "voter", "peer_addr": m.peer_addr,
+                     "client_addr": m.client_addr}
+                    for m in ml.members
+                ],
+            }
+        )
+        return
+    click.echo(f"cluster {ml.cluster_id}")
+    for m in ml.members:
+        role = "learner" if m.learner else "voter"
+        click.echo(f"  {m.id:>4}  {role:<8} peer {m.peer_addr:<22} client {m.client_addr}")
+
+
+@member.command("list")
+@output_option
+@click.pass_context
+def member_list(ctx: click.Context, output: str | None) -> None:
+    """List the members: id, voter or learner, peer and client addresses."""
+    _print_members(ctx, _with_client(ctx, lambda c: c.member_list()), output)
+
+
+@member.command(
+    "add",
+    epilog="""\b
+Then start the new node with the printed command. Adding it as a --learner first lets it catch up before it
+votes (promote it afterwards): a new voter that is far behind makes the cluster wait for it.""",
+)
+@click.argument("node_id", type=click.IntRange(min=1))
+@click.option("--peer-addr", required=True, metavar="HOST:PORT", help="Where the other nodes reach the new one.")
+@click.option("--client-addr", required=True, metavar="HOST:PORT", help="Where clients reach the new node.")
+@click.option("--learner", is_flag=True, help="Add as a non-voting learner (promote it once it has caught up).")
+@output_option
+@click.pass_context
+def member_add(
+    ctx: click.Context, node_id: int, peer_addr: str, client_addr: str, learner: bool, output: str | None
+) -> None:
+    """Add node NODE_ID to the cluster, and print how to start it."""
+    ml = _with_client(ctx, lambda c: c.member_add(node_id, peer_addr, client_addr, learner=learner))
+    _print_members(ctx, ml, output)
+    if _output(ctx, output) != "json":
+        members = " ".join(f"--member {m.id}={m.peer_addr},{m.client_addr}" for m in ml.members)
+        click.echo(
+            f"start it with:\n  raftkv serve --id {node_id} --data-dir DIR --join --join-cluster-id {ml.cluster_id} "
+            f"{members}"
+        )
+
+
+@member.command("promote")
+@click.argument("node_id", type=click.IntRange(min=1))
+@output_option
+@click.pass_context
+def member_promote(ctx: click.Context, node_id: int, output: str | None) -> None:
+    """Make learner NODE_ID a voter."""
+    _print_members(ctx, _with_client(ctx, lambda c: c.member_promote(node_id)), output)
+
+
+@member.command("remove")
+@click.argument("node_id", type=click.IntRange(min=1))
+@click.option("--force", is_flag=True, help="Also remove a voter from a two-voter cluster (see README).")
+@output_option
+@click.pass_context
+def member_remove(ctx: click.Context, node_id: int, force: bool, output: str | None) -> None:
+    """Remove node NODE_ID (removing the leader works: it hands leadership over first)."""
+    _print_members(ctx, _with_client(ctx, lambda c: c.member_remove(node_id, force=force)), output)
+
+
+@main.group()
+def leader() -> None:
+    """Leadership: hand it over to another voter."""
+
+
+@leader.command("transfer")
+@click.option("--to", "to", type=click.IntRange(min=0), default=0, help="The new leader (default: most up to date).")
+@click.pass_context
+def leader_transfer(ctx: click.Context, to: int) -> None:
+    """Hand leadership to another voter: it catches up, then takes over (one election round)."""
+    new = _with_client(ctx, lambda c: c.transfer_leader(to))
+    click.echo(f"node {new} is the leader")
+
+
 @main.group(
     epilog="""\b
 Examples:
@@ -907,6 +1011,16 @@ def cluster_stop(ctx: click.Context, node: int, dir_: str | None) -> None:
 def cluster_restart(ctx: click.Context, node: int, dir_: str | None) -> None:
     """Start node NODE again with its config and data (stopping it first if it runs)."""
     click.echo(localcluster.restart(_cluster_dir(ctx, dir_), node))
+
+
+@cluster.command("add-node")
+@dir_option
+@click.option("--learner", is_flag=True, help="Leave the new node a learner (do not promote it).")
+@click.pass_context
+def cluster_add_node(ctx: click.Context, dir_: str | None, learner: bool) -> None:
+    """Start one more local node and join it to the cluster (learner, catch up, then voter)."""
+    ni = localcluster.add_node(_cluster_dir(ctx, dir_), learner=learner, progress=_progress)
+    click.echo(ni.client_addr)
 
 
 @cluster.command("down")

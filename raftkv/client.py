@@ -284,6 +284,24 @@ def _conditions(
 
 
 @dataclass(frozen=True, slots=True)
+class Member:
+    id: int
+    peer_addr: str
+    client_addr: str
+    learner: bool
+
+
+@dataclass(frozen=True, slots=True)
+class MemberList:
+    members: tuple[Member, ...]
+    cluster_id: str
+
+
+def _member(m: kv_pb2.Member) -> Member:
+    return Member(m.id, m.peer_addr, m.client_addr, m.learner)
+
+
+@dataclass(frozen=True, slots=True)
 class RangeResult:
     kvs: tuple[KeyValue, ...]
     more: bool
@@ -584,6 +602,35 @@ class Client:
             for op, r in zip(ran, resp.results, strict=False)
         )
         return TxnResult(resp.succeeded, outcomes, idx)
+
+    # -- membership and leadership ---------------------------------------------------------------------------
+    async def member_list(self) -> MemberList:
+        """The members with their addresses, and the cluster id (from any node)."""
+        resp = await self._call("MemberList", lambda _r: kv_pb2.MemberListRequest(), kv_pb2.MemberListResponse)
+        return MemberList(tuple(_member(m) for m in resp.members), resp.cluster_id)
+
+    async def member_add(self, node_id: int, peer_addr: str, client_addr: str, *, learner: bool = False) -> MemberList:
+        """Add a member (through the leader). Start the new node afterwards with ``raftkv serve --join
+        --join-cluster-id <the returned cluster id>``; add it as a learner to let it catch up before it votes."""
+        req = kv_pb2.MemberAddRequest(id=node_id, peer_addr=peer_addr, client_addr=client_addr, learner=learner)
+        resp = await self._call("MemberAdd", lambda _r: req, kv_pb2.MemberChangeResponse, write=True)
+        return MemberList(tuple(_member(m) for m in resp.members), resp.cluster_id)
+
+    async def member_promote(self, node_id: int) -> MemberList:
+        req = kv_pb2.MemberPromoteRequest(id=node_id)
+        resp = await self._call("MemberPromote", lambda _r: req, kv_pb2.MemberChangeResponse, write=True)
+        return MemberList(tuple(_member(m) for m in resp.members), resp.cluster_id)
+
+    async def member_remove(self, node_id: int, *, force: bool = False) -> MemberList:
+        req = kv_pb2.MemberRemoveRequest(id=node_id, force=force)
+        resp = await self._call("MemberRemove", lambda _r: req, kv_pb2.MemberChangeResponse, write=True)
+        return MemberList(tuple(_member(m) for m in resp.members), resp.cluster_id)
+
+    async def transfer_leader(self, to: int = 0) -> int:
+        """Hand leadership to node ``to`` (0: the most up-to-date voter); returns the new leader's id."""
+        req = kv_pb2.TransferLeaderRequest(to=to)
+        resp = await self._call("TransferLeader", lambda _r: req, kv_pb2.TransferLeaderResponse, write=True)
+        return int(resp.leader_id)
 
     async def get(
         self,
@@ -947,6 +994,21 @@ class SyncClient:
         self, compares: Sequence[Compare] = (), success: Sequence[TxnOp] = (), failure: Sequence[TxnOp] = ()
     ) -> TxnResult:
         return self._run(self._client.txn(compares, success, failure))
+
+    def member_list(self) -> MemberList:
+        return self._run(self._client.member_list())
+
+    def member_add(self, node_id: int, peer_addr: str, client_addr: str, *, learner: bool = False) -> MemberList:
+        return self._run(self._client.member_add(node_id, peer_addr, client_addr, learner=learner))
+
+    def member_promote(self, node_id: int) -> MemberList:
+        return self._run(self._client.member_promote(node_id))
+
+    def member_remove(self, node_id: int, *, force: bool = False) -> MemberList:
+        return self._run(self._client.member_remove(node_id, force=force))
+
+    def transfer_leader(self, to: int = 0) -> int:
+        return self._run(self._client.transfer_leader(to))
 
     def get(
         self,

@@ -12,6 +12,12 @@ Every encoding is a msgpack array whose first element is a format version (``FOR
       entry          [term, index, type, data]                    (the batch carries the version, entries do not)
       snapshot       nil | [[[voters...], [learners...]], index, term, data]
 
+A snapshot file's records (``raftkv.storage.snapshots`` frames them, with a length and a kind, and checksums them)::
+
+    snapshot header  [1, "raftkv-snapshot", index, term, [voters...], [learners...], cluster_id, created_ns]
+    snapshot record  [table, key, value]                          all bytes (the header carries the version)
+    snapshot trailer [1, records, crc32]
+
 The KV state machine's layouts (the classes come from ``raftkv.kv``, which hands them in as a ``KVTypes``: this
 module imports nothing above ``raft``)::
 
@@ -117,7 +123,10 @@ __all__ = [
     "decode_messages",
     "decode_result",
     "decode_session_record",
+    "decode_snapshot_header",
     "decode_snapshot_metadata",
+    "decode_snapshot_record",
+    "decode_snapshot_trailer",
     "decode_value_record",
     "encode_command_batch",
     "encode_conf_state",
@@ -126,7 +135,10 @@ __all__ = [
     "encode_messages",
     "encode_result",
     "encode_session_record",
+    "encode_snapshot_header",
     "encode_snapshot_metadata",
+    "encode_snapshot_record",
+    "encode_snapshot_trailer",
     "encode_value_record",
 ]
 
@@ -288,6 +300,70 @@ def decode_snapshot_metadata(b: bytes | bytearray | memoryview) -> SnapshotMetad
     if not (type(cs) is tuple and len(cs) == 2 and _is_index(index) and _is_index(term)):
         _fail("snapshot metadata", _SNAP_META_LAYOUT, t)
     return SnapshotMetadata(_conf_state(cs[0], cs[1], "snapshot metadata"), index, term)
+
+
+# -- Snapshot files -----------------------------------------------------------------------------------------------
+
+SNAPSHOT_FILE_TAG = "raftkv-snapshot"
+"""The second field of a snapshot file's header: what the file is (the first is the format version)."""
+_SNAP_HEADER_LAYOUT = '[version, "raftkv-snapshot", index, term, voters, learners, cluster_id, created_ns]'
+_SNAP_RECORD_LAYOUT = "[table, key, value] (bytes)"
+_SNAP_TRAILER_LAYOUT = "[version, records, crc32]"
+_U32_MAX = (1 << 32) - 1
+
+
+def encode_snapshot_header(index: int, term: int, conf_state: ConfState, cluster_id: str, created_ns: int) -> bytes:
+    """``[1, "raftkv-snapshot", index, term, [voters...], [learners...], cluster_id, created_ns]``."""
+    return _pack(
+        (FORMAT_VERSION, SNAPSHOT_FILE_TAG, index, term, conf_state.voters, conf_state.learners, cluster_id, created_ns)
+    )
+
+
+def decode_snapshot_header(b: bytes | bytearray | memoryview) -> tuple[int, int, ConfState, str, int]:
+    """Inverse of ``encode_snapshot_header``: ``(index, term, conf_state, cluster_id, created_ns)``."""
+    t = _unpack(b, "snapshot header")
+    if type(t) is tuple and len(t) > 1 and t[1] != SNAPSHOT_FILE_TAG:
+        raise CodecError(f"not a raftkv snapshot file header (its tag is {t[1]!r:.50}, not {SNAPSHOT_FILE_TAG!r})")
+    t = _versioned(t, "snapshot header", 8, _SNAP_HEADER_LAYOUT)
+    _, _, index, term, voters, learners, cluster_id, created_ns = t
+    if not (_is_index(index) and _is_index(term) and type(cluster_id) is str and _is_index(created_ns)):
+        _fail("snapshot header", _SNAP_HEADER_LAYOUT, t)
+    return index, term, _conf_state(voters, learners, "snapshot header"), cluster_id, created_ns
+
+
+def encode_snapshot_record(table: bytes, key: bytes, value: bytes) -> bytes:
+    """``[table, key, value]``. TypeError unless all three are ``bytes`` (a file that could not be read back is
+    refused when written, not when installed)."""
+    if type(table) is not bytes or type(key) is not bytes or type(value) is not bytes:
+        raise TypeError(
+            f"a snapshot record is three bytes objects, got {type(table).__name__}, "
+            f"{type(key).__name__}, {type(value).__name__}"
+        )
+    return _pack((table, key, value))
+
+
+def decode_snapshot_record(b: bytes | bytearray | memoryview) -> tuple[bytes, bytes, bytes]:
+    """Inverse of ``encode_snapshot_record``: ``(table, key, value)``."""
+    t = _unpack(b, "snapshot record")
+    if type(t) is not tuple or len(t) != 3 or type(t[0]) is not bytes or type(t[1]) is not bytes:
+        _fail("snapshot record", _SNAP_RECORD_LAYOUT, t)
+    if type(t[2]) is not bytes:
+        _fail("snapshot record", _SNAP_RECORD_LAYOUT, t)
+    return t  # checked above: a tuple of three bytes
+
+
+def encode_snapshot_trailer(records: int, crc32: int) -> bytes:
+    """``[1, records, crc32]``: the count of data records and the CRC32 of every byte before the trailer."""
+    return _pack((FORMAT_VERSION, records, crc32))
+
+
+def decode_snapshot_trailer(b: bytes | bytearray | memoryview) -> tuple[int, int]:
+    """Inverse of ``encode_snapshot_trailer``: ``(records, crc32)``."""
+    t = _versioned(_unpack(b, "snapshot trailer"), "snapshot trailer", 3, _SNAP_TRAILER_LAYOUT)
+    _, records, crc = t
+    if not (_is_index(records) and _is_index(crc) and crc <= _U32_MAX):
+        _fail("snapshot trailer", _SNAP_TRAILER_LAYOUT, t)
+    return records, crc
 
 
 # -- Message batches (the peer wire payload) ---------------------------------------------------------------------

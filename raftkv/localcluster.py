@@ -643,6 +643,60 @@ def restart(dir: str | os.PathLike[str], node: int, *, timeout_s: float = 10.0) 
             time.sleep(0.1)
 
 
+def add_node(
+    dir: str | os.PathLike[str],
+    *,
+    learner: bool = False,
+    timeout_s: float = 60.0,
+    progress: Progress | None = None,
+) -> NodeInfo:
+    """Grow the local cluster by one node: add it as a learner through the leader, start it in join mode (it
+    receives the log, or a snapshot of the state if the log was compacted), wait until it has caught up, then
+    promote it to voter (unless ``learner``)."""
+    say = progress or _noop
+    info = load(dir)
+    if any(n.exec_prefix for n in info.nodes):
+        raise ClusterError("add-node supports loopback clusters only (not ones in network namespaces)")
+    new_id = max(n.id for n in info.nodes) + 1
+    peer, client = _plan_ports(1, None)[0]
+    ni = NodeInfo(new_id, f"127.0.0.1:{peer}", f"127.0.0.1:{client}", info.dir / f"node{new_id}")
+    with SyncClient(info.endpoints, timeout_s=30) as c:
+        ml = c.member_add(new_id, ni.peer_addr, ni.client_addr, learner=True)
+        say(f"added node {new_id} to cluster {ml.cluster_id} as a learner")
+        members = [Member(m.id, m.peer_addr, m.client_addr) for m in ml.members]
+        ni.data_dir.mkdir(parents=True, exist_ok=True)
+        ni.config.write_text(
+            f"# written by `raftkv cluster add-node` at {_now()}\n"
+            f"id = {new_id}\n"
+            f"data_dir = {json.dumps(str(ni.data_dir))}\n"
+            f"join = true\n"
+            f"join_cluster_id = {json.dumps(ml.cluster_id)}\n"
+            f"tick_ms = {info.tick_ms}\n"
+            f"sync = {'true' if info.sync else 'false'}\n\n" + member_toml(members)
+        )
+        info = replace(info, nodes=(*info.nodes, ni))
+        _save(info)
+        pid = _start(info, ni)
+        say(f"node {new_id}: pid {pid}, client {ni.client_addr}, peer {ni.peer_addr}, log {ni.log}")
+        deadline = time.monotonic() + timeout_s
+        while True:
+            sts = {s.id: s for s in c.cluster_status(timeout_s=1.0) if s.reachable}
+            lead = next((s for s in sts.values() if s.role == "leader"), None)
+            mine = sts.get(new_id)
+            if lead is not None and mine is not None and mine.applied >= lead.commit:
+                break
+            if not _alive(pid):
+                raise ClusterError(f"node {new_id} exited; see `raftkv cluster logs {new_id}`")
+            if time.monotonic() >= deadline:
+                raise ClusterError(f"node {new_id} did not catch up within {timeout_s:g}s (it stays a learner)")
+            time.sleep(0.2)
+        say(f"node {new_id} caught up (applied {mine.applied})")
+        if not learner:
+            c.member_promote(new_id)
+            say(f"node {new_id} is now a voter")
+    return load(dir).node(new_id)
+
+
 def down(dir: str | os.PathLike[str], *, purge: bool = False, timeout_s: float = 10.0) -> list[str]:
     """Stop every node (SIGTERM, then SIGKILL after ``timeout_s``) and remove the pid files; ``purge`` also
     deletes the cluster directory. Safe to repeat."""

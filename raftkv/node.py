@@ -28,15 +28,46 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
-from .errors import NotLeader, RaftKVError, ReadOnly, StorageError, Timeout, Unavailable
-from .kv import Applied, Command, KVStateMachine, encode_batch
-from .raft import Config, ConfState, Message, ProposalDropped, RawNode, Ready, StateRole
+from .errors import InvalidArgument, NotLeader, RaftKVError, ReadOnly, StorageError, Timeout, Unavailable
+from .kv import (
+    Applied,
+    Command,
+    ErrorResult,
+    KVStateMachine,
+    MemberChange,
+    MemberChangeResult,
+    MemberInfo,
+    bootstrap_entries,
+    decode_conf_change,
+    encode_batch,
+    encode_change,
+)
+from .raft import (
+    EMPTY_HARD_STATE,
+    ConfChangeType,
+    Config,
+    EntryType,
+    HardState,
+    Message,
+    MsgType,
+    ProposalDropped,
+    RawNode,
+    Ready,
+    Snapshot,
+    SnapshotMetadata,
+    StateRole,
+)
+from .raft.core import conf_state_after
 from .ready import handle_ready
 from .settings import Settings
 from .storage import DurableStorageError, LmdbLogStore, StorageFullError
+from .storage.snapshots import SnapshotHeader, SnapshotInfo, iter_records, prune, remove_temp_files, write_snapshot
 from .transport import Transport
 
 log = logging.getLogger("raftkv.node")
+
+COMPACT_CHUNK = 5_000
+"""Most log entries one compaction step deletes (keeps every write transaction short)."""
 
 
 @dataclass
@@ -50,6 +81,9 @@ class NodeStats:
     batches_proposed: int = 0
     read_rounds: int = 0
     reads_served: int = 0
+    compactions: int = 0
+    snapshots_sent: int = 0
+    snapshots_installed: int = 0
     persist_us: int = 0
     """Total time handle_ready waited for the writer thread (write + sync + apply), in µs."""
     write_us: int = 0
@@ -78,6 +112,7 @@ class Node:
         self.transport = transport
         self.stats = NodeStats()
         self.client_addrs = {m.id: m.client_addr for m in settings.members}
+        self._peer_addrs = {m.id: m.peer_addr for m in settings.members if m.id != settings.id}
         self._loop: asyncio.AbstractEventLoop | None = None
         self._wake = asyncio.Event()
         self._inbox: deque[Message] = deque()
@@ -89,6 +124,15 @@ class Node:
         self._pending_reads: list[asyncio.Future[int]] = []
         self._read_rounds: dict[bytes, list[asyncio.Future[int]]] = {}
         self._next_read_ctx = 1
+        self._conf_proposals: list[tuple[bytes, _Waiter]] = []
+        self.snapshot_dir = settings.data_dir / "snapshots"
+        self.snapshot_dir.mkdir(parents=True, exist_ok=True)
+        remove_temp_files(self.snapshot_dir)
+        self._snapshot_tasks: dict[int, asyncio.Task[None]] = {}
+        self._snapshot_status: list[tuple[int, bool]] = []
+        self._snapshot_pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"raftkv-snapshot-{self.id}")
+        self._transfers: list[int] = []
+        self._leadership = asyncio.Event()  # set (and replaced) whenever the leader or role changes
         self._applied_waiters: list[tuple[int, int, asyncio.Future[None]]] = []  # heap of (index, seq, future)
         self._applied_seq = 0
         self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"raftkv-writer-{self.id}")
@@ -99,12 +143,19 @@ class Node:
         self._ticks_done = 0
         self._t0 = 0.0
 
-        _, cs = store.initial_state()
-        if not cs.voters:
-            # First start: the initial membership becomes durable before the core reads it.
-            cs = ConfState(voters=tuple(sorted(m.id for m in settings.members if not m.learner)),
-                           learners=tuple(sorted(m.id for m in settings.members if m.learner)))
-            store.set_conf_state(cs)
+        hs, cs = store.initial_state()
+        if store.last_index() == 0 and hs == EMPTY_HARD_STATE and not cs.voters and not settings.join:
+            # First start of an initial member: write the bootstrap entries (one membership change per initial
+            # member, identical on every initial member) as committed. They are applied like any other entry, so
+            # a node that joins later learns the whole membership, addresses included, by replaying the log.
+            boot = bootstrap_entries(
+                [MemberInfo(m.id, m.peer_addr, m.client_addr, m.learner) for m in settings.members]
+            )
+            store.write(entries=boot, hard_state=HardState(term=1, vote=0, commit=len(boot)))
+            log.info("node %d: bootstrapped cluster %s with members %s", self.id, settings.cluster_id,
+                     [m.id for m in settings.members])
+        self.removed = False
+        """This node applied its own removal from the cluster (it then refuses client requests)."""
         self.raw = RawNode(
             Config(
                 id=self.id,
@@ -116,9 +167,10 @@ class Node:
                 check_quorum=True,
                 pre_vote=True,
                 forward_proposals=settings.forward_proposals,
+                decode_conf_change=decode_conf_change,
                 rng=random.Random(),
             ),
-            store,
+            _CoreStorage(store),
         )
         transport.set_peers({m.id: m.peer_addr for m in settings.members if m.id != self.id})
 
@@ -154,6 +206,8 @@ class Node:
             raise Unavailable(f"node {self.id} is shutting down")
         if self.read_only_reason:
             raise ReadOnly(f"node {self.id} refuses writes: {self.read_only_reason}")
+        if self.removed:
+            raise Unavailable(f"node {self.id} was removed from the cluster; use another node")
 
     def new_request_id(self) -> int:
         rid = self._next_request_id
@@ -177,6 +231,61 @@ class Node:
             return await w.future
         finally:
             self._waiters.pop(rid, None)
+
+    async def change_membership(self, t: ConfChangeType, member: MemberInfo) -> MemberChangeResult:
+        """Propose one single-server membership change and wait until it is applied here. Only the leader takes
+        changes, one at a time (Unavailable "in progress" otherwise)."""
+        self._check_writable()
+        if self.role != StateRole.LEADER:
+            raise self.not_leader()
+        w = _Waiter(asyncio.get_running_loop().create_future())
+        rid = self.new_request_id()
+        self._waiters[rid] = w
+        self._conf_proposals.append((encode_change(MemberChange(t, member, self.id, rid)), w))
+        self._wake.set()
+        try:
+            result = await w.future
+        finally:
+            self._waiters.pop(rid, None)
+        if isinstance(result, ErrorResult):
+            raise Unavailable(result.message)
+        if not isinstance(result, MemberChangeResult):  # pragma: no cover - a result of another kind
+            raise Unavailable(f"unexpected result {type(result).__name__}")
+        return result
+
+    def members(self) -> list[MemberInfo]:
+        return self.fsm.members()
+
+    def best_transferee(self) -> int:
+        """The voter (other than us) whose log matches ours furthest (0 if none)."""
+        r = self.raw.raft
+        best, best_match = 0, -1
+        for v in r.trk.voters:
+            pr = r.trk.progress.get(v)
+            if v != self.id and pr is not None and pr.match > best_match:
+                best, best_match = v, pr.match
+        return best
+
+    async def transfer_leadership(self, to: int = 0, timeout_s: float | None = None) -> int:
+        """Hand leadership to ``to`` (0: the most up-to-date voter): it catches up, then campaigns at once
+        (thesis §3.10). Returns the new leader's id; Timeout if it did not happen in time."""
+        if self.role != StateRole.LEADER:
+            raise self.not_leader()
+        target = to or self.best_transferee()
+        if not target:
+            raise Unavailable("there is no other voter to hand leadership to")
+        if target not in self.raw.raft.trk.voters:
+            raise InvalidArgument(f"node {target} is not a voter of this cluster")
+        self._transfers.append(target)
+        self._wake.set()
+        limit = timeout_s if timeout_s is not None else 2 * self.settings.election_ticks * self._tick_s + 1.0
+        try:
+            async with asyncio.timeout(limit):
+                while self.role == StateRole.LEADER or self.leader_id == 0:
+                    await self._leadership.wait()
+        except TimeoutError:
+            raise Timeout(f"leadership did not move to node {target} within {limit:.1f}s") from None
+        return self.leader_id
 
     async def read_index(self) -> int:
         """A linearizable read point (thesis §6.4): resolves once a majority confirmed our leader's leadership after
@@ -260,8 +369,13 @@ class Node:
                     self._turn()
         finally:
             ticker.cancel()
+            for t in self._snapshot_tasks.values():
+                t.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await ticker
+            for t in self._snapshot_tasks.values():
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await t
             self._fail_all(Unavailable(f"node {self.id} stopped"))
 
     async def _ticker(self) -> None:
@@ -292,9 +406,29 @@ class Node:
             for peer in self._unreachable:
                 raw.report_unreachable(peer)
             self._unreachable.clear()
-        # 3. Proposals.
+        if self._snapshot_status:
+            for peer, ok in self._snapshot_status:
+                raw.report_snapshot(peer, ok)
+            self._snapshot_status.clear()
+        # 3. Proposals (membership changes one by one: the core takes only one at a time), and transfers.
         if self._proposals:
             self._propose_batch()
+        if self._conf_proposals:
+            confs, self._conf_proposals = self._conf_proposals, []
+            for data, w in confs:
+                try:
+                    raw.propose_conf_change(data)
+                except ProposalDropped as e:
+                    if not w.future.done():
+                        w.future.set_exception(
+                            self.not_leader()
+                            if e.reason == ProposalDropped.NOT_LEADER
+                            else Unavailable(f"membership change refused: {e.reason}; retry when it completes")
+                        )
+        if self._transfers:
+            for target in self._transfers:
+                raw.transfer_leader(target)
+            self._transfers.clear()
         # 4. Linearizable reads share one read-index request (and so one heartbeat round).
         if self._pending_reads:
             futs, self._pending_reads = self._pending_reads, []
@@ -353,8 +487,17 @@ class Node:
 
     # -- results ----------------------------------------------------------------------------------------------
     def _on_applied(self, rd: Ready, results: Sequence[Applied] | None) -> None:
+        if rd.snapshot is not None or any(e.type == EntryType.CONF_CHANGE for e in rd.committed_entries):
+            for e in rd.committed_entries:
+                if e.type == EntryType.CONF_CHANGE:
+                    self.raw.apply_conf_change(decode_conf_change(e.data))
+            self._refresh_membership()
         if rd.soft_state is not None:
             self._on_soft_state(rd.soft_state.lead, rd.soft_state.role)
+        if rd.snapshot is not None:
+            self.applied = max(self.applied, rd.snapshot.metadata.index)
+            self.stats.snapshots_installed += 1
+            log.info("node %d installed a snapshot at index %d", self.id, rd.snapshot.metadata.index)
         if rd.committed_entries:
             self.applied = rd.committed_entries[-1].index
             self.stats.entries_applied += len(rd.committed_entries)
@@ -380,6 +523,86 @@ class Node:
             if not fut.done():
                 fut.set_result(None)
 
+    # -- snapshots -------------------------------------------------------------------------------------------
+    def send_messages(self, msgs: Sequence[Message]) -> None:
+        """Send through the transport, except snapshots: the core's MsgSnap carries metadata only, so the state is
+        dumped into a file, streamed to the follower, and only then is the message sent, naming the file."""
+        snaps = [m for m in msgs if m.type == MsgType.SNAP]
+        if snaps:
+            msgs = [m for m in msgs if m.type != MsgType.SNAP]
+            for m in snaps:
+                self._start_snapshot(m)
+        if msgs:
+            self.transport.send(msgs)
+
+    def _start_snapshot(self, m: Message) -> None:
+        task = self._snapshot_tasks.get(m.to)
+        if task is not None and not task.done():
+            self._snapshot_status.append((m.to, False))  # one transfer per follower at a time
+            return
+        self._snapshot_tasks[m.to] = asyncio.get_running_loop().create_task(
+            self._send_snapshot(m), name=f"raftkv-snapshot-{self.id}-to-{m.to}"
+        )
+
+    async def _send_snapshot(self, m: Message) -> None:
+        ok = False
+        t0 = time.monotonic()
+        try:
+            info = await asyncio.get_running_loop().run_in_executor(self._snapshot_pool, self.dump_snapshot)
+            ok = await self.transport.send_snapshot(m.to, info.path)
+            if ok:
+                snap = Snapshot(info.header.metadata, info.path.name.encode())
+                self.transport.send([m._replace(snapshot=snap)])
+                self.stats.snapshots_sent += 1
+                log.info(
+                    "node %d sent a snapshot at index %d (%d records, %.1f MB) to node %d in %.1fs", self.id,
+                    info.header.index, info.records, info.size_bytes / 1e6, m.to, time.monotonic() - t0,
+                )
+        except asyncio.CancelledError:
+            raise
+        except Exception as e:
+            log.warning("node %d: sending a snapshot to node %d failed: %s", self.id, m.to, e)
+        finally:
+            self._snapshot_status.append((m.to, ok))
+            self._wake.set()
+
+    def dump_snapshot(self) -> SnapshotInfo:
+        """Write the state machine as it stands into a snapshot file, from one consistent read transaction (writes
+        go on meanwhile). Runs on a worker thread."""
+        store = self.store
+        with store.read_txn() as txn:
+            index = store.applied_index_in(txn)
+            header = SnapshotHeader(
+                index=index,
+                term=store.term(index),
+                conf_state=self.fsm.conf_state(txn=txn),
+                cluster_id=self.settings.cluster_id,
+            )
+            info = write_snapshot(self.snapshot_dir, header, self.fsm.iter_state(txn))
+        prune(self.snapshot_dir, keep=3)
+        return info
+
+    def on_snapshot_received(self, frm: int, path: Any) -> None:
+        log.info("node %d received a snapshot file %s from node %d", self.id, path, frm)
+
+    def _refresh_membership(self) -> None:
+        """Adopt the replicated member table: peers to talk to, client addresses for redirects."""
+        members = self.fsm.members()
+        if not members:
+            return
+        self.client_addrs = {m.id: m.client_addr for m in members}
+        peers = {m.id: m.peer_addr for m in members if m.id != self.id}
+        lead = self.leader_id
+        if lead and lead != self.id and lead not in peers and lead in self._peer_addrs:
+            # A leader that removed itself keeps leading until we all know the change committed (thesis §4.2.2):
+            # keep answering it until the leadership moves on.
+            peers[lead] = self._peer_addrs[lead]
+        self._peer_addrs = peers
+        self.transport.set_peers(peers)
+        if self.id not in self.client_addrs and not self.removed and self.role != StateRole.LEADER:
+            self.removed = True
+            log.warning("node %d was removed from the cluster; it no longer serves requests (stop it)", self.id)
+
     def _deliver_results(self, results: Sequence[Applied]) -> None:
         """Resolve the waiters of the commands this node proposed (idempotent: a resolved waiter is gone)."""
         me = self.id
@@ -392,6 +615,10 @@ class Node:
 
     def _on_soft_state(self, lead: int, role: StateRole) -> None:
         log.info("node %d: %s, leader %s, term %d", self.id, role, lead or "unknown", self.term)
+        self._leadership.set()
+        self._leadership = asyncio.Event()
+        if self.client_addrs.keys() != set(self._peer_addrs) | {self.id}:
+            self._refresh_membership()  # drop (or keep) a departed leader's address
         if self._read_rounds and role != StateRole.LEADER:
             # A read round may be dropped by a leader change: fail it fast so the caller retries elsewhere.
             err = NotLeader(lead, self.client_addrs.get(lead, "")) if lead else Unavailable("leader changed; retry")
@@ -442,6 +669,7 @@ class Node:
 
     def close(self) -> None:
         self._writer.shutdown(wait=True)
+        self._snapshot_pool.shutdown(wait=True)
 
 
 def _request_id(c: Command) -> int:
@@ -456,7 +684,7 @@ class _DriverIO:
         self.loop = loop
 
     def send(self, msgs: Sequence[Message]) -> None:
-        self.node.transport.send(msgs)
+        self.node.send_messages(msgs)
 
     async def persist(self, rd: Ready) -> Any:
         if not (rd.entries or rd.hard_state is not None or rd.snapshot is not None or rd.committed_entries):
@@ -476,7 +704,15 @@ class _DriverIO:
         loop = self.loop
         deliver = node._deliver_results
 
+        snap = rd.snapshot
+        restore_path = node.snapshot_dir / snap.data.decode() if snap is not None else None
+        if restore_path is not None and not restore_path.is_file():
+            raise DurableStorageError(f"snapshot file {restore_path} is missing", str(restore_path))
+
         def apply(txn: Any) -> Any:
+            if restore_path is not None:
+                # Install the leader's state from the verified file, in the same transaction as the log reset.
+                fsm.restore_from(txn, lambda: iter_records(restore_path))
             results = fsm.apply(txn, ents)
             # Hand the results to waiting clients now, before this transaction's sync: the entries are committed
             # (durable on a majority), so a crash before this commit only means they are applied again at restart.
@@ -488,22 +724,71 @@ class _DriverIO:
             return results
 
         t0 = time.perf_counter_ns()
+        conf = None
+        if any(e.type == EntryType.CONF_CHANGE for e in ents):
+            # The membership after these entries, stored with them and the applied index (the same pure function
+            # the core and the state machine's member table use).
+            conf = node.store.conf_state()
+            for e in ents:
+                if e.type == EntryType.CONF_CHANGE:
+                    conf = conf_state_after(conf, decode_conf_change(e.data))
+        if snap is not None and conf is None:
+            conf = snap.metadata.conf_state
+        applied = ents[-1].index if ents else (snap.metadata.index if snap is not None else None)
         result = node.store.write(
             hard_state=rd.hard_state,
             entries=rd.entries,
-            snapshot=rd.snapshot,
-            applied=ents[-1].index if ents else None,
-            apply=apply if ents else None,
+            snapshot=snap,
+            store_snapshot_data=False,
+            applied=applied,
+            apply=apply if ents or snap is not None else None,
+            conf_state=conf,
             sync=rd.must_sync and node.settings.sync,
         )
+        self._maybe_compact()
         st = node.stats
         st.write_us += (time.perf_counter_ns() - t0) // 1000
         st.writes += 1
         st.entries_persisted += len(rd.entries)
         return result
 
+    def _maybe_compact(self) -> None:
+        """On the writer thread, after a write: drop applied log entries beyond the retention, in bounded chunks so
+        no single write transaction runs long. The state machine is durable in LMDB, so nothing else is needed: a
+        follower that needs dropped entries is sent a snapshot of the state."""
+        node = self.node
+        store = node.store
+        s = node.settings
+        first = store.first_index()
+        upto = store.applied_index() - s.compact_keep_entries
+        if upto - first + 1 >= s.compact_after_entries:
+            t0 = time.perf_counter_ns()
+            store.compact(min(upto, first + COMPACT_CHUNK - 1))
+            node.stats.compactions += 1
+            node.stats.write_us += (time.perf_counter_ns() - t0) // 1000
+
     def applied(self, rd: Ready, results: Any) -> None:
         self.node._on_applied(rd, results)
+
+
+class _CoreStorage:
+    """The core's view of the store: reads straight from ``LmdbLogStore`` (bound methods, no extra call on the hot
+    path), except ``snapshot()``. The core asks for a snapshot only to send one to a follower that needs entries
+    that were compacted away; the state machine lives in LMDB and is always current, so the snapshot is the
+    applied state as it stands: its metadata says so, and the data is dumped when it is sent."""
+
+    def __init__(self, store: LmdbLogStore) -> None:
+        self._store = store
+        self.initial_state = store.initial_state
+        self.entries = store.entries
+        self.term = store.term
+        self.first_index = store.first_index
+        self.last_index = store.last_index
+
+    def snapshot(self) -> Snapshot:
+        st = self._store
+        idx = st.applied_index()
+        return Snapshot(SnapshotMetadata(st.conf_state(), idx, st.term(idx)), b"")
 
 
 __all__ = ["Node", "NodeStats", "StorageError"]

@@ -42,6 +42,7 @@ from .kv import (
     IncrResult,
     KeyValue,
     KVStateMachine,
+    MemberInfo,
     Put,
     PutResult,
     Target,
@@ -53,9 +54,10 @@ from .kv import (
 )
 from .node import Node
 from .proto.v1 import kv_pb2, kv_pb2_grpc
-from .raft import StateRole
+from .raft import ConfChangeType, StateRole
 from .settings import Settings
 from .storage import DurableStorageError, LmdbLogStore
+from .storage.snapshots import SnapshotReceiver
 from .transport import GrpcTransport
 
 log = logging.getLogger("raftkv.server")
@@ -391,13 +393,89 @@ class KVServicer(kv_pb2_grpc.KVServicer):
                 results.append(kv_pb2.TxnOpResult(error=f"unexpected result {type(r).__name__}"))
         return kv_pb2.TxnResponse(header=self.header(self.node.applied), succeeded=res.succeeded, results=results)
 
+    # -- membership and leadership ---------------------------------------------------------------------------
+    def _members_pb(self) -> list[kv_pb2.Member]:
+        return [
+            kv_pb2.Member(id=m.id, peer_addr=m.peer_addr, client_addr=m.client_addr, learner=m.learner)
+            for m in self.node.members()
+        ]
+
+    async def MemberList(
+        self, req: kv_pb2.MemberListRequest, ctx: grpc.aio.ServicerContext[Any, Any]
+    ) -> kv_pb2.MemberListResponse:
+        return kv_pb2.MemberListResponse(
+            header=self.header(self.node.applied), members=self._members_pb(), cluster_id=self.s.cluster_id
+        )
+
+    async def _change(
+        self, ctx: grpc.aio.ServicerContext[Any, Any], t: ConfChangeType, member: MemberInfo
+    ) -> kv_pb2.MemberChangeResponse:
+        res = await self._call(ctx, lambda: self.node.change_membership(t, member), self._timeout(ctx), write=True)
+        if not res.changed:
+            await self._abort(ctx, InvalidArgument(res.message or "the membership did not change"))
+        return kv_pb2.MemberChangeResponse(
+            header=self.header(self.node.applied), members=self._members_pb(), cluster_id=self.s.cluster_id
+        )
+
+    async def MemberAdd(
+        self, req: kv_pb2.MemberAddRequest, ctx: grpc.aio.ServicerContext[Any, Any]
+    ) -> kv_pb2.MemberChangeResponse:
+        try:
+            if req.id <= 0:
+                raise InvalidArgument("the new member needs a positive id")
+            if any(m.id == req.id for m in self.node.members()):
+                raise InvalidArgument(f"node {req.id} is already a member (promote or remove it instead)")
+            for what, addr in (("peer", req.peer_addr), ("client", req.client_addr)):
+                host, sep, port = addr.rpartition(":")
+                if not sep or not host or not port.isdigit():
+                    raise InvalidArgument(f"the {what} address must look like HOST:PORT, got {addr!r}")
+        except RaftKVError as e:
+            await self._abort(ctx, e)
+        t = ConfChangeType.ADD_LEARNER if req.learner else ConfChangeType.ADD_VOTER
+        return await self._change(ctx, t, MemberInfo(req.id, req.peer_addr, req.client_addr, req.learner))
+
+    async def MemberPromote(
+        self, req: kv_pb2.MemberPromoteRequest, ctx: grpc.aio.ServicerContext[Any, Any]
+    ) -> kv_pb2.MemberChangeResponse:
+        m = next((m for m in self.node.members() if m.id == req.id), None)
+        if m is None or not m.learner:
+            what = "not a member" if m is None else "already a voter"
+            await self._abort(ctx, InvalidArgument(f"node {req.id} is {what}"))
+        return await self._change(ctx, ConfChangeType.ADD_VOTER, MemberInfo(req.id, "", ""))
+
+    async def MemberRemove(
+        self, req: kv_pb2.MemberRemoveRequest, ctx: grpc.aio.ServicerContext[Any, Any]
+    ) -> kv_pb2.MemberChangeResponse:
+        members = self.node.members()
+        m = next((m for m in members if m.id == req.id), None)
+        if m is None:
+            await self._abort(ctx, InvalidArgument(f"node {req.id} is not a member"))
+        voters = [x for x in members if not x.learner]
+        if m is not None and not m.learner and len(voters) <= 2 and not req.force:
+            await self._abort(
+                ctx,
+                InvalidArgument(
+                    f"removing a voter from a {len(voters)}-voter cluster leaves it unable to elect a leader if the "
+                    "departing node fails during the change; add a node first, or pass --force"
+                ),
+            )
+        return await self._change(ctx, ConfChangeType.REMOVE_NODE, MemberInfo(req.id, "", ""))
+
+    async def TransferLeader(
+        self, req: kv_pb2.TransferLeaderRequest, ctx: grpc.aio.ServicerContext[Any, Any]
+    ) -> kv_pb2.TransferLeaderResponse:
+        leader = await self._call(
+            ctx, lambda: self.node.transfer_leadership(req.to), self._timeout(ctx), write=False
+        )
+        return kv_pb2.TransferLeaderResponse(header=self.header(self.node.applied), leader_id=leader)
+
     async def Status(
         self, req: kv_pb2.StatusRequest, ctx: grpc.aio.ServicerContext[Any, Any]
     ) -> kv_pb2.StatusResponse:
         node = self.node
         st = node.raw.status()
         learners = set(st.conf_state.learners)
-        members = [
+        members = self._members_pb() or [
             kv_pb2.Member(id=m.id, peer_addr=m.peer_addr, client_addr=m.client_addr, learner=m.id in learners)
             for m in self.s.members
         ]
@@ -486,6 +564,9 @@ async def serve(settings: Settings, started: asyncio.Event | None = None, stop: 
             lambda msgs: holder[0].on_messages(msgs),
             lambda peer: holder[0].on_unreachable(peer),
             grpc_options=GRPC_OPTIONS,
+            on_snapshot=lambda frm, path: holder[0].on_snapshot_received(frm, path),
+            snapshot_dir=settings.data_dir / "snapshots",
+            snapshot_sink=SnapshotReceiver.open,
         )
         node = Node(settings, store, fsm, transport)
         holder.append(node)
@@ -518,6 +599,13 @@ async def serve(settings: Settings, started: asyncio.Event | None = None, stop: 
             # The node stopped replicating (e.g. disk full) but keeps answering status and reads until stopped.
             await stop.wait()
         log.info("node %d shutting down", settings.id)
+        if node.role == StateRole.LEADER and node.best_transferee() and not node.read_only_reason:
+            # Hand leadership over first, so clients see no more than one election round of unavailability.
+            try:
+                new = await node.transfer_leadership()
+                log.info("node %d handed leadership to node %d", settings.id, new)
+            except RaftKVError as e:
+                log.warning("node %d could not hand leadership over before stopping: %s", settings.id, e.message)
         node.stop()
         stop_task.cancel()
         with contextlib.suppress(asyncio.CancelledError, Exception):

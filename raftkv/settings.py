@@ -69,6 +69,16 @@ class Settings:
     session_ttl_s: int = 3600
     max_sessions: int = 100_000
     forward_proposals: bool = False
+    join: bool = False
+    """Join an existing cluster instead of bootstrapping one: the node starts with an empty log and learns the
+    membership from the leader (after `raftkv member add` added it). Needs ``join_cluster_id``."""
+    join_cluster_id: str = ""
+    """The id of the cluster to join (printed by `raftkv member add`); overrides the id derived from the members."""
+    compact_after_entries: int = 20_000
+    """Compact the log once it holds this many applied entries; the state machine is durable in LMDB, so compaction
+    only drops log entries (followers that need older ones get a snapshot of the state)."""
+    compact_keep_entries: int = 2_000
+    """Applied entries kept behind the compaction point, so slightly lagging followers catch up from the log."""
     log_level: str = "info"
     extra: Mapping[str, Any] = field(default_factory=dict, compare=False, repr=False)
 
@@ -92,6 +102,8 @@ class Settings:
     def cluster_id(self) -> str:
         """Derived from the token and the initial membership, like etcd's cluster id: two clusters started with
         different member lists or tokens get different ids even if their addresses collide."""
+        if self.join_cluster_id:
+            return self.join_cluster_id
         desc = self.cluster_token + "|" + ";".join(str(m) for m in sorted(self.members, key=lambda m: m.id))
         return hashlib.sha256(desc.encode()).hexdigest()[:16]
 
@@ -118,6 +130,10 @@ class Settings:
             raise ConfigError("max_key_bytes must be between 1 and 1 MiB")
         if not 0 <= self.max_value_bytes <= 64 << 20:
             raise ConfigError("max_value_bytes must be between 0 and 64 MiB")
+        if self.join and not self.join_cluster_id:
+            raise ConfigError("--join needs --join-cluster-id (the id `raftkv member add` printed)")
+        if self.compact_after_entries < 1 or self.compact_keep_entries < 0:
+            raise ConfigError("compact_after_entries must be positive and compact_keep_entries not negative")
         if self.log_level not in ("debug", "info", "warning", "error"):
             raise ConfigError(f"log_level must be debug, info, warning or error, not {self.log_level!r}")
         return self

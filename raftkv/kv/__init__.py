@@ -41,7 +41,8 @@ from .commands import (
     encode_result,
     validate,
 )
-from .fsm import DB_NAMES, Applied, DictBackend, FSMStore, KVBackend, KVStateMachine, LmdbBackend
+from .fsm import DB_NAMES, Applied, DictBackend, FSMStore, KVBackend, KVStateMachine, LmdbBackend, MemberChangeResult
+from .membership import MemberChange, MemberInfo, bootstrap_entries, decode_change, decode_conf_change, encode_change
 from .sessions import SessionRecord, SessionTable
 from .vclock import EMPTY_CLOCK, Ordering, VectorClock, compare
 
@@ -72,6 +73,9 @@ __all__ = [
     "KeyValue",
     "Limits",
     "LmdbBackend",
+    "MemberChange",
+    "MemberChangeResult",
+    "MemberInfo",
     "Ordering",
     "Put",
     "PutResult",
@@ -85,11 +89,15 @@ __all__ = [
     "TxnOpType",
     "TxnResult",
     "VectorClock",
+    "bootstrap_entries",
     "compare",
     "decode_batch",
     "decode_batch_lenient",
+    "decode_change",
+    "decode_conf_change",
     "decode_result",
     "encode_batch",
+    "encode_change",
     "encode_result",
     "validate",
 ]

@@ -33,7 +33,7 @@ import hashlib
 import re
 import struct
 from bisect import bisect_left, bisect_right
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager
 from typing import Any, NamedTuple, Protocol
 
@@ -41,7 +41,8 @@ import lmdb
 
 from raftkv.codec import CodecError, encode_value_record
 from raftkv.errors import InvalidArgument
-from raftkv.raft.types import Entry, EntryType
+from raftkv.raft.core import conf_state_after
+from raftkv.raft.types import ConfChangeType, ConfState, Entry, EntryType
 
 from .commands import (
     MAX_KEY_BYTES,
@@ -72,6 +73,7 @@ from .commands import (
     decode_value,
     validate,
 )
+from .membership import MemberInfo, decode_change, decode_member, encode_member
 from .sessions import SessionRecord, SessionTable
 from .vclock import EMPTY_CLOCK
 
@@ -81,7 +83,8 @@ DB_KV = b"kv"
 DB_SESSIONS = b"sessions"
 DB_SESSIONS_BY_AGE = b"sessions_by_age"
 DB_META = b"fsm_meta"
-DB_NAMES = (DB_META, DB_KV, DB_SESSIONS, DB_SESSIONS_BY_AGE)
+DB_MEMBERS = b"members"
+DB_NAMES = (DB_META, DB_KV, DB_SESSIONS, DB_SESSIONS_BY_AGE, DB_MEMBERS)
 """The state machine's tables, in sorted order (the order of ``snapshot_items``)."""
 
 _M_APPLIED = b"applied"
@@ -271,6 +274,24 @@ class FSMStore(Protocol):
     def read_txn(self, *, buffers: bool = False) -> AbstractContextManager[lmdb.Transaction[Any]]: ...
 
 
+class MemberChangeResult(NamedTuple):
+    """The answer to a membership change: whether it changed anything, and the membership afterwards."""
+
+    changed: bool
+    conf_state: ConfState
+    message: str
+
+
+def conf_state_of(members: KVBackend) -> ConfState:
+    """The membership the member table describes."""
+    voters: list[int] = []
+    learners: list[int] = []
+    for k, v in members.iter_from(b""):
+        mid = _U64.unpack(k)[0]
+        (learners if decode_member(mid, v).learner else voters).append(mid)
+    return ConfState(tuple(voters), tuple(learners))
+
+
 class Applied(NamedTuple):
     """The answer to one command: ``request_id`` of ``proposer`` (match it to the waiter) got ``result``.
 
@@ -280,7 +301,7 @@ class Applied(NamedTuple):
     index: int  # type: ignore[assignment]  # shadows tuple.index; the Raft name wins (as in Entry)
     proposer: int
     request_id: int
-    result: Result
+    result: Result | MemberChangeResult
 
 
 class _Tables(NamedTuple):
@@ -288,6 +309,7 @@ class _Tables(NamedTuple):
     kv: KVBackend
     sessions: KVBackend
     by_age: KVBackend
+    members: KVBackend
 
 
 def _get_u64(table: KVBackend, key: bytes) -> int:
@@ -337,7 +359,7 @@ class KVStateMachine:
         self._dbs: tuple[Any, ...] = ()
         self._dicts: _Tables | None = None
         if store is None:
-            self._dicts = _Tables(DictBackend(), DictBackend(), DictBackend(), DictBackend())
+            self._dicts = _Tables(DictBackend(), DictBackend(), DictBackend(), DictBackend(), DictBackend())
         else:
             if store.env.max_key_size() < LONG_KEY_PREFIX + 33:
                 raise ValueError(f"this LMDB build allows keys of only {store.env.max_key_size()} bytes")
@@ -357,8 +379,8 @@ class KVStateMachine:
             return self._dicts
         if txn is None:
             raise ValueError("this state machine keeps its state in LMDB: pass the write transaction")
-        meta, kv, sessions, by_age = (LmdbBackend(txn, db) for db in self._dbs)
-        return _Tables(meta, KeyMappingBackend(kv), sessions, by_age)
+        meta, kv, sessions, by_age, members = (LmdbBackend(txn, db) for db in self._dbs)
+        return _Tables(meta, KeyMappingBackend(kv), sessions, by_age, members)
 
     @contextmanager
     def _reading(self, txn: lmdb.Transaction[Any] | None = None) -> Iterator[_Tables]:
@@ -394,6 +416,9 @@ class KVStateMachine:
             if index <= applied:
                 continue
             applied = index
+            if entry.type == EntryType.CONF_CHANGE:
+                append(self._apply_member_change(tables.members, index, entry.data))
+                continue
             if entry.type != EntryType.NORMAL or not entry.data:
                 continue
             try:
@@ -424,6 +449,41 @@ class KVStateMachine:
         if now_ns != first_now:
             meta.put(_M_NOW, _U64.pack(now_ns))
         return out
+
+    # -- membership -------------------------------------------------------------------------------------------------
+    @staticmethod
+    def _apply_member_change(members: KVBackend, index: int, data: bytes) -> Applied:
+        """Apply a CONF_CHANGE entry to the member table (the replicated addresses of every member). The core
+        adopts the same change (``RawNode.apply_conf_change``) and the store the resulting ConfState, all from the
+        same pure ``conf_state_after``, so the three never disagree."""
+        try:
+            change = decode_change(data)
+        except ValueError as exc:
+            return Applied(index, 0, 0, ErrorResult(_INVALID, f"log entry {index}: {exc}"))
+        before = conf_state_of(members)
+        after = conf_state_after(before, change.conf_change)
+        mid = change.member.id
+        key = _U64.pack(mid)
+        if after == before and change.type != ConfChangeType.ADD_VOTER:
+            msg = f"change refused: it would leave {before} without a voter" if mid in before.voters else "no change"
+            return Applied(index, change.proposer, change.request_id, MemberChangeResult(False, after, msg))
+        if mid in after.voters or mid in after.learners:
+            old = members.get(key)
+            m = change.member
+            if old is not None and (not m.peer_addr or not m.client_addr):
+                prev = decode_member(mid, old)  # a promotion or demotion keeps the addresses it had
+                m = MemberInfo(mid, prev.peer_addr, prev.client_addr, mid in after.learners)
+            else:
+                m = MemberInfo(mid, m.peer_addr, m.client_addr, mid in after.learners)
+            members.put(key, encode_member(m))
+        else:
+            members.delete(key)
+        return Applied(index, change.proposer, change.request_id, MemberChangeResult(True, after, ""))
+
+    def members(self, *, txn: lmdb.Transaction[Any] | None = None) -> list[MemberInfo]:
+        """Every member with its addresses, by id."""
+        with self._reading(txn) as t:
+            return [decode_member(_U64.unpack(k)[0], v) for k, v in t.members.iter_from(b"")]
 
     # -- reads ------------------------------------------------------------------------------------------------------
     # Each read runs in its own short ``store.read_txn()``, or in ``txn`` if given (LMDB mode: a transaction from
@@ -500,6 +560,33 @@ class KVStateMachine:
         with self._reading() as t:
             items = [(name, k, v) for name, table in zip(DB_NAMES, t, strict=True) for k, v in table.iter_from(b"")]
         return iter(items)
+
+    def iter_state(self, txn: lmdb.Transaction[Any]) -> Iterator[tuple[bytes, bytes, bytes]]:
+        """Every ``(table, key, value)`` as ``txn`` (a read transaction) sees it, streamed: tables in ``DB_NAMES``
+        order, keys sorted. With ``raftkv.storage.snapshots.write_snapshot`` this dumps the state with bounded
+        memory; the transaction gives a consistent view while writes go on."""
+        for name, table in zip(DB_NAMES, self._tables(txn), strict=True):
+            for k, v in table.iter_from(b""):
+                yield name, k, v
+
+    def conf_state(self, *, txn: lmdb.Transaction[Any] | None = None) -> ConfState:
+        """The membership the replicated member table describes."""
+        with self._reading(txn) as t:
+            return conf_state_of(t.members)
+
+    def restore_from(
+        self, txn: lmdb.Transaction[Any], items: Callable[[], Iterable[tuple[bytes, bytes, bytes]]]
+    ) -> None:
+        """Replace the whole state with what ``items()`` yields (streamed from a snapshot file), in ``txn``. ``items``
+        is a factory: a retried transaction reads the records again. ValueError for an unknown table."""
+        tables = dict(zip(DB_NAMES, self._tables(txn), strict=True))
+        for table in tables.values():
+            table.clear()
+        for name, key, value in items():
+            target = tables.get(name)
+            if target is None:
+                raise ValueError(f"unknown state machine table {name!r}")
+            target.put(key, value)
 
     def restore(self, txn: lmdb.Transaction[Any] | None, items: Sequence[tuple[bytes, bytes, bytes]]) -> None:
         """Replace the whole state with ``items`` (as ``snapshot_items`` produced them), in ``txn`` like ``apply``

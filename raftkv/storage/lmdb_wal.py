@@ -11,7 +11,9 @@ One LMDB environment (a directory) holds named databases::
                                                                        its term (MemoryStorage's ``_ents[0]``)
            b"applied"    -> record(u64)                                the state machine's applied index
            b"generation" -> record(u64)                                bumped by every commit (see "Readers")
-    snap   b"data"       -> record(snapshot data)
+    snap   b"data"       -> record(snapshot data)                     empty if the snapshot was installed with
+                                                                       ``store_snapshot_data=False`` (its state
+                                                                       is in the state machine's own databases)
     ...    other layers (the KV state machine) open their own databases with ``open_db``
 
     record(payload) = crc32(payload) as 4 big-endian bytes + payload
@@ -40,9 +42,19 @@ of one. Between an LMDB commit and that publication, a read transaction could se
 readers detect this (the ``generation`` record differs) and wait for the publication, which follows the commit
 with no I/O in between (LMDB makes a durable commit visible only once its meta page is on disk).
 
-Growing the map (``set_mapsize``) requires that no transaction is active in the process; read transactions are
-therefore only opened under the same lock (``read_txn`` for other layers), and the writer grows the map between
-two attempts of its own transaction.
+Growing the map (``set_mapsize``) requires that no transaction is active in the process. Every read transaction is
+therefore opened under a shared/exclusive gate (``_ReadGate``; ``read_txn`` for other layers): any number of read
+transactions may be open at once, from any threads (a snapshot dump reading the state machine for seconds does not
+hold up the event loop's reads), and the writer grows the map between two attempts of its own transaction, holding
+the gate exclusively: it waits until no read transaction is open, and while it waits no new one starts (a steady
+stream of readers cannot starve it). A thread already inside a read transaction may open another even then (the
+resize waits for that thread, so making it wait would deadlock). Lock order: ``_write_lock``, then the gate, then
+``_lock`` (the cached view); nothing that holds ``_lock`` waits for the gate. ``close()`` also takes the gate
+exclusively, so the environment is never closed under an open read transaction.
+
+A long read transaction has a cost beyond the gate: LMDB cannot reuse the pages freed by commits made while it is
+open, so the map grows faster during a long dump, and a resize that becomes necessary waits for the dump to end
+(the writer - and with it the node's Raft persistence - stalls meanwhile).
 """
 
 from __future__ import annotations
@@ -117,6 +129,83 @@ def _record(payload: bytes) -> bytes:
 def _sizes(entries: Sequence[Entry]) -> int:
     """Sum of ``entry_size`` over ``entries`` (payload plus a 16-byte header each), without a Python loop."""
     return sum(map(len, map(_get_data, entries))) + 16 * len(entries)
+
+
+class _ReadGate:
+    """Shared/exclusive admission for this process's LMDB transactions (see the module docstring, "Readers").
+
+    ``acquire_shared`` / ``release_shared`` bracket a read transaction; ``acquire_exclusive`` / ``release_exclusive``
+    bracket a map resize or ``close``. Shared holders are counted per thread with a thread-local depth, so a thread
+    that already holds the gate re-enters without waiting (even while an exclusive holder waits: it waits for that
+    very thread)."""
+
+    __slots__ = ("_cond", "_exclusive", "_local", "_mutex", "_readers", "_waiting")
+
+    def __init__(self) -> None:
+        self._mutex = threading.Lock()
+        self._cond = threading.Condition(self._mutex)
+        self._readers = 0
+        """Threads holding the gate shared (a re-entering thread counts once)."""
+        self._waiting = 0
+        """Threads waiting to hold it exclusively: new shared holders wait while this is non-zero."""
+        self._exclusive = False
+        self._local = threading.local()
+
+    def acquire_shared(self) -> None:
+        local = self._local
+        depth: int = getattr(local, "depth", 0)
+        if depth:
+            local.depth = depth + 1
+            return
+        with self._mutex:  # the lock itself, not the Condition wrapper: this is on every read's path
+            while self._exclusive or self._waiting:
+                self._cond.wait()
+            self._readers += 1
+        local.depth = 1
+
+    def release_shared(self) -> None:
+        local = self._local
+        depth: int = local.depth - 1
+        local.depth = depth
+        if depth:
+            return
+        with self._mutex:
+            self._readers -= 1
+            if not self._readers and self._waiting:
+                self._cond.notify_all()
+
+    def acquire_exclusive(self) -> None:
+        if getattr(self._local, "depth", 0):
+            raise RuntimeError(
+                "this thread holds a read transaction of the log store: it cannot also resize or close the "
+                "environment (that would wait for itself)"
+            )
+        with self._cond:
+            self._waiting += 1
+            try:
+                while self._exclusive or self._readers:
+                    self._cond.wait()
+            except BaseException:
+                self._waiting -= 1
+                self._cond.notify_all()  # readers held back for us may go on
+                raise
+            self._waiting -= 1
+            self._exclusive = True
+
+    def release_exclusive(self) -> None:
+        with self._cond:
+            self._exclusive = False
+            self._cond.notify_all()
+
+    @property
+    def readers(self) -> int:
+        """Threads holding the gate shared right now (for tests and diagnostics)."""
+        return self._readers
+
+    @property
+    def resize_waiting(self) -> bool:
+        """Whether a resize (or close) waits for the readers to leave (for tests and diagnostics)."""
+        return self._waiting > 0
 
 
 @dataclass
@@ -199,8 +288,10 @@ class LmdbLogStore:
         self._gen = 0
         self._gen_record = b""
         self._lock = threading.RLock()
-        """Guards the cached view and every read transaction (python-lmdb's set_mapsize needs none active)."""
+        """Guards the cached view. Never held while waiting for ``_gate`` (see the lock order in the docstring)."""
         self._published = threading.Condition(self._lock)
+        self._gate = _ReadGate()
+        """Held shared by every open read transaction, exclusively by a map resize and by ``close``."""
         self._write_lock = threading.RLock()
         """Serializes mutations: the cached view is the base every write transaction builds on."""
 
@@ -353,57 +444,98 @@ class LmdbLogStore:
         """Term at ``index`` for first_index() - 1 <= index <= last_index(); CompactedError below that range,
         UnavailableError above it."""
         with self._lock:
-            while True:
-                off = index - self._tail_start
-                if off >= 0:
-                    if index > self._last_index:
-                        raise UnavailableError(index)
-                    return self._tail[off].term
-                if index <= self._dummy_index:
-                    if index == self._dummy_index:
-                        return self._dummy_term
-                    raise CompactedError(index)
-                got = self._read_log(index, index + 1, None)
-                if got is not None:
-                    return got[0].term
-                self._wait_published()
+            cached = self._cached_term(index)
+            if cached is not None:
+                return cached
+        # Below the tail cache: a read transaction. The gate is taken before the view lock (the lock order), and
+        # the view is checked again under it: it may have moved meanwhile.
+        self._gate.acquire_shared()
+        try:
+            with self._lock:
+                while True:
+                    cached = self._cached_term(index)
+                    if cached is not None:
+                        return cached
+                    got = self._read_log(index, index + 1, None)
+                    if got is not None:
+                        return got[0].term
+                    self._wait_published()
+        finally:
+            self._gate.release_shared()
+
+    def _cached_term(self, index: int) -> int | None:
+        """The term at ``index`` from the cached view, None if it must be read from LMDB (or the range error)."""
+        off = index - self._tail_start
+        if off >= 0:
+            if index > self._last_index:
+                raise UnavailableError(index)
+            return self._tail[off].term
+        if index <= self._dummy_index:
+            if index == self._dummy_index:
+                return self._dummy_term
+            raise CompactedError(index)
+        return None
 
     def entries(self, lo: int, hi: int, max_size: int | None = None) -> list[Entry]:
         """Entries in [lo, hi): at least one if the range is not empty, then as many as fit in ``max_size`` bytes
         (by ``entry_size``). CompactedError if lo <= first_index() - 1, UnavailableError if hi > last_index() + 1."""
         with self._lock:
-            while True:
-                if lo <= self._dummy_index:
-                    raise CompactedError(lo)
-                if hi > self._last_index + 1:
-                    raise UnavailableError(hi)
-                if lo >= hi:
-                    return []
-                ts = self._tail_start
-                if lo >= ts:
-                    return limit_size(self._tail[lo - ts : hi - ts], max_size)
-                stored = self._read_log(lo, min(hi, ts), max_size)
-                if stored is None:
-                    self._wait_published()
-                    continue
-                if hi <= ts or len(stored) < ts - lo:
-                    return stored  # the whole range was on disk, or the size limit cut it short
-                return limit_size(stored + self._tail[: hi - ts], max_size)
+            cached = self._cached_entries(lo, hi, max_size)
+            if cached is not None:
+                return cached
+        self._gate.acquire_shared()  # below the tail: as in term()
+        try:
+            with self._lock:
+                while True:
+                    cached = self._cached_entries(lo, hi, max_size)
+                    if cached is not None:
+                        return cached
+                    ts = self._tail_start
+                    stored = self._read_log(lo, min(hi, ts), max_size)
+                    if stored is None:
+                        self._wait_published()
+                        continue
+                    if hi <= ts or len(stored) < ts - lo:
+                        return stored  # the whole range was on disk, or the size limit cut it short
+                    return limit_size(stored + self._tail[: hi - ts], max_size)
+        finally:
+            self._gate.release_shared()
+
+    def _cached_entries(self, lo: int, hi: int, max_size: int | None) -> list[Entry] | None:
+        """``entries(lo, hi, max_size)`` from the cached view (or its range error); None if LMDB must be read."""
+        if lo <= self._dummy_index:
+            raise CompactedError(lo)
+        if hi > self._last_index + 1:
+            raise UnavailableError(hi)
+        if lo >= hi:
+            return []
+        ts = self._tail_start
+        if lo >= ts:
+            return limit_size(self._tail[lo - ts : hi - ts], max_size)
+        return None
 
     def snapshot(self) -> Snapshot:
-        """The installed snapshot (metadata and data); an empty one (index 0) if none was installed."""
+        """The installed snapshot (metadata and data); an empty one (index 0) if none was installed. For a snapshot
+        installed with ``store_snapshot_data=False`` the data is ``b""`` (the state is in the state machine)."""
         with self._lock:
-            while True:
-                md = self._snap_meta
-                if not md.index:
-                    return Snapshot(md)
-                txn = self.env.begin(buffers=True)
-                try:
-                    if self._sees_published(txn):
-                        return Snapshot(md, self._read_snapshot_data(txn))
-                finally:
-                    txn.abort()
-                self._wait_published()
+            if not self._snap_meta.index:
+                return Snapshot(self._snap_meta)
+        self._gate.acquire_shared()
+        try:
+            with self._lock:
+                while True:
+                    md = self._snap_meta
+                    if not md.index:
+                        return Snapshot(md)
+                    txn = self._begin_read(buffers=True)
+                    try:
+                        if self._sees_published(txn):
+                            return Snapshot(md, self._read_snapshot_data(txn))
+                    finally:
+                        txn.abort()
+                    self._wait_published()
+        finally:
+            self._gate.release_shared()
 
     # -- state beyond the log -----------------------------------------------------------------------------------
     def conf_state(self) -> ConfState:
@@ -421,17 +553,24 @@ class LmdbLogStore:
 
     @contextmanager
     def read_txn(self, *, buffers: bool = False) -> Iterator[lmdb.Transaction[Any]]:
-        """A short read transaction on ``env`` for other layers (the KV state machine's own databases).
+        """A read transaction on ``env`` for other layers (the KV state machine's own databases).
 
         Every read transaction in the process must come from here: growing the map (``set_mapsize``) requires
-        that none is active, and this holds the lock that growth waits for. Keep it short, and call none of this
-        store's methods inside it (a nested read may wait for the writer, which may then replace the map)."""
-        with self._lock:
-            txn: lmdb.Transaction[Any] = self.env.begin(buffers=True) if buffers else self.env.begin()
+        that none is active, and this holds the gate (shared) that growth waits for. Any number may be open at
+        once, from any threads. A long one (a snapshot dump) is allowed, but a map resize waits for it to end (and
+        new read transactions of other threads wait behind that resize), so run it off the event loop. Inside it,
+        this store's read methods (``term``, ``entries``, ``snapshot``, ``initial_state``, ``applied_index_in``) may
+        be called; its mutating methods, ``open_db`` and ``close`` must not (they could wait for this very
+        transaction). DurableStorageError if the store is closed."""
+        self._gate.acquire_shared()
+        try:
+            txn = self._begin_read(buffers=buffers)
             try:
                 yield txn
             finally:
                 txn.abort()
+        finally:
+            self._gate.release_shared()
 
     def open_db(self, name: bytes, *, dupsort: bool = False) -> lmdb._Database:
         """Open (creating) the named database ``name`` in this environment, for another layer. Call it at setup,
@@ -449,6 +588,8 @@ class LmdbLogStore:
         hard_state: HardState | None = None,
         entries: Sequence[Entry] = (),
         snapshot: Snapshot | None = None,
+        store_snapshot_data: bool = True,
+        conf_state: ConfState | None = None,
         applied: int | None = None,
         apply: Callable[[lmdb.Transaction[bytes]], object] | None = None,
         sync: bool = True,
@@ -457,15 +598,21 @@ class LmdbLogStore:
 
         1. ``snapshot``: drop every log entry, store its metadata and data, make its membership the stored one,
            and set the compaction point to (snapshot index, term). ValueError if not newer than the installed one.
+           With ``store_snapshot_data=False`` the metadata is recorded and the log reset exactly the same way, but
+           ``snapshot.data`` is not stored (an empty payload is; ``snapshot()`` then returns ``data=b""``): for a
+           snapshot whose state the state machine restores through ``apply`` in this same transaction (from a
+           snapshot file), where ``data`` is only a token such as the file's path.
         2. ``entries``: append, first deleting every stored entry at or after ``entries[0].index`` (the conflicting
            suffix). Entries at or below the compaction point are skipped; ValueError if the entries are not
            consecutive or would leave a hole after last_index().
         3. ``hard_state``.
-        4. ``apply(txn)``: the state machine writes its own databases in the same transaction; its return value is
+        4. ``conf_state``: the membership, as ``set_conf_state`` stores it (it overrides a snapshot's membership
+           from step 1 in the same call).
+        5. ``apply(txn)``: the state machine writes its own databases in the same transaction; its return value is
            returned. If the map must grow, the transaction is aborted and retried, so ``apply`` may run more than
            once: it must act only through ``txn`` (the result of the final, committed run is returned).
-        5. ``applied``: the state machine's applied index (ValueError if it would decrease).
-        6. commit.
+        6. ``applied``: the state machine's applied index (ValueError if it would decrease).
+        7. commit.
 
         Any exception (from ``apply`` too) aborts the transaction: nothing of this call is stored or published.
         When this returns, everything is committed, and durable if the store was opened with sync=True (every
@@ -476,12 +623,15 @@ class LmdbLogStore:
 
         def stage(txn: lmdb.Transaction[bytes], p: _Pending) -> None:
             if snapshot is not None:
-                self._stage_snapshot(txn, p, snapshot)
+                self._stage_snapshot(txn, p, snapshot, store_snapshot_data)
             if entries:
                 self._stage_entries(txn, p, entries)
             if hard_state is not None:
                 self._put_meta(txn, p, _M_HARD_STATE, encode_hard_state(hard_state))
                 p.hard_state = hard_state
+            if conf_state is not None:
+                self._put_meta(txn, p, _M_CONF_STATE, encode_conf_state(conf_state))
+                p.conf_state = conf_state
             if apply is not None:
                 p.result = apply(txn)
             if applied is not None:
@@ -504,13 +654,9 @@ class LmdbLogStore:
         self.write(snapshot=snap)
 
     def set_conf_state(self, cs: ConfState) -> None:
-        """Persist the membership (returned by ``initial_state`` from now on, until a snapshot replaces it)."""
-
-        def stage(txn: lmdb.Transaction[bytes], p: _Pending) -> None:
-            self._put_meta(txn, p, _M_CONF_STATE, encode_conf_state(cs))
-            p.conf_state = cs
-
-        self._transact(stage, True)
+        """Persist the membership (returned by ``initial_state`` from now on, until a snapshot replaces it); the
+        same as ``write(conf_state=cs)``."""
+        self.write(conf_state=cs)
 
     def compact(self, index: int) -> None:
         """Discard entries up to and including ``index``; ``index`` and its term become the compaction point.
@@ -536,11 +682,17 @@ class LmdbLogStore:
             self._transact(stage, True)
 
     def close(self) -> None:
-        """Close the environment (idempotent). The store must not be used afterwards."""
-        with self._write_lock, self._lock:
-            if not self._closed:
+        """Close the environment (idempotent), once every open read transaction has ended. The store must not be
+        used afterwards (reads that need LMDB raise DurableStorageError)."""
+        with self._write_lock:
+            if self._closed:
+                return
+            self._gate.acquire_exclusive()
+            try:
                 self._closed = True
                 self.env.close()
+            finally:
+                self._gate.release_exclusive()
 
     def __enter__(self) -> LmdbLogStore:
         return self
@@ -613,12 +765,12 @@ class LmdbLogStore:
         txn.put(key, value, db=self._meta)
         p.bytes_written += len(key) + len(value)
 
-    def _stage_snapshot(self, txn: lmdb.Transaction[bytes], p: _Pending, snap: Snapshot) -> None:
+    def _stage_snapshot(self, txn: lmdb.Transaction[bytes], p: _Pending, snap: Snapshot, store_data: bool) -> None:
         md = snap.metadata
         if md.index <= p.snap_meta.index:
             raise ValueError(f"snapshot at {md.index} is out of date (the installed one is at {p.snap_meta.index})")
         txn.drop(self._log, delete=False)
-        data = _record(snap.data)
+        data = _record(snap.data if store_data else b"")
         txn.put(_S_DATA, data, db=self._snap)
         p.bytes_written += len(data)
         self._put_meta(txn, p, _M_SNAPSHOT, encode_snapshot_metadata(md))
@@ -662,8 +814,11 @@ class LmdbLogStore:
         if current >= self._max_map_size:
             raise StorageFullError(f"the LMDB map is full at {current} bytes, the configured max_map_size", self.path)
         new = min(current * 2, self._max_map_size)
-        with self._lock:  # no read transaction may be active while the map is replaced
+        self._gate.acquire_exclusive()  # no read transaction may be active while the map is replaced
+        try:
             self.env.set_mapsize(new)
+        finally:
+            self._gate.release_exclusive()
         self.stats.map_resizes += 1
 
     def _publish(self, p: _Pending) -> None:
@@ -722,8 +877,8 @@ class LmdbLogStore:
     def _read_log(self, lo: int, hi: int, max_size: int | None) -> list[Entry] | None:
         """Entries [lo, hi) (lo < hi) from LMDB, cut by ``max_size`` like ``limit_size``. Caller holds the lock and
         has checked the range against the cached view. None if LMDB is ahead of that view (see ``_wait_published``).
-        """
-        txn = self.env.begin(buffers=True)
+        The caller holds the gate too (shared)."""
+        txn = self._begin_read(buffers=True)
         try:
             if not self._sees_published(txn):
                 return None
@@ -770,6 +925,12 @@ class LmdbLogStore:
         if raw is None:
             raise StorageCorruption(f"the data of the snapshot at {self._snap_meta.index} is missing", self.path)
         return self._check_record(raw, f"the data of the snapshot at {self._snap_meta.index}")
+
+    def _begin_read(self, *, buffers: bool) -> lmdb.Transaction[Any]:
+        """A read transaction; the caller holds the gate (shared) and aborts the transaction before releasing it."""
+        self._check_open()
+        txn: lmdb.Transaction[Any] = self.env.begin(buffers=True) if buffers else self.env.begin()
+        return txn
 
     def _check_open(self) -> None:
         if self._closed:

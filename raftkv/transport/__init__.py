@@ -26,6 +26,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Protocol, runtime_checkable
 
 from raftkv.raft.types import Message
@@ -84,6 +85,13 @@ class Transport(Protocol):
 
     def peer_status(self) -> dict[int, PeerStatus]:
         """A snapshot of every configured peer (and of any unconfigured node we exchanged frames with)."""
+        ...
+
+    async def send_snapshot(
+        self, peer: int, path: Path, *, chunk_bytes: int = 1 << 20, timeout_s: float | None = None
+    ) -> bool:
+        """Stream a snapshot file to ``peer`` in chunks (bounded memory); True once the peer verified and kept it.
+        At most one transfer per peer at a time (another returns False at once)."""
         ...
 
 

@@ -55,6 +55,20 @@ and a new stream starts only after the old one failed and everything queued for 
 **Before start().** ``set_peers`` and ``send`` may be called before ``start()``: batches for configured peers wait in
 their (bounded) pending lists and go out once the streams are up.
 
+**Snapshots.** ``send_snapshot(peer, path)`` streams a snapshot file (``raftkv.storage.snapshots``) to a peer on a
+call of its own (``RaftPeer/InstallSnapshot``) over the peer's channel, beside its message stream: the messages keep
+flowing, in order, while the file crosses (HTTP/2 interleaves the two calls). The file is read a chunk at a time
+(``chunk_bytes``) on a worker thread, and each chunk is written only once gRPC took the previous one, so the sender
+holds about one chunk; at most one transfer per peer runs at a time. The receiving server checks the cluster id and
+the destination as for frames (call metadata, then every chunk), hands each chunk to a ``SnapshotSink`` that writes
+it to a temporary file in ``snapshot_dir`` (a worker thread again: the event loop never waits for the disk; gRPC's
+flow control holds the sender back meanwhile, so the receiver too holds about one chunk), and on the last chunk has
+the sink fsync, verify and rename the file. Only then does it answer ``ok`` and call ``on_snapshot(from_id, path)``
+on the event loop. Any failure (refusal, a broken or incomplete stream, a corrupt file, a deadline) removes the
+temporary file, answers ``ok=False`` with the reason when it still can, and makes ``send_snapshot`` return False.
+The transport never imports the storage layer: the composition root passes ``SnapshotReceiver.open`` as
+``snapshot_sink``.
+
 The server binds with ``SO_REUSEPORT`` off, so a second node on the same port fails loudly (``ListenError``, an
 ``OSError``) instead of silently sharing the port.
 """
@@ -62,15 +76,18 @@ The server binds with ``SO_REUSEPORT`` off, so a second node on the same port fa
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import errno
 import logging
+import os
 import random
 import socket
 import time
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from itertools import chain
 from operator import itemgetter
-from typing import Any, Final
+from pathlib import Path
+from typing import Any, BinaryIO, Final, Protocol, TypeVar
 
 import grpc
 
@@ -79,7 +96,15 @@ from raftkv.proto.v1 import raft_pb2, raft_pb2_grpc
 from raftkv.raft.types import LOCAL_MESSAGES, Message
 from raftkv.transport import OnMessages, OnUnreachable, PeerStatus, group_by_destination
 
-__all__ = ["DEFAULT_MAX_MESSAGE_BYTES", "GrpcTransport", "ListenError"]
+__all__ = [
+    "DEFAULT_MAX_MESSAGE_BYTES",
+    "GrpcTransport",
+    "ListenError",
+    "OnSnapshot",
+    "OpenSnapshotSink",
+    "ReceivedSnapshot",
+    "SnapshotSink",
+]
 
 log = logging.getLogger("raftkv.transport")
 
@@ -109,10 +134,79 @@ _MD_NODE: Final = "raftkv-node-id"
 _REWARN_S: Final = 30.0
 """While a peer stays unreachable, a *different* error is logged at WARNING again at most this often."""
 
+_SNAPSHOT_THREADS: Final = 2
+"""Worker threads for snapshot file I/O (reading files to send, writing and verifying files received)."""
+
+T = TypeVar("T")
+
 _TYPE = itemgetter(0)  # Message.type
 _TO = itemgetter(1)  # Message.to
 
 _NEW, _RUNNING, _STOPPED = "new", "running", "stopped"
+
+
+class ReceivedSnapshot(Protocol):
+    """What a ``SnapshotSink`` returns once a snapshot file is complete (``raftkv.storage.snapshots.SnapshotInfo``)."""
+
+    @property
+    def path(self) -> Path: ...
+
+
+class SnapshotSink(Protocol):
+    """Where an incoming snapshot stream goes (``raftkv.storage.snapshots.SnapshotReceiver``). Its methods block on
+    the disk; the transports call them on a worker thread, one at a time."""
+
+    def write_chunk(self, data: bytes) -> None:
+        """Append the next bytes of the file."""
+        ...
+
+    def finish(self) -> ReceivedSnapshot:
+        """The stream is complete: make the file durable, verify it and give it its final name; raise if it is not
+        a valid snapshot (the sink has then removed it)."""
+        ...
+
+    def abort(self) -> None:
+        """Drop everything written so far (idempotent; a no-op after ``finish``)."""
+        ...
+
+
+OpenSnapshotSink = Callable[[Path, int | None], SnapshotSink]
+"""``(snapshot_dir, expected_total_bytes or None) -> SnapshotSink``: ``SnapshotReceiver.open``."""
+
+OnSnapshot = Callable[[int, Path], None]
+"""Called on the event loop thread with the sender's node id and the path of a received, verified snapshot file."""
+
+
+class _Blocking:
+    """Blocking file work of one snapshot transfer, run on the transport's snapshot threads one call at a time.
+
+    ``cleanup(fn)`` runs ``fn`` once no call is in flight: at once, or when the running call ends. A transfer that
+    is abandoned (cancelled) while a call runs must not close or remove a file under it."""
+
+    __slots__ = ("_executor", "_last")
+
+    def __init__(self, executor: concurrent.futures.Executor) -> None:
+        self._executor = executor
+        self._last: concurrent.futures.Future[Any] | None = None
+
+    async def run(self, fn: Callable[..., T], *args: Any) -> T:
+        cf = self._executor.submit(fn, *args)
+        self._last = cf
+        return await asyncio.wrap_future(cf)
+
+    def cleanup(self, fn: Callable[[], object]) -> None:
+        last = self._last
+        if last is None or last.done():
+            fn()
+        else:
+            last.add_done_callback(lambda _: fn())
+
+    def dispose_result(self, fn: Callable[[Any], object]) -> None:
+        """If the last call is still running (its caller gave up on it), pass what it returns to ``fn`` once it
+        returns: a file or sink opened for nobody must still be closed."""
+        last = self._last
+        if last is not None and not last.done():
+            last.add_done_callback(lambda f: None if f.cancelled() or f.exception() is not None else fn(f.result()))
 
 
 class ListenError(OSError):
@@ -170,6 +264,7 @@ class _Outbound:
     __slots__ = (
         "accepting",
         "addr",
+        "channel",
         "down_since",
         "last_warned",
         "last_warned_at",
@@ -188,6 +283,7 @@ class _Outbound:
         self.wakeup = asyncio.Event()
         self.accepting = True  # False while backing off after a failure: send() drops instead of queueing
         self.task: asyncio.Task[None] | None = None
+        self.channel: grpc.aio.Channel | None = None  # the sender task's channel while it runs (snapshots use it too)
         self.down_since: float | None = None  # time.monotonic() of the first failure since last connected
         self.last_warned = ""  # the error text last logged at WARNING, and when
         self.last_warned_at = 0.0
@@ -279,7 +375,14 @@ class GrpcTransport:
         max_queue_frames: int = 4096,
         reconnect_backoff_s: tuple[float, float] = (0.05, 1.0),
         grpc_options: Sequence[tuple[str, Any]] = (),
+        on_snapshot: OnSnapshot | None = None,
+        snapshot_dir: Path | None = None,
+        snapshot_sink: OpenSnapshotSink | None = None,
     ) -> None:
+        """``on_snapshot``, ``snapshot_dir`` and ``snapshot_sink`` (``SnapshotReceiver.open``) make the node accept
+        snapshot files (all three, or none: then incoming snapshots are refused). Sending needs none of them."""
+        if (on_snapshot is None) != (snapshot_dir is None) or (on_snapshot is None) != (snapshot_sink is None):
+            raise ValueError("on_snapshot, snapshot_dir and snapshot_sink go together: give all three or none")
         if node_id <= 0:
             raise ValueError(f"node ids are positive integers, got {node_id}")
         if max_queue_frames < 1:
@@ -292,6 +395,9 @@ class GrpcTransport:
         self.listen_addr = listen_addr
         self._on_messages = on_messages
         self._on_unreachable = on_unreachable
+        self._on_snapshot = on_snapshot
+        self._snapshot_dir = None if snapshot_dir is None else Path(snapshot_dir)
+        self._snapshot_sink = snapshot_sink
         self._max_queue_frames = max_queue_frames
         self._backoff_s = (float(lo), float(hi))
 
@@ -339,8 +445,10 @@ class GrpcTransport:
         self._retiring: set[asyncio.Task[None]] = set()  # sender tasks of removed peers, cancelled, not yet done
         self._unreachable_pending: set[int] = set()
         self._refusals_logged: set[tuple[str, int, str]] = set()
-        self._handler_tasks: set[asyncio.Task[Any]] = set()  # tasks running _Servicer.Stream (owned by gRPC)
+        self._handler_tasks: set[asyncio.Task[Any]] = set()  # tasks running _Servicer handlers (owned by gRPC)
         self._rng = random.Random()  # back-off jitter only
+        self._snapshot_peers: set[int] = set()  # peers a send_snapshot is streaming to right now
+        self._executor: concurrent.futures.ThreadPoolExecutor | None = None  # snapshot file I/O, made when needed
 
     def __repr__(self) -> str:
         return (
@@ -460,6 +568,9 @@ class GrpcTransport:
                     if handlers:
                         await asyncio.wait(handlers, timeout=5.0)
                     await asyncio.sleep(0)
+                if self._executor is not None:
+                    # Not waiting: a file operation still running finishes (and its clean-up runs) in the background.
+                    self._executor.shutdown(wait=False)
             log.info("node %d: peer transport stopped", self.node_id)
 
     def peer_status(self) -> dict[int, PeerStatus]:
@@ -517,6 +628,7 @@ class GrpcTransport:
         lo, hi = self._backoff_s
         delay = lo
         channel = grpc.aio.insecure_channel(out.addr, options=self._channel_options)
+        out.channel = channel
         try:
             open_stream = raft_pb2_grpc.RaftPeerStub(channel).Stream  # type: ignore[no-untyped-call]
             while True:
@@ -536,6 +648,7 @@ class GrpcTransport:
         finally:
             out.accepting = False
             out.stats.connected = False
+            out.channel = None
             await channel.close()
 
     def _stream_metadata(self, peer_id: int) -> tuple[tuple[str, str], ...]:
@@ -657,6 +770,185 @@ class GrpcTransport:
         if out.down_since is None:
             out.down_since = now
 
+    # -- snapshots --------------------------------------------------------------------------------------------------
+
+    async def send_snapshot(
+        self, peer: int, path: Path, *, chunk_bytes: int = 1 << 20, timeout_s: float | None = None
+    ) -> bool:
+        """Stream the snapshot file at ``path`` to ``peer`` (see "Snapshots" in the module docstring).
+
+        Returns True once the peer answered that the file arrived whole, verified and durable; False on any
+        failure, logged at WARNING with the peer, the size and the error: the peer is not configured or down, the
+        file cannot be read, the peer refused it (another cluster, no snapshot directory, a corrupt file), the
+        stream broke, or ``timeout_s`` (the whole transfer's deadline) passed. Also False, at once, while another
+        transfer to the same peer runs. The normal message stream to the peer is neither blocked nor reordered.
+        ValueError if ``chunk_bytes`` is not positive or over the gRPC message limit."""
+        if not 0 < chunk_bytes <= self._max_payload_bytes:
+            raise ValueError(f"chunk_bytes must be in 1..{self._max_payload_bytes}, got {chunk_bytes}")
+        path = Path(path)
+        out = self._outbound.get(peer)
+        if out is not None and out.channel is None and out.task is not None:
+            await asyncio.sleep(0)  # a sender task spawned a moment ago opens its channel on its first step
+        if self._state is not _RUNNING or out is None or out.channel is None:
+            why = "the transport is not running" if self._state is not _RUNNING else "no address configured for it"
+            self._snapshot_failed(peer, path, None, 0, why)
+            return False
+        if peer in self._snapshot_peers:
+            self._snapshot_failed(peer, path, None, 0, "another snapshot transfer to it is still running")
+            return False
+        self._snapshot_peers.add(peer)
+        try:
+            return await self._stream_snapshot(out, out.channel, path, chunk_bytes, timeout_s)
+        finally:
+            self._snapshot_peers.discard(peer)
+
+    def _snapshot_executor(self) -> concurrent.futures.ThreadPoolExecutor:
+        if self._executor is None:
+            self._executor = concurrent.futures.ThreadPoolExecutor(
+                _SNAPSHOT_THREADS, thread_name_prefix=f"raftkv-snapshot-{self.node_id}"
+            )
+        return self._executor
+
+    def _snapshot_failed(self, peer: int, path: Path, size: int | None, sent: int, why: str) -> None:
+        what = f"{size} bytes" if size is not None else "size unknown"
+        log.warning(
+            "node %d: snapshot %s (%s) to peer %d failed after %d bytes: %s", self.node_id, path, what, peer, sent, why
+        )
+
+    async def _stream_snapshot(
+        self, out: _Outbound, channel: grpc.aio.Channel, path: Path, chunk_bytes: int, timeout_s: float | None
+    ) -> bool:
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        io = _Blocking(self._snapshot_executor())
+        size: int | None = None
+        sent = 0
+        call: Any = None
+        f: BinaryIO | None = None
+        try:
+            async with asyncio.timeout(timeout_s):
+                f = fh = await io.run(_open_for_reading, path)
+                size = os.fstat(fh.fileno()).st_size
+                install = raft_pb2_grpc.RaftPeerStub(channel).InstallSnapshot  # type: ignore[no-untyped-call]
+                call = install(metadata=self._stream_metadata(out.peer_id), timeout=timeout_s, wait_for_ready=False)
+                while True:
+                    chunk: bytes = await io.run(fh.read, min(chunk_bytes, size - sent))
+                    if not chunk and sent < size:
+                        raise OSError(f"{path} shrank while being sent (it has only {sent} of {size} bytes)")
+                    n = len(chunk)
+                    last = sent + n >= size
+                    msg = raft_pb2.SnapshotChunk(
+                        to=out.peer_id,
+                        cluster_id=self.cluster_id,
+                        data=chunk,
+                        total_bytes=size if not sent else 0,
+                        last=last,
+                        **{"from": self.node_id},
+                    )
+                    del chunk  # the message has its own copy: hold one, not two
+                    await call.write(msg)
+                    del msg
+                    sent += n
+                    if last:
+                        break
+                await call.done_writing()
+                reply = await call
+        except TimeoutError:
+            self._snapshot_failed(out.peer_id, path, size, sent, f"no answer within {timeout_s:g} s")
+            return False
+        except Exception as exc:  # AioRpcError, InvalidStateError (the peer answered early), OSError
+            why = await _early_reply(call) if call is not None and call.done() else ""
+            self._snapshot_failed(out.peer_id, path, size, sent, why or _describe(exc))
+            return False
+        finally:
+            if call is not None:
+                await _close_call(call)
+            if f is not None:
+                io.cleanup(f.close)
+            else:
+                io.dispose_result(lambda opened: opened.close())
+        if not reply.ok:
+            self._snapshot_failed(out.peer_id, path, size, sent, f"refused by the peer: {reply.error}")
+            return False
+        elapsed = loop.time() - started
+        log.info(
+            "node %d: sent snapshot %s (%d bytes) to peer %d in %.2f s (%.1f MB/s)",
+            self.node_id,
+            path.name,
+            sent,
+            out.peer_id,
+            elapsed,
+            sent / max(elapsed, 1e-9) / 1e6,
+        )
+        return True
+
+    async def _receive_snapshot(
+        self, chunks: AsyncIterator[raft_pb2.SnapshotChunk], context: Any
+    ) -> raft_pb2.SnapshotReply:
+        """The server side of ``InstallSnapshot`` (see "Snapshots" in the module docstring)."""
+        me = self.node_id
+        md = {k: v for k, v in (context.invocation_metadata() or ()) if isinstance(v, str)}
+        claimed_from = md.get(_MD_FROM, "")
+        frm = int(claimed_from) if claimed_from.isdigit() else 0
+        theirs = md.get(_MD_CLUSTER)
+        if theirs is not None and theirs != self.cluster_id:
+            return _refused(self._refuse_cluster(frm, theirs, context.peer()))
+        to = md.get(_MD_TO)
+        if to is not None and to != str(me):
+            return _refused(self._misrouted(frm, to))
+        open_sink, snapshot_dir = self._snapshot_sink, self._snapshot_dir
+        if self._on_snapshot is None or open_sink is None or snapshot_dir is None or self._state is not _RUNNING:
+            why = f"node {me} does not accept snapshots (no snapshot directory configured)"
+            log.warning("node %d: refusing a snapshot from node %d: %s", me, frm, why)
+            return _refused(why)
+        io = _Blocking(self._snapshot_executor())
+        sink: SnapshotSink | None = None
+        received: ReceivedSnapshot | None = None
+        nbytes = 0
+        why = ""
+        try:
+            async for chunk in chunks:
+                chunk_from: int = getattr(chunk, "from")  # a Python keyword: no attribute syntax
+                frm = frm or chunk_from  # (for the log: a client without the handshake names itself here)
+                if chunk.cluster_id != self.cluster_id:
+                    why = self._refuse_cluster(chunk_from, chunk.cluster_id, context.peer())
+                    break
+                if chunk.to != me:
+                    why = self._misrouted(chunk_from, str(chunk.to))
+                    break
+                if sink is None:
+                    frm = chunk_from
+                    sink = await io.run(open_sink, snapshot_dir, chunk.total_bytes or None)
+                elif chunk_from != frm:
+                    why = f"one snapshot stream carries chunks from nodes {frm} and {chunk_from}"
+                    break
+                data = chunk.data  # each access to a bytes field makes a new copy: take it once
+                if data:
+                    await io.run(sink.write_chunk, data)
+                    nbytes += len(data)
+                del data
+                if chunk.last:
+                    received = await io.run(sink.finish)
+                    break
+            else:
+                why = f"the stream ended before the last chunk ({nbytes} bytes received)"
+        except Exception as exc:  # the sink's OSError or CorruptSnapshotError, or the call failing
+            why = _describe(exc)
+        finally:
+            if sink is not None and received is None:
+                io.cleanup(sink.abort)
+            elif sink is None:
+                io.dispose_result(lambda opened: opened.abort())
+        if received is None:
+            log.warning("node %d: snapshot from node %d failed after %d bytes: %s", me, frm, nbytes, why)
+            return _refused(why)
+        log.info("node %d: received snapshot %s (%d bytes) from node %d", me, received.path.name, nbytes, frm)
+        try:
+            self._on_snapshot(frm, received.path)
+        except Exception:
+            log.exception("node %d: on_snapshot raised on a snapshot from node %d", me, frm)
+        return raft_pb2.SnapshotReply(ok=True)
+
     # -- receiving --------------------------------------------------------------------------------------------------
 
     def _refuse_cluster(self, frm: int, theirs: str, peer: str) -> str:
@@ -702,6 +994,23 @@ class GrpcTransport:
             self._on_messages(msgs)
         except Exception:
             log.exception("node %d: on_messages raised on a batch from node %d", self.node_id, frm)
+
+
+def _open_for_reading(path: Path) -> BinaryIO:
+    return open(path, "rb")  # closed by the caller (through _Blocking.cleanup)
+
+
+def _refused(why: str) -> raft_pb2.SnapshotReply:
+    return raft_pb2.SnapshotReply(ok=False, error=why)
+
+
+async def _early_reply(call: Any) -> str:
+    """Why a snapshot call the peer already answered (while we were still writing) failed, or ""."""
+    try:
+        reply = await call
+    except Exception as exc:
+        return _describe(exc)
+    return "" if reply.ok else f"refused by the peer: {reply.error}"
 
 
 def _limit(value: object) -> int:
@@ -755,3 +1064,13 @@ class _Servicer:
                 await context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"corrupt frame from node {frm}: {exc}")
             t._received(frm, msgs)
         return raft_pb2.StreamReply()
+
+    async def InstallSnapshot(
+        self, request_iterator: AsyncIterator[raft_pb2.SnapshotChunk], context: Any
+    ) -> raft_pb2.SnapshotReply:
+        t = self._t
+        task = asyncio.current_task()
+        if task is not None:
+            t._handler_tasks.add(task)
+            task.add_done_callback(t._handler_tasks.discard)
+        return await t._receive_snapshot(request_iterator, context)

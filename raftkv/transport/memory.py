@@ -21,20 +21,31 @@ sender, as on a real network; they are counted in ``MemoryNetwork.frames_lost``.
 
 With ``MemoryNetwork(roundtrip_codec=True)`` every batch goes through ``codec.encode_messages`` and
 ``codec.decode_messages``, so a test also proves that everything the core sends survives the wire format.
+
+Snapshots: ``send_snapshot`` copies the file, a chunk at a time on a worker thread, through the receiver's
+``SnapshotSink`` into its ``snapshot_dir`` (so it is verified exactly as ``GrpcTransport`` verifies it), then calls
+the receiver's ``on_snapshot`` on the loop. It returns False (with a WARNING) when the sender is stopped, the peer has
+no address, is not running, is cut off (checked before and after the copy), takes no snapshots or refuses the file,
+when ``timeout_s`` passes, or while another transfer to that peer runs. A copy that fails or is cancelled leaves no
+file behind.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import random
+import threading
 import time
 from collections import deque
 from collections.abc import Iterable, Mapping, Sequence
+from pathlib import Path
 
 from raftkv.codec import decode_messages, encode_messages
 from raftkv.raft.types import LOCAL_MESSAGES, Message
 from raftkv.transport import OnMessages, OnUnreachable, PeerStatus, group_by_destination
+from raftkv.transport.grpc_transport import OnSnapshot, OpenSnapshotSink
 
 __all__ = ["MemoryNetwork", "MemoryTransport"]
 
@@ -197,7 +208,20 @@ class MemoryTransport:
     dropped with ``on_unreachable``, exactly as in production. Start once, stop once (a restarted node is a new
     ``MemoryTransport`` with the same id)."""
 
-    def __init__(self, network: MemoryNetwork, node_id: int, on_messages: OnMessages, on_unreachable: OnUnreachable):
+    def __init__(
+        self,
+        network: MemoryNetwork,
+        node_id: int,
+        on_messages: OnMessages,
+        on_unreachable: OnUnreachable,
+        *,
+        on_snapshot: OnSnapshot | None = None,
+        snapshot_dir: Path | None = None,
+        snapshot_sink: OpenSnapshotSink | None = None,
+    ):
+        """The snapshot arguments are ``GrpcTransport``'s: all three (accept snapshots) or none."""
+        if (on_snapshot is None) != (snapshot_dir is None) or (on_snapshot is None) != (snapshot_sink is None):
+            raise ValueError("on_snapshot, snapshot_dir and snapshot_sink go together: give all three or none")
         self.network = network
         self.node_id = node_id
         self._on_messages = on_messages
@@ -212,6 +236,10 @@ class MemoryTransport:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._running = False
         self._stopped = False
+        self._on_snapshot = on_snapshot
+        self._snapshot_dir = None if snapshot_dir is None else Path(snapshot_dir)
+        self._snapshot_sink = snapshot_sink
+        self._snapshot_peers: set[int] = set()
 
     def __repr__(self) -> str:
         state = "running" if self._running else "stopped" if self._stopped else "new"
@@ -277,6 +305,64 @@ class MemoryTransport:
             for pid in sorted(ids)
         }
 
+    async def send_snapshot(
+        self, peer: int, path: Path, *, chunk_bytes: int = 1 << 20, timeout_s: float | None = None
+    ) -> bool:
+        """``GrpcTransport.send_snapshot`` on the in-memory network (see the module docstring)."""
+        if chunk_bytes <= 0:
+            raise ValueError(f"chunk_bytes must be positive, got {chunk_bytes}")
+        path = Path(path)
+        receiver, why = self._snapshot_route(peer)
+        if receiver is None:
+            return self._snapshot_failed(peer, path, why)
+        if peer in self._snapshot_peers:
+            return self._snapshot_failed(peer, path, "another snapshot transfer to it is still running")
+        self._snapshot_peers.add(peer)
+        cancel = threading.Event()
+        try:
+            async with asyncio.timeout(timeout_s):
+                received = await asyncio.to_thread(_copy_through_sink, receiver, path, chunk_bytes, cancel)
+        except TimeoutError:
+            return self._snapshot_failed(peer, path, f"not done within {timeout_s:g} s")
+        except Exception as exc:
+            return self._snapshot_failed(peer, path, f"{type(exc).__name__}: {exc}")
+        finally:
+            cancel.set()  # stops a copy that is still running (cancelled or timed out) at its next chunk
+            self._snapshot_peers.discard(peer)
+        if self.network._nodes.get(peer) is not receiver or not receiver._running:
+            return self._snapshot_failed(peer, path, f"node {peer} stopped during the transfer")
+        receiver._snapshot_received(self.node_id, received)
+        _, why = self._snapshot_route(peer)
+        if why:
+            return self._snapshot_failed(peer, path, why)  # the answer is lost; the receiver has the file anyway
+        return True
+
+    def _snapshot_route(self, peer: int) -> tuple[MemoryTransport | None, str]:
+        """The running receiver ``peer`` if a snapshot can go to it now, else None and why not."""
+        if not self._running:
+            return None, "the transport is not running"
+        if peer not in self._peers:
+            return None, f"no address configured for node {peer}"
+        receiver = self.network._nodes.get(peer)
+        if receiver is None:
+            return None, f"node {peer} is not running"
+        if not self.network.can_reach(self.node_id, peer):
+            return None, f"link {self.node_id}->{peer} is cut"
+        if receiver._snapshot_sink is None:
+            return None, f"node {peer} does not accept snapshots (no snapshot directory configured)"
+        return receiver, ""
+
+    def _snapshot_failed(self, peer: int, path: Path, why: str) -> bool:
+        log.warning("node %d: snapshot %s to peer %d failed: %s", self.node_id, path, peer, why)
+        return False
+
+    def _snapshot_received(self, frm: int, path: Path) -> None:
+        assert self._on_snapshot is not None
+        try:
+            self._on_snapshot(frm, path)
+        except Exception:
+            log.exception("node %d: on_snapshot raised on a snapshot from node %d", self.node_id, frm)
+
     # -- internals --------------------------------------------------------------------------------------------------
 
     def _receive(self, frm: int, batch: list[Message]) -> None:
@@ -305,3 +391,25 @@ class MemoryTransport:
             self._on_unreachable(peer)
         except Exception:
             log.exception("node %d: on_unreachable(%d) raised", self.node_id, peer)
+
+
+class _TransferCancelled(Exception):
+    """The sending side gave up (cancelled or timed out) while the copy was running."""
+
+
+def _copy_through_sink(receiver: MemoryTransport, path: Path, chunk_bytes: int, cancel: threading.Event) -> Path:
+    """Copy ``path`` into ``receiver``'s snapshot directory through its sink, a chunk at a time (a worker thread).
+    Returns the received file's path; on any failure the sink has removed what it wrote."""
+    open_sink, snapshot_dir = receiver._snapshot_sink, receiver._snapshot_dir
+    assert open_sink is not None and snapshot_dir is not None
+    with open(path, "rb") as f:
+        sink = open_sink(snapshot_dir, os.fstat(f.fileno()).st_size)
+        try:
+            while chunk := f.read(chunk_bytes):
+                if cancel.is_set():
+                    raise _TransferCancelled(f"the transfer of {path} was abandoned")
+                sink.write_chunk(chunk)
+            return sink.finish().path
+        except BaseException:
+            sink.abort()
+            raise

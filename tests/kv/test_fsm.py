@@ -319,7 +319,9 @@ def test_noops_conf_changes_and_old_entries_are_skipped(replica: Replica) -> Non
             entry(3, [Put(1, 0, 0, b"a", b"1")]),
         ]
     )
-    assert [a.index for a in out] == [3]
+    assert [a.index for a in out] == [2, 3]
+    assert isinstance(out[0].result, ErrorResult)  # a malformed membership entry changes nothing
+    assert replica.fsm.members() == []
     assert replica.fsm.applied_index() == 3
     before = replica.fsm.checksum()
     assert replica.apply([entry(2, [Put(2, 0, 0, b"b", b"1")]), entry(3, [Put(3, 0, 0, b"c", b"1")])]) == []
@@ -793,3 +795,31 @@ def test_long_key_layout_lists_exactly_like_the_dict_model(keys: list[bytes], pa
                 assert got == sorted(k for k in keys if k.startswith(prefix))
         for k in keys:
             assert lm.get(k) == dm.get(k)
+
+
+def test_membership_changes_update_the_replicated_member_table(replica: Replica) -> None:
+    from raftkv.kv import MemberChange, MemberChangeResult, MemberInfo, bootstrap_entries, encode_change
+    from raftkv.raft import ConfChangeType, ConfState
+
+    boot = bootstrap_entries([MemberInfo(i, f"p{i}:1", f"c{i}:1") for i in (2, 1, 3)])
+    assert [e.index for e in boot] == [1, 2, 3]
+    replica.apply(boot)
+    assert [m.id for m in replica.fsm.members()] == [1, 2, 3]
+
+    def change(index: int, t: ConfChangeType, mid: int) -> MemberChangeResult:
+        m = MemberInfo(mid, f"p{mid}:1" if t != ConfChangeType.REMOVE_NODE else "", f"c{mid}:1")
+        data = encode_change(MemberChange(t, m, proposer=1, request_id=index))
+        [a] = replica.apply([Entry(1, index, EntryType.CONF_CHANGE, data)])
+        assert (a.proposer, a.request_id) == (1, index)
+        assert isinstance(a.result, MemberChangeResult)
+        return a.result
+
+    assert change(4, ConfChangeType.ADD_LEARNER, 4).conf_state == ConfState((1, 2, 3), (4,))
+    assert change(5, ConfChangeType.ADD_VOTER, 4).conf_state == ConfState((1, 2, 3, 4), ())
+    assert replica.fsm.members()[3].peer_addr == "p4:1"  # promotion kept the addresses
+    assert change(6, ConfChangeType.REMOVE_NODE, 1).conf_state == ConfState((2, 3, 4), ())
+    for i, mid in ((7, 2), (8, 3)):
+        change(i, ConfChangeType.REMOVE_NODE, mid)
+    r = change(9, ConfChangeType.REMOVE_NODE, 4)  # the last voter
+    assert not r.changed and r.conf_state == ConfState((4,), ())
+    assert [m.id for m in replica.fsm.members()] == [4]

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Awaitable, Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -14,26 +15,42 @@ from raftkv.node import Node
 from raftkv.raft import StateRole
 from raftkv.settings import Member, Settings
 from raftkv.storage import LmdbLogStore
+from raftkv.storage.snapshots import SnapshotReceiver
 from raftkv.transport import MemoryNetwork, MemoryTransport
 
 
 class Cluster:
-    def __init__(self, tmp: Path, n: int = 3) -> None:
+    def __init__(self, tmp: Path, n: int = 3, **settings: Any) -> None:
+        self.tmp = tmp
         self.net = MemoryNetwork()
-        members = tuple(Member(i, f"mem:{i}", f"client:{i}") for i in range(1, n + 1))
+        self.settings = settings
+        self.members = tuple(Member(i, f"127.0.0.1:{7000 + i}", f"127.0.0.1:{8000 + i}") for i in range(1, n + 1))
         self.nodes: dict[int, Node] = {}
         self.tasks: dict[int, asyncio.Task[None]] = {}
         self.stores: list[LmdbLogStore] = []
-        for m in members:
-            s = Settings(id=m.id, data_dir=tmp / f"n{m.id}", members=members, tick_ms=10, sync=False)
-            store = LmdbLogStore(tmp / f"n{m.id}", sync=False)
-            self.stores.append(store)
-            holder: list[Node] = []
-            t = MemoryTransport(self.net, m.id, lambda msgs, h=holder: h[0].on_messages(msgs),
-                                lambda p, h=holder: h[0].on_unreachable(p))
-            node = Node(s, store, KVStateMachine(store), t)
-            holder.append(node)
-            self.nodes[m.id] = node
+        for m in self.members:
+            self.make_node(m.id, self.members)
+
+    def make_node(self, nid: int, members: tuple[Member, ...], **extra: Any) -> Node:
+        s = Settings(id=nid, data_dir=self.tmp / f"n{nid}", members=members, tick_ms=10, sync=False,
+                     **{**self.settings, **extra})
+        store = LmdbLogStore(self.tmp / f"n{nid}" / "raft", sync=False)
+        self.stores.append(store)
+        holder: list[Node] = []
+        t = MemoryTransport(
+            self.net, nid, lambda msgs, h=holder: h[0].on_messages(msgs), lambda p, h=holder: h[0].on_unreachable(p),
+            on_snapshot=lambda frm, path, h=holder: h[0].on_snapshot_received(frm, path),
+            snapshot_dir=self.tmp / f"n{nid}" / "snapshots", snapshot_sink=SnapshotReceiver.open,
+        )
+        node = Node(s, store, KVStateMachine(store), t)
+        holder.append(node)
+        self.nodes[nid] = node
+        return node
+
+    async def start_node(self, nid: int) -> None:
+        node = self.nodes[nid]
+        await node.transport.start()
+        self.tasks[nid] = asyncio.create_task(node.run())
 
     async def start(self) -> None:
         for nid, node in self.nodes.items():
@@ -53,22 +70,25 @@ class Cluster:
     async def leader(self, timeout_s: float = 10.0) -> Node:
         async with asyncio.timeout(timeout_s):
             while True:
-                leaders = [n for n in self.nodes.values() if n.role == StateRole.LEADER]
+                live = [n for n in self.nodes.values() if not n.removed]
+                leaders = [n for n in live if n.role == StateRole.LEADER]
                 if (
                     len(leaders) == 1
-                    and all(n.leader_id == leaders[0].id for n in self.nodes.values())
+                    and all(n.leader_id == leaders[0].id for n in live)
                     and leaders[0].raw.raft.committed_entry_in_current_term()
                 ):
                     return leaders[0]
                 await asyncio.sleep(0.01)
 
 
-def with_cluster(body: Callable[[Cluster], Awaitable[None]]) -> Callable[[Path], None]:
+def with_cluster(
+    body: Callable[[Cluster], Awaitable[None]], **settings: Any
+) -> Callable[[Path], None]:
     """Turn ``async def body(cluster)`` into a test that runs it against a fresh 3-node cluster."""
 
     def test(tmp_path: Path) -> None:
         async def main() -> None:
-            c = Cluster(tmp_path)
+            c = Cluster(tmp_path, **settings)
             await c.start()
             try:
                 await asyncio.wait_for(body(c), 60)
@@ -107,7 +127,7 @@ async def test_follower_refuses_writes_with_the_leaders_address(cluster: Cluster
     f = next(n for n in cluster.nodes.values() if n is not lead)
     with pytest.raises(NotLeader) as e:
         await f.propose(lambda rid: Put(rid, 0, 0, b"k", b"v"))
-    assert e.value.leader_id == lead.id and e.value.leader_addr == f"client:{lead.id}"
+    assert e.value.leader_id == lead.id and e.value.leader_addr == f"127.0.0.1:{8000 + lead.id}"
 
 
 @with_cluster
@@ -152,3 +172,48 @@ async def test_delete_and_results(cluster: Cluster) -> None:
     assert isinstance(r, DeleteResult) and r.deleted
     r2 = await lead.propose(lambda rid: Delete(rid, 0, 0, b"d"))
     assert isinstance(r2, DeleteResult) and not r2.deleted
+
+
+async def _until(pred: Callable[[], bool], what: str, timeout_s: float = 20.0) -> None:
+    async with asyncio.timeout(timeout_s):
+        while not pred():
+            await asyncio.sleep(0.02)
+
+
+async def _membership_and_snapshot_catch_up(cluster: Cluster) -> None:
+    """Issue 7 in one process: compaction, a new node that can only catch up by snapshot, promotion, removal of the
+    leader (which hands over), all with replicas identical byte for byte."""
+    from raftkv.kv import MemberInfo
+    from raftkv.raft import ConfChangeType
+
+    lead = await cluster.leader()
+    for i in range(400):
+        await lead.propose(lambda rid, i=i: Put(rid, 0, 0, b"k%d" % (i % 50), b"v%d" % i))
+    await _until(lambda: lead.store.first_index() > 100, "the leader to compact its log")
+    # A new node joins: the log it would need is gone, so it gets a snapshot of the state.
+    m4 = Member(4, "127.0.0.1:7004", "127.0.0.1:8004")
+    res = await lead.change_membership(ConfChangeType.ADD_LEARNER, MemberInfo(4, m4.peer_addr, m4.client_addr))
+    assert res.changed and 4 in res.conf_state.learners
+    n4 = cluster.make_node(4, (*cluster.members, m4), join=True, join_cluster_id=lead.settings.cluster_id)
+    await cluster.start_node(4)
+    await _until(lambda: n4.applied >= lead.applied, "node 4 to catch up")
+    assert n4.stats.snapshots_installed >= 1 and lead.stats.snapshots_sent >= 1
+    _, kv = n4.fsm_get(b"k7")
+    assert kv is not None and kv.value == b"v357"
+    await lead.change_membership(ConfChangeType.ADD_VOTER, MemberInfo(4, "", ""))
+    await _until(lambda: sorted(n4.raw.raft.trk.voters) == [1, 2, 3, 4], "node 4 to apply its promotion")
+    # Remove the leader: it steers the change through, then hands over.
+    old = lead.id
+    await lead.change_membership(ConfChangeType.REMOVE_NODE, MemberInfo(old, "", ""))
+    await _until(lambda: cluster.nodes[old].role != StateRole.LEADER, "the removed leader to step down")
+    new = await cluster.leader()
+    assert new.id != old and old not in new.raw.raft.trk.voters
+    await new.propose(lambda rid: Put(rid, 0, 0, b"after", b"removal"))
+    live = [n for n in cluster.nodes.values() if n.id != old]
+    await _until(lambda: len({n.applied for n in live}) == 1, "the remaining replicas to converge")
+    assert len({n.fsm.checksum() for n in live}) == 1
+
+
+test_membership_and_snapshot_catch_up = with_cluster(
+    _membership_and_snapshot_catch_up, compact_after_entries=50, compact_keep_entries=10
+)

@@ -24,7 +24,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1araftkv/proto/v1/raft.proto\x12\traftkv.v1\"K\n\tPeerFrame\x12\x0c\n\x04\x66rom\x18\x01 \x01(\x04\x12\n\n\x02to\x18\x02 \x01(\x04\x12\x12\n\ncluster_id\x18\x03 \x01(\t\x12\x10\n\x08messages\x18\x04 \x01(\x0c\"\r\n\x0bStreamReply2D\n\x08RaftPeer\x12\x38\n\x06Stream\x12\x14.raftkv.v1.PeerFrame\x1a\x16.raftkv.v1.StreamReply(\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1araftkv/proto/v1/raft.proto\x12\traftkv.v1\"K\n\tPeerFrame\x12\x0c\n\x04\x66rom\x18\x01 \x01(\x04\x12\n\n\x02to\x18\x02 \x01(\x04\x12\x12\n\ncluster_id\x18\x03 \x01(\t\x12\x10\n\x08messages\x18\x04 \x01(\x0c\"\r\n\x0bStreamReply\"n\n\rSnapshotChunk\x12\x0c\n\x04\x66rom\x18\x01 \x01(\x04\x12\n\n\x02to\x18\x02 \x01(\x04\x12\x12\n\ncluster_id\x18\x03 \x01(\t\x12\x0c\n\x04\x64\x61ta\x18\x04 \x01(\x0c\x12\x13\n\x0btotal_bytes\x18\x05 \x01(\x04\x12\x0c\n\x04last\x18\x06 \x01(\x08\"*\n\rSnapshotReply\x12\n\n\x02ok\x18\x01 \x01(\x08\x12\r\n\x05\x65rror\x18\x02 \x01(\t2\x8d\x01\n\x08RaftPeer\x12\x38\n\x06Stream\x12\x14.raftkv.v1.PeerFrame\x1a\x16.raftkv.v1.StreamReply(\x01\x12G\n\x0fInstallSnapshot\x12\x18.raftkv.v1.SnapshotChunk\x1a\x18.raftkv.v1.SnapshotReply(\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -35,6 +35,10 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_PEERFRAME']._serialized_end=116
   _globals['_STREAMREPLY']._serialized_start=118
   _globals['_STREAMREPLY']._serialized_end=131
-  _globals['_RAFTPEER']._serialized_start=133
-  _globals['_RAFTPEER']._serialized_end=201
+  _globals['_SNAPSHOTCHUNK']._serialized_start=133
+  _globals['_SNAPSHOTCHUNK']._serialized_end=243
+  _globals['_SNAPSHOTREPLY']._serialized_start=245
+  _globals['_SNAPSHOTREPLY']._serialized_end=287
+  _globals['_RAFTPEER']._serialized_start=290
+  _globals['_RAFTPEER']._serialized_end=431
 # @@protoc_insertion_point(module_scope)

@@ -39,12 +39,23 @@ class RaftPeerStub:
                 request_serializer=raftkv_dot_proto_dot_v1_dot_raft__pb2.PeerFrame.SerializeToString,
                 response_deserializer=raftkv_dot_proto_dot_v1_dot_raft__pb2.StreamReply.FromString,
                 _registered_method=True)
+        self.InstallSnapshot = channel.stream_unary(
+                '/raftkv.v1.RaftPeer/InstallSnapshot',
+                request_serializer=raftkv_dot_proto_dot_v1_dot_raft__pb2.SnapshotChunk.SerializeToString,
+                response_deserializer=raftkv_dot_proto_dot_v1_dot_raft__pb2.SnapshotReply.FromString,
+                _registered_method=True)
 
 
 class RaftPeerServicer:
     """Missing associated documentation comment in .proto file."""
 
     def Stream(self, request_iterator, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def InstallSnapshot(self, request_iterator, context):
         """Missing associated documentation comment in .proto file."""
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -57,6 +68,11 @@ def add_RaftPeerServicer_to_server(servicer, server):
                     servicer.Stream,
                     request_deserializer=raftkv_dot_proto_dot_v1_dot_raft__pb2.PeerFrame.FromString,
                     response_serializer=raftkv_dot_proto_dot_v1_dot_raft__pb2.StreamReply.SerializeToString,
+            ),
+            'InstallSnapshot': grpc.stream_unary_rpc_method_handler(
+                    servicer.InstallSnapshot,
+                    request_deserializer=raftkv_dot_proto_dot_v1_dot_raft__pb2.SnapshotChunk.FromString,
+                    response_serializer=raftkv_dot_proto_dot_v1_dot_raft__pb2.SnapshotReply.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -86,6 +102,33 @@ class RaftPeer:
             '/raftkv.v1.RaftPeer/Stream',
             raftkv_dot_proto_dot_v1_dot_raft__pb2.PeerFrame.SerializeToString,
             raftkv_dot_proto_dot_v1_dot_raft__pb2.StreamReply.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def InstallSnapshot(request_iterator,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.stream_unary(
+            request_iterator,
+            target,
+            '/raftkv.v1.RaftPeer/InstallSnapshot',
+            raftkv_dot_proto_dot_v1_dot_raft__pb2.SnapshotChunk.SerializeToString,
+            raftkv_dot_proto_dot_v1_dot_raft__pb2.SnapshotReply.FromString,
             options,
             channel_credentials,
             insecure,
