@@ -326,11 +326,12 @@ class Raft:
     def _log_removes_self(self) -> bool:
         """Whether the membership changes in our log that are not yet applied remove (or demote) us."""
         decode = self.decode_conf_change
-        if decode is None or self.log.applied >= self.log.last_index():
+        lo = max(self.log.applied + 1, self.log.first_index())
+        if decode is None or lo > self.log.last_index():
             return False
         cs = self.trk.conf_state()
         changed = False
-        for e in self.log.slice(self.log.applied + 1, self.log.last_index() + 1):
+        for e in self.log.slice(lo, self.log.last_index() + 1):
             if e.type == EntryType.CONF_CHANGE:
                 cs = conf_state_after(cs, decode(e.data))
                 changed = True
@@ -347,9 +348,12 @@ class Raft:
             self._campaign(pre_vote=True, transfer=False)
 
     def _has_unapplied_conf_change(self) -> bool:
-        if self.log.applied >= self.log.committed:
+        log = self.log
+        # (Entries before the log's first index are inside a snapshot, whose membership we already adopted.)
+        lo = max(log.applied + 1, log.first_index())
+        if lo > log.committed:
             return False
-        for e in self.log.slice(self.log.applied + 1, self.log.committed + 1):
+        for e in log.slice(lo, log.committed + 1):
             if e.type == EntryType.CONF_CHANGE:
                 return True
         return False

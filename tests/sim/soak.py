@@ -12,6 +12,7 @@ import argparse
 import multiprocessing as mp
 import sys
 import time
+import traceback
 
 from .cluster import Violation, run_schedule
 from .configs import CONFIGS, TICKS
@@ -23,6 +24,8 @@ def _one(job: tuple[str, int]) -> tuple[str, int, str | None]:
         run_schedule(seed, CONFIGS[name], ticks=TICKS.get(name, 150))
     except Violation as e:
         return name, seed, str(e)
+    except Exception:  # a crash of the code under test is a failure too, with its traceback
+        return name, seed, traceback.format_exc()
     return name, seed, None
 
 
