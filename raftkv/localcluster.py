@@ -385,6 +385,7 @@ def up(
     progress: Progress | None = None,
     hosts: Sequence[str] | None = None,
     exec_prefix: Sequence[Sequence[str]] | None = None,
+    settings: dict[str, int | str | bool] | None = None,
 ) -> ClusterInfo:
     """Start a cluster of ``nodes`` (default 3) in ``dir`` and wait until it has elected a leader.
 
@@ -395,7 +396,8 @@ def up(
 
     ``hosts`` gives each node its own IP address (e.g. one network namespace per node, see raftkv.chaos.net): node
     i then listens on ``hosts[i]:2380`` (peers) and ``hosts[i]:2379`` (clients). ``exec_prefix[i]`` is prepended to
-    node i's command (``ip netns exec NS``); both are remembered for restarts."""
+    node i's command (``ip netns exec NS``); both are remembered for restarts. ``settings`` adds node settings
+    (e.g. ``{"compact_after_entries": 500}``) to every node's config file."""
     say = progress or _noop
     d = Path(dir).absolute()
     if (d / CLUSTER_FILE).exists():
@@ -451,7 +453,10 @@ def up(
                 f"data_dir = {json.dumps(str(ni.data_dir))}\n"
                 f"cluster_token = {json.dumps(token)}\n"
                 f"tick_ms = {tick_ms}\n"
-                f"sync = {'true' if sync else 'false'}\n\n" + member_toml(members)
+                f"sync = {'true' if sync else 'false'}\n"
+                + "".join(f"{k} = {json.dumps(v)}\n" for k, v in (settings or {}).items())
+                + "\n"
+                + member_toml(members)
             )
         _save(info, token)
         say(f"created a {n}-node cluster in {d}")
@@ -663,7 +668,8 @@ def add_node(
     with SyncClient(info.endpoints, timeout_s=30) as c:
         ml = c.member_add(new_id, ni.peer_addr, ni.client_addr, learner=True)
         say(f"added node {new_id} to cluster {ml.cluster_id} as a learner")
-        members = [Member(m.id, m.peer_addr, m.client_addr) for m in ml.members]
+        members = [Member(m.id, m.peer_addr, m.client_addr) for m in ml.members if m.id != new_id]
+        members.append(Member(new_id, ni.peer_addr, ni.client_addr))
         ni.data_dir.mkdir(parents=True, exist_ok=True)
         ni.config.write_text(
             f"# written by `raftkv cluster add-node` at {_now()}\n"
@@ -682,7 +688,10 @@ def add_node(
         while True:
             sts = {s.id: s for s in c.cluster_status(timeout_s=1.0) if s.reachable}
             lead = next((s for s in sts.values() if s.role == "leader"), None)
-            mine = sts.get(new_id)
+            try:
+                mine: NodeStatus | None = c.status(ni.client_addr)
+            except RaftKVError:
+                mine = None
             if lead is not None and mine is not None and mine.applied >= lead.commit:
                 break
             if not _alive(pid):

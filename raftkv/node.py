@@ -247,6 +247,9 @@ class Node:
             result = await w.future
         finally:
             self._waiters.pop(rid, None)
+        # Results arrive before their transaction commits (see _DriverIO._write); callers of a membership change
+        # read the member table next, so wait until the change is visible.
+        await self.wait_applied(self.raw.raft.log.applying)
         if isinstance(result, ErrorResult):
             raise Unavailable(result.message)
         if not isinstance(result, MemberChangeResult):  # pragma: no cover - a result of another kind
@@ -318,7 +321,8 @@ class Node:
         out = {k: int(v) for k, v in vars(self.stats).items()}
         ws = self.store.stats
         out.update(store_commits=ws.commits, store_syncs=ws.syncs, store_entries_written=ws.entries_written,
-                   store_bytes_written=ws.bytes_written, applied=self.applied, term=self.term)
+                   store_bytes_written=ws.bytes_written, applied=self.applied, term=self.term,
+                   first_index=self.store.first_index(), last_index=self.store.last_index())
         return out
 
     def fsm_get(self, key: bytes) -> tuple[int, Any]:
