@@ -25,6 +25,7 @@ from .client import (
     KeyValue,
     MemberList,
     NodeStatus,
+    SyncClient,
     TxnOp,
     resolve_endpoints,
 )
@@ -822,6 +823,56 @@ def _cluster_dir(ctx: click.Context, dir_: str | None) -> Path:
 
 def _progress(msg: str) -> None:
     click.echo(msg, err=True)
+
+
+# -- backups ----------------------------------------------------------------------------------------------------
+@main.group()
+def snapshot() -> None:
+    """Backups: save a running cluster's state to a checksummed file; restore it into a data directory."""
+
+
+def _backup_line(b: Any) -> str:
+    return (
+        f"{b.path}: index {b.index} (term {b.term}), {b.records} records, {b.size_bytes / 1e6:.1f} MB, "
+        f"crc32 {b.crc32:08x}, cluster {b.cluster_id}"
+    )
+
+
+@snapshot.command("save")
+@click.argument("file", type=click.Path(dir_okay=False))
+@click.option("--from", "endpoint", metavar="HOST:PORT", help="Take it from this node (default: the leader).")
+@click.pass_context
+def snapshot_save(ctx: click.Context, file: str, endpoint: str | None) -> None:
+    """Save a snapshot of the cluster's state into FILE (written atomically, then verified)."""
+    from . import backup
+
+    g = _globals(ctx)
+    with SyncClient(g.endpoint_list(), timeout_s=max(g.timeout_s, 60.0)) as c:
+        click.echo("saved " + _backup_line(backup.save(c, file, endpoint)))
+
+
+@snapshot.command("verify")
+@click.argument("file", type=click.Path(dir_okay=False))
+def snapshot_verify(file: str) -> None:
+    """Check FILE's checksum and describe it."""
+    from . import backup
+
+    click.echo("ok " + _backup_line(backup.inspect(file)))
+
+
+@snapshot.command(
+    "restore",
+    epilog="""\b
+To rebuild a cluster from a backup, restore the same file into every member's empty data directory, then start
+the members with their usual settings (same ids, addresses and cluster token).""",
+)
+@click.argument("file", type=click.Path(dir_okay=False))
+@click.option("--data-dir", required=True, type=click.Path(file_okay=False), help="An empty data directory.")
+def snapshot_restore(file: str, data_dir: str) -> None:
+    """Turn snapshot FILE into a node's data directory (verified first)."""
+    from . import backup
+
+    click.echo(f"restored into {data_dir}: " + _backup_line(backup.restore(file, data_dir)))
 
 
 # -- membership and leadership ----------------------------------------------------------------------------------

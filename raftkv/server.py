@@ -12,7 +12,7 @@ import logging
 import signal
 import sys
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -468,6 +468,30 @@ class KVServicer(kv_pb2_grpc.KVServicer):
             ctx, lambda: self.node.transfer_leadership(req.to), self._timeout(ctx), write=False
         )
         return kv_pb2.TransferLeaderResponse(header=self.header(self.node.applied), leader_id=leader)
+
+    async def Snapshot(
+        self, req: kv_pb2.SnapshotRequest, ctx: grpc.aio.ServicerContext[Any, Any]
+    ) -> AsyncIterator[kv_pb2.SnapshotData]:
+        """A backup: dump the state machine into a snapshot file (a consistent read; writes go on) and stream it."""
+        loop = asyncio.get_running_loop()
+        node = self.node
+        try:
+            info = await loop.run_in_executor(node._snapshot_pool, node.dump_snapshot)
+        except Exception as e:
+            await self._abort(ctx, StorageError(f"node {node.id} could not take a snapshot: {e}"))
+            return
+        first = True
+        with open(info.path, "rb") as f:
+            while True:
+                chunk = await loop.run_in_executor(None, f.read, 1 << 20)
+                if not chunk and not first:
+                    break
+                yield kv_pb2.SnapshotData(
+                    chunk=chunk, total_bytes=info.size_bytes if first else 0, index=info.header.index if first else 0
+                )
+                first = False
+                if not chunk:
+                    break
 
     async def Status(
         self, req: kv_pb2.StatusRequest, ctx: grpc.aio.ServicerContext[Any, Any]

@@ -33,8 +33,9 @@ ALLOWED: dict[str, set[str]] = {
     "client": {"client", "proto", "errors", "kv"},
     "localcluster": {"client", "errors", "settings"},
     "chaos": {"chaos", "client", "errors", "localcluster", "kv"},
-    "cli": {"cli", "client", "server", "errors", "settings", "localcluster", "chaos", "kv", "bench_cmd"},
+    "cli": {"cli", "client", "server", "errors", "settings", "localcluster", "chaos", "kv", "bench_cmd", "backup"},
     "bench_cmd": set(),
+    "backup": {"client", "errors", "kv", "raft", "storage"},
     "__main__": {"cli"},
     "__init__": set(),
 }

@@ -353,10 +353,7 @@ class Raft:
         lo = max(log.applied + 1, log.first_index())
         if lo > log.committed:
             return False
-        for e in log.slice(lo, log.committed + 1):
-            if e.type == EntryType.CONF_CHANGE:
-                return True
-        return False
+        return any(e.type == EntryType.CONF_CHANGE for e in log.slice(lo, log.committed + 1))
 
     def _campaign(self, pre_vote: bool, transfer: bool) -> None:
         if pre_vote:

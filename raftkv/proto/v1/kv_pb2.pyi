@@ -342,6 +342,20 @@ class TransferLeaderResponse(_message.Message):
     leader_id: int
     def __init__(self, header: _Optional[_Union[Header, _Mapping]] = ..., leader_id: _Optional[int] = ...) -> None: ...
 
+class SnapshotRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class SnapshotData(_message.Message):
+    __slots__ = ("chunk", "total_bytes", "index")
+    CHUNK_FIELD_NUMBER: _ClassVar[int]
+    TOTAL_BYTES_FIELD_NUMBER: _ClassVar[int]
+    INDEX_FIELD_NUMBER: _ClassVar[int]
+    chunk: bytes
+    total_bytes: int
+    index: int
+    def __init__(self, chunk: _Optional[bytes] = ..., total_bytes: _Optional[int] = ..., index: _Optional[int] = ...) -> None: ...
+
 class StatusRequest(_message.Message):
     __slots__ = ()
     def __init__(self) -> None: ...

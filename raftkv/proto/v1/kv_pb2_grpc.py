@@ -94,6 +94,11 @@ class KVStub:
                 request_serializer=raftkv_dot_proto_dot_v1_dot_kv__pb2.TransferLeaderRequest.SerializeToString,
                 response_deserializer=raftkv_dot_proto_dot_v1_dot_kv__pb2.TransferLeaderResponse.FromString,
                 _registered_method=True)
+        self.Snapshot = channel.unary_stream(
+                '/raftkv.v1.KV/Snapshot',
+                request_serializer=raftkv_dot_proto_dot_v1_dot_kv__pb2.SnapshotRequest.SerializeToString,
+                response_deserializer=raftkv_dot_proto_dot_v1_dot_kv__pb2.SnapshotData.FromString,
+                _registered_method=True)
 
 
 class KVServicer:
@@ -171,6 +176,12 @@ class KVServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def Snapshot(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_KVServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -233,6 +244,11 @@ def add_KVServicer_to_server(servicer, server):
                     servicer.TransferLeader,
                     request_deserializer=raftkv_dot_proto_dot_v1_dot_kv__pb2.TransferLeaderRequest.FromString,
                     response_serializer=raftkv_dot_proto_dot_v1_dot_kv__pb2.TransferLeaderResponse.SerializeToString,
+            ),
+            'Snapshot': grpc.unary_stream_rpc_method_handler(
+                    servicer.Snapshot,
+                    request_deserializer=raftkv_dot_proto_dot_v1_dot_kv__pb2.SnapshotRequest.FromString,
+                    response_serializer=raftkv_dot_proto_dot_v1_dot_kv__pb2.SnapshotData.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -559,6 +575,33 @@ class KV:
             '/raftkv.v1.KV/TransferLeader',
             raftkv_dot_proto_dot_v1_dot_kv__pb2.TransferLeaderRequest.SerializeToString,
             raftkv_dot_proto_dot_v1_dot_kv__pb2.TransferLeaderResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Snapshot(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/raftkv.v1.KV/Snapshot',
+            raftkv_dot_proto_dot_v1_dot_kv__pb2.SnapshotRequest.SerializeToString,
+            raftkv_dot_proto_dot_v1_dot_kv__pb2.SnapshotData.FromString,
             options,
             channel_credentials,
             insecure,
