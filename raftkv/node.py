@@ -119,11 +119,13 @@ class Node:
         self._unreachable: set[int] = set()
         self._proposals: list[tuple[Command, _Waiter]] = []
         self._waiters: dict[int, _Waiter] = {}
-        self._next_request_id = 1
+        # Request ids and read contexts start at a random point, not at 1: an entry (or a read-index answer)
+        # from before a restart can still reach this node, and must not match a request of this incarnation.
+        self._next_request_id = _incarnation_base()
         self._inflight_entries: dict[int, tuple[int, list[int]]] = {}  # index -> (term, request ids)
         self._pending_reads: list[asyncio.Future[int]] = []
         self._read_rounds: dict[bytes, list[asyncio.Future[int]]] = {}
-        self._next_read_ctx = 1
+        self._next_read_ctx = _incarnation_base()
         self._conf_proposals: list[tuple[bytes, _Waiter]] = []
         self.snapshot_dir = settings.data_dir / "snapshots"
         self.snapshot_dir.mkdir(parents=True, exist_ok=True)
@@ -674,6 +676,11 @@ class Node:
     def close(self) -> None:
         self._writer.shutdown(wait=True)
         self._snapshot_pool.shutdown(wait=True)
+
+
+def _incarnation_base() -> int:
+    """A random starting point for per-process counters (2^40 apart on average: no overlap between restarts)."""
+    return random.SystemRandom().getrandbits(60) + 1
 
 
 def _request_id(c: Command) -> int:

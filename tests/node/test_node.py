@@ -217,3 +217,23 @@ async def _membership_and_snapshot_catch_up(cluster: Cluster) -> None:
 test_membership_and_snapshot_catch_up = with_cluster(
     _membership_and_snapshot_catch_up, compact_after_entries=50, compact_keep_entries=10
 )
+
+
+def test_a_restarted_node_does_not_reuse_request_ids(tmp_path: Path) -> None:
+    """An entry proposed by a node's previous incarnation can still commit after the node restarts, and is then
+    matched to a waiter by (proposer, request id): a new incarnation must not hand out the ids of the old one, or
+    it would answer a new request with an old command's result (and acknowledge a write that may never commit)."""
+
+    async def main() -> None:
+        firsts = []
+        ctxs = []
+        for _ in range(3):
+            c = Cluster(tmp_path, n=3)
+            node = c.nodes[1]
+            firsts.append(node.new_request_id())
+            ctxs.append(node._next_read_ctx)
+            await c.stop()
+        assert len(set(firsts)) == 3, firsts
+        assert len(set(ctxs)) == 3, ctxs
+
+    asyncio.run(main())
