@@ -435,3 +435,46 @@ def test_stale_reads_from_a_partitioned_follower_are_reported_as_not_linearizabl
     assert "NO" in output
     assert verdict["namespace_tag"] and _namespaces(verdict["namespace_tag"]) == []
 
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(240)
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["ctrl-c", "sigterm"])
+def test_an_interrupted_run_undoes_its_fault_and_leaves_nothing_behind(tmp_path: Path, sig: signal.Signals) -> None:
+    """Ctrl-C (or ``kill PID``) while a fault is in effect -- a paused leader, or a partition whose iptables rules
+    live in the run's namespaces: the command says so and exits, and no node process, namespace or bridge is left."""
+    reason = unavailable_reason()
+    nemesis = "pause" if reason else "pause,partition"
+    out = tmp_path / "run"
+    cmd = [sys.executable, "-m", "raftkv", "chaos", "--nodes", "3", "--duration", "120", "--nemesis", nemesis,
+           "--tick-ms", "50", "--fault-s", "30", "--heal-s", "1", "--seed", "3", "--out", str(out)]
+    env = {k: v for k, v in os.environ.items() if not k.startswith("RAFTKV_")}
+    p = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
+    lines: list[str] = []
+    try:
+        assert p.stdout is not None
+        for line in p.stdout:
+            lines.append(line)
+            if " fault " in line:  # a fault is in effect (it lasts 30 s): interrupt now
+                break
+        assert any(" fault " in x for x in lines), "".join(lines)
+        p.send_signal(sig)
+        rest, _ = p.communicate(timeout=120)
+    except BaseException:
+        p.kill()
+        p.communicate(timeout=30)
+        raise
+    finally:
+        assert _our_processes(out) == []
+    output = "".join(lines) + rest
+    assert p.returncode == ExitCode.ERROR, output
+    assert "interrupted: the faults were undone" in output
+    assert "Traceback" not in output
+    tag = next((w[2:-2] for x in lines for w in x.replace(",", " ").split() if w.startswith("rk") and w.endswith("br")),
+               None)
+    if not reason:
+        assert tag is not None, output
+        assert _namespaces(tag) == []
+        links = subprocess.run(["ip", "-o", "link"], capture_output=True, text=True, check=False).stdout
+        assert f"rk{tag}" not in links
+    assert not (out / "cluster").exists()
