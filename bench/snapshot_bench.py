@@ -21,8 +21,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from raftkv import localcluster  # noqa: E402
-from raftkv.client import Client, TxnOp  # noqa: E402
+from raftkv import localcluster
+from raftkv.client import Client, TxnOp
 
 
 def du(path: Path) -> int:
