@@ -16,10 +16,12 @@ never timed. Processes started with the same ``--start-at`` (a wall-clock time; 
 
 Targets:
 
-* ``raftkv`` with ``--client-mode rpc`` (default): raw gRPC stubs (``raftkv.proto.v1``), one operation per call, to
-  the leader (found with ``Status``), following ``NotLeader`` redirects from the ``raftkv-leader-addr`` trailing
-  metadata; stale reads spread over every node. Every put carries a session (one per client coroutine), as the
-  library's do. The mode comparable with etcd's raw stubs.
+* ``raftkv`` with ``--client-mode rpc`` (default): raw gRPC stubs (``raftkv.proto.v1``), one operation per call.
+  Like the etcd clients below, each client is pinned to one member, the clients spread evenly over the members:
+  followers forward writes to the leader and serve linearizable reads through ReadIndex. A ``NotLeader`` answer
+  (a cluster run with ``forward_proposals = false``) moves the client to the leader named in the
+  ``raftkv-leader-addr`` trailing metadata for good. Lease reads go to the leader (found with ``Status``). Every
+  put carries a session (one per client coroutine), as the library's do. The mode comparable with etcd's stubs.
 * ``raftkv`` with ``--client-mode library``: through :class:`raftkv.client.Client` (one per process), which may
   coalesce concurrent operations into batch RPCs.
 * ``etcd``: stubs generated from ``bench/etcd_kv.proto`` (see ``bench/etcd.py``); each client is pinned to one
@@ -305,8 +307,9 @@ def cas_key(worker_base: int, worker: int) -> bytes:
 
 
 class RaftkvRpcTarget:
-    """raftkv through raw stubs: one gRPC call per operation, to the leader, following NotLeader redirects; stale
-    reads spread over every node. Each client coroutine has its own session (client id) for its writes."""
+    """raftkv through raw stubs: one gRPC call per operation, each client coroutine pinned to one member (moved to
+    the leader by a NotLeader redirect); lease reads to the leader. Each client coroutine has its own session
+    (client id) for its writes."""
 
     MAX_REDIRECTS = 5
 
@@ -323,6 +326,7 @@ class RaftkvRpcTarget:
         self._seq_start = time.time_ns() // 1000
         self._seqs: dict[int, int] = {}
         self._cas: dict[int, tuple[bytes, int]] = {}  # worker -> (its key, the version it last wrote)
+        self._home: dict[int, str] = {}  # worker -> the member it talks to
 
     def _stub(self, ep: str) -> Any:
         stub = self._stubs.get(ep)
@@ -374,21 +378,32 @@ class RaftkvRpcTarget:
         self._seqs[worker] = seq
         return kv_pb2.Session(client_id=self._client_base + self.worker_base + worker, seq=seq)
 
-    async def _call(self, method: str, req: Any, ep: str | None = None) -> Any:
-        """One call to the leader (or to ``ep``), following NotLeader redirects; failures raise OpError."""
+    def _home_of(self, worker: int) -> str:
+        ep = self._home.get(worker)
+        if ep is None:
+            ep = self._home[worker] = self.endpoints[(self.worker_base + worker) % len(self.endpoints)]
+        return ep
+
+    async def _call(self, method: str, req: Any, worker: int | None = None) -> Any:
+        """One call to ``worker``'s member (or, for ``worker=None``, to the leader), following NotLeader redirects
+        (which move the worker to the leader for good); failures raise OpError."""
         import grpc.aio
 
-        target = ep or self.leader
+        target = self._home_of(worker) if worker is not None else self.leader
         for _ in range(self.MAX_REDIRECTS + 1):
             try:
                 return await getattr(self._stub(target), method)(req, timeout=self.timeout_s)
             except grpc.aio.AioRpcError as e:
                 md = {k: v for k, v in (e.trailing_metadata() or ()) if isinstance(v, str)}
-                if md.get("raftkv-error") == "not-leader" and ep is None:
+                if md.get("raftkv-error") == "not-leader":
                     addr = md.get("raftkv-leader-addr", "")
                     if addr and addr != target:
                         self.redirects += 1
-                        self.leader = target = addr
+                        target = addr
+                        if worker is None:
+                            self.leader = addr
+                        else:
+                            self._home[worker] = addr
                         continue
                 raise OpError(rpc_error_kind(e), e.details() or "") from None
         raise OpError("too-many-redirects")
@@ -397,20 +412,22 @@ class RaftkvRpcTarget:
         from raftkv.proto.v1 import kv_pb2
 
         if op == "put":
-            await self._call("Put", kv_pb2.PutRequest(key=key, value=self.value, session=self._session(worker)))
+            req = kv_pb2.PutRequest(key=key, value=self.value, session=self._session(worker))
+            await self._call("Put", req, worker)
         elif op.startswith("get:"):
             level = op[4:]
             consistency = {"linearizable": kv_pb2.LINEARIZABLE, "lease": kv_pb2.LEASE, "stale": kv_pb2.STALE}[level]
             get = kv_pb2.GetRequest(key=key, read=kv_pb2.ReadOptions(consistency=consistency))
-            ep = self.endpoints[(self.worker_base + worker) % len(self.endpoints)] if level == "stale" else None
-            await self._call("Get", get, ep)
+            await self._call("Get", get, None if level == "lease" else worker)
         elif op == "incr":
-            await self._call("Incr", kv_pb2.IncrRequest(key=counter_key(key), delta=1, session=self._session(worker)))
+            req = kv_pb2.IncrRequest(key=counter_key(key), delta=1, session=self._session(worker))
+            await self._call("Incr", req, worker)
         elif op == "txn":
             # if version(key) < 2**62 (always) then put(key, value): one compare, one put, as etcd's Txn
             cmp = kv_pb2.Compare(key=key, target=kv_pb2.Compare.VERSION, op=kv_pb2.Compare.LESS, number=1 << 62)
             put = kv_pb2.TxnOp(type=kv_pb2.TxnOp.PUT, key=key, value=self.value)
-            await self._call("Txn", kv_pb2.TxnRequest(compares=[cmp], success=[put], session=self._session(worker)))
+            await self._call("Txn", kv_pb2.TxnRequest(compares=[cmp], success=[put], session=self._session(worker)),
+                             worker)
         elif op == "cas":
             await self._cas_op(worker)
         else:
@@ -423,16 +440,17 @@ class RaftkvRpcTarget:
         own = self._cas.get(worker)
         if own is None:
             k = cas_key(self.worker_base, worker)
-            r = await self._call("Put", kv_pb2.PutRequest(key=k, value=self.value, session=self._session(worker)))
+            r = await self._call("Put", kv_pb2.PutRequest(key=k, value=self.value, session=self._session(worker)),
+                                 worker)
             own = self._cas[worker] = (k, r.kv.version)
         k, version = own
         cond = kv_pb2.Compare(target=kv_pb2.Compare.VERSION, op=kv_pb2.Compare.EQUAL, number=version)
         req = kv_pb2.PutRequest(key=k, value=self.value, session=self._session(worker), conditions=[cond])
         try:
-            r = await self._call("Put", req)
+            r = await self._call("Put", req, worker)
         except OpError as e:
             if e.kind.endswith("/condition-failed"):
-                g = await self._call("Get", kv_pb2.GetRequest(key=k))
+                g = await self._call("Get", kv_pb2.GetRequest(key=k), worker)
                 self._cas[worker] = (k, g.kv.version if g.found else 0)
             raise
         self._cas[worker] = (k, r.kv.version)

@@ -78,6 +78,8 @@ class NodeStats:
     entries_persisted: int = 0
     entries_applied: int = 0
     commands_proposed: int = 0
+    commands_forwarded: int = 0
+    """Commands this node proposed as a follower, forwarded to the leader."""
     batches_proposed: int = 0
     read_rounds: int = 0
     reads_served: int = 0
@@ -118,6 +120,8 @@ class Node:
         self._inbox: deque[Message] = deque()
         self._unreachable: set[int] = set()
         self._proposals: list[tuple[Command, _Waiter]] = []
+        self._forwarded: list[Message] = []  # proposals followers forwarded, held while the pipeline is full
+        self._forwarded_rids: dict[int, int] = {}  # request id -> the leader it was forwarded to (unanswered)
         self._waiters: dict[int, _Waiter] = {}
         # Request ids and read contexts start at a random point, not at 1: an entry (or a read-index answer)
         # from before a restart can still reach this node, and must not match a request of this incarnation.
@@ -218,8 +222,9 @@ class Node:
 
     async def propose(self, make: Callable[[int], Command]) -> Any:
         """Propose one command (built by ``make(request_id)``) and wait until it is applied here; returns its
-        result. Raises NotLeader on a follower (unless forwarding is on), Unavailable if the proposal was lost
-        to a leader change (it was then certainly not applied)."""
+        result. A follower forwards it to the leader (``forward_proposals``; else it raises NotLeader). Raises
+        Unavailable when the leader changed before the result came: a leader's own proposal was then certainly not
+        applied; a forwarded one may or may not have been (the caller retries with the same session)."""
         self._check_writable()
         if self.role != StateRole.LEADER and not self.settings.forward_proposals:
             raise self.not_leader()
@@ -233,6 +238,8 @@ class Node:
             return await w.future
         finally:
             self._waiters.pop(rid, None)
+            if self._forwarded_rids:
+                self._forwarded_rids.pop(rid, None)
 
     async def change_membership(self, t: ConfChangeType, member: MemberInfo) -> MemberChangeResult:
         """Propose one single-server membership change and wait until it is applied here. Only the leader takes
@@ -407,7 +414,11 @@ class Node:
         # 2. Peer messages.
         inbox = self._inbox
         while inbox:
-            raw.step(inbox.popleft())
+            m = inbox.popleft()
+            if m.type == _PROP:
+                self._forwarded.append(m)  # proposed below, with this node's own, when the pipeline has room
+            else:
+                raw.step(m)
         if self._unreachable:
             for peer in self._unreachable:
                 raw.report_unreachable(peer)
@@ -417,8 +428,14 @@ class Node:
                 raw.report_snapshot(peer, ok)
             self._snapshot_status.clear()
         # 3. Proposals (membership changes one by one: the core takes only one at a time), and transfers.
-        if self._proposals:
-            self._propose_batch()
+        #    A leader with a full pipeline keeps them for a later turn: they join the next, larger batch.
+        if (self._proposals or self._forwarded) and self._pipeline_has_room():
+            if self._forwarded:
+                fwd, self._forwarded = self._forwarded, []
+                for m in fwd:
+                    raw.step(m)  # a follower's batch keeps its own entry (a leader that cannot take it drops it)
+            if self._proposals:
+                self._propose_batch()
         if self._conf_proposals:
             confs, self._conf_proposals = self._conf_proposals, []
             for data, w in confs:
@@ -453,6 +470,11 @@ class Node:
                 self._read_rounds[ctx] = futs
                 self.stats.read_rounds += 1
 
+    def _pipeline_has_room(self) -> bool:
+        depth = self.settings.max_inflight_proposals
+        r = self.raw.raft
+        return depth <= 0 or r.state != StateRole.LEADER or r.log.last_index() - r.log.committed < depth
+
     def _propose_batch(self) -> None:
         props, self._proposals = self._proposals, []
         raw = self.raw
@@ -484,7 +506,15 @@ class Node:
         self.stats.batches_proposed += len(datas)
         self.stats.commands_proposed += len(props)
         r = raw.raft
-        if r.state == StateRole.LEADER:
+        if r.state != StateRole.LEADER:
+            # Forwarded to the leader: nobody tells this node if the leader drops them, but a leader change is
+            # when that happens, and _on_soft_state then fails them (outcome unknown: they may still commit).
+            self.stats.commands_forwarded += len(props)
+            fwd = self._forwarded_rids
+            lead = r.lead
+            for c, _ in props:
+                fwd[c.request_id] = lead
+        else:
             # Remember where each batch landed: if a different entry is applied there, the batch was lost.
             last = r.log.last_index()
             first = last - len(groups) + 1
@@ -625,6 +655,16 @@ class Node:
         self._leadership = asyncio.Event()
         if self.client_addrs.keys() != set(self._peer_addrs) | {self.id}:
             self._refresh_membership()  # drop (or keep) a departed leader's address
+        if self._forwarded_rids:
+            # Requests forwarded to the previous leader may have been dropped with its leadership, or may still
+            # commit: their outcome is unknown. Say so now rather than at the deadline; the client retries them
+            # with the same session, and the session table makes the retry apply at most once.
+            lost = [rid for rid, to in self._forwarded_rids.items() if to != lead]
+            for rid in lost:
+                del self._forwarded_rids[rid]
+            self._fail_requests(lost, Unavailable(
+                "the leader changed while this request was forwarded to it; it may or may not have been applied "
+                "(retry with the same session)"))
         if self._read_rounds and role != StateRole.LEADER:
             # A read round may be dropped by a leader change: fail it fast so the caller retries elsewhere.
             err = NotLeader(lead, self.client_addrs.get(lead, "")) if lead else Unavailable("leader changed; retry")
@@ -676,6 +716,9 @@ class Node:
     def close(self) -> None:
         self._writer.shutdown(wait=True)
         self._snapshot_pool.shutdown(wait=True)
+
+
+_PROP = MsgType.PROP
 
 
 def _incarnation_base() -> int:

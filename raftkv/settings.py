@@ -60,6 +60,10 @@ class Settings:
     max_value_bytes: int = 1 << 20
     max_batch_bytes: int = 1 << 20
     """Client commands proposed together are packed into log entries of at most this size."""
+    max_inflight_proposals: int = 1
+    """The leader proposes a new batch of client commands (its own and those forwarded by followers) only while
+    fewer than this many of its log entries are uncommitted; meanwhile new commands wait and join the next batch.
+    An idle cluster proposes at once; a busy one packs each replication round full. 0 = no bound."""
     max_size_per_msg: int = 1 << 20
     max_inflight_msgs: int = 256
     max_pending_requests: int = 10_000
@@ -68,7 +72,9 @@ class Settings:
     """fsync every write before acknowledging it. Turning it off loses acknowledged writes on power failure."""
     session_ttl_s: int = 3600
     max_sessions: int = 100_000
-    forward_proposals: bool = False
+    forward_proposals: bool = True
+    """Followers take writes too and forward them to the leader over the peer stream (as etcd does), so client RPC
+    handling is spread over every node; False makes followers answer writes with a not-leader redirect."""
     join: bool = False
     """Join an existing cluster instead of bootstrapping one: the node starts with an empty log and learns the
     membership from the leader (after `raftkv member add` added it). Needs ``join_cluster_id``."""

@@ -18,7 +18,7 @@ from raftkv import localcluster
 from raftkv.errors import META_KIND, META_LEADER_ADDR, META_LEADER_ID, ExitCode
 from raftkv.proto.v1 import kv_pb2, kv_pb2_grpc
 
-from .conftest import Cluster
+from .conftest import Cluster, start_cluster
 
 pytestmark = pytest.mark.slow
 
@@ -89,7 +89,28 @@ def test_killing_every_node_loses_nothing_acknowledged(cluster: Cluster) -> None
         c.put("after", "restart")
 
 
-def test_a_follower_redirects_writes_to_the_leader(cluster: Cluster) -> None:
+def test_a_follower_forwards_writes_to_the_leader(cluster: Cluster) -> None:
+    leader = cluster.leader()
+    follower = next(n for n in cluster.info.nodes if n.id != leader.id)
+    with grpc.insecure_channel(follower.client_addr) as ch:
+        stub = kv_pb2_grpc.KVStub(ch)
+        r = stub.Put(kv_pb2.PutRequest(key=b"fwd", value=b"v"), timeout=10)
+    assert r.header.node_id == follower.id and r.kv.version == 1
+    assert dict(zip(r.kv.vclock.nodes, r.kv.vclock.counters, strict=True)) == {follower.id: 1}
+    assert cluster.node_status(follower.id).stats["commands_forwarded"] == 1
+    with cluster.client([leader.client_addr]) as c:
+        assert c.get("fwd").value == b"v"  # type: ignore[union-attr]
+
+
+def test_without_forwarding_a_follower_redirects_writes_to_the_leader(tmp_path: Path) -> None:
+    cluster = start_cluster(tmp_path / "cluster", settings={"forward_proposals": False})
+    try:
+        _follower_redirects(cluster)
+    finally:
+        localcluster.down(cluster.dir, purge=True)
+
+
+def _follower_redirects(cluster: Cluster) -> None:
     leader = cluster.leader()
     follower = next(n for n in cluster.info.nodes if n.id != leader.id)
     with grpc.insecure_channel(follower.client_addr) as ch:
