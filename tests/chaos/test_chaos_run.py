@@ -449,7 +449,10 @@ def test_an_interrupted_run_undoes_its_fault_and_leaves_nothing_behind(tmp_path:
     cmd = [sys.executable, "-m", "raftkv", "chaos", "--nodes", "3", "--duration", "120", "--nemesis", nemesis,
            "--tick-ms", "50", "--fault-s", "30", "--heal-s", "1", "--seed", "3", "--out", str(out)]
     env = {k: v for k, v in os.environ.items() if not k.startswith("RAFTKV_")}
-    p = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
+    # Tests started in the background by a non-interactive shell (``nohup scripts/test &``) inherit an ignored
+    # SIGINT, and so would the command: give it the default disposition a user at a terminal has.
+    p = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env,
+                         preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     lines: list[str] = []
     try:
         assert p.stdout is not None
