@@ -207,9 +207,13 @@ def _raftkv_stats(endpoints: Sequence[str]) -> dict[str, Any] | None:
     from raftkv.client import SyncClient
 
     with SyncClient(list(endpoints), timeout_s=3.0) as c:
-        for s in c.cluster_status(timeout_s=2.0):
-            if s.reachable and s.role == "leader":
-                return {"leader": s.id, "endpoint": s.endpoint, "stats": dict(s.stats)}
+        statuses = [s for s in c.cluster_status(timeout_s=2.0) if s.reachable]
+    for s in statuses:
+        if s.role == "leader":
+            stats = dict(s.stats)
+            # Every command is proposed on exactly one node: the leader, or the follower that forwarded it.
+            stats["commands_proposed"] = sum(int(x.stats.get("commands_proposed", 0)) for x in statuses)
+            return {"leader": s.id, "endpoint": s.endpoint, "stats": stats}
     return None
 
 
@@ -357,7 +361,8 @@ def _delta(a: float | None, b: float | None) -> float | None:
 
 
 def durability_figures(before: dict[str, Any] | None, after: dict[str, Any] | None) -> dict[str, Any] | None:
-    """The leader's counter deltas over the window and the figures made of them (None without both samples)."""
+    """The leader's counter deltas over the window and the figures made of them (None without both samples);
+    ``commands_proposed`` counts the commands of the whole cluster (followers forward theirs)."""
     if not before or not after:
         return None
     out: dict[str, Any] = {"leader_before": before["leader"], "leader_after": after["leader"]}

@@ -891,7 +891,8 @@ async def preload(
 
 # -- the no-op server -------------------------------------------------------------------------------------------
 async def serve_noop(addr: str, ready: Callable[[int], None] | None = None, stop: asyncio.Event | None = None) -> None:
-    """A gRPC server speaking raftkv's KV API that does nothing: Put and Get answer at once, Status says leader.
+    """A gRPC server speaking raftkv's KV API that does nothing: Put, Get and Batch answer at once, Status says
+    leader.
     It measures what the load generator (and gRPC in Python) can push through one connection per process."""
     import grpc.aio
 
@@ -905,6 +906,15 @@ async def serve_noop(addr: str, ready: Callable[[int], None] | None = None, stop
 
         async def Get(self, req: Any, ctx: Any) -> Any:
             return kv_pb2.GetResponse(header=header, found=True, kv=kv_pb2.KeyValue(key=req.key, value=b"x"))
+
+        async def Batch(self, req: Any, ctx: Any) -> Any:  # the library's coalesced calls
+            results = []
+            for op in req.ops:
+                if op.HasField("get"):
+                    results.append(kv_pb2.BatchResult(get=await self.Get(op.get, ctx)))
+                else:
+                    results.append(kv_pb2.BatchResult(put=await self.Put(op.put, ctx)))
+            return kv_pb2.BatchResponse(header=header, results=results)
 
         async def Status(self, req: Any, ctx: Any) -> Any:
             return kv_pb2.StatusResponse(header=header, role="leader", version="noop")

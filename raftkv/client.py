@@ -11,10 +11,11 @@
 
 What the client guarantees:
 
-* **Leader discovery.** Requests go to the node believed to be the leader. A node that is not the leader answers
-  ``NotLeader`` with the leader's client address, and the client goes there (the address need not be in the endpoint
-  list). A node that cannot be reached, or answers ``Unavailable``, makes the client try the next endpoint, backing off
-  exponentially with jitter (50 ms doubling to 1 s) -- all within one overall deadline (``timeout_s``) that no
+* **Leader discovery.** Writes go to the node that took the last one: the leader, or a follower that forwards
+  writes to it (the default, ``forward_proposals``). A node that does not take writes answers ``NotLeader`` with the
+  leader's client address, and the client goes there (the address need not be in the endpoint list). A node that
+  cannot be reached, or answers ``Unavailable``, makes the client try the next endpoint, backing off exponentially
+  with jitter (50 ms doubling to 1 s) -- all within one overall deadline (``timeout_s``) that no
   request ever exceeds: every attempt's gRPC deadline is the time that remains.
 * **Exactly-once writes.** Every write carries a session ``(client_id, seq)``; a retry of that write carries the same
   pair, so the cluster applies it at most once. The client owns ``lanes`` sessions (client ids ``base + lane``):
@@ -24,6 +25,16 @@ What the client guarantees:
   :class:`~raftkv.errors.Timeout` with ``outcome_unknown=True``: it may or may not have been applied.
 * **Read-your-writes and monotonic reads.** The client remembers the highest applied index any response showed it
   and sends it as ``min_index`` on reads, so even a stale read on another node never goes back in time.
+* **Coalescing** (``coalesce=True``, the default). A gRPC call costs the server far more than a small operation, so
+  concurrent puts, gets, deletes and increments share calls: per endpoint at most two calls sent this way are in
+  flight; an operation that finds one of them free goes out at once (alone, as its ordinary unary RPC), and
+  operations arriving while both are busy wait and go together, as one ``Batch`` RPC of up to 256 independent
+  operations (not atomic: each keeps its own session and its own result or error), as soon as a call returns. Only
+  an operation's first attempt is coalesced; its retries are unary calls with the same session, and an attempt in a
+  batch counts exactly as a unary attempt does for redirects, deadlines and unknown outcomes (a batch that fails as a
+  whole leaves every write in it with an unknown outcome, unless it certainly never reached the server). A server
+  without ``Batch`` (an older version) makes the client stop coalescing for that endpoint and send the operations
+  as unary calls.
 
 Errors are the ones of :mod:`raftkv.errors`, rebuilt from the gRPC status and its trailing metadata.
 """
@@ -48,6 +59,7 @@ import grpc
 import grpc.aio
 
 from .errors import (
+    META_KIND,
     META_OUTCOME_UNKNOWN,
     ConditionFailed,
     ConfigError,
@@ -105,6 +117,13 @@ _U64 = 1 << 64
 META_CURRENT_BIN = "raftkv-current-bin"
 """Trailing metadata of a failed condition: the key's current KeyValue (serialized protobuf)."""
 _U32_MAX = (1 << 32) - 1
+
+_BATCH_FIELDS = {"Put": "put", "Get": "get", "Delete": "delete", "Incr": "incr"}
+"""The methods whose first attempt goes through the coalescer, and their field in BatchOp / BatchResult."""
+_GRANTED = object()  # a queued operation's turn: it holds a call slot of its endpoint; it sends itself, unary
+_UNARY = object()  # the endpoint has no Batch: the queued operation sends itself, unary, without a slot
+_EXPIRED = "the attempt ran out of time waiting to be sent (it was not sent)"
+_EXPIRED_MD = ((META_KIND, Timeout.kind), (META_OUTCOME_UNKNOWN, "0"))
 
 # Reconnect quickly to a node that comes back (gRPC's defaults wait up to 2 minutes between connection attempts).
 _CHANNEL_OPTIONS: list[tuple[str, Any]] = [
@@ -392,6 +411,26 @@ def error_from_rpc(e: grpc.aio.AioRpcError) -> RaftKVError:
     return err
 
 
+def _rpc_error(
+    code: grpc.StatusCode, details: str, metadata: Sequence[tuple[str, str | bytes]] = ()
+) -> grpc.aio.AioRpcError:
+    """An RPC failure as a unary call would raise it (for an operation whose attempt was part of a batch)."""
+    return grpc.aio.AioRpcError(code, grpc.aio.Metadata(), grpc.aio.Metadata(*metadata), details)
+
+
+def _batch_error_rpc(be: kv_pb2.BatchError) -> grpc.aio.AioRpcError:
+    """A batch operation's error as the AioRpcError its unary RPC would have raised (same code, details, trailing
+    metadata), so :func:`error_from_rpc` and :func:`_outcome_unknown` judge both alike."""
+    try:
+        code = grpc.StatusCode[be.code]
+    except KeyError:
+        code = grpc.StatusCode.UNKNOWN
+    md: list[tuple[str, str | bytes]] = list(be.metadata.items())
+    if be.current:
+        md.append((META_CURRENT_BIN, be.current))
+    return _rpc_error(code, be.message, md)
+
+
 def _definitely_not_sent(e: grpc.aio.AioRpcError, err: RaftKVError) -> bool:
     """True when the request never reached a server (the connection could not be made), so a write in it cannot
     have been applied. Anything less certain counts as an unknown outcome."""
@@ -436,7 +475,13 @@ class Client:
 
     ``timeout_s`` bounds every call, retries included. ``client_id`` is the base of the session ids (random when
     omitted); two live clients must never share one. ``lanes`` is how many writes may be in flight at once (more
-    wait for a free lane). Create it anywhere; use it on one event loop."""
+    wait for a free lane). ``coalesce`` sends concurrent puts, gets, deletes and increments together in ``Batch``
+    RPCs (see the module docstring). Create it anywhere; use it on one event loop."""
+
+    coalesce_max_inflight = 2
+    """Per endpoint, at most this many calls sent by the coalescer are in flight; more operations queue."""
+    coalesce_max_ops = 256
+    """At most this many queued operations go in one Batch RPC."""
 
     def __init__(
         self,
@@ -445,6 +490,7 @@ class Client:
         timeout_s: float = 10.0,
         client_id: int | None = None,
         lanes: int = 64,
+        coalesce: bool = True,
     ) -> None:
         if isinstance(endpoints, str):
             endpoints = [e.strip() for e in endpoints.split(",") if e.strip()]
@@ -472,6 +518,9 @@ class Client:
         self._spread_cursor = random.randrange(1 << 16)  # where local (stale/bounded) reads start their round robin
         self._seen_index = 0
         self._closed = False
+        self._coalesce = coalesce
+        self._coalescers: dict[str, _Coalescer] = {}
+        self._batch_tasks: set[asyncio.Task[None]] = set()
 
     # -- properties ------------------------------------------------------------------------------------------
     @property
@@ -489,7 +538,8 @@ class Client:
 
     @property
     def leader(self) -> str | None:
-        """The client address of the node currently believed to be the leader."""
+        """The client address of the node this client sends writes to: the leader, or a follower that took the last
+        write and forwards writes to the leader (None until the first write or redirect)."""
         return self._leader
 
     @property
@@ -508,10 +558,18 @@ class Client:
 
     async def aclose(self) -> None:
         self._closed = True
+        closed = RaftKVError("the client is closed")
+        for co in self._coalescers.values():  # never sent: they fail at once, as a call on a closed client does
+            queued, co.queue = co.queue, []
+            for q in queued:
+                if not q.future.done():
+                    q.future.set_exception(closed)
         channels = list(self._channels.values())
         self._channels.clear()
         for ch, _ in channels:
-            await ch.close()
+            await ch.close()  # cancels the calls in flight, Batch calls included
+        if self._batch_tasks:  # they hand their operations the outcome and end
+            await asyncio.gather(*self._batch_tasks, return_exceptions=True)
 
     # -- the API ---------------------------------------------------------------------------------------------
     async def put(
@@ -802,6 +860,135 @@ class Client:
             self._idle.append(lane)
             self._lane_sem.release()
 
+    # -- coalescing ------------------------------------------------------------------------------------------
+    async def _coalesced(self, ep: str, method: str, req: Any, attempt_s: float) -> Any:
+        """One attempt of a put/get/delete/incr on ``ep``, through its coalescer: at once and alone (a unary call) if
+        one of the endpoint's call slots is free, else queued and sent with the others queued there in one Batch RPC
+        when a slot frees. Returns the response, or raises the AioRpcError the unary call would have raised."""
+        co = self._coalescers.get(ep)
+        if co is None:
+            co = self._coalescers[ep] = _Coalescer()
+        _, stub = self._channel(ep)
+        if not co.enabled:
+            return await getattr(stub, method)(req, timeout=attempt_s)
+        if co.inflight < self.coalesce_max_inflight and not co.queue:
+            co.inflight += 1
+            try:
+                return await getattr(stub, method)(req, timeout=attempt_s)
+            finally:
+                self._release(ep, co)
+        loop = asyncio.get_running_loop()
+        q = _Queued(method, req, loop.time() + attempt_s, loop.create_future())
+        co.queue.append(q)
+        if co.inflight < self.coalesce_max_inflight:
+            self._dispatch(ep, co)
+        fut = q.future
+        try:
+            verdict = await fut
+        except BaseException:
+            # Cancelled just after being given a slot: hand the slot back (it was never used).
+            if fut.done() and not fut.cancelled() and fut.exception() is None and fut.result() is _GRANTED:
+                self._release(ep, co)
+            raise
+        if verdict is _GRANTED:
+            try:
+                _, stub = self._channel(ep)
+                return await getattr(stub, method)(req, timeout=max(0.001, q.deadline - loop.time()))
+            finally:
+                self._release(ep, co)
+        if verdict is _UNARY:
+            _, stub = self._channel(ep)
+            return await getattr(stub, method)(req, timeout=max(0.001, q.deadline - loop.time()))
+        return verdict
+
+    def _release(self, ep: str, co: _Coalescer) -> None:
+        """A call slot of ``ep`` is free again: send what queued meanwhile."""
+        co.inflight -= 1
+        if co.queue:
+            self._dispatch(ep, co)
+
+    def _dispatch(self, ep: str, co: _Coalescer) -> None:
+        """Send queued operations while a slot is free: one alone as its unary call (made by its own caller), more
+        together as one Batch RPC. Operations whose attempt ran out of time in the queue fail, never sent."""
+        if not co.enabled:
+            queued, co.queue = co.queue, []
+            for q in queued:
+                if not q.future.done():
+                    q.future.set_result(_UNARY)
+            return
+        now = asyncio.get_running_loop().time()
+        while co.queue and co.inflight < self.coalesce_max_inflight:
+            limit = self.coalesce_max_ops
+            batch: list[_Queued] = []
+            taken = 0
+            for q in co.queue:
+                taken += 1
+                if q.future.done():  # its caller gave up (cancelled)
+                    continue
+                if q.deadline - now <= 0.001:  # a server Timeout that says "not applied": it was never sent
+                    q.future.set_exception(_rpc_error(grpc.StatusCode.DEADLINE_EXCEEDED, _EXPIRED, _EXPIRED_MD))
+                    continue
+                batch.append(q)
+                if len(batch) == limit:
+                    break
+            del co.queue[:taken]
+            if not batch:
+                continue
+            co.inflight += 1
+            if len(batch) == 1:
+                batch[0].future.set_result(_GRANTED)
+            else:
+                task = asyncio.get_running_loop().create_task(self._send_batch(ep, co, batch))
+                self._batch_tasks.add(task)
+                task.add_done_callback(self._batch_tasks.discard)
+
+    async def _send_batch(self, ep: str, co: _Coalescer, batch: list[_Queued]) -> None:
+        """Send ``batch`` as one Batch RPC (holding one of ``ep``'s slots) and hand each operation its result or
+        error. Failures of the RPC as a whole are every operation's failure, judged as a unary call's would be."""
+        loop = asyncio.get_running_loop()
+        try:
+            fields = _BATCH_FIELDS
+            req = kv_pb2.BatchRequest(ops=[kv_pb2.BatchOp(**{fields[q.method]: q.request}) for q in batch])
+            timeout = max(0.001, min(q.deadline for q in batch) - loop.time())
+            try:
+                _, stub = self._channel(ep)
+                resp = await stub.Batch(req, timeout=timeout)
+            except grpc.aio.AioRpcError as e:
+                if e.code() == grpc.StatusCode.UNIMPLEMENTED:
+                    # An older server: no coalescing for this endpoint any more; nothing was carried out, so each
+                    # operation sends itself as its unary call now.
+                    co.enabled = False
+                    for q in batch:
+                        _settle(q, _UNARY)
+                else:
+                    for q in batch:
+                        _fail(q, e)
+                return
+            except RaftKVError as e:  # the client was closed
+                for q in batch:
+                    _fail(q, e)
+                return
+            self._observe(resp.header.index)
+            results = resp.results
+            n = len(results)
+            for i, q in enumerate(batch):
+                r = results[i] if i < n else None
+                which = r.WhichOneof("result") if r is not None else None
+                if r is None or which is None:  # a broken server: the write may have applied; retry it
+                    _fail(q, _rpc_error(grpc.StatusCode.UNAVAILABLE, f"{ep} answered no result for this operation"))
+                elif which == "error":
+                    _fail(q, _batch_error_rpc(r.error))
+                else:
+                    _settle(q, getattr(r, which))
+        finally:
+            # Cancelled (the client closing) or broken: whatever is left may have been sent, so its outcome is
+            # unknown; the operations retry on their own.
+            if not all(q.future.done() for q in batch):
+                lost = _rpc_error(grpc.StatusCode.CANCELLED, "the batch call ended without an answer")
+                for q in batch:
+                    _fail(q, lost)
+            self._release(ep, co)
+
     async def _call(
         self,
         method: str,
@@ -831,6 +1018,7 @@ class Client:
         backoff = BACKOFF_MIN_S
         redirected = False
         tried: dict[str, None] = {}
+        coalesce = self._coalesce and endpoint is None and method in _BATCH_FIELDS
         while True:
             remaining = deadline - loop.time()
             if remaining <= 0.001:
@@ -846,8 +1034,11 @@ class Client:
             attempts += 1
             attempt_s = min(remaining, max(1.0, self._timeout_s / 4))
             try:
-                _, stub = self._channel(ep)
-                resp = await getattr(stub, method)(request(attempt_s), timeout=attempt_s)
+                if coalesce and attempts == 1:  # the first attempt may share a Batch RPC with other operations
+                    resp = await self._coalesced(ep, method, request(attempt_s), attempt_s)
+                else:
+                    _, stub = self._channel(ep)
+                    resp = await getattr(stub, method)(request(attempt_s), timeout=attempt_s)
             except grpc.aio.AioRpcError as e:
                 err = error_from_rpc(e)
                 if write and _outcome_unknown(e, err):
@@ -894,6 +1085,39 @@ class Client:
             f"{op} failed after {attempts} attempt{'s' if attempts != 1 else ''} in {t:g}s "
             f"(tried {', '.join(tried)}): {last.message}"
         ) from last
+
+
+class _Queued:
+    """An operation waiting in an endpoint's coalescer for a call slot."""
+
+    __slots__ = ("deadline", "future", "method", "request")
+
+    def __init__(self, method: str, request: Any, deadline: float, future: asyncio.Future[Any]) -> None:
+        self.method = method
+        self.request = request
+        self.deadline = deadline  # loop time when the attempt runs out
+        self.future = future  # the response, an AioRpcError, or _GRANTED / _UNARY
+
+
+class _Coalescer:
+    """One endpoint's coalescing state: the call slots in use and the operations waiting for one."""
+
+    __slots__ = ("enabled", "inflight", "queue")
+
+    def __init__(self) -> None:
+        self.enabled = True  # False once the endpoint answered UNIMPLEMENTED for Batch
+        self.inflight = 0
+        self.queue: list[_Queued] = []
+
+
+def _settle(q: _Queued, result: Any) -> None:
+    if not q.future.done():
+        q.future.set_result(result)
+
+
+def _fail(q: _Queued, err: BaseException) -> None:
+    if not q.future.done():
+        q.future.set_exception(err)
 
 
 def _local_read(level: kv_pb2.Consistency) -> bool:
@@ -954,6 +1178,7 @@ class SyncClient:
         timeout_s: float = 10.0,
         client_id: int | None = None,
         lanes: int = 64,
+        coalesce: bool = True,
     ) -> None:
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._loop.run_forever, name="raftkv-client", daemon=True)
@@ -961,7 +1186,7 @@ class SyncClient:
         self._closed = False
 
         async def make() -> Client:
-            return Client(endpoints, timeout_s=timeout_s, client_id=client_id, lanes=lanes)
+            return Client(endpoints, timeout_s=timeout_s, client_id=client_id, lanes=lanes, coalesce=coalesce)
 
         try:
             self._client = self._run(make())

@@ -100,6 +100,8 @@ _PB_TXN_OP = {
     kv_pb2.TxnOp.INCR: TxnOpType.INCR,
 }
 MAX_TXN_OPS = 128
+MAX_BATCH_OPS = 1000
+"""The most operations one Batch RPC may carry (INVALID_ARGUMENT above, and none is carried out)."""
 
 
 def _vclock_pb(kv: KeyValue) -> kv_pb2.VectorClock:
@@ -168,6 +170,14 @@ def result_error(result: Any) -> RaftKVError | None:
     return None
 
 
+def batch_error(err: RaftKVError) -> kv_pb2.BatchError:
+    """A batch operation's error: the status and trailing metadata its unary RPC would have failed with."""
+    be = kv_pb2.BatchError(code=err.grpc_code, message=err.message, metadata=dict(err.metadata()))
+    if isinstance(err, ConditionFailed) and isinstance(err.current, KeyValue):
+        be.current = kv_to_pb(err.current).SerializeToString()
+    return be
+
+
 class KVServicer(kv_pb2_grpc.KVServicer):
     """The client API. Every method validates, then proposes or reads through the node; every raftkv error
     becomes a gRPC status with the error's kind (and the leader's address) in the trailing metadata."""
@@ -176,6 +186,11 @@ class KVServicer(kv_pb2_grpc.KVServicer):
         self.node = node
         self.s = settings
         self.default_timeout_s = settings.request_timeout_ms / 1000.0
+        # Client API counters, reported in Status' stats beside the node's: unary Put/Get/Delete/Incr RPCs, Batch
+        # RPCs, and the operations those batches carried.
+        self.unary_rpcs = 0
+        self.batch_rpcs = 0
+        self.batched_ops = 0
 
     # -- helpers ----------------------------------------------------------------------------------------------
     def _timeout(self, ctx: grpc.aio.ServicerContext[Any, Any], requested_ms: int = 0) -> float:
@@ -185,21 +200,30 @@ class KVServicer(kv_pb2_grpc.KVServicer):
             t = min(t, max(0.0, remaining - 0.005))
         return t
 
-    async def _call(
-        self, ctx: grpc.aio.ServicerContext[Any, Any], fn: Callable[[], Awaitable[T]], timeout_s: float, write: bool
-    ) -> T:
+    @staticmethod
+    async def _run(aw: Awaitable[T], timeout_s: float, write: bool) -> T:
+        """Await ``aw`` within ``timeout_s``; running out of time raises Timeout (outcome unknown for a write)."""
         try:
             async with asyncio.timeout(timeout_s):
-                return await fn()
+                return await aw
         except TimeoutError:
-            err: RaftKVError = Timeout(
+            raise Timeout(
                 f"the request did not complete within {timeout_s:.2f}s"
                 + ("; the write may or may not have been applied (retry with the same session)" if write else ""),
                 outcome_unknown=write,
-            )
+            ) from None
+
+    async def _call(
+        self, ctx: grpc.aio.ServicerContext[Any, Any], fn: Callable[[], Awaitable[T]], timeout_s: float, write: bool
+    ) -> T:
+        return await self._unary(ctx, self._run(fn(), timeout_s, write))
+
+    async def _unary(self, ctx: grpc.aio.ServicerContext[Any, Any], aw: Awaitable[T]) -> T:
+        """Await ``aw``; a raftkv error becomes the RPC's status (with the error's trailing metadata)."""
+        try:
+            return await aw
         except RaftKVError as e:
-            err = e
-        await self._abort(ctx, err)
+            await self._abort(ctx, e)
         raise AssertionError("unreachable")  # ctx.abort raises
 
     async def _abort(self, ctx: grpc.aio.ServicerContext[Any, Any], err: RaftKVError) -> None:
@@ -264,54 +288,97 @@ class KVServicer(kv_pb2_grpc.KVServicer):
         if opts.min_index:
             await node.wait_applied(opts.min_index)
 
-    # -- the API ----------------------------------------------------------------------------------------------
-    async def Put(self, req: kv_pb2.PutRequest, ctx: grpc.aio.ServicerContext[Any, Any]) -> kv_pb2.PutResponse:
-        try:
-            self._check_key(req.key)
-            self._check_value(req.value)
-            conds = conditions_from_pb(req.conditions, req.key)
-        except RaftKVError as e:
-            await self._abort(ctx, e)
+    # -- the single-key operations: each exists once, for its unary RPC and for Batch ------------------------------
+    # Each validates, then proposes or reads within ``timeout_s``; every failure (validation included) is raised as
+    # a RaftKVError, which the unary RPC turns into its status and Batch into the operation's BatchError.
+    async def _put(self, req: kv_pb2.PutRequest, timeout_s: float) -> kv_pb2.PutResponse:
+        self._check_key(req.key)
+        self._check_value(req.value)
+        conds = conditions_from_pb(req.conditions, req.key)
         s = req.session
-        res: PutResult = await self._call(
-            ctx,
-            lambda: self._propose(lambda rid: Put(rid, s.client_id, s.seq, req.key, req.value, conds)),
-            self._timeout(ctx),
-            write=True,
+        res: PutResult = await self._run(
+            self._propose(lambda rid: Put(rid, s.client_id, s.seq, req.key, req.value, conds)), timeout_s, write=True
         )
         return kv_pb2.PutResponse(header=self.header(res.kv.mod_index), kv=kv_to_pb(res.kv))
+
+    async def _delete(self, req: kv_pb2.DeleteRequest, timeout_s: float) -> kv_pb2.DeleteResponse:
+        self._check_key(req.key)
+        conds = conditions_from_pb(req.conditions, req.key)
+        s = req.session
+        res: DeleteResult = await self._run(
+            self._propose(lambda rid: Delete(rid, s.client_id, s.seq, req.key, conds)), timeout_s, write=True
+        )
+        return kv_pb2.DeleteResponse(header=self.header(res.index), deleted=res.deleted, index=res.index)
+
+    async def _get(self, req: kv_pb2.GetRequest, timeout_s: float) -> kv_pb2.GetResponse:
+        self._check_key(req.key)
+        return await self._run(self._get_at_read_point(req), timeout_s, write=False)
+
+    async def _get_at_read_point(self, req: kv_pb2.GetRequest) -> kv_pb2.GetResponse:
+        await self._read_point(req.read)
+        index, kv = self.node.fsm_get(req.key)
+        if kv is None:
+            return kv_pb2.GetResponse(header=self.header(index), found=False)
+        return kv_pb2.GetResponse(header=self.header(index), found=True, kv=kv_to_pb(kv))
+
+    async def _incr(self, req: kv_pb2.IncrRequest, timeout_s: float) -> kv_pb2.IncrResponse:
+        self._check_key(req.key)
+        s = req.session
+        res: IncrResult = await self._run(
+            self._propose(lambda rid: Incr(rid, s.client_id, s.seq, req.key, req.delta)), timeout_s, write=True
+        )
+        return kv_pb2.IncrResponse(header=self.header(res.kv.mod_index), value=res.value, kv=kv_to_pb(res.kv))
+
+    async def _batch_op(self, op: kv_pb2.BatchOp, timeout_s: float, ctx: grpc.aio.ServicerContext[Any, Any]) -> Any:
+        """One operation of a batch, answered as its unary RPC would be: a BatchResult with its response or error."""
+        try:
+            which = op.WhichOneof("op")
+            if which == "put":
+                return kv_pb2.BatchResult(put=await self._put(op.put, timeout_s))
+            if which == "get":
+                return kv_pb2.BatchResult(get=await self._get(op.get, self._timeout(ctx, op.get.read.timeout_ms)))
+            if which == "delete":
+                return kv_pb2.BatchResult(delete=await self._delete(op.delete, timeout_s))
+            if which == "incr":
+                return kv_pb2.BatchResult(incr=await self._incr(op.incr, timeout_s))
+            raise InvalidArgument("a batch operation must be a put, get, delete or incr")
+        except RaftKVError as e:
+            return kv_pb2.BatchResult(error=batch_error(e))
+        except Exception as e:  # a bug: fail this operation alone, as its unary RPC would fail (UNKNOWN)
+            log.exception("batch operation failed")
+            return kv_pb2.BatchResult(error=kv_pb2.BatchError(code="UNKNOWN", message=f"Unexpected {e!r}"))
+
+    # -- the API ----------------------------------------------------------------------------------------------
+    async def Put(self, req: kv_pb2.PutRequest, ctx: grpc.aio.ServicerContext[Any, Any]) -> kv_pb2.PutResponse:
+        self.unary_rpcs += 1
+        return await self._unary(ctx, self._put(req, self._timeout(ctx)))
 
     async def Delete(
         self, req: kv_pb2.DeleteRequest, ctx: grpc.aio.ServicerContext[Any, Any]
     ) -> kv_pb2.DeleteResponse:
-        try:
-            self._check_key(req.key)
-            conds = conditions_from_pb(req.conditions, req.key)
-        except RaftKVError as e:
-            await self._abort(ctx, e)
-        s = req.session
-        res: DeleteResult = await self._call(
-            ctx,
-            lambda: self._propose(lambda rid: Delete(rid, s.client_id, s.seq, req.key, conds)),
-            self._timeout(ctx),
-            write=True,
-        )
-        return kv_pb2.DeleteResponse(header=self.header(res.index), deleted=res.deleted, index=res.index)
+        self.unary_rpcs += 1
+        return await self._unary(ctx, self._delete(req, self._timeout(ctx)))
 
     async def Get(self, req: kv_pb2.GetRequest, ctx: grpc.aio.ServicerContext[Any, Any]) -> kv_pb2.GetResponse:
-        try:
-            self._check_key(req.key)
-        except RaftKVError as e:
-            await self._abort(ctx, e)
+        self.unary_rpcs += 1
+        return await self._unary(ctx, self._get(req, self._timeout(ctx, req.read.timeout_ms)))
 
-        async def go() -> kv_pb2.GetResponse:
-            await self._read_point(req.read)
-            index, kv = self.node.fsm_get(req.key)
-            if kv is None:
-                return kv_pb2.GetResponse(header=self.header(index), found=False)
-            return kv_pb2.GetResponse(header=self.header(index), found=True, kv=kv_to_pb(kv))
-
-        return await self._call(ctx, go, self._timeout(ctx, req.read.timeout_ms), write=False)
+    async def Batch(self, req: kv_pb2.BatchRequest, ctx: grpc.aio.ServicerContext[Any, Any]) -> kv_pb2.BatchResponse:
+        """Independent operations, carried out concurrently, each answered as its unary RPC would be. Every
+        operation starts (validates, and proposes or asks for its read point) before any is awaited, so the batch's
+        writes reach the node in the same turn and share a log entry, and its linearizable reads a read round."""
+        ops = req.ops
+        n = len(ops)
+        if n > MAX_BATCH_OPS:
+            await self._abort(ctx, InvalidArgument(f"a batch has at most {MAX_BATCH_OPS} operations, not {n}"))
+        self.batch_rpcs += 1
+        self.batched_ops += n
+        timeout_s = self._timeout(ctx)
+        if n == 1:
+            results = [await self._batch_op(ops[0], timeout_s, ctx)]
+        else:
+            results = await asyncio.gather(*[self._batch_op(op, timeout_s, ctx) for op in ops])
+        return kv_pb2.BatchResponse(header=self.header(self.node.applied), results=results)
 
     async def Range(self, req: kv_pb2.RangeRequest, ctx: grpc.aio.ServicerContext[Any, Any]) -> kv_pb2.RangeResponse:
         limit = req.limit or 1000
@@ -328,18 +395,8 @@ class KVServicer(kv_pb2_grpc.KVServicer):
         return await self._call(ctx, go, self._timeout(ctx, req.read.timeout_ms), write=False)
 
     async def Incr(self, req: kv_pb2.IncrRequest, ctx: grpc.aio.ServicerContext[Any, Any]) -> kv_pb2.IncrResponse:
-        try:
-            self._check_key(req.key)
-        except RaftKVError as e:
-            await self._abort(ctx, e)
-        s = req.session
-        res: IncrResult = await self._call(
-            ctx,
-            lambda: self._propose(lambda rid: Incr(rid, s.client_id, s.seq, req.key, req.delta)),
-            self._timeout(ctx),
-            write=True,
-        )
-        return kv_pb2.IncrResponse(header=self.header(res.kv.mod_index), value=res.value, kv=kv_to_pb(res.kv))
+        self.unary_rpcs += 1
+        return await self._unary(ctx, self._incr(req, self._timeout(ctx)))
 
     def _txn_ops(self, ops: Any) -> tuple[TxnOp, ...]:
         out = []
@@ -520,8 +577,14 @@ class KVServicer(kv_pb2_grpc.KVServicer):
             version=__version__,
             read_only=bool(node.read_only_reason),
             read_only_reason=node.read_only_reason,
-            stats=node.stats_snapshot(),
+            stats=self.stats(),
         )
+
+    def stats(self) -> dict[str, int]:
+        """The node's counters plus this service's (unary_rpcs, batch_rpcs, batched_ops)."""
+        out = self.node.stats_snapshot()
+        out.update(unary_rpcs=self.unary_rpcs, batch_rpcs=self.batch_rpcs, batched_ops=self.batched_ops)
+        return out
 
 
 # -- start-up -------------------------------------------------------------------------------------------------

@@ -7,6 +7,7 @@ In a test::
         srv.kv.inject(Unavailable("boom"))            # the next call fails with this error (a queue of them)
         ... Client([srv.addr]) ...
         srv.kv.calls["Put"], srv.kv.sessions          # what the server saw
+        srv.kv.batch = True                           # serve Batch (default: UNIMPLEMENTED, as an older server)
 
 As a process (what ``tests/client/test_localcluster.py`` launches in place of ``raftkv serve``)::
 
@@ -26,7 +27,7 @@ import signal
 import socket
 import sys
 import threading
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -44,12 +45,39 @@ class WriteSeen:
     client_id: int
     seq: int
     key: bytes
+    batched: bool = False  # part of a Batch RPC
+
+
+class _OpAborted(Exception):
+    """A batch operation failed (what its unary RPC's ``ctx.abort`` would have sent)."""
+
+    def __init__(self, code: grpc.StatusCode, details: str, metadata: Sequence[tuple[str, Any]]) -> None:
+        super().__init__(details)
+        self.code, self.details, self.metadata = code, details, tuple(metadata)
+
+
+class _OpContext:
+    """The context one operation of a batch runs with: ``abort`` fails that operation alone."""
+
+    batched = True
+
+    def __init__(self, ctx: grpc.aio.ServicerContext[Any, Any]) -> None:
+        self._ctx = ctx
+
+    def time_remaining(self) -> float | None:
+        return self._ctx.time_remaining()
+
+    async def abort(self, code: grpc.StatusCode, details: str = "", trailing_metadata: Sequence[Any] = ()) -> None:
+        raise _OpAborted(code, details, trailing_metadata)
 
 
 class FakeKV(kv_pb2_grpc.KVServicer):
     """The servicer. Attributes a test may change at any time: ``mode``, ``leader_id``, ``leader_addr``,
     ``delay_s`` (every call waits this long first), ``lose_reply`` (apply the next N writes, then fail them with
-    this error as if the reply was lost)."""
+    this error as if the reply was lost), ``batch`` (serve Batch; False: UNIMPLEMENTED, as a server older than
+    Batch), ``key_errors`` (key -> errors the next operations on that key fail with, one each, after being looked
+    at), ``lose_batch_reply`` (carry out the next Batch RPCs, then fail each as a whole with this bare status, as a
+    lost reply), ``after_batch`` (called once a Batch's operations are done, before it answers)."""
 
     def __init__(
         self,
@@ -78,6 +106,11 @@ class FakeKV(kv_pb2_grpc.KVServicer):
         self.outstanding: collections.Counter[int] = collections.Counter()
         self.max_outstanding_per_session = 0
         self.lose_reply: list[RaftKVError] = []
+        self.batch = False
+        self.batches: list[list[str]] = []  # the operations (put, get, ...) of every Batch served
+        self.key_errors: dict[bytes, list[RaftKVError]] = {}
+        self.lose_batch_reply: list[tuple[grpc.StatusCode, str]] = []
+        self.after_batch: Callable[[], None] | None = None
         self._errors: collections.deque[RaftKVError | tuple[grpc.StatusCode, str]] = collections.deque()
         self._session_table: dict[int, tuple[int, Any]] = {}
         self.role_for_status: Any = None  # callable() -> (role, leader_id), for the process mode
@@ -104,7 +137,7 @@ class FakeKV(kv_pb2_grpc.KVServicer):
         await ctx.abort(grpc.StatusCode[err.grpc_code], err.message, trailing_metadata=tuple(err.metadata()))
 
     async def _enter(self, method: str, ctx: grpc.aio.ServicerContext[Any, Any], write: bool) -> None:
-        self.calls[method] += 1
+        self.calls[("Batch." if getattr(ctx, "batched", False) else "") + method] += 1
         self.deadlines.append(ctx.time_remaining())
         if self.delay_s:
             await asyncio.sleep(self.delay_s)
@@ -120,6 +153,11 @@ class FakeKV(kv_pb2_grpc.KVServicer):
             await self._abort(ctx, Unavailable(f"node {self.node_id} has no leader"))
         if self.mode == "follower" and write:
             await self._abort(ctx, NotLeader(self.leader_id, self.leader_addr))
+
+    async def _key_error(self, key: bytes, ctx: grpc.aio.ServicerContext[Any, Any]) -> None:
+        errs = self.key_errors.get(key)
+        if errs:
+            await self._abort(ctx, errs.pop(0))
 
     def _apply_put(self, key: bytes, value: bytes) -> kv_pb2.KeyValue:
         self.index += 1
@@ -140,11 +178,12 @@ class FakeKV(kv_pb2_grpc.KVServicer):
 
     async def _write(self, method: str, session: kv_pb2.Session, key: bytes, ctx: Any, apply: Any) -> Any:
         cid, seq = session.client_id, session.seq
-        self.sessions.append(WriteSeen(method, cid, seq, key))
+        self.sessions.append(WriteSeen(method, cid, seq, key, getattr(ctx, "batched", False)))
         self.outstanding[cid] += 1
         self.max_outstanding_per_session = max(self.max_outstanding_per_session, self.outstanding[cid])
         try:
             await self._enter(method, ctx, write=True)
+            await self._key_error(key, ctx)
             if not key:
                 await self._abort(ctx, InvalidArgument("the key must not be empty"))
             last = self._session_table.get(cid)
@@ -178,9 +217,49 @@ class FakeKV(kv_pb2_grpc.KVServicer):
 
         return await self._write("Delete", request.session, request.key, context, apply)
 
+    async def Incr(self, request: kv_pb2.IncrRequest, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
+        def apply() -> kv_pb2.IncrResponse:
+            old = self.data.get(request.key)
+            value = (int(old.value) if old else 0) + request.delta
+            kv = self._apply_put(request.key, str(value).encode())
+            return kv_pb2.IncrResponse(header=self._header(), value=value, kv=kv)
+
+        return await self._write("Incr", request.session, request.key, context, apply)
+
+    async def Batch(self, request: kv_pb2.BatchRequest, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
+        """Each operation runs through its unary handler with a context of its own, concurrently; an abort there
+        becomes that operation's BatchError."""
+        self.calls["Batch"] += 1
+        if not self.batch:
+            await context.abort(grpc.StatusCode.UNIMPLEMENTED, "Method not found!")
+        handlers: dict[str, Callable[[Any, Any], Awaitable[Any]]] = {
+            "put": self.Put, "get": self.Get, "delete": self.Delete, "incr": self.Incr,
+        }
+        self.batches.append([str(op.WhichOneof("op")) for op in request.ops])
+
+        async def one(op: kv_pb2.BatchOp) -> kv_pb2.BatchResult:
+            which = str(op.WhichOneof("op"))
+            try:
+                resp = await handlers[which](getattr(op, which), _OpContext(context))
+            except _OpAborted as a:
+                md = {k: v for k, v in a.metadata if isinstance(v, str)}
+                cur = next((v for k, v in a.metadata if isinstance(v, bytes)), b"")
+                err = kv_pb2.BatchError(code=a.code.name, message=a.details, metadata=md, current=cur)
+                return kv_pb2.BatchResult(error=err)
+            return kv_pb2.BatchResult(**{which: resp})
+
+        results = await asyncio.gather(*(one(op) for op in request.ops))
+        if self.after_batch is not None:
+            self.after_batch()
+        if self.lose_batch_reply:
+            code, details = self.lose_batch_reply.pop(0)
+            await context.abort(code, details)
+        return kv_pb2.BatchResponse(header=self._header(), results=results)
+
     async def Get(self, request: kv_pb2.GetRequest, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
         self.reads.append(request.read)
         await self._enter("Get", context, write=False)
+        await self._key_error(request.key, context)
         if self.mode == "follower" and request.read.consistency in (kv_pb2.LINEARIZABLE, kv_pb2.LEASE):
             await self._abort(context, NotLeader(self.leader_id, self.leader_addr))
         kv = self.data.get(request.key)

@@ -99,6 +99,11 @@ class KVStub:
                 request_serializer=raftkv_dot_proto_dot_v1_dot_kv__pb2.SnapshotRequest.SerializeToString,
                 response_deserializer=raftkv_dot_proto_dot_v1_dot_kv__pb2.SnapshotData.FromString,
                 _registered_method=True)
+        self.Batch = channel.unary_unary(
+                '/raftkv.v1.KV/Batch',
+                request_serializer=raftkv_dot_proto_dot_v1_dot_kv__pb2.BatchRequest.SerializeToString,
+                response_deserializer=raftkv_dot_proto_dot_v1_dot_kv__pb2.BatchResponse.FromString,
+                _registered_method=True)
 
 
 class KVServicer:
@@ -182,6 +187,13 @@ class KVServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def Batch(self, request, context):
+        """Several independent puts, gets, deletes and increments in one call (see BatchRequest).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_KVServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -249,6 +261,11 @@ def add_KVServicer_to_server(servicer, server):
                     servicer.Snapshot,
                     request_deserializer=raftkv_dot_proto_dot_v1_dot_kv__pb2.SnapshotRequest.FromString,
                     response_serializer=raftkv_dot_proto_dot_v1_dot_kv__pb2.SnapshotData.SerializeToString,
+            ),
+            'Batch': grpc.unary_unary_rpc_method_handler(
+                    servicer.Batch,
+                    request_deserializer=raftkv_dot_proto_dot_v1_dot_kv__pb2.BatchRequest.FromString,
+                    response_serializer=raftkv_dot_proto_dot_v1_dot_kv__pb2.BatchResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -602,6 +619,33 @@ class KV:
             '/raftkv.v1.KV/Snapshot',
             raftkv_dot_proto_dot_v1_dot_kv__pb2.SnapshotRequest.SerializeToString,
             raftkv_dot_proto_dot_v1_dot_kv__pb2.SnapshotData.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Batch(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/raftkv.v1.KV/Batch',
+            raftkv_dot_proto_dot_v1_dot_kv__pb2.BatchRequest.SerializeToString,
+            raftkv_dot_proto_dot_v1_dot_kv__pb2.BatchResponse.FromString,
             options,
             channel_credentials,
             insecure,
