@@ -609,7 +609,11 @@ def check_cluster_id(data_dir: Path, cluster_id: str) -> None:
 def open_store(settings: Settings) -> LmdbLogStore:
     path = settings.data_dir / "raft"
     try:
-        return LmdbLogStore(path, sync=settings.sync)
+        t0 = time.monotonic()
+        store = LmdbLogStore(path, sync=settings.sync)
+        log.info("opened the store in %.2fs: log entries %d..%d checked, applied index %d",
+                 time.monotonic() - t0, store.first_index(), store.last_index(), store.applied_index())
+        return store
     except DurableStorageError as e:
         raise StorageError(f"cannot open the node's data in {path}: {e}", str(path)) from e
     except OSError as e:
