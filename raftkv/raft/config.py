@@ -50,6 +50,10 @@ class Config:
     """Append messages in flight per follower in replicate state (pipelining window)."""
     max_inflight_bytes: int = 0
     """Bytes of entries in flight per follower; 0 = unlimited."""
+    max_inflight_read_rounds: int = 1
+    """Read requests start a heartbeat round of their own only while fewer than this many rounds wait for a majority
+    (0 = no bound); otherwise they wait, and share the round that starts when one comes back. Periodic heartbeats
+    are not bounded, so a lost round delays reads by at most a heartbeat interval."""
     check_quorum: bool = True
     pre_vote: bool = True
     forward_proposals: bool = False
@@ -71,5 +75,7 @@ class Config:
             raise ValueError("election_tick must be greater than heartbeat_tick")
         if self.max_inflight_msgs <= 0:
             raise ValueError("max_inflight_msgs must be greater than 0")
+        if self.max_inflight_read_rounds < 0:
+            raise ValueError("max_inflight_read_rounds must not be negative")
         if self.max_size_per_msg <= 0:
             raise ValueError("max_size_per_msg must be greater than 0")

@@ -91,6 +91,7 @@ class Raft:
         self.check_quorum = config.check_quorum
         self.pre_vote = config.pre_vote
         self.forward_proposals = config.forward_proposals
+        self.max_inflight_read_rounds = config.max_inflight_read_rounds
         self.rng = config.rng
 
         self.term = 0
@@ -614,7 +615,7 @@ class Raft:
 
     def flush_read_round(self) -> None:
         """Start one heartbeat round for every read request that arrived since the last round began."""
-        if self.state == LEADER and self.read_only.want_round:
+        if self.state == LEADER and self.read_only.round_due(self.max_inflight_read_rounds):
             self.bcast_heartbeat()
 
     def _maybe_confirm_reads(self) -> None:

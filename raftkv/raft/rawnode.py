@@ -128,7 +128,7 @@ class RawNode:
             or log.unstable.snapshot is not None
             or r.read_states
             or log.has_next_committed_ents()
-            or (r.state == StateRole.LEADER and r.read_only.want_round)
+            or (r.state == StateRole.LEADER and r.read_only.round_due(r.max_inflight_read_rounds))
             or r.soft_state() != self._prev_soft
             or r.hard_state() != self._prev_hard
         )

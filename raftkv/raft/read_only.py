@@ -44,6 +44,10 @@ class ReadOnly:
         self.pending.append(ReadRequest(self.seq + 1, index, ctx, frm))
         self.want_round = True
 
+    def round_due(self, max_inflight: int) -> bool:
+        """A request waits for a round, and fewer than ``max_inflight`` rounds (0: any number) await a majority."""
+        return self.want_round and (max_inflight <= 0 or self.seq - self.quorum_seq < max_inflight)
+
     def start_round(self, now_tick: int) -> int:
         self.seq += 1
         self.round_ticks[self.seq] = now_tick

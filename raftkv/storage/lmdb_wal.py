@@ -18,11 +18,12 @@ One LMDB environment (a directory) holds named databases::
 
     record(payload) = crc32(payload) as 4 big-endian bytes + payload
 
-Invariants (checked at open; ``verify=True`` also reads every record):
+Invariants (checked at open; ``verify=True`` also decodes every record not yet applied and the newest ones):
   * the log is contiguous: it holds exactly the keys dummy.index + 1 .. last_index(), no holes;
   * every record's checksum matches and it decodes to an entry whose index is its key;
   * dummy.index >= the snapshot's index (compaction only moves the dummy forward; a snapshot install resets it).
-A violation raises ``CorruptLogError`` / ``StorageCorruption`` at open: damaged data is never served or applied.
+A violation raises ``CorruptLogError`` / ``StorageCorruption`` at open (for an old, applied record below the
+newest ones: when it is read): damaged data is never served or applied.
 
 Durability: with ``sync=True`` (the default) the environment uses LMDB's durable commit, so ``write()`` returns only
 after the data pages and then the meta page are fsynced; a crash at any point leaves either everything from a
@@ -261,8 +262,10 @@ class LmdbLogStore:
         """Open (creating if needed) the store in directory ``path``.
 
         ``map_size`` is the initial LMDB map size; it doubles whenever a write needs more, up to ``max_map_size``
-        (then writes raise StorageFullError). ``verify=False`` skips reading every log record at open (the cheap
-        structural checks still run). Raises CorruptLogError / StorageCorruption / StorageFormatError."""
+        (then writes raise StorageFullError). ``verify=False`` skips decoding log records at open (the cheap
+        structural checks still run); ``verify=True`` checks every record above the applied index and the newest
+        ``cache_entries``, the others when they are read. Raises CorruptLogError / StorageCorruption /
+        StorageFormatError."""
         if map_size <= 0 or max_map_size < map_size:
             raise ValueError(f"need 0 < map_size <= max_map_size, got {map_size} and {max_map_size}")
         self.path = os.fspath(path)
@@ -366,7 +369,8 @@ class LmdbLogStore:
         return payload
 
     def _check_log(self, txn: lmdb.Transaction, verify: bool) -> int:
-        """Check the log's structure (and, if ``verify``, every record); fill the tail cache; return last_index."""
+        """Check the log's structure (and, if ``verify``, the records above the applied index and the newest ones);
+        fill the tail cache; return last_index."""
         self._tail = []
         self._tail_bytes = 0
         count = txn.stat(self._log)["entries"]
@@ -383,21 +387,31 @@ class LmdbLogStore:
             raise CorruptLogError(
                 self._dummy_index + 1, f"is missing: the log starts at {first} (a hole in the log)", self.path
             )
-        if last - first + 1 != count or verify:
-            # A full pass names the first bad index: a hole, a checksum mismatch, a misplaced record.
-            tail: deque[Entry] = deque(maxlen=self._cache_entries)
+        if last - first + 1 != count:
+            # A hole: a pass over the keys names the first missing index.
             expect = first
             cur.first()
-            for k, v in cur.iternext():
+            for k in cur.iternext(values=False):
                 index = _KEY.unpack(k)[0]
                 if index != expect:
                     raise CorruptLogError(expect, f"is missing: the log jumps from {expect - 1} to {index}", self.path)
-                if verify:
-                    tail.append(self._decode_record(index, v))
                 expect += 1
-            if verify:
-                self._tail = list(tail)
-                self._tail_bytes = _sizes(self._tail)
+        if verify:
+            # Every record that may still be applied (above the applied index), and the newest ones (where a torn
+            # write would be), are decoded and checked now; older applied records are checked when read (a
+            # follower catching up), so a long log does not make start-up slow.
+            start = max(first, min(self._applied + 1, last - self._cache_entries + 1))
+            tail: deque[Entry] = deque(maxlen=self._cache_entries)
+            expect = start
+            cur.set_key(_KEY.pack(start))
+            for k, v in cur.iternext():
+                index = _KEY.unpack(k)[0]
+                if index != expect:  # pragma: no cover - the count check above already found any hole
+                    raise CorruptLogError(expect, f"is missing: the log jumps from {expect - 1} to {index}", self.path)
+                tail.append(self._decode_record(index, v))
+                expect += 1
+            self._tail = list(tail)
+            self._tail_bytes = _sizes(self._tail)
         if not self._tail and self._cache_entries:
             cur.last()
             budget = self._cache_entries

@@ -157,6 +157,32 @@ def test_a_corrupt_old_record_without_verify_is_reported_when_read(
         s.term(10)
 
 
+def test_open_checks_every_unapplied_record_and_the_newest_ones_and_old_applied_ones_when_read(
+    open_store: Callable[..., LmdbLogStore], wal_dir: Path
+) -> None:
+    """A long applied log does not make start-up slow: records at or below the applied index, older than the newest
+    ``cache_entries``, are checked when read instead."""
+    s = open_store()
+    s.append(ents(1, 100))
+    s.write(applied=60)
+    s.close()
+    _flip_byte(wal_dir, 20, -1)  # applied and old: found when read
+    s = open_store(cache_entries=10)
+    assert s.entries(30, 101) == ents(30, 100)
+    with pytest.raises(CorruptLogError) as ei:
+        s.entries(15, 25)
+    assert ei.value.index == 20
+    s.close()
+    for index in (61, 95):  # not yet applied / among the newest (where a torn write would be): found at open
+        _flip_byte(wal_dir, 20, -1)  # repair the first one
+        _flip_byte(wal_dir, index, -1)
+        with pytest.raises(CorruptLogError) as ei:
+            open_store(cache_entries=10)
+        assert ei.value.index == index
+        _flip_byte(wal_dir, index, -1)
+        _flip_byte(wal_dir, 20, -1)
+
+
 def test_a_record_under_the_wrong_key_is_reported(open_store: Callable[..., LmdbLogStore], wal_dir: Path) -> None:
     s = open_store()
     s.append(ents(1, 10))
