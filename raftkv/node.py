@@ -170,6 +170,7 @@ class Node:
                 applied=self.applied,
                 max_size_per_msg=settings.max_size_per_msg,
                 max_inflight_msgs=settings.max_inflight_msgs,
+                max_inflight_read_rounds=settings.max_inflight_read_rounds,
                 check_quorum=True,
                 pre_vote=True,
                 forward_proposals=settings.forward_proposals,

@@ -611,7 +611,7 @@ def open_store(settings: Settings) -> LmdbLogStore:
     try:
         t0 = time.monotonic()
         store = LmdbLogStore(path, sync=settings.sync)
-        log.info("opened the store in %.2fs: log entries %d..%d checked, applied index %d",
+        log.info("opened the store in %.2fs: log entries %d..%d, applied index %d",
                  time.monotonic() - t0, store.first_index(), store.last_index(), store.applied_index())
         return store
     except DurableStorageError as e:

@@ -64,6 +64,9 @@ class Settings:
     """The leader proposes a new batch of client commands (its own and those forwarded by followers) only while
     fewer than this many of its log entries are uncommitted; meanwhile new commands wait and join the next batch.
     An idle cluster proposes at once; a busy one packs each replication round full. 0 = no bound."""
+    max_inflight_read_rounds: int = 2
+    """Linearizable reads start a heartbeat round of their own only while fewer than this many rounds await a
+    majority; others wait and share the next round. 0 = no bound."""
     max_size_per_msg: int = 1 << 20
     max_inflight_msgs: int = 256
     max_pending_requests: int = 10_000
@@ -138,6 +141,8 @@ class Settings:
             raise ConfigError("max_value_bytes must be between 0 and 64 MiB")
         if self.join and not self.join_cluster_id:
             raise ConfigError("--join needs --join-cluster-id (the id `raftkv member add` printed)")
+        if self.max_inflight_read_rounds < 0 or self.max_inflight_proposals < 0:
+            raise ConfigError("max_inflight_read_rounds and max_inflight_proposals must not be negative")
         if self.compact_after_entries < 1 or self.compact_keep_entries < 0:
             raise ConfigError("compact_after_entries must be positive and compact_keep_entries not negative")
         if self.log_level not in ("debug", "info", "warning", "error"):

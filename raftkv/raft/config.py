@@ -50,7 +50,7 @@ class Config:
     """Append messages in flight per follower in replicate state (pipelining window)."""
     max_inflight_bytes: int = 0
     """Bytes of entries in flight per follower; 0 = unlimited."""
-    max_inflight_read_rounds: int = 1
+    max_inflight_read_rounds: int = 2
     """Read requests start a heartbeat round of their own only while fewer than this many rounds wait for a majority
     (0 = no bound); otherwise they wait, and share the round that starts when one comes back. Periodic heartbeats
     are not bounded, so a lost round delays reads by at most a heartbeat interval."""
