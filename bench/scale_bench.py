@@ -14,7 +14,7 @@ reclaimable), RssAnon only the Python heap.
 ``restart``: a 1-node cluster with compaction off below ``--entries`` and one command per log entry
 (``max_batch_bytes = 1``), filled through the client library with ``sync = false`` (only to fill it faster: the
 measurement is the restart). The node is stopped with SIGTERM and started again; the time is from starting the process
-to its first answered linearizable read, and the node's log says how long opening and checking the store took.
+to its first answered linearizable read, and the node's log says how long opening (and checking) the store took.
 
 Prints figures; asserts nothing.
 """
