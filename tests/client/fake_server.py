@@ -29,7 +29,7 @@ import sys
 import threading
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 import grpc
 import grpc.aio
@@ -37,6 +37,8 @@ import grpc.aio
 from raftkv.errors import InvalidArgument, NotLeader, RaftKVError, Unavailable
 from raftkv.proto.v1 import kv_pb2, kv_pb2_grpc
 from raftkv.settings import Member, load_settings
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -354,6 +356,15 @@ class FakeServer:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+
+def run(fn: Callable[[], Awaitable[T]]) -> T:
+    """Run the coroutine ``fn()`` on a fresh event loop (the tests' synchronous entry point)."""
+
+    async def go() -> T:
+        return await fn()
+
+    return asyncio.run(go())
 
 
 def free_port() -> int:

@@ -7,7 +7,7 @@ import asyncio
 import json
 import threading
 import time
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -37,18 +37,11 @@ from raftkv.errors import (
 )
 from raftkv.proto.v1 import kv_pb2
 
-from .fake_server import FakeKV, FakeServer, free_port
+from .fake_server import FakeKV, FakeServer, free_port, run
 
 pytestmark = pytest.mark.timeout(60)
 
 T = TypeVar("T")
-
-
-def run(fn: Callable[[], Awaitable[T]]) -> T:
-    async def go() -> T:
-        return await fn()
-
-    return asyncio.run(go())
 
 
 @pytest.fixture

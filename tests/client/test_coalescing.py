@@ -9,7 +9,7 @@ the first ``Client.coalesce_max_inflight`` operations go out alone and the rest 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Iterator
 from typing import Any, TypeVar
 
 import grpc
@@ -18,19 +18,12 @@ import pytest
 from raftkv.client import Client, PutResult, SyncClient
 from raftkv.errors import ConditionFailed, InvalidArgument, NotLeader, RaftKVError, Timeout, Unavailable
 
-from .fake_server import FakeKV, FakeServer, free_port
+from .fake_server import FakeKV, FakeServer, free_port, run
 
 pytestmark = pytest.mark.timeout(60)
 
 T = TypeVar("T")
 ALONE = Client.coalesce_max_inflight  # how many of a burst go out at once, as unary calls
-
-
-def run(fn: Callable[[], Awaitable[T]]) -> T:
-    async def go() -> T:
-        return await fn()
-
-    return asyncio.run(go())
 
 
 @pytest.fixture
