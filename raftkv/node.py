@@ -57,7 +57,7 @@ from .raft import (
     SnapshotMetadata,
     StateRole,
 )
-from .raft.core import conf_state_after
+from .raft.core import conf_state_after, shrinks_two_voters_to_one
 from .ready import handle_ready
 from .settings import Settings
 from .storage import DurableStorageError, LmdbLogStore, StorageFullError
@@ -130,7 +130,7 @@ class Node:
         self._pending_reads: list[asyncio.Future[int]] = []
         self._read_rounds: dict[bytes, list[asyncio.Future[int]]] = {}
         self._next_read_ctx = _incarnation_base()
-        self._conf_proposals: list[tuple[bytes, _Waiter]] = []
+        self._conf_proposals: list[tuple[bytes, _Waiter, bool]] = []  # (change, waiter, forced)
         self.snapshot_dir = settings.data_dir / "snapshots"
         self.snapshot_dir.mkdir(parents=True, exist_ok=True)
         remove_temp_files(self.snapshot_dir)
@@ -242,7 +242,9 @@ class Node:
             if self._forwarded_rids:
                 self._forwarded_rids.pop(rid, None)
 
-    async def change_membership(self, t: ConfChangeType, member: MemberInfo) -> MemberChangeResult:
+    async def change_membership(
+        self, t: ConfChangeType, member: MemberInfo, *, force: bool = False
+    ) -> MemberChangeResult:
         """Propose one single-server membership change and wait until it is applied here. Only the leader takes
         changes, one at a time (Unavailable "in progress" otherwise)."""
         self._check_writable()
@@ -251,7 +253,7 @@ class Node:
         w = _Waiter(asyncio.get_running_loop().create_future())
         rid = self.new_request_id()
         self._waiters[rid] = w
-        self._conf_proposals.append((encode_change(MemberChange(t, member, self.id, rid)), w))
+        self._conf_proposals.append((encode_change(MemberChange(t, member, self.id, rid)), w, force))
         self._wake.set()
         try:
             result = await w.future
@@ -439,7 +441,15 @@ class Node:
                 self._propose_batch()
         if self._conf_proposals:
             confs, self._conf_proposals = self._conf_proposals, []
-            for data, w in confs:
+            for data, w, force in confs:
+                if not force and shrinks_two_voters_to_one(raw.raft.trk.conf_state(), decode_conf_change(data)):
+                    # Checked here, against the membership the change would apply to, not when the request came:
+                    # a change still pending then may have applied since.
+                    if not w.future.done():
+                        w.future.set_exception(InvalidArgument(
+                            "removing a voter from a 2-voter cluster leaves it unable to elect a leader if the "
+                            "departing node fails during the change; add a node first, or pass --force"))
+                    continue
                 try:
                     raw.propose_conf_change(data)
                 except ProposalDropped as e:

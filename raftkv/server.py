@@ -465,9 +465,11 @@ class KVServicer(kv_pb2_grpc.KVServicer):
         )
 
     async def _change(
-        self, ctx: grpc.aio.ServicerContext[Any, Any], t: ConfChangeType, member: MemberInfo
+        self, ctx: grpc.aio.ServicerContext[Any, Any], t: ConfChangeType, member: MemberInfo, force: bool = False
     ) -> kv_pb2.MemberChangeResponse:
-        res = await self._call(ctx, lambda: self.node.change_membership(t, member), self._timeout(ctx), write=True)
+        res = await self._call(
+            ctx, lambda: self.node.change_membership(t, member, force=force), self._timeout(ctx), write=True
+        )
         if not res.changed:
             await self._abort(ctx, InvalidArgument(res.message or "the membership did not change"))
         return kv_pb2.MemberChangeResponse(
@@ -516,7 +518,7 @@ class KVServicer(kv_pb2_grpc.KVServicer):
                     "departing node fails during the change; add a node first, or pass --force"
                 ),
             )
-        return await self._change(ctx, ConfChangeType.REMOVE_NODE, MemberInfo(req.id, "", ""))
+        return await self._change(ctx, ConfChangeType.REMOVE_NODE, MemberInfo(req.id, "", ""), force=req.force)
 
     async def TransferLeader(
         self, req: kv_pb2.TransferLeaderRequest, ctx: grpc.aio.ServicerContext[Any, Any]

@@ -55,6 +55,14 @@ READ_INDEX, READ_INDEX_RESP = MsgType.READ_INDEX, MsgType.READ_INDEX_RESP
 PROBE, REPLICATE, SNAPSHOT_STATE = ProgressState.PROBE, ProgressState.REPLICATE, ProgressState.SNAPSHOT
 
 
+def shrinks_two_voters_to_one(cs: ConfState, cc: ConfChange) -> bool:
+    """Whether ``cc`` applied to ``cs`` leaves one voter of two. Not safe against a crash of the departing node
+    mid-change (the remaining voter may need its vote, and it may hold a longer log): drivers refuse it unless the
+    operator forces it. Judge it against the membership the change will apply to: the core's, when no other
+    change is pending (the core takes only one at a time)."""
+    return len(cs.voters) == 2 and len(conf_state_after(cs, cc).voters) == 1
+
+
 def conf_state_after(cs: ConfState, cc: ConfChange) -> ConfState:
     """The membership that applying ``cc`` to ``cs`` yields. A pure function: the driver's writer thread uses it to
     persist the new membership in the same transaction as the applied index, the core to adopt it. A change that

@@ -307,3 +307,29 @@ def test_a_restarted_node_does_not_reuse_request_ids(tmp_path: Path) -> None:
         assert len(set(ctxs)) == 3, ctxs
 
     asyncio.run(main())
+
+
+def test_a_two_voter_cluster_is_not_shrunk_to_one_voter_unless_forced(tmp_path: Path) -> None:
+    """Judged by the node when it proposes the change (against the membership it applies to), so a check made
+    earlier, while another change was still pending, cannot let it through."""
+    from raftkv.errors import InvalidArgument
+    from raftkv.kv import MemberInfo
+    from raftkv.raft import ConfChangeType
+
+    async def main() -> None:
+        c = Cluster(tmp_path, n=2)
+        await c.start()
+        try:
+            lead = await c.leader()
+            other = next(i for i in c.nodes if i != lead.id)
+            with pytest.raises(InvalidArgument, match="2-voter"):
+                await lead.change_membership(ConfChangeType.REMOVE_NODE, MemberInfo(other, "", ""))
+            with pytest.raises(InvalidArgument, match="2-voter"):  # demoting to learner shrinks the voters too
+                await lead.change_membership(ConfChangeType.ADD_LEARNER, MemberInfo(other, "", ""))
+            assert sorted(lead.raw.raft.trk.voters) == sorted(c.nodes)
+            res = await lead.change_membership(ConfChangeType.REMOVE_NODE, MemberInfo(other, "", ""), force=True)
+            assert res.changed and res.conf_state.voters == (lead.id,)
+        finally:
+            await c.stop()
+
+    asyncio.run(main())

@@ -45,7 +45,7 @@ from raftkv.raft import (
     Snapshot,
     StateRole,
 )
-from raftkv.raft.core import conf_state_after
+from raftkv.raft.core import conf_state_after, shrinks_two_voters_to_one
 from raftkv.raft.describe import describe_message
 from raftkv.ready import handle_ready
 
@@ -555,6 +555,10 @@ class Cluster:
             n.raw.report_snapshot(to, ok)
             return
         if kind == "conf":
+            if shrinks_two_voters_to_one(n.raw.raft.trk.conf_state(), decode_cc(data)):
+                # raftkv refuses it (see shrinks_two_voters_to_one), judged now, as the daemon's node does: the
+                # membership _random_conf_change saw may have changed since.
+                return
             try:
                 n.raw.propose_conf_change(data)
                 self._log(f"node {n.id} proposes {decode_cc(data)}")
