@@ -537,7 +537,7 @@ class Node:
         if rd.snapshot is not None or any(e.type == EntryType.CONF_CHANGE for e in rd.committed_entries):
             for e in rd.committed_entries:
                 if e.type == EntryType.CONF_CHANGE:
-                    self.raw.apply_conf_change(decode_conf_change(e.data))
+                    self.raw.apply_conf_change(decode_conf_change(e.data), e.index)
             self._refresh_membership()
         if rd.soft_state is not None:
             self._on_soft_state(rd.soft_state.lead, rd.soft_state.role)

@@ -132,6 +132,8 @@ class Raft:
         """This leader proposed its own removal or demotion: it takes no more proposals (see Config)."""
         self.decode_conf_change = config.decode_conf_change
         self.pending_conf_index = 0
+        self.restored_snapshot_index = 0
+        """The index of the last snapshot installed from a leader (its membership includes every change up to it)."""
         self.last_leader_contact_tick = -1
         """Tick at which a follower last heard from its leader (-1: never, in this incarnation)."""
         self.leader_commit_at_contact = 0
@@ -812,6 +814,7 @@ class Raft:
             self.log.commit_to(md.index)
             return False
         self.log.restore(snap)
+        self.restored_snapshot_index = md.index
         self.trk = ProgressTracker(self.trk.max_inflight, self.trk.max_inflight_bytes)
         self.trk.apply_conf(cs, self.log.last_index() + 1)
         pr = self.trk.progress[self.id]

@@ -86,9 +86,15 @@ class RawNode:
     def propose_conf_change(self, data: bytes) -> None:
         self.raft.step(Message(MsgType.PROP, frm=self.raft.id, entries=(Entry(0, 0, EntryType.CONF_CHANGE, data),)))
 
-    def apply_conf_change(self, cc: ConfChange) -> ConfState:
-        """Apply a committed CONF_CHANGE entry's change (the driver decodes the entry). Returns the new membership,
-        which the driver must persist with the applied index."""
+    def apply_conf_change(self, cc: ConfChange, index: int | None = None) -> ConfState:
+        """Apply a committed CONF_CHANGE entry's change (the driver decodes the entry; ``index`` is the entry's).
+        Returns the new membership, which the driver must persist with the applied index.
+
+        An entry at or below a snapshot the core installed meanwhile is skipped: a snapshot stepped while an earlier
+        Ready was being applied already carries the membership after that entry, and applying it again on top would
+        move the core's membership away from the durable one."""
+        if index is not None and index <= self.raft.restored_snapshot_index:
+            return self.raft.trk.conf_state()
         return self.raft.apply_conf_change(cc)
 
     def step(self, m: Message) -> None:
