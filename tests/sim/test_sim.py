@@ -38,6 +38,19 @@ def test_generated_fault_schedules(chunk: list[tuple[str, int]]) -> None:
             ) from None
 
 
+@pytest.mark.parametrize(
+    ("name", "seed"),
+    [
+        ("3-snap-sequential", 306489),  # two voters shrunk to one: the rule was judged before a pending change applied
+        ("5-members-snap", 409000),  # a snapshot's membership overwritten by an older Ready's membership changes
+    ],
+)
+def test_schedules_the_soak_failed_on(name: str, seed: int) -> None:
+    """Schedules on which the long soak found bugs (each failed before its fix). They replay the same scenario only
+    while the code that runs before it behaves the same; the soak is what keeps looking."""
+    run_schedule(seed, CONFIGS[name], ticks=TICKS.get(name, 150))
+
+
 def test_schedules_exercise_the_faults() -> None:
     """Guard against a simulator that silently stops doing anything: a default schedule must see elections,
     crashes, partitions, commits, served reads and lease reads."""
