@@ -15,7 +15,6 @@ import importlib
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -25,6 +24,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
 from typing import Any
+
+from raftkv.localcluster import free_ports
 
 from .loadgen import _GRPC_OPTIONS, OpError, SetupError, Unsupported, cas_key, rpc_error_kind, rpc_error_text
 
@@ -117,19 +118,6 @@ def load_stubs(stub_dir: str | os.PathLike[str] | None = None) -> tuple[ModuleTy
 
 
 # -- the cluster ------------------------------------------------------------------------------------------------
-def _free_ports(n: int) -> list[int]:
-    socks = []
-    try:
-        for _ in range(n):
-            s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-            socks.append(s)
-            s.bind(("127.0.0.1", 0))
-        return [int(s.getsockname()[1]) for s in socks]
-    finally:
-        for s in socks:
-            s.close()
-
-
 def _tail(path: Path, lines: int = 1) -> str:
     try:
         text = path.read_bytes()[-64 * 1024 :].decode("utf-8", "replace")
@@ -192,7 +180,7 @@ class EtcdCluster:
             raise EtcdError(missing_message())
         d = Path(dir).absolute()
         d.mkdir(parents=True, exist_ok=True)
-        ports = _free_ports(2 * nodes)
+        ports = free_ports(2 * nodes)
         members = [EtcdMember(f"m{i + 1}", ports[2 * i], ports[2 * i + 1], d / f"m{i + 1}") for i in range(nodes)]
         cluster = cls(d, members, bin_, etcd_version(bin_))
         initial = ",".join(f"{m.name}=http://127.0.0.1:{m.peer_port}" for m in members)

@@ -336,7 +336,7 @@ def load(dir: str | os.PathLike[str]) -> ClusterInfo:
 
 
 # -- ports ------------------------------------------------------------------------------------------------------
-def _free_ports(n: int) -> list[int]:
+def free_ports(n: int) -> list[int]:
     """``n`` distinct ports that are free right now (bound to port 0 together, read, closed)."""
     socks = []
     try:
@@ -361,7 +361,7 @@ def _check_port_free(port: int) -> None:
 def _plan_ports(nodes: int, base_port: int | None) -> list[tuple[int, int]]:
     """(peer port, client port) per node. With a base port: clients base..base+N-1, peers base+100..base+100+N-1."""
     if base_port is None:
-        ports = _free_ports(2 * nodes)
+        ports = free_ports(2 * nodes)
         return [(ports[2 * i], ports[2 * i + 1]) for i in range(nodes)]
     if not 1024 <= base_port <= 65535 - 100 - nodes:
         raise ClusterError(f"--base-port must be between 1024 and {65535 - 100 - nodes}, got {base_port}")

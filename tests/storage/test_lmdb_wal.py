@@ -10,7 +10,7 @@ import struct
 import tempfile
 import threading
 import zlib
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -31,28 +31,11 @@ from raftkv.storage import (
     StorageFormatError,
     StorageFullError,
 )
+from tests.storage.helpers import ents
 
 KEY = struct.Struct(">Q")
 
 
-def ents(lo: int, hi: int, term: int = 1, size: int = 8) -> list[Entry]:
-    """Entries lo..hi inclusive, data tagged with index and term so misplaced data shows."""
-    return [Entry(term, i, 0, f"{i}:{term}:".encode().ljust(size, b".")) for i in range(lo, hi + 1)]
-
-
-@pytest.fixture
-def open_store(tmp_path: Path) -> Iterator[Callable[..., LmdbLogStore]]:
-    """Opens stores in tmp_path/"wal" and closes whatever is still open at the end."""
-    opened: list[LmdbLogStore] = []
-
-    def open_(**kw: Any) -> LmdbLogStore:
-        kw.setdefault("sync", False)
-        opened.append(LmdbLogStore(tmp_path / "wal", **kw))
-        return opened[-1]
-
-    yield open_
-    for s in opened:
-        s.close()
 
 
 @pytest.fixture

@@ -7,33 +7,16 @@ from __future__ import annotations
 import struct
 import threading
 import zlib
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import lmdb
 import pytest
 
-from raftkv.raft.types import ConfState, Entry, HardState, Snapshot, SnapshotMetadata
+from raftkv.raft.types import ConfState, HardState, Snapshot, SnapshotMetadata
 from raftkv.storage import DurableStorageError, LmdbLogStore
-
-
-def ents(lo: int, hi: int, term: int = 1, size: int = 8) -> list[Entry]:
-    return [Entry(term, i, 0, f"{i}:{term}:".encode().ljust(size, b".")) for i in range(lo, hi + 1)]
-
-
-@pytest.fixture
-def open_store(tmp_path: Path) -> Iterator[Callable[..., LmdbLogStore]]:
-    opened: list[LmdbLogStore] = []
-
-    def open_(**kw: Any) -> LmdbLogStore:
-        kw.setdefault("sync", False)
-        opened.append(LmdbLogStore(tmp_path / "wal", **kw))
-        return opened[-1]
-
-    yield open_
-    for s in opened:
-        s.close()
+from tests.storage.helpers import ents
 
 
 def wait_for(pred: Callable[[], bool], timeout_s: float = 10.0) -> bool:
