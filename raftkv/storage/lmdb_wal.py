@@ -25,12 +25,19 @@ Invariants (checked at open; ``verify=True`` also decodes every record not yet a
 A violation raises ``CorruptLogError`` / ``StorageCorruption`` at open (for an old, applied record below the
 newest ones: when it is read): damaged data is never served or applied.
 
-Durability: with ``sync=True`` (the default) the environment uses LMDB's durable commit, so ``write()`` returns only
-after the data pages and then the meta page are fsynced; a crash at any point leaves either everything from a
-``write()`` call on disk or nothing of it. With ``sync=False`` commits are not fsynced; ``write(..., sync=True)`` then
-calls ``env.sync(force=True)`` after the commit. Unsynced commits survive a process crash (they are in the OS page
-cache) but not a power loss or kernel crash, which may lose them or, per LMDB's documentation for MDB_NOSYNC, leave
-the environment damaged: use ``sync=False`` for tests and benchmarks only.
+Durability: with ``sync=True`` (the default) the environment is opened with LMDB's MDB_NOMETASYNC: every commit
+fsyncs its data pages before it writes the meta page that makes them current, but does not fsync that meta page.
+``write(..., sync=True)`` (the default) then calls ``env.sync(force=True)``, so it returns only after the data pages
+and then the meta page are on disk: a power loss at any point leaves either everything from that call on disk or
+nothing of it. ``write(..., sync=False)`` skips that second fsync: the commit is atomic and survives a process crash
+(the meta page is in the OS page cache), and LMDB keeps the environment intact through a power loss, which may undo
+the commits since the last synced one (the next commit's data fsync makes an unsynced commit durable too). The node
+uses it for writes that carry nothing it has promised to keep (a Ready whose ``must_sync`` is false: applied
+entries and a commit index, both recovered from the durable log after such a loss), one fsync instead of two.
+With ``sync=False`` at open, commits are not fsynced at all; ``write(..., sync=True)`` still calls
+``env.sync(force=True)`` after the commit. Unsynced commits survive a process crash but not a power loss or kernel
+crash, which may lose them or, per LMDB's documentation for MDB_NOSYNC, leave the environment damaged: use
+``sync=False`` at open for tests and benchmarks only.
 
 Threads: ``write()`` (and every other mutating method) is meant to be called from one writer thread, reads from
 another (the event loop); both may be called from any thread. See "Readers" below.
@@ -41,7 +48,7 @@ cached ints; older entries are read through a short read transaction. The cached
 succeeded, in one step under a lock, so a reader sees the state after some prefix of completed writes, never half
 of one. Between an LMDB commit and that publication, a read transaction could see data newer than the cached view;
 readers detect this (the ``generation`` record differs) and wait for the publication, which follows the commit
-with no I/O in between (LMDB makes a durable commit visible only once its meta page is on disk).
+with no I/O in between (a synced write publishes before its final fsync; see ``_transact``).
 
 Growing the map (``set_mapsize``) requires that no transaction is active in the process. Every read transaction is
 therefore opened under a shared/exclusive gate (``_ReadGate``; ``read_txn`` for other layers): any number of read
@@ -216,7 +223,8 @@ class WalStats:
     commits: int = 0
     """Write transactions committed."""
     syncs: int = 0
-    """Commits made durable before returning: every commit of a sync=True store, explicit syncs otherwise."""
+    """Commits made durable before returning (``write(sync=True)``: commit, then fsync the meta page); each is two
+    fdatasyncs on a sync=True store, whose other commits (``write(sync=False)``) cost one."""
     entries_written: int = 0
     bytes_written: int = 0
     """Keys and values put into the log, meta and snapshot databases (not the state machine's own writes)."""
@@ -299,7 +307,10 @@ class LmdbLogStore:
         """Serializes mutations: the cached view is the base every write transaction builds on."""
 
         os.makedirs(self.path, exist_ok=True)
-        self.env = lmdb.open(self.path, map_size=map_size, max_dbs=16, sync=sync, metasync=sync, lock=True, subdir=True)
+        # metasync=False: a commit fsyncs its data pages only; write(sync=True) fsyncs the meta page (module docstring).
+        self.env = lmdb.open(
+            self.path, map_size=map_size, max_dbs=16, sync=sync, metasync=False, lock=True, subdir=True
+        )
         """The LMDB environment. Other layers open databases with ``open_db``, read through ``read_txn`` and write
         only inside ``write(apply=...)``."""
         try:
@@ -322,6 +333,7 @@ class LmdbLogStore:
                 txn.put(_M_GEN, _record(_U64.pack(0)), db=self._meta)
                 created = True
         if created and self._durable:
+            self.env.sync(True)  # the format record's meta page (metasync is off)
             # LMDB fsyncs its files, not the directories that name them: make the new files' names durable too.
             _fsync_dir(self.path)
             _fsync_dir(os.path.dirname(os.path.abspath(self.path)))
@@ -629,9 +641,9 @@ class LmdbLogStore:
         7. commit.
 
         Any exception (from ``apply`` too) aborts the transaction: nothing of this call is stored or published.
-        When this returns, everything is committed, and durable if the store was opened with sync=True (every
-        commit is synced) or ``sync`` is true (an explicit sync follows the commit). A full disk raises
-        StorageFullError with the store unchanged."""
+        When this returns, everything is committed, and durable if ``sync`` is true (an explicit sync follows the
+        commit). With ``sync=False`` a power loss may undo it (never partly; see the module docstring). A full disk
+        raises StorageFullError with the store unchanged."""
         if applied is not None and applied < 0:
             raise ValueError(f"applied index must be >= 0, got {applied}")
 
@@ -759,10 +771,10 @@ class LmdbLogStore:
             stats.commits += 1
             stats.entries_written += p.entries_written
             stats.bytes_written += p.bytes_written
+            # Published before the sync: nothing reads durability off the cached view (the driver sends what a
+            # write promises only after write() returns), and readers that see this commit in LMDB need not wait.
             self._publish(p)
-            if self._durable:
-                stats.syncs += 1
-            elif sync:
+            if sync:
                 try:
                     self.env.sync(True)
                 except (lmdb.Error, OSError) as exc:

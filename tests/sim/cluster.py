@@ -119,6 +119,9 @@ class SimConfig:
     p_isolate_leader: float = 0.0
     max_down: int | None = None
     """Most nodes down (crashed) at once; None = any number."""
+    power_loss: float = 0.0
+    """The share of crashes that are power losses: they also undo the node's completed writes since its last synced
+    one (a Ready whose ``must_sync`` was false is written without a final fsync; see raftkv.storage.lmdb_wal)."""
     universe: int | None = None
     """Node ids 1..universe exist; the first ``nodes`` are the initial voters, the others start empty and join only
     if a membership change adds them. None: no extra nodes."""
@@ -139,6 +142,8 @@ class Stats:
     reads_served: int = 0
     lease_reads: int = 0
     crashes: int = 0
+    power_losses: int = 0
+    writes_undone: int = 0
     partitions: int = 0
     elections: int = 0
     max_term: int = 0
@@ -194,6 +199,19 @@ class SimNode:
         self.waiting_reads: list[tuple[int, _Read]] = []  # (read index, read)
         self.commit_seen = 0
         self.paused_ticks: int | None = None  # ticks missed while paused (None: running)
+        self.unsynced: tuple[SimNode.Durable, int] | None = None
+        """The durable state as it was before the first completed write that no synced write has covered yet, and
+        how many such writes there are. A power loss restores it."""
+
+    Durable = tuple[HardState, ConfState, Snapshot, list[Entry], list[tuple[int, bytes]], int]
+
+    def durable(self) -> SimNode.Durable:
+        d = self.disk
+        return d.hard_state, d.conf_state, d._snapshot, list(d._ents), list(self.applied), self.applied_index
+
+    def restore(self, state: SimNode.Durable) -> None:
+        d = self.disk
+        d.hard_state, d.conf_state, d._snapshot, d._ents, self.applied, self.applied_index = state
 
     @property
     def up(self) -> bool:
@@ -298,11 +316,21 @@ class Cluster:
         n.paused_ticks = None
         self._log(f"start {n.id} (incarnation {n.incarnation}) hs={n.disk.hard_state} applied={n.applied_index}")
 
-    def crash(self, nid: int) -> None:
-        """Kill -9: everything not yet durable (a pending write, the inbox, volatile state) is lost."""
+    def crash(self, nid: int, power: bool = False) -> None:
+        """Kill -9: everything not yet durable (a pending write, the inbox, volatile state) is lost. A power loss
+        (``power``) also undoes the completed writes since the node's last synced one."""
         n = self.nodes[nid]
         if not n.up:
             return
+        if power:
+            self.stats.power_losses += 1
+            if n.unsynced is not None:
+                state, count = n.unsynced
+                n.restore(state)
+                self.stats.writes_undone += count
+                self._log(f"power loss on {nid} undoes {count} unsynced writes: applied {n.applied_index}, "
+                          f"hs {n.disk.hard_state}")
+            n.unsynced = None
         if n.pending is not None:
             n.pending[0].close()
             n.pending = None
@@ -418,6 +446,12 @@ class Cluster:
         coro, w, prev_terms = n.pending
         rd = w.rd
         disk = n.disk
+        if not rd.must_sync:
+            # Written without a final fsync: durable once a later synced write completes; a power loss before that
+            # undoes it, whatever it held.
+            n.unsynced = (n.durable(), 1) if n.unsynced is None else (n.unsynced[0], n.unsynced[1] + 1)
+        else:
+            n.unsynced = None
         if rd.snapshot is not None:
             self._install_snapshot(n, rd.snapshot)
         if rd.hard_state is not None:
@@ -488,11 +522,16 @@ class Cluster:
         if idx <= MemoryStorage.snapshot(disk).metadata.index or idx > disk.last_index():
             return
         disk.create_snapshot(idx, disk.conf_state, snapshot_data(n, idx))
+        n.unsynced = None  # raftkv compacts in a synced write, which makes every earlier one durable
         keep = self.cfg.snapshot_keep
         if idx - keep >= disk.first_index():
             disk.compact(idx - keep)
         self.stats.snapshots_taken += 1
         self._log(f"node {nid} snapshot at {idx}, log now {disk.first_index()}..{disk.last_index()}")
+
+    def _power_loss(self) -> bool:
+        # No draw when power losses are off: the other configurations keep their random streams (and seeds).
+        return self.cfg.power_loss > 0 and self.rng.random() < self.cfg.power_loss
 
     def propose_conf_change(self, nid: int, cc: ConfChange) -> None:
         n = self.nodes[nid]
@@ -713,11 +752,11 @@ class Cluster:
             else:
                 self.read(rng.choice(up))
         if rng.random() < c.p_crash and up and (c.max_down is None or len(down) < c.max_down):
-            self.crash(rng.choice(up))
+            self.crash(rng.choice(up), self._power_loss())
         if rng.random() < c.p_crash_leader and (c.max_down is None or len(down) < c.max_down):
             leader = self.current_leader()
             if leader is not None:
-                self.crash(leader)
+                self.crash(leader, self._power_loss())
         if rng.random() < c.p_isolate_leader:
             leader = self.current_leader()
             if leader is not None:

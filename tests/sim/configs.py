@@ -32,6 +32,11 @@ CONFIGS: dict[str, SimConfig] = {
     "3-classic": SimConfig(nodes=3, pre_vote=False, check_quorum=False, lease_reads=False),
     "5-crashy": SimConfig(nodes=5, p_crash=0.03, p_restart=0.1, disk_delay=0.8, p_crash_leader=0.005),
     "3-crashy": SimConfig(nodes=3, p_crash=0.03, p_restart=0.1, disk_delay=0.8, p_crash_leader=0.005),
+    # Half the crashes are power losses, which also undo the writes made without a final fsync since the last synced
+    # one (applied entries, commit index, membership): they must come back from the durable log.
+    "3-power": SimConfig(nodes=3, p_crash=0.03, p_restart=0.1, disk_delay=0.8, p_crash_leader=0.01, power_loss=0.5),
+    "3-members-power": SimConfig(nodes=3, universe=5, p_conf_change=0.03, p_snapshot=0.02, p_crash=0.02,
+                                 p_restart=0.1, p_crash_leader=0.01, power_loss=0.5),
     "3-members": SimConfig(nodes=3, universe=5, p_conf_change=0.01, p_snapshot=0.01),
     "5-members-snap": SimConfig(nodes=5, universe=7, p_conf_change=0.03, p_snapshot=0.02, snapshot_keep=1, drop=0.05,
                                 p_crash_leader=0.005),

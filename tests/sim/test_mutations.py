@@ -15,7 +15,7 @@ from unittest import mock
 
 import pytest
 
-from raftkv.raft import core, log
+from raftkv.raft import core, log, rawnode
 from raftkv.raft.read_only import ReadRequest
 from raftkv.raft.types import Message, MsgType
 
@@ -59,12 +59,23 @@ def _leader_counts_itself_before_persisting(self: core.Raft, ents: list[Any]) ->
     return ok
 
 
+_orig_ready = rawnode.RawNode.ready
+
+
+def _write_entries_without_sync(self: rawnode.RawNode) -> Any:
+    rd = _orig_ready(self)
+    if rd.entries and rd.snapshot is None:
+        object.__setattr__(rd, "must_sync", False)  # BUG: acknowledged entries a power loss can undo
+    return rd
+
+
 MUTATIONS: dict[str, tuple[Any, str, Callable[..., Any]]] = {
     "commit-old-term-by-counting": (log.RaftLog, "maybe_commit", _commit_old_term_by_counting),
     "vote-for-less-up-to-date-log": (log.RaftLog, "is_up_to_date", _vote_for_less_up_to_date_log),
     "send-vote-before-persisting": (core.Raft, "_send", _send_vote_before_persisting),
     "read-index-without-quorum": (core.Raft, "_leader_read_index", _read_index_without_quorum),
     "leader-counts-itself-before-persisting": (core.Raft, "_append_entries", _leader_counts_itself_before_persisting),
+    "write-entries-without-sync": (rawnode.RawNode, "ready", _write_entries_without_sync),
 }
 
 
@@ -91,6 +102,8 @@ def first_violation(config: str, seeds: range) -> tuple[int, str] | None:
         ("read-index-without-quorum", "5", "Linearizability"),
         ("leader-counts-itself-before-persisting", "3-crashy", "Leader Completeness"),
         ("send-vote-before-persisting", "3", "before its term is durable"),
+        # Only power losses undo completed writes (a process crash does not): the "-power" configurations.
+        ("write-entries-without-sync", "3-power", "Leader Completeness"),
     ],
 )
 def test_simulator_catches_planted_bug(mutation: str, config: str, expect: str) -> None:

@@ -85,7 +85,8 @@ def test_reopen_without_verify_and_a_compacted_log(open_store: Callable[..., Lmd
 
 def test_a_fresh_store_is_empty_and_durable_by_default(tmp_path: Path) -> None:
     with LmdbLogStore(tmp_path / "new") as s:
-        assert s.env.flags()["sync"] and s.env.flags()["metasync"]
+        # Commits fsync their data pages; write(sync=True) fsyncs the meta page after (test_sync_accounting).
+        assert s.env.flags()["sync"] and not s.env.flags()["metasync"]
         assert (s.first_index(), s.last_index(), s.applied_index()) == (1, 0, 0)
         assert s.initial_state() == (HardState(), ConfState())
 
@@ -467,8 +468,27 @@ def test_sync_accounting(open_store: Callable[..., LmdbLogStore]) -> None:
     assert s.stats.bytes_written > 20 * 8
     s.close()
     s = open_store(sync=True)
-    s.write(entries=ents(21, 22), sync=False)  # a durable environment syncs every commit regardless
-    assert (s.stats.commits, s.stats.syncs) == (1, 1)
+    spy = _SyncSpy(s.env)
+    s.env = spy  # type: ignore[assignment]
+    s.write(entries=ents(21, 22))  # sync=True by default: commit (data pages fsynced), then fsync the meta page
+    assert (s.stats.commits, s.stats.syncs, spy.syncs) == (1, 1, 1)
+    s.write(applied=21, sync=False)  # nothing promised: the commit's own data fsync only
+    assert (s.stats.commits, s.stats.syncs, spy.syncs) == (2, 1, 1)
+
+
+class _SyncSpy:
+    """Wraps the real environment and counts explicit syncs."""
+
+    def __init__(self, env: lmdb.Environment) -> None:
+        self._env = env
+        self.syncs = 0
+
+    def sync(self, force: bool = False) -> None:
+        self.syncs += 1
+        self._env.sync(force)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._env, name)
 
 
 # -- a full disk -------------------------------------------------------------------------------------------------
