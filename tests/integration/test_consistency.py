@@ -21,8 +21,9 @@ pytestmark = pytest.mark.slow
 
 
 def test_incr_is_exactly_once_across_leader_kills(cluster: Cluster) -> None:
-    """1,000 increments from 8 concurrent clients while the leader is killed and restarted over and over: the
-    client retries each interrupted increment with the same session, and the counter ends at exactly 1,000."""
+    """At least 1,000 increments from 8 concurrent clients while the leader is killed and restarted over and over
+    (the workload goes on until the leader was killed 3 times): the client retries each interrupted increment with
+    the same session, and the counter ends at exactly the number of increments acknowledged."""
     stop = threading.Event()
     kills = []
 
@@ -39,11 +40,12 @@ def test_incr_is_exactly_once_across_leader_kills(cluster: Cluster) -> None:
 
     async def workload() -> tuple[int, int]:
         done = unknown = 0
+        give_up = time.monotonic() + 120
         async with Client(cluster.endpoints, timeout_s=60) as c:
 
-            async def worker(n: int) -> None:
+            async def worker() -> None:
                 nonlocal done, unknown
-                for _ in range(n):
+                while (done < 1000 or len(kills) < 3) and time.monotonic() < give_up:
                     await asyncio.sleep(random.uniform(0, 0.03))  # spread the workload over several kills
                     try:
                         await c.incr("counter")
@@ -53,7 +55,7 @@ def test_incr_is_exactly_once_across_leader_kills(cluster: Cluster) -> None:
                             unknown += 1
                         raise
 
-            await asyncio.gather(*(worker(125) for _ in range(8)))
+            await asyncio.gather(*(worker() for _ in range(8)))
         return done, unknown
 
     t = threading.Thread(target=killer, daemon=True)
@@ -67,10 +69,10 @@ def test_incr_is_exactly_once_across_leader_kills(cluster: Cluster) -> None:
         if not localcluster.load(cluster.dir).node(n.id).running:
             cluster.restart(n.id)
     assert len(kills) >= 3, f"the leader was killed only {len(kills)} times during the workload"
-    assert (done, unknown) == (1000, 0)
+    assert done >= 1000 and unknown == 0, (done, unknown)
     with cluster.client() as c:
         kv = c.get("counter")
-        assert kv is not None and kv.value == b"1000", kv
+        assert kv is not None and kv.value == str(done).encode(), (kv, done)
 
 
 def test_a_partitioned_follower_serves_stale_reads_but_not_linearizable_ones(
