@@ -43,6 +43,19 @@ async def outcomes(aws: list[Awaitable[Any]]) -> list[Any]:
     return list(await asyncio.gather(*aws, return_exceptions=True))
 
 
+def ten_puts(addr: str, timeout_s: float, *, check_idle: bool = True) -> list[Any]:
+    """Put k0..k9 concurrently through one coalescing client; each put's result or exception, in order."""
+
+    async def go() -> list[Any]:
+        async with Client([addr], timeout_s=timeout_s) as c:
+            res = await outcomes([c.put(f"k{i}", "v") for i in range(10)])
+            if check_idle:
+                assert idle(c)
+            return res
+
+    return run(go)
+
+
 # -- batching -----------------------------------------------------------------------------------------------------
 def test_a_lone_operation_is_a_plain_unary_call(srv: FakeServer) -> None:
     async def go() -> None:
@@ -115,13 +128,7 @@ def test_coalescing_can_be_turned_off(srv: FakeServer) -> None:
 def test_each_operation_of_a_batch_fails_or_succeeds_on_its_own(srv: FakeServer) -> None:
     srv.kv.key_errors = {b"k5": [InvalidArgument("k5 is bad")], b"k6": [ConditionFailed("k6 changed")]}
 
-    async def go() -> list[Any]:
-        async with Client([srv.addr], timeout_s=5) as c:
-            res = await outcomes([c.put(f"k{i}", "v") for i in range(10)])
-            assert idle(c)
-            return res
-
-    res = run(go)
+    res = ten_puts(srv.addr, 5)
     assert isinstance(res[5], InvalidArgument) and res[5].message == "k5 is bad"
     assert isinstance(res[6], ConditionFailed) and res[6].message == "k6 changed"
     assert all(isinstance(r, PutResult) for i, r in enumerate(res) if i not in (5, 6))
@@ -209,13 +216,7 @@ def test_a_lost_batch_leaves_its_writes_outcome_unknown(srv: FakeServer) -> None
     srv.kv.lose_batch_reply = [(grpc.StatusCode.UNAVAILABLE, "connection reset by peer")]
     _definite_failures_after_the_batch(srv.kv)
 
-    async def go() -> list[Any]:
-        async with Client([srv.addr], timeout_s=1.0) as c:
-            res = await outcomes([c.put(f"k{i}", "v") for i in range(10)])
-            assert idle(c)
-            return res
-
-    res = run(go)
+    res = ten_puts(srv.addr, 1.0)
     assert srv.kv.calls["Batch"] == 1
     for r in res[ALONE:]:  # the batched ones
         assert isinstance(r, Timeout) and r.outcome_unknown, r
@@ -232,11 +233,7 @@ def test_a_batch_operations_own_error_decides_its_outcome(srv: FakeServer) -> No
     }
     _definite_failures_after_the_batch(srv.kv)
 
-    async def go() -> list[Any]:
-        async with Client([srv.addr], timeout_s=1.0) as c:
-            return await outcomes([c.put(f"k{i}", "v") for i in range(10)])
-
-    res = run(go)
+    res = ten_puts(srv.addr, 1.0, check_idle=False)
     assert srv.kv.calls["Batch"] == 1
     for i in (4, 5):
         assert isinstance(res[i], Timeout) and res[i].outcome_unknown, (i, res[i])
@@ -247,13 +244,7 @@ def test_a_batch_operations_own_error_decides_its_outcome(srv: FakeServer) -> No
 
 
 def test_a_batch_that_never_reached_a_server_is_not_outcome_unknown() -> None:
-    async def go() -> list[Any]:
-        async with Client([f"127.0.0.1:{free_port()}"], timeout_s=0.5) as c:
-            res = await outcomes([c.put(f"k{i}", "v") for i in range(10)])
-            assert idle(c)
-            return res
-
-    for r in run(go):
+    for r in ten_puts(f"127.0.0.1:{free_port()}", 0.5):
         assert isinstance(r, Unavailable), r
 
 
