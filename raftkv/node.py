@@ -8,10 +8,15 @@ Each turn of the loop (``_run``):
   3. propose every client command that arrived since the last turn as one batch (one log entry per
      ``max_batch_bytes``): one append, one broadcast, one fsync for all of them;
   4. ask for one read index for every linearizable read that arrived (they share one heartbeat round);
-  5. handle the Ready with ``raftkv.ready.handle_ready`` (the same function the simulator runs): send, persist and
-     apply in one LMDB transaction on the writer thread, send the persisted messages, resolve waiters.
-While the writer thread syncs, the event loop keeps accepting requests and peer messages: they form the next
-batch (group commit).
+  5. take the Ready and start it (``raftkv.ready.start_ready``): send what may leave now, and queue its write (persist
+     and apply in one LMDB transaction) on the writer thread;
+  6. finish each Ready whose write is done, oldest first (``finish_ready``): send the persisted messages, resolve
+     waiters, advance the core.
+Up to ``max_inflight_writes`` Readys (default 1) may be under way at once: with more, while one write syncs, the
+loop steps what arrived, takes the next Ready and sends its appends; its write queues behind the first. At that
+bound the loop waits, and what arrives meanwhile forms the next, larger batch (group commit). Each half is the one
+the simulator runs inside ``handle_ready``, with up to three writes under way per node in its pipelined
+configurations.
 """
 
 from __future__ import annotations
@@ -26,7 +31,7 @@ from collections import deque
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 from .errors import InvalidArgument, NotLeader, RaftKVError, ReadOnly, StorageError, Timeout, Unavailable
 from .kv import (
@@ -58,7 +63,7 @@ from .raft import (
     StateRole,
 )
 from .raft.core import conf_state_after, shrinks_two_voters_to_one
-from .ready import handle_ready
+from .ready import finish_ready, start_ready
 from .settings import Settings
 from .storage import DurableStorageError, LmdbLogStore, StorageFullError
 from .storage.snapshots import SnapshotHeader, SnapshotInfo, iter_records, prune, remove_temp_files, write_snapshot
@@ -86,8 +91,11 @@ class NodeStats:
     compactions: int = 0
     snapshots_sent: int = 0
     snapshots_installed: int = 0
+    pipelined_readys: int = 0
+    """Readys taken while an earlier Ready's write was still under way (max_inflight_writes > 1)."""
     persist_us: int = 0
-    """Total time handle_ready waited for the writer thread (write + sync + apply), in µs."""
+    """Total time from submitting each write to the writer thread to its completion (queueing behind earlier
+    writes, write, sync, apply), in µs."""
     write_us: int = 0
     """Total time spent inside store.write on the writer thread, in µs."""
     turn_us: int = 0
@@ -142,6 +150,7 @@ class Node:
         self._applied_waiters: list[tuple[int, int, asyncio.Future[None]]] = []  # heap of (index, seq, future)
         self._applied_seq = 0
         self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"raftkv-writer-{self.id}")
+        self._write_failed: BaseException | None = None  # set on the writer thread by the first write that failed
         self._stopping = False
         self.read_only_reason = ""
         self.applied = store.applied_index()
@@ -362,29 +371,55 @@ class Node:
         self._t0 = time.monotonic()
         io = _DriverIO(self, self._loop)
         ticker = asyncio.create_task(self._ticker(), name=f"raftkv-ticker-{self.id}")
+        # Readys taken whose writes are under way, oldest first (None: nothing to write). They are finished strictly
+        # in this order; the single writer thread completes their writes in the same order.
+        inflight: deque[tuple[Ready, asyncio.Future[Any] | None]] = deque()
+        depth = self.settings.max_inflight_writes
+        wake = self._wake.set
+
+        def written(_: object) -> None:
+            wake()
+
         try:
             while not self._stopping:
                 await self._wake.wait()
                 self._wake.clear()
                 self._turn()
                 raw = self.raw
-                while raw.has_ready() and not self._stopping:
-                    rd = raw.ready()
-                    self.stats.readies += 1
-                    try:
-                        await handle_ready(raw, rd, io)
-                    except StorageFullError as e:
-                        # Nothing of this Ready was written; the core's view is now ahead of the disk, so the node
-                        # stops taking part in Raft (no votes, no acknowledgements) but keeps serving what it has.
-                        self._enter_read_only(f"its disk is full ({e}); free space, then restart the node")
-                        return
-                    except DurableStorageError as e:
-                        log.critical("node %d: cannot persist a Ready: %s", self.id, e, exc_info=True)
-                        self._enter_read_only(f"its storage failed ({e}); check the disk, then restart the node")
-                        return
-                    self._turn()
+                while not self._stopping:
+                    if inflight and (inflight[0][1] is None or inflight[0][1].done()):
+                        rd, fut = inflight.popleft()
+                        try:
+                            results = fut.result() if fut is not None else None
+                        except StorageFullError as e:
+                            # Nothing of this Ready was written (nor will any later one be: see _DriverIO._write);
+                            # the core's view is now ahead of the disk, so the node stops taking part in Raft (no
+                            # votes, no acknowledgements) but keeps serving what it has.
+                            self._enter_read_only(f"its disk is full ({e}); free space, then restart the node")
+                            return
+                        except DurableStorageError as e:
+                            log.critical("node %d: cannot persist a Ready: %s", self.id, e, exc_info=True)
+                            self._enter_read_only(f"its storage failed ({e}); check the disk, then restart the node")
+                            return
+                        finish_ready(raw, rd, io, results)
+                        self._turn()
+                    elif len(inflight) < depth and raw.has_ready():
+                        rd = raw.ready()
+                        self.stats.readies += 1
+                        if inflight:
+                            self.stats.pipelined_readys += 1
+                        fut = cast("asyncio.Future[Any] | None", start_ready(rd, io))  # submitted, or None
+                        if fut is not None:
+                            fut.add_done_callback(written)
+                        inflight.append((rd, fut))
+                    else:
+                        break
         finally:
             ticker.cancel()
+            for _, fut in inflight:  # let the writes under way finish before the store is closed
+                if fut is not None:
+                    with contextlib.suppress(Exception):
+                        await asyncio.shield(fut)
             for t in self._snapshot_tasks.values():
                 t.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -751,18 +786,34 @@ class _DriverIO:
     def send(self, msgs: Sequence[Message]) -> None:
         self.node.send_messages(msgs)
 
-    async def persist(self, rd: Ready) -> Any:
+    def persist(self, rd: Ready) -> asyncio.Future[Any] | None:
+        """Submit ``rd``'s write to the writer thread now (so writes run in the order of the calls); None if the
+        Ready has nothing to write."""
         if not (rd.entries or rd.hard_state is not None or rd.snapshot is not None or rd.committed_entries):
             return None
-        loop = asyncio.get_running_loop()
         t0 = time.perf_counter_ns()
-        try:
-            return await loop.run_in_executor(self.node._writer, self._write, rd)
-        finally:
-            self.node.stats.persist_us += (time.perf_counter_ns() - t0) // 1000
+        fut = self.loop.run_in_executor(self.node._writer, self._write, rd)
+        stats = self.node.stats
+
+        def timed(_: object) -> None:
+            stats.persist_us += (time.perf_counter_ns() - t0) // 1000
+
+        fut.add_done_callback(timed)
+        return fut
 
     def _write(self, rd: Ready) -> Any:
-        """On the writer thread: one transaction, one sync (LmdbLogStore.write)."""
+        """On the writer thread: one transaction, one sync (LmdbLogStore.write). Once a write has failed, every
+        later one (already queued behind it) fails too without writing: their entries would follow a gap."""
+        node = self.node
+        if node._write_failed is not None:
+            raise DurableStorageError(f"an earlier write failed ({node._write_failed})", str(node.store.path))
+        try:
+            return self._write_ready(rd)
+        except BaseException as e:
+            node._write_failed = e
+            raise
+
+    def _write_ready(self, rd: Ready) -> Any:
         node = self.node
         ents = rd.committed_entries
         fsm = node.fsm

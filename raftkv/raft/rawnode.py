@@ -1,8 +1,11 @@
 """RawNode: the public face of the core. Feed it ticks, messages, proposals and read requests; take a ``Ready``;
 carry it out; call ``advance``.
 
-Contract: after ``ready()`` the driver must call ``advance(ready)`` before the next ``ready()``. It may keep stepping
-in between (the core only forgets entries the driver reported durable), but raftkv's driver does not.
+Contract: the driver carries out each Ready's writes in the order the Readys were taken, and calls ``advance(rd)``
+for each, in that order, once its write is durable and its committed entries applied. It may keep stepping and take
+further Readys before that (each holds only what earlier ones did not: their writes are pipelined), except that a
+Ready carrying a snapshot is handed out only when no other Ready is outstanding, and no Ready follows it until it is
+advanced. A driver that advances each Ready before taking the next (the simplest) is the special case.
 """
 
 from __future__ import annotations
@@ -63,7 +66,10 @@ class RawNode:
         self.raft = Raft(config, storage)
         self._prev_soft = self.raft.soft_state()
         self._prev_hard = self.raft.hard_state()
-        self._awaiting_advance = False
+        """The soft and hard state as of the last Ready taken (what the driver was last told)."""
+        self._outstanding = 0
+        """Readys taken and not yet advanced."""
+        self._snapshot_outstanding = False
 
     # -- inputs -----------------------------------------------------------------------------------------------
     def tick(self) -> None:
@@ -124,14 +130,22 @@ class RawNode:
         self.raft.step(Message(MsgType.SNAP_STATUS, frm=nid, reject=not ok))
 
     # -- outputs ----------------------------------------------------------------------------------------------
+    @property
+    def outstanding(self) -> int:
+        """Readys taken and not yet advanced."""
+        return self._outstanding
+
     def has_ready(self) -> bool:
         r = self.raft
         log = r.log
+        if self._snapshot_outstanding:
+            return False
+        if self._outstanding and log.unstable.snapshot is not None and not log.unstable.snapshot_in_progress:
+            return False  # a snapshot to install waits until the writes before it are done
         return bool(
             r.msgs
             or r.msgs_after_persist
-            or log.unstable.entries
-            or log.unstable.snapshot is not None
+            or log.unstable.has_new()
             or r.read_states
             or log.has_next_committed_ents()
             or (r.state == StateRole.LEADER and r.read_only.round_due(r.max_inflight_read_rounds))
@@ -140,17 +154,18 @@ class RawNode:
         )
 
     def ready(self) -> Ready:
-        if self._awaiting_advance:
-            raise RuntimeError("ready() called again before advance()")
+        if self._snapshot_outstanding:
+            raise RuntimeError("ready() called while a Ready carrying a snapshot is outstanding")
         r = self.raft
+        if self._outstanding and r.log.unstable.snapshot is not None and not r.log.unstable.snapshot_in_progress:
+            raise RuntimeError("ready() called with a snapshot to install while other Readys are outstanding")
         r.flush_read_round()
         log = r.log
         soft = r.soft_state()
         hs = r.hard_state()
         prev = self._prev_hard
         hard = hs if hs != prev else None
-        ents = tuple(log.unstable.entries)
-        snap = log.unstable.snapshot
+        snap, ents = log.unstable.take_new()
         committed = tuple(log.next_committed_ents())
         if committed:
             log.applying_to(committed[-1].index)
@@ -160,9 +175,13 @@ class RawNode:
         must_sync = (
             bool(ents) or snap is not None or (hard is not None and (hs.term != prev.term or hs.vote != prev.vote))
         )
-        self._awaiting_advance = True
+        soft_changed = soft != self._prev_soft
+        self._outstanding += 1
+        self._snapshot_outstanding = snap is not None
+        self._prev_soft = soft
+        self._prev_hard = hs
         return Ready(
-            soft_state=soft if soft != self._prev_soft else None,
+            soft_state=soft if soft_changed else None,
             hard_state=hard,
             snapshot=snap,
             entries=ents,
@@ -174,13 +193,15 @@ class RawNode:
         )
 
     def advance(self, rd: Ready) -> None:
-        """The driver carried out ``rd``: its writes are durable and its committed entries applied."""
-        self._awaiting_advance = False
+        """The driver carried out ``rd`` (the oldest Ready outstanding): its writes are durable and its committed
+        entries applied."""
+        if self._outstanding <= 0:
+            raise RuntimeError("advance() without an outstanding Ready")
+        self._outstanding -= 1
         r = self.raft
-        if rd.soft_state is not None:
-            self._prev_soft = rd.soft_state
+        if rd.snapshot is not None:
+            self._snapshot_outstanding = False
         if rd.hard_state is not None:
-            self._prev_hard = rd.hard_state
             r.durable_term = rd.hard_state.term
         if rd.snapshot is not None:
             r.log.stable_snap_to(rd.snapshot.metadata.index)

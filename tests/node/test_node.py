@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
@@ -15,7 +16,7 @@ from raftkv.kv.vclock import VectorClock
 from raftkv.node import Node
 from raftkv.raft import StateRole
 from raftkv.settings import Member, Settings
-from raftkv.storage import LmdbLogStore
+from raftkv.storage import DurableStorageError, LmdbLogStore
 from raftkv.storage.snapshots import SnapshotReceiver
 from raftkv.transport import MemoryNetwork, MemoryTransport
 
@@ -333,3 +334,63 @@ def test_a_two_voter_cluster_is_not_shrunk_to_one_voter_unless_forced(tmp_path: 
             await c.stop()
 
     asyncio.run(main())
+
+
+async def _pipelined_writes_keep_replicas_identical(cluster: Cluster) -> None:
+    lead = await cluster.leader()
+    results = []
+    for wave in range(5):  # writes through every node, so followers' Readys overlap too
+        results += await asyncio.gather(*(
+            node.propose(lambda rid, w=wave, i=i, n=node.id: Put(rid, 0, 0, b"k%d" % (i % 50), b"%d/%d/%d" % (w, n, i)))
+            for node in cluster.nodes.values() for i in range(100)
+        ))
+    assert all(isinstance(r, PutResult) for r in results)
+    assert sum(n.stats.pipelined_readys for n in cluster.nodes.values()) > 0, "no Ready was taken during a write"
+    top = max(r.kv.mod_index for r in results)
+    for node in cluster.nodes.values():
+        await asyncio.wait_for(node.wait_applied(top), 5)
+    assert len({n.fsm.checksum() for n in cluster.nodes.values()}) == 1
+    assert lead.stats.commands_proposed > 0
+
+
+test_pipelined_writes_keep_replicas_identical = with_cluster(
+    _pipelined_writes_keep_replicas_identical, max_inflight_writes=4, max_inflight_proposals=0
+)
+
+
+async def _no_write_is_made_after_a_failed_one(cluster: Cluster) -> None:
+    """Writes queued behind a failed one must not run: their entries would follow a gap in the log."""
+    lead = await cluster.leader()
+    store = lead.store
+    real_write = store.write
+    calls_after_failure = 0
+    failed = False
+
+    def failing_write(*args: Any, **kwargs: Any) -> Any:
+        nonlocal calls_after_failure, failed
+        if failed:
+            calls_after_failure += 1
+            return real_write(*args, **kwargs)
+        if kwargs.get("entries"):
+            failed = True
+            time.sleep(0.2)  # long enough for the loop to queue more writes behind this one
+            raise DurableStorageError("injected write failure", store.path)
+        return real_write(*args, **kwargs)
+
+    store.write = failing_write  # type: ignore[method-assign]
+    puts = [asyncio.ensure_future(lead.propose(lambda rid, i=i: Put(rid, 0, 0, b"k%d" % i, b"v"))) for i in range(3)]
+    await asyncio.sleep(0.05)
+    puts += [asyncio.ensure_future(lead.propose(lambda rid, i=i: Put(rid, 0, 0, b"j%d" % i, b"v"))) for i in range(3)]
+    done, pending = await asyncio.wait(puts, timeout=10)
+    for p in pending:
+        p.cancel()
+    assert all(p.exception() is not None for p in done)  # none succeeded (and every exception is retrieved)
+    async with asyncio.timeout(5):
+        while not lead.read_only_reason:
+            await asyncio.sleep(0.01)
+    assert failed
+    assert calls_after_failure == 0
+    assert lead.stats.pipelined_readys > 0, "the failed write had nothing queued behind it: the test proves nothing"
+
+
+test_no_write_is_made_after_a_failed_one = with_cluster(_no_write_is_made_after_a_failed_one, max_inflight_writes=2)

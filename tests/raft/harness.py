@@ -27,6 +27,16 @@ def run_sync(coro: Any) -> Any:
     raise AssertionError("coroutine suspended")
 
 
+def write_ready(storage: MemoryStorage, rd: Ready) -> None:
+    """What a driver's write does with a Ready's snapshot, hard state and entries (no state machine)."""
+    if rd.snapshot is not None:
+        storage.apply_snapshot(rd.snapshot)
+    if rd.hard_state is not None:
+        storage.set_hard_state(rd.hard_state)
+    if rd.entries:
+        storage.append(rd.entries)
+
+
 class _Done:
     def __await__(self) -> Any:
         return None
@@ -41,13 +51,7 @@ class _IO:
         self.net.outbox.extend(msgs)
 
     def persist(self, rd: Ready) -> _Done:
-        s = self.net.storage[self.nid]
-        if rd.snapshot is not None:
-            s.apply_snapshot(rd.snapshot)
-        if rd.hard_state is not None:
-            s.set_hard_state(rd.hard_state)
-        if rd.entries:
-            s.append(rd.entries)
+        write_ready(self.net.storage[self.nid], rd)
         applied = self.net.applied[self.nid]
         for e in rd.committed_entries:
             prev = self.net.applied_global.setdefault(e.index, (e.term, e.data))

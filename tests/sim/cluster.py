@@ -101,6 +101,9 @@ class SimConfig:
     disk_delay: float = 0.5
     """Probability that a pending disk write does not complete in a given micro-step."""
     lease_reads: bool = True
+    pipeline: int = 1
+    """How many Readys a node may have taken whose writes are still under way (their writes complete in order; a
+    crash loses all of them). 1: each Ready is advanced before the next is taken."""
     step_while_writing: bool = True
     """Keep stepping messages into a node while its Ready's write is pending (the RawNode contract allows it;
     raftkv's driver does not). Stronger: it exposes bugs that count on state not yet durable."""
@@ -152,6 +155,8 @@ class Stats:
     conf_changes: int = 0
     snapshots_taken: int = 0
     snapshots_installed: int = 0
+    pipelined_readys: int = 0
+    """Readys taken while an earlier one's write was still under way (SimConfig.pipeline > 1)."""
 
 
 @dataclass
@@ -192,9 +197,10 @@ class SimNode:
         self.applied_index = 0
         self.raw: RawNode | None = None
         self.incarnation = 0
-        self.pending: tuple[Generator[Any, Any, Any], DiskWrite, list[int]] | None = None
-        """A Ready whose write is under way: the handle_ready coroutine, its write, and the term before each of its
-        entries as the log stood when the Ready was taken (for the Log Matching check at completion)."""
+        self.pending: deque[tuple[Generator[Any, Any, Any], DiskWrite, list[int]]] = deque()
+        """Readys whose writes are under way, oldest first: the handle_ready coroutine, its write, and the term
+        before each of its entries as the log stood when the Ready was taken (for the Log Matching check at
+        completion)."""
         self.inbox: deque[Message | tuple[str, bytes]] = deque()
         self.waiting_reads: list[tuple[int, _Read]] = []  # (read index, read)
         self.commit_seen = 0
@@ -331,9 +337,9 @@ class Cluster:
                 self._log(f"power loss on {nid} undoes {count} unsynced writes: applied {n.applied_index}, "
                           f"hs {n.disk.hard_state}")
             n.unsynced = None
-        if n.pending is not None:
-            n.pending[0].close()
-            n.pending = None
+        for coro, _, _ in n.pending:
+            coro.close()
+        n.pending.clear()
         n.raw = None
         n.inbox.clear()
         n.waiting_reads.clear()
@@ -419,7 +425,7 @@ class Cluster:
         raw = n.raw
         if raw is None or n.paused_ticks is not None:
             return False
-        if n.pending is not None and not self.cfg.step_while_writing:
+        if n.pending and not self.cfg.step_while_writing:
             return False
         did = False
         while n.inbox:
@@ -430,20 +436,21 @@ class Cluster:
             else:
                 raw.step(item)
         self._observe(n)
-        if n.pending is None and raw.has_ready():
+        if len(n.pending) < self.cfg.pipeline and raw.has_ready():
             rd = raw.ready()
             self._check_ready(n, rd)
             coro = handle_ready(raw, rd, _SimIO(self, n)).__await__()
             w = coro.send(None)
             log = raw.raft.log
-            n.pending = (coro, w, [log.zero_term_on_out_of_bounds(e.index - 1) for e in rd.entries])
+            if n.pending:
+                self.stats.pipelined_readys += 1
+            n.pending.append((coro, w, [log.zero_term_on_out_of_bounds(e.index - 1) for e in rd.entries]))
             did = True
         return did
 
     def complete_write(self, n: SimNode) -> None:
-        """The disk finishes the pending write atomically: log, hard state, and the applied entries."""
-        assert n.pending is not None
-        coro, w, prev_terms = n.pending
+        """The disk finishes the oldest pending write atomically: log, hard state, and the applied entries."""
+        coro, w, prev_terms = n.pending.popleft()
         rd = w.rd
         disk = n.disk
         if not rd.must_sync:
@@ -488,7 +495,6 @@ class Cluster:
             elif e.data:
                 n.applied.append((e.index, e.data))
             n.applied_index = e.index
-        n.pending = None
         try:
             coro.send(None)
         except StopIteration:
@@ -515,7 +521,7 @@ class Cluster:
     def take_snapshot(self, nid: int) -> None:
         """Snapshot the node's durable state machine at its applied index and compact its log."""
         n = self.nodes[nid]
-        if not n.running or n.pending is not None:
+        if not n.running or n.pending:
             return
         disk = n.disk
         idx = n.applied_index
@@ -721,7 +727,7 @@ class Cluster:
         order = list(self.nodes.values())
         self.rng.shuffle(order)
         for n in order:
-            if n.pending is not None and n.paused_ticks is None and self.rng.random() >= self.cfg.disk_delay:
+            if n.pending and n.paused_ticks is None and self.rng.random() >= self.cfg.disk_delay:
                 self.complete_write(n)
             self.process(n)
 
@@ -783,7 +789,7 @@ class Cluster:
             leader = self.current_leader()
             if leader is not None:
                 n = self.nodes[leader]
-                if n.running and n.pending is None and n.raw is not None:
+                if n.running and not n.pending and n.raw is not None:
                     n.raw.transfer_leader(rng.choice(ids))
 
     def _random_conf_change(self) -> ConfChange:

@@ -44,9 +44,16 @@ CONFIGS: dict[str, SimConfig] = {
                                   p_crash_leader=0.005),
     "3-snap-sequential": SimConfig(nodes=3, universe=5, p_conf_change=0.01, p_snapshot=0.03, snapshot_keep=0,
                                    step_while_writing=False),
+    # Pipelined Readys (as the daemon runs): up to 3 writes under way per node, completing in order, lost together.
+    "3-pipelined-power": SimConfig(nodes=3, pipeline=3, p_crash=0.03, p_restart=0.1, disk_delay=0.8,
+                                   p_crash_leader=0.01, power_loss=0.5),
+    "3-members-pipelined": SimConfig(nodes=3, universe=5, pipeline=3, p_conf_change=0.03, p_snapshot=0.03,
+                                     snapshot_keep=0, p_crash=0.02, p_restart=0.1, p_crash_leader=0.01,
+                                     power_loss=0.3),
+    "5-hunter-pipelined": SimConfig(nodes=5, pipeline=2, **_HUNTER),  # type: ignore[arg-type]
     "5-hunter": SimConfig(nodes=5, **_HUNTER),  # type: ignore[arg-type]
     "3-hunter": SimConfig(nodes=3, **_HUNTER),  # type: ignore[arg-type]
 }
 
-TICKS = {"5-hunter": 400, "3-hunter": 400}
+TICKS = {"5-hunter": 400, "3-hunter": 400, "5-hunter-pipelined": 400}
 """Schedule length in ticks where it differs from the default (150)."""

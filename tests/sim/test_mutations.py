@@ -15,7 +15,7 @@ from unittest import mock
 
 import pytest
 
-from raftkv.raft import core, log, rawnode
+from raftkv.raft import core, log, rawnode, unstable
 from raftkv.raft.read_only import ReadRequest
 from raftkv.raft.types import Message, MsgType
 
@@ -69,6 +69,18 @@ def _write_entries_without_sync(self: rawnode.RawNode) -> Any:
     return rd
 
 
+def _truncate_keeps_in_progress_offset(self: unstable.Unstable, ents: Any) -> None:
+    after = ents[0].index
+    if after == self.offset + len(self.entries):
+        self.entries.extend(ents)
+    elif after <= self.offset:
+        self.offset = after
+        self.entries = list(ents)  # BUG: offset_in_progress kept: the replacing entries are never written
+    else:
+        del self.entries[after - self.offset :]
+        self.entries.extend(ents)  # BUG: likewise
+
+
 MUTATIONS: dict[str, tuple[Any, str, Callable[..., Any]]] = {
     "commit-old-term-by-counting": (log.RaftLog, "maybe_commit", _commit_old_term_by_counting),
     "vote-for-less-up-to-date-log": (log.RaftLog, "is_up_to_date", _vote_for_less_up_to_date_log),
@@ -76,6 +88,8 @@ MUTATIONS: dict[str, tuple[Any, str, Callable[..., Any]]] = {
     "read-index-without-quorum": (core.Raft, "_leader_read_index", _read_index_without_quorum),
     "leader-counts-itself-before-persisting": (core.Raft, "_append_entries", _leader_counts_itself_before_persisting),
     "write-entries-without-sync": (rawnode.RawNode, "ready", _write_entries_without_sync),
+    "truncate-keeps-in-progress-offset": (
+        unstable.Unstable, "truncate_and_append", _truncate_keeps_in_progress_offset),
 }
 
 
@@ -104,6 +118,8 @@ def first_violation(config: str, seeds: range) -> tuple[int, str] | None:
         ("send-vote-before-persisting", "3", "before its term is durable"),
         # Only power losses undo completed writes (a process crash does not): the "-power" configurations.
         ("write-entries-without-sync", "3-power", "Leader Completeness"),
+        # Pipelined Readys: entries that replace ones already handed out must be handed out again.
+        ("truncate-keeps-in-progress-offset", "3-pipelined-power", "Log Matching"),
     ],
 )
 def test_simulator_catches_planted_bug(mutation: str, config: str, expect: str) -> None:

@@ -63,6 +63,18 @@ def test_schedules_exercise_the_faults() -> None:
         assert totals[k] > 10, (k, totals)
 
 
+@pytest.mark.parametrize("name", [n for n in sorted(CONFIGS) if CONFIGS[n].pipeline > 1])
+def test_pipelined_configurations_pipeline(name: str) -> None:
+    """A pipelined configuration must really take Readys while earlier writes are under way (and see crashes with
+    writes in flight), or its schedules test nothing the others do not."""
+    taken = crashes = 0
+    for seed in range(10):
+        s = run_schedule(seed, CONFIGS[name], ticks=TICKS.get(name, 150)).stats
+        taken += s.pipelined_readys
+        crashes += s.crashes
+    assert taken > 100 and crashes > 10, (taken, crashes)
+
+
 class ClusterMachine(RuleBasedStateMachine):
     """Hypothesis chooses the schedule step by step (and shrinks a failing one to a minimal sequence)."""
 
@@ -75,8 +87,9 @@ class ClusterMachine(RuleBasedStateMachine):
         nodes=st.sampled_from([3, 5]),
         step_while_writing=st.booleans(),
         pre_vote=st.booleans(),
+        pipeline=st.sampled_from([1, 3]),
     )
-    def setup(self, seed: int, nodes: int, step_while_writing: bool, pre_vote: bool) -> None:
+    def setup(self, seed: int, nodes: int, step_while_writing: bool, pre_vote: bool, pipeline: int) -> None:
         quiet = dict(
             p_propose=0.0,
             p_read=0.0,
@@ -93,6 +106,7 @@ class ClusterMachine(RuleBasedStateMachine):
             SimConfig(
                 nodes=nodes,
                 step_while_writing=step_while_writing,
+                pipeline=pipeline,
                 pre_vote=pre_vote,
                 check_quorum=pre_vote,
                 lease_reads=pre_vote,
