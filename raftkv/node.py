@@ -381,11 +381,13 @@ class Node:
             wake()
 
         try:
+            raw = self.raw
             while not self._stopping:
                 await self._wake.wait()
                 self._wake.clear()
-                self._turn()
-                raw = self.raw
+                if len(inflight) < depth:
+                    # With the pipeline full, what arrives waits (not even stepped) and joins the next Ready.
+                    self._turn()
                 while not self._stopping:
                     if inflight and (inflight[0][1] is None or inflight[0][1].done()):
                         rd, fut = inflight.popleft()
