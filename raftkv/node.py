@@ -97,6 +97,8 @@ class NodeStats:
     """Total time from submitting each write to the writer thread to its completion (queueing behind earlier
     writes, write, sync, apply), in µs."""
     write_us: int = 0
+    write_cpu_us: int = 0
+    """Of ``write_us``, the writer thread's own CPU time; the rest is waiting (fsync, the GIL)."""
     """Total time spent inside store.write on the writer thread, in µs."""
     turn_us: int = 0
     """Total time the loop spent stepping (ticks, messages, proposals, reads) and taking Readies, in µs."""
@@ -235,21 +237,32 @@ class Node:
         result. A follower forwards it to the leader (``forward_proposals``; else it raises NotLeader). Raises
         Unavailable when the leader changed before the result came: a leader's own proposal was then certainly not
         applied; a forwarded one may or may not have been (the caller retries with the same session)."""
+        rid, fut = self.submit(make)
+        try:
+            return await fut
+        finally:
+            self.forget(rid)
+
+    def submit(self, make: Callable[[int], Command]) -> tuple[int, asyncio.Future[Any]]:
+        """``propose`` without the waiting: queue the command and return its request id and the future that its
+        result (or error) will resolve. The caller that stops waiting (a deadline) calls ``forget(request_id)``.
+        A batch of requests is many submits and one wait, with no task or coroutine per request."""
         self._check_writable()
         if self.role != StateRole.LEADER and not self.settings.forward_proposals:
             raise self.not_leader()
-        loop = asyncio.get_running_loop()
+        loop = self._loop or asyncio.get_running_loop()
         w = _Waiter(loop.create_future())
         rid = self.new_request_id()
         self._waiters[rid] = w
         self._proposals.append((make(rid), w))
         self._wake.set()
-        try:
-            return await w.future
-        finally:
-            self._waiters.pop(rid, None)
-            if self._forwarded_rids:
-                self._forwarded_rids.pop(rid, None)
+        return rid, w.future
+
+    def forget(self, request_id: int) -> None:
+        """Stop tracking a submitted request (resolved, or abandoned by its caller)."""
+        self._waiters.pop(request_id, None)
+        if self._forwarded_rids:
+            self._forwarded_rids.pop(request_id, None)
 
     async def change_membership(
         self, t: ConfChangeType, member: MemberInfo, *, force: bool = False
@@ -351,6 +364,13 @@ class Node:
         store = self.store
         with store.read_txn() as txn:
             return store.applied_index_in(txn), self.fsm.get(key, txn=txn)
+
+    def fsm_get_many(self, keys: Sequence[bytes]) -> tuple[int, list[Any]]:
+        """``fsm_get`` of several keys from one read transaction (one consistent state, one index)."""
+        store = self.store
+        get = self.fsm.get
+        with store.read_txn() as txn:
+            return store.applied_index_in(txn), [get(k, txn=txn) for k in keys]
 
     def fsm_range(self, prefix: bytes, start_after: bytes, limit: int, keys_only: bool) -> tuple[int, list[Any], bool]:
         store = self.store
@@ -842,6 +862,7 @@ class _DriverIO:
             return results
 
         t0 = time.perf_counter_ns()
+        c0 = time.thread_time_ns()
         conf = None
         if any(e.type == EntryType.CONF_CHANGE for e in ents):
             # The membership after these entries, stored with them and the applied index (the same pure function
@@ -866,6 +887,7 @@ class _DriverIO:
         self._maybe_compact()
         st = node.stats
         st.write_us += (time.perf_counter_ns() - t0) // 1000
+        st.write_cpu_us += (time.thread_time_ns() - c0) // 1000
         st.writes += 1
         st.entries_persisted += len(rd.entries)
         return result

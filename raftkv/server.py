@@ -14,7 +14,7 @@ import sys
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 import grpc
 
@@ -63,6 +63,7 @@ from .transport import GrpcTransport
 log = logging.getLogger("raftkv.server")
 
 T = TypeVar("T")
+R = TypeVar("R")
 
 GRPC_OPTIONS = [
     ("grpc.max_receive_message_length", 64 << 20),
@@ -170,6 +171,30 @@ def result_error(result: Any) -> RaftKVError | None:
     return None
 
 
+_Submitted = tuple[int, "asyncio.Future[Any]"]
+"""A write handed to the node: its request id and the future of its result (``Node.submit``)."""
+
+
+def _raise_for(result: Any) -> None:
+    err = result_error(result)
+    if err is not None:
+        raise err
+
+
+def _timeout_error(timeout_s: float, write: bool) -> Timeout:
+    return Timeout(
+        f"the request did not complete within {timeout_s:.2f}s"
+        + ("; the write may or may not have been applied (retry with the same session)" if write else ""),
+        outcome_unknown=write,
+    )
+
+
+def _expire(fut: asyncio.Future[Any], timeout_s: float, write: bool) -> None:
+    """A request's deadline passed: fail its future with Timeout (outcome unknown for a write)."""
+    if not fut.done():
+        fut.set_exception(_timeout_error(timeout_s, write))
+
+
 def batch_error(err: RaftKVError) -> kv_pb2.BatchError:
     """A batch operation's error: the status and trailing metadata its unary RPC would have failed with."""
     be = kv_pb2.BatchError(code=err.grpc_code, message=err.message, metadata=dict(err.metadata()))
@@ -207,11 +232,7 @@ class KVServicer(kv_pb2_grpc.KVServicer):
             async with asyncio.timeout(timeout_s):
                 return await aw
         except TimeoutError:
-            raise Timeout(
-                f"the request did not complete within {timeout_s:.2f}s"
-                + ("; the write may or may not have been applied (retry with the same session)" if write else ""),
-                outcome_unknown=write,
-            ) from None
+            raise _timeout_error(timeout_s, write) from None
 
     async def _call(
         self, ctx: grpc.aio.ServicerContext[Any, Any], fn: Callable[[], Awaitable[T]], timeout_s: float, write: bool
@@ -289,84 +310,118 @@ class KVServicer(kv_pb2_grpc.KVServicer):
             await node.wait_applied(opts.min_index)
 
     # -- the single-key operations: each exists once, for its unary RPC and for Batch ------------------------------
-    # Each validates, then proposes or reads within ``timeout_s``; every failure (validation included) is raised as
-    # a RaftKVError, which the unary RPC turns into its status and Batch into the operation's BatchError.
-    async def _put(self, req: kv_pb2.PutRequest, timeout_s: float) -> kv_pb2.PutResponse:
+    # A write is two halves: ``_start_<op>`` validates and submits the command (raising RaftKVError for bad input),
+    # returning the node's future for its result; ``_<op>_response`` turns the result into the response (raising
+    # the error a failed result stands for). A unary RPC awaits one future in between; Batch submits every write
+    # first, then waits for all of them together under one deadline: no task or coroutine per operation.
+    def _start_put(self, req: kv_pb2.PutRequest) -> _Submitted:
         self._check_key(req.key)
         self._check_value(req.value)
-        conds = conditions_from_pb(req.conditions, req.key)
+        conds = conditions_from_pb(req.conditions, req.key) if req.conditions else ()
         s = req.session
-        res: PutResult = await self._run(
-            self._propose(lambda rid: Put(rid, s.client_id, s.seq, req.key, req.value, conds)), timeout_s, write=True
-        )
-        return kv_pb2.PutResponse(header=self.header(res.kv.mod_index), kv=kv_to_pb(res.kv))
+        key, value, cid, seq = req.key, req.value, s.client_id, s.seq
+        return self.node.submit(lambda rid: Put(rid, cid, seq, key, value, conds))
 
-    async def _delete(self, req: kv_pb2.DeleteRequest, timeout_s: float) -> kv_pb2.DeleteResponse:
+    def _put_response(self, res: Any) -> kv_pb2.PutResponse:
+        _raise_for(res)
+        kv = res.kv
+        return kv_pb2.PutResponse(header=self.header(kv.mod_index), kv=kv_to_pb(kv))
+
+    def _start_delete(self, req: kv_pb2.DeleteRequest) -> _Submitted:
         self._check_key(req.key)
-        conds = conditions_from_pb(req.conditions, req.key)
+        conds = conditions_from_pb(req.conditions, req.key) if req.conditions else ()
         s = req.session
-        res: DeleteResult = await self._run(
-            self._propose(lambda rid: Delete(rid, s.client_id, s.seq, req.key, conds)), timeout_s, write=True
-        )
+        key, cid, seq = req.key, s.client_id, s.seq
+        return self.node.submit(lambda rid: Delete(rid, cid, seq, key, conds))
+
+    def _delete_response(self, res: Any) -> kv_pb2.DeleteResponse:
+        _raise_for(res)
         return kv_pb2.DeleteResponse(header=self.header(res.index), deleted=res.deleted, index=res.index)
 
-    async def _get(self, req: kv_pb2.GetRequest, timeout_s: float) -> kv_pb2.GetResponse:
+    def _start_incr(self, req: kv_pb2.IncrRequest) -> _Submitted:
         self._check_key(req.key)
-        return await self._run(self._get_at_read_point(req), timeout_s, write=False)
+        s = req.session
+        key, delta, cid, seq = req.key, req.delta, s.client_id, s.seq
+        return self.node.submit(lambda rid: Incr(rid, cid, seq, key, delta))
 
-    async def _get_at_read_point(self, req: kv_pb2.GetRequest) -> kv_pb2.GetResponse:
-        await self._read_point(req.read)
-        index, kv = self.node.fsm_get(req.key)
+    def _incr_response(self, res: Any) -> kv_pb2.IncrResponse:
+        _raise_for(res)
+        return kv_pb2.IncrResponse(header=self.header(res.kv.mod_index), value=res.value, kv=kv_to_pb(res.kv))
+
+    async def _write(self, submitted: _Submitted, timeout_s: float) -> Any:
+        """Await one submitted write's result within ``timeout_s`` (Timeout, outcome unknown, when it runs out)."""
+        rid, fut = submitted
+        handle = asyncio.get_running_loop().call_later(timeout_s, _expire, fut, timeout_s, True)
+        try:
+            return await fut
+        finally:
+            handle.cancel()
+            self.node.forget(rid)
+
+    async def _writes(self, submitted: list[_Submitted], timeout_s: float) -> None:
+        """Wait until every submitted write has its result, or ``timeout_s`` passed (those left get Timeout)."""
+        futs = [f for _, f in submitted]
+        _, pending = await asyncio.wait(futs, timeout=timeout_s)
+        for f in pending:
+            _expire(f, timeout_s, True)
+        forget = self.node.forget
+        for rid, _ in submitted:
+            forget(rid)
+
+    def _get_response(self, index: int, kv: KeyValue | None) -> kv_pb2.GetResponse:
         if kv is None:
             return kv_pb2.GetResponse(header=self.header(index), found=False)
         return kv_pb2.GetResponse(header=self.header(index), found=True, kv=kv_to_pb(kv))
 
-    async def _incr(self, req: kv_pb2.IncrRequest, timeout_s: float) -> kv_pb2.IncrResponse:
-        self._check_key(req.key)
-        s = req.session
-        res: IncrResult = await self._run(
-            self._propose(lambda rid: Incr(rid, s.client_id, s.seq, req.key, req.delta)), timeout_s, write=True
-        )
-        return kv_pb2.IncrResponse(header=self.header(res.kv.mod_index), value=res.value, kv=kv_to_pb(res.kv))
-
-    async def _batch_op(self, op: kv_pb2.BatchOp, timeout_s: float, ctx: grpc.aio.ServicerContext[Any, Any]) -> Any:
-        """One operation of a batch, answered as its unary RPC would be: a BatchResult with its response or error."""
-        try:
-            which = op.WhichOneof("op")
-            if which == "put":
-                return kv_pb2.BatchResult(put=await self._put(op.put, timeout_s))
-            if which == "get":
-                return kv_pb2.BatchResult(get=await self._get(op.get, self._timeout(ctx, op.get.read.timeout_ms)))
-            if which == "delete":
-                return kv_pb2.BatchResult(delete=await self._delete(op.delete, timeout_s))
-            if which == "incr":
-                return kv_pb2.BatchResult(incr=await self._incr(op.incr, timeout_s))
-            raise InvalidArgument("a batch operation must be a put, get, delete or incr")
-        except RaftKVError as e:
-            return kv_pb2.BatchResult(error=batch_error(e))
-        except Exception as e:  # a bug: fail this operation alone, as its unary RPC would fail (UNKNOWN)
-            log.exception("batch operation failed")
-            return kv_pb2.BatchResult(error=kv_pb2.BatchError(code="UNKNOWN", message=f"Unexpected {e!r}"))
+    async def _gets(self, opts: kv_pb2.ReadOptions, keys: list[bytes], timeout_s: float) -> list[kv_pb2.GetResponse]:
+        """Read ``keys`` (already checked) at one read point: one read-index round and one read transaction for
+        all of them."""
+        if opts.consistency != _CONSISTENCY.STALE or opts.min_index:
+            await self._run(self._read_point(opts), timeout_s, write=False)
+        index, kvs = self.node.fsm_get_many(keys)
+        return [self._get_response(index, kv) for kv in kvs]
 
     # -- the API ----------------------------------------------------------------------------------------------
-    async def Put(self, req: kv_pb2.PutRequest, ctx: grpc.aio.ServicerContext[Any, Any]) -> kv_pb2.PutResponse:
+    async def _unary_write(
+        self, ctx: grpc.aio.ServicerContext[Any, Any], start: Callable[[R], _Submitted], req: R,
+        respond: Callable[[Any], T],
+    ) -> T:
         self.unary_rpcs += 1
-        return await self._unary(ctx, self._put(req, self._timeout(ctx)))
+        try:
+            return respond(await self._write(start(req), self._timeout(ctx)))
+        except RaftKVError as e:
+            await self._abort(ctx, e)
+        raise AssertionError("unreachable")  # ctx.abort raises
+
+    async def Put(self, req: kv_pb2.PutRequest, ctx: grpc.aio.ServicerContext[Any, Any]) -> kv_pb2.PutResponse:
+        return await self._unary_write(ctx, self._start_put, req, self._put_response)
 
     async def Delete(
         self, req: kv_pb2.DeleteRequest, ctx: grpc.aio.ServicerContext[Any, Any]
     ) -> kv_pb2.DeleteResponse:
-        self.unary_rpcs += 1
-        return await self._unary(ctx, self._delete(req, self._timeout(ctx)))
+        return await self._unary_write(ctx, self._start_delete, req, self._delete_response)
+
+    async def Incr(self, req: kv_pb2.IncrRequest, ctx: grpc.aio.ServicerContext[Any, Any]) -> kv_pb2.IncrResponse:
+        return await self._unary_write(ctx, self._start_incr, req, self._incr_response)
 
     async def Get(self, req: kv_pb2.GetRequest, ctx: grpc.aio.ServicerContext[Any, Any]) -> kv_pb2.GetResponse:
         self.unary_rpcs += 1
-        return await self._unary(ctx, self._get(req, self._timeout(ctx, req.read.timeout_ms)))
+        try:
+            self._check_key(req.key)
+            opts = req.read
+            if opts.consistency != _CONSISTENCY.STALE or opts.min_index:
+                await self._run(self._read_point(opts), self._timeout(ctx, opts.timeout_ms), write=False)
+            index, kv = self.node.fsm_get(req.key)
+            return self._get_response(index, kv)
+        except RaftKVError as e:
+            await self._abort(ctx, e)
+        raise AssertionError("unreachable")
 
     async def Batch(self, req: kv_pb2.BatchRequest, ctx: grpc.aio.ServicerContext[Any, Any]) -> kv_pb2.BatchResponse:
-        """Independent operations, carried out concurrently, each answered as its unary RPC would be. Every
-        operation starts (validates, and proposes or asks for its read point) before any is awaited, so the batch's
-        writes reach the node in the same turn and share a log entry, and its linearizable reads a read round."""
+        """Independent operations, carried out concurrently, each answered as its unary RPC would be. Every write
+        is validated and submitted before any is awaited, so the batch's writes reach the node in the same turn and
+        share a log entry; gets with the same read options share one read point (one read-index round) and one read
+        transaction. One deadline covers the batch; there is no task per operation."""
         ops = req.ops
         n = len(ops)
         if n > MAX_BATCH_OPS:
@@ -374,11 +429,61 @@ class KVServicer(kv_pb2_grpc.KVServicer):
         self.batch_rpcs += 1
         self.batched_ops += n
         timeout_s = self._timeout(ctx)
-        if n == 1:
-            results = [await self._batch_op(ops[0], timeout_s, ctx)]
-        else:
-            results = await asyncio.gather(*[self._batch_op(op, timeout_s, ctx) for op in ops])
-        return kv_pb2.BatchResponse(header=self.header(self.node.applied), results=results)
+        results: list[kv_pb2.BatchResult | None] = [None] * n
+        writes: list[tuple[int, str, Callable[[Any], Any], _Submitted]] = []
+        reads: dict[tuple[int, int, bool, int, int], tuple[kv_pb2.ReadOptions, list[int], list[bytes]]] = {}
+        for i, op in enumerate(ops):
+            try:
+                which = op.WhichOneof("op")
+                if which == "put":
+                    writes.append((i, "put", self._put_response, self._start_put(op.put)))
+                elif which == "get":
+                    g = op.get
+                    self._check_key(g.key)
+                    r = g.read
+                    group = (r.consistency, r.max_staleness_ms, r.fail_if_stale, r.min_index, r.timeout_ms)
+                    entry = reads.get(group)
+                    if entry is None:
+                        entry = reads[group] = (r, [], [])
+                    entry[1].append(i)
+                    entry[2].append(g.key)
+                elif which == "delete":
+                    writes.append((i, "delete", self._delete_response, self._start_delete(op.delete)))
+                elif which == "incr":
+                    writes.append((i, "incr", self._incr_response, self._start_incr(op.incr)))
+                else:
+                    raise InvalidArgument("a batch operation must be a put, get, delete or incr")
+            except RaftKVError as e:
+                results[i] = kv_pb2.BatchResult(error=batch_error(e))
+
+        async def read_group(opts: kv_pb2.ReadOptions, idx: list[int], keys: list[bytes]) -> None:
+            try:
+                resps = await self._gets(opts, keys, self._timeout(ctx, opts.timeout_ms))
+            except RaftKVError as e:
+                err = kv_pb2.BatchResult(error=batch_error(e))
+                for i in idx:
+                    results[i] = err
+                return
+            for i, resp in zip(idx, resps, strict=True):
+                results[i] = kv_pb2.BatchResult(get=resp)
+
+        waits: list[Awaitable[None]] = [read_group(*g) for g in reads.values()]
+        if writes:
+            waits.append(self._writes([w[3] for w in writes], timeout_s))
+        if len(waits) == 1:
+            await waits[0]
+        elif waits:
+            await asyncio.gather(*waits)
+        for i, field, respond, (_, fut) in writes:
+            try:
+                results[i] = kv_pb2.BatchResult(**{field: respond(fut.result())})
+            except RaftKVError as e:
+                results[i] = kv_pb2.BatchResult(error=batch_error(e))
+            except Exception as e:  # a bug: fail this operation alone, as its unary RPC would fail (UNKNOWN)
+                log.exception("batch operation failed")
+                results[i] = kv_pb2.BatchResult(error=kv_pb2.BatchError(code="UNKNOWN", message=f"Unexpected {e!r}"))
+        # Every operation has its result by now: a validation error, its write's outcome, or its read group's.
+        return kv_pb2.BatchResponse(header=self.header(self.node.applied), results=cast("list[Any]", results))
 
     async def Range(self, req: kv_pb2.RangeRequest, ctx: grpc.aio.ServicerContext[Any, Any]) -> kv_pb2.RangeResponse:
         limit = req.limit or 1000
@@ -393,10 +498,6 @@ class KVServicer(kv_pb2_grpc.KVServicer):
             )
 
         return await self._call(ctx, go, self._timeout(ctx, req.read.timeout_ms), write=False)
-
-    async def Incr(self, req: kv_pb2.IncrRequest, ctx: grpc.aio.ServicerContext[Any, Any]) -> kv_pb2.IncrResponse:
-        self.unary_rpcs += 1
-        return await self._unary(ctx, self._incr(req, self._timeout(ctx)))
 
     def _txn_ops(self, ops: Any) -> tuple[TxnOp, ...]:
         out = []
