@@ -377,6 +377,9 @@ def durability_figures(before: dict[str, Any] | None, after: dict[str, Any] | No
     out["fsyncs_per_entry"] = round(syncs / entries, 4) if entries else None
     out["commands_per_fsync"] = round(commands / syncs, 3) if syncs and commands else None
     out["commands_per_entry"] = round(commands / entries, 3) if entries and commands else None
+    # Every device flush: each commit fdatasyncs its data pages, each durable one also its meta page.
+    flushes = deltas.get("store_commits", 0) + syncs
+    out["fdatasyncs_per_command"] = round(flushes / commands, 4) if commands else None
     return out
 
 
@@ -808,7 +811,7 @@ def resources_table(report: dict[str, Any]) -> Table:
     """Where the CPU went (cores busy during the window) and raftkv's fsync figures."""
     t = Table(title="CPU (cores used during the window) and fsyncs", title_justify="left", header_style="bold")
     for name in ("system", "workload", "clients", "servers", "loadgens", "machine busy", "srv CPU ms/op",
-                 "fsyncs/entry", "cmds/fsync", "cmds/entry"):
+                 "fsyncs/entry", "cmds/fsync", "cmds/entry", "fdatasyncs/cmd"):
         t.add_column(name, justify="left" if name in ("system", "workload") else "right")
     rows = list(report.get("runs", []))
     if report.get("ceiling"):
@@ -827,7 +830,8 @@ def resources_table(report: dict[str, Any]) -> Table:
         per_op = r.get("server_cpu_ms_per_op")
         t.add_row(r["system"], r["workload"], str(r["clients"]), srv or "-", f"{r['loadgen_cpu_cores']:.2f}",
                   f"{busy * 100:.0f}%" if busy is not None else "-", f"{per_op:.3g}" if per_op else "-",
-                  fig("fsyncs_per_entry"), fig("commands_per_fsync"), fig("commands_per_entry"))
+                  fig("fsyncs_per_entry"), fig("commands_per_fsync"), fig("commands_per_entry"),
+                  fig("fdatasyncs_per_command"))
     cpus = report.get("machine", {}).get("cpus")
     t.caption = (f"servers and load generators share this machine's {cpus} CPUs; servers, loadgens: CPU seconds / "
                  "window seconds (1.00 = one core busy); srv CPU ms/op: all servers' CPU time per successful "

@@ -89,6 +89,10 @@ def test_leader_counters_give_fsyncs_per_entry(cluster: localcluster.ClusterInfo
     assert figs is not None
     assert figs["deltas"]["commands_proposed"] > 0
     assert figs["fsyncs_per_entry"] > 0 and figs["commands_per_fsync"] > 0
+    # Every durable commit is also a commit: at least as many flushes as durable syncs, per command.
+    d = figs["deltas"]
+    assert figs["fdatasyncs_per_command"] == round((d["store_commits"] + d["store_syncs"]) / d["commands_proposed"], 4)
+    assert d["store_commits"] >= d["store_syncs"] > 0
 
 
 def test_etcd_target(tmp_path: Path) -> None:
