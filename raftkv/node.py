@@ -354,7 +354,8 @@ class Node:
         """Counters for Status / benchmarks, including the store's commits and fsyncs."""
         out = {k: int(v) for k, v in vars(self.stats).items()}
         ws = self.store.stats
-        out.update(store_commits=ws.commits, store_syncs=ws.syncs, store_entries_written=ws.entries_written,
+        out.update(store_commits=ws.commits, store_syncs=ws.syncs, store_commit_us=ws.commit_us,
+                   store_sync_us=ws.sync_us, store_entries_written=ws.entries_written,
                    store_bytes_written=ws.bytes_written, applied=self.applied, term=self.term,
                    first_index=self.store.first_index(), last_index=self.store.last_index())
         return out

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import logging
 import signal
 import sys
@@ -203,13 +204,48 @@ def batch_error(err: RaftKVError) -> kv_pb2.BatchError:
     return be
 
 
+class GcMonitor:
+    """Counts the garbage collector's passes and how long they stopped the process (every thread waits while one
+    runs), for Status' stats: ``gc_collections`` and ``gc_pause_us`` (totals), ``gc_pause_max_us``."""
+
+    def __init__(self) -> None:
+        self.collections = 0
+        self.pause_ns = 0
+        self.pause_max_ns = 0
+        self._t0 = 0
+
+    def __call__(self, phase: str, info: dict[str, int]) -> None:
+        if phase == "start":
+            self._t0 = time.perf_counter_ns()
+        elif self._t0:
+            d = time.perf_counter_ns() - self._t0
+            self.collections += 1
+            self.pause_ns += d
+            if d > self.pause_max_ns:
+                self.pause_max_ns = d
+            self._t0 = 0
+
+    def install(self) -> None:
+        if self not in gc.callbacks:
+            gc.callbacks.append(self)
+
+    def uninstall(self) -> None:
+        if self in gc.callbacks:
+            gc.callbacks.remove(self)
+
+    def stats(self) -> dict[str, int]:
+        return {"gc_collections": self.collections, "gc_pause_us": self.pause_ns // 1000,
+                "gc_pause_max_us": self.pause_max_ns // 1000}
+
+
 class KVServicer(kv_pb2_grpc.KVServicer):
     """The client API. Every method validates, then proposes or reads through the node; every raftkv error
     becomes a gRPC status with the error's kind (and the leader's address) in the trailing metadata."""
 
-    def __init__(self, node: Node, settings: Settings) -> None:
+    def __init__(self, node: Node, settings: Settings, gc_monitor: GcMonitor | None = None) -> None:
         self.node = node
         self.s = settings
+        self.gc_monitor = gc_monitor
         self.default_timeout_s = settings.request_timeout_ms / 1000.0
         # Client API counters, reported in Status' stats beside the node's: unary Put/Get/Delete/Incr RPCs, Batch
         # RPCs, and the operations those batches carried.
@@ -687,6 +723,8 @@ class KVServicer(kv_pb2_grpc.KVServicer):
         """The node's counters plus this service's (unary_rpcs, batch_rpcs, batched_ops)."""
         out = self.node.stats_snapshot()
         out.update(unary_rpcs=self.unary_rpcs, batch_rpcs=self.batch_rpcs, batched_ops=self.batched_ops)
+        if self.gc_monitor is not None:
+            out.update(self.gc_monitor.stats())
         return out
 
 
@@ -739,6 +777,7 @@ async def serve(settings: Settings, started: asyncio.Event | None = None, stop: 
     check_cluster_id(settings.data_dir, settings.cluster_id)
     store = open_store(settings)
     stop = stop or asyncio.Event()
+    gc_monitor = GcMonitor()
     client_server: grpc.aio.Server | None = None
     transport: GrpcTransport | None = None
     node: Node | None = None
@@ -765,7 +804,8 @@ async def serve(settings: Settings, started: asyncio.Event | None = None, stop: 
         node = Node(settings, store, fsm, transport)
         holder.append(node)
         client_server = grpc.aio.server(options=GRPC_OPTIONS)
-        kv_pb2_grpc.add_KVServicer_to_server(KVServicer(node, settings), client_server)  # type: ignore[no-untyped-call]
+        gc_monitor.install()
+        kv_pb2_grpc.add_KVServicer_to_server(KVServicer(node, settings, gc_monitor), client_server)  # type: ignore[no-untyped-call]
         try:
             client_server.add_insecure_port(settings.client_listen)
         except RuntimeError as e:
@@ -805,6 +845,7 @@ async def serve(settings: Settings, started: asyncio.Event | None = None, stop: 
         with contextlib.suppress(asyncio.CancelledError, Exception):
             await run_task
     finally:
+        gc_monitor.uninstall()
         if client_server is not None:
             await client_server.stop(grace=0.5)
         if transport is not None:

@@ -71,6 +71,7 @@ import errno
 import os
 import struct
 import threading
+import time
 import zlib
 from collections import deque
 from collections.abc import Callable, Iterator, Sequence
@@ -228,6 +229,10 @@ class WalStats:
     entries_written: int = 0
     bytes_written: int = 0
     """Keys and values put into the log, meta and snapshot databases (not the state machine's own writes)."""
+    commit_us: int = 0
+    """Wall time spent in LMDB's commit (writing the dirty pages, and on a sync=True store their fdatasync)."""
+    sync_us: int = 0
+    """Wall time spent in the explicit syncs of durable writes (the meta page's fdatasync)."""
     map_resizes: int = 0
 
 
@@ -752,7 +757,9 @@ class LmdbLogStore:
                 try:
                     stage(txn, p)
                     self._put_meta(txn, p, _M_GEN, _U64.pack(p.gen))
+                    t_commit = time.perf_counter_ns()
                     txn.commit()
+                    self.stats.commit_us += (time.perf_counter_ns() - t_commit) // 1000
                 except lmdb.MapFullError:
                     txn.abort()
                     self._grow()
@@ -775,6 +782,7 @@ class LmdbLogStore:
             # write promises only after write() returns), and readers that see this commit in LMDB need not wait.
             self._publish(p)
             if sync:
+                t_sync = time.perf_counter_ns()
                 try:
                     self.env.sync(True)
                 except (lmdb.Error, OSError) as exc:
@@ -784,6 +792,7 @@ class LmdbLogStore:
                         self.path,
                     ) from exc
                 stats.syncs += 1
+                stats.sync_us += (time.perf_counter_ns() - t_sync) // 1000
             return p.result
 
     def _put_meta(self, txn: lmdb.Transaction[bytes], p: _Pending, key: bytes, payload: bytes) -> None:

@@ -75,3 +75,25 @@ async def test_a_batch_without_a_quorum_times_out_every_write_within_its_deadlin
     assert elapsed < 2.0, elapsed
     assert not lead._waiters  # the abandoned writes are not tracked any more
     cluster.net.heal()
+
+
+def test_the_gc_monitor_counts_collections_and_their_pauses() -> None:
+    import gc
+
+    from raftkv.server import GcMonitor
+
+    mon = GcMonitor()
+    mon.install()
+    try:
+        garbage = [[i] for i in range(100_000)]
+        del garbage
+        gc.collect()
+        gc.collect()
+    finally:
+        mon.uninstall()
+    st = mon.stats()
+    assert st["gc_collections"] >= 2
+    assert 0 < st["gc_pause_max_us"] <= st["gc_pause_us"]
+    assert mon not in gc.callbacks
+    gc.collect()
+    assert mon.stats()["gc_collections"] == st["gc_collections"]  # uninstalled: no longer counting
