@@ -138,7 +138,8 @@ class Node:
         self._next_request_id = _incarnation_base()
         self._inflight_entries: dict[int, tuple[int, list[int]]] = {}  # index -> (term, request ids)
         self._pending_reads: list[asyncio.Future[int]] = []
-        self._read_rounds: dict[bytes, list[asyncio.Future[int]]] = {}
+        # Read-index requests of this node not yet answered: ctx -> (when it was issued, the reads waiting on it).
+        self._read_rounds: dict[bytes, tuple[float, list[asyncio.Future[int]]]] = {}
         self._next_read_ctx = _incarnation_base()
         self._conf_proposals: list[tuple[bytes, _Waiter, bool]] = []  # (change, waiter, forced)
         self.snapshot_dir = settings.data_dir / "snapshots"
@@ -521,8 +522,9 @@ class Node:
             for target in self._transfers:
                 raw.transfer_leader(target)
             self._transfers.clear()
-        # 4. Linearizable reads share one read-index request (and so one heartbeat round).
-        if self._pending_reads:
+        # 4. Linearizable reads share one read-index request (and so one heartbeat round); while
+        #    max_inflight_read_requests of ours are unanswered, new reads wait and share the next one.
+        if self._pending_reads and self._read_request_room():
             futs, self._pending_reads = self._pending_reads, []
             ctx = self._next_read_ctx.to_bytes(8, "big")
             self._next_read_ctx += 1
@@ -536,8 +538,18 @@ class Node:
                     if not f.done():
                         f.set_exception(err)
             else:
-                self._read_rounds[ctx] = futs
+                self._read_rounds[ctx] = (time.monotonic(), futs)
                 self.stats.read_rounds += 1
+
+    def _read_request_room(self) -> bool:
+        bound = self.settings.max_inflight_read_requests
+        rounds = self._read_rounds
+        if bound <= 0 or len(rounds) < bound:
+            return True
+        # A request unanswered for an election timeout was lost (a dropped message): it holds no one back any more
+        # (its reads still wait for it, until their deadline or a leader change).
+        oldest_live = time.monotonic() - self.settings.election_ticks * self._tick_s
+        return sum(1 for t, _ in rounds.values() if t > oldest_live) < bound
 
     def _pipeline_has_room(self) -> bool:
         depth = self.settings.max_inflight_proposals
@@ -616,8 +628,9 @@ class Node:
         if results:
             self._deliver_results(results)
         for rs in rd.read_states:
-            futs = self._read_rounds.pop(rs.ctx, None)
-            if futs:
+            issued = self._read_rounds.pop(rs.ctx, None)
+            if issued:
+                futs = issued[1]
                 self.stats.reads_served += len(futs)
                 for f in futs:
                     if not f.done():
@@ -737,7 +750,7 @@ class Node:
         if self._read_rounds and role != StateRole.LEADER:
             # A read round may be dropped by a leader change: fail it fast so the caller retries elsewhere.
             err = NotLeader(lead, self.client_addrs.get(lead, "")) if lead else Unavailable("leader changed; retry")
-            for futs in self._read_rounds.values():
+            for _, futs in self._read_rounds.values():
                 for f in futs:
                     if not f.done():
                         f.set_exception(err)
@@ -762,7 +775,7 @@ class Node:
             if not f.done():
                 f.set_exception(err)
         self._pending_reads.clear()
-        for futs in self._read_rounds.values():
+        for _, futs in self._read_rounds.values():
             for f in futs:
                 if not f.done():
                     f.set_exception(err)

@@ -73,6 +73,10 @@ class Settings:
     max_inflight_read_rounds: int = 2
     """Linearizable reads start a heartbeat round of their own only while fewer than this many rounds await a
     majority; others wait and share the next round. 0 = no bound."""
+    max_inflight_read_requests: int = 1
+    """A node asks for a read index (a follower: one message to the leader) for the linearizable reads that
+    arrived only while fewer than this many of its requests are unanswered; reads arriving meanwhile wait and share
+    the next request. 0 = no bound."""
     max_size_per_msg: int = 1 << 20
     max_inflight_msgs: int = 256
     max_pending_requests: int = 10_000
@@ -147,8 +151,10 @@ class Settings:
             raise ConfigError("max_value_bytes must be between 0 and 64 MiB")
         if self.join and not self.join_cluster_id:
             raise ConfigError("--join needs --join-cluster-id (the id `raftkv member add` printed)")
-        if self.max_inflight_read_rounds < 0 or self.max_inflight_proposals < 0:
-            raise ConfigError("max_inflight_read_rounds and max_inflight_proposals must not be negative")
+        if self.max_inflight_read_rounds < 0 or self.max_inflight_proposals < 0 or self.max_inflight_read_requests < 0:
+            raise ConfigError(
+                "max_inflight_read_rounds, max_inflight_read_requests and max_inflight_proposals must not be negative"
+            )
         if self.max_inflight_writes < 1:
             raise ConfigError("max_inflight_writes must be at least 1")
         if self.compact_after_entries < 1 or self.compact_keep_entries < 0:

@@ -211,6 +211,41 @@ async def test_linearizable_read_index_on_a_follower_sees_acknowledged_writes(cl
 
 
 @with_cluster
+async def test_reads_arriving_one_by_one_on_a_follower_share_read_index_requests(cluster: Cluster) -> None:
+    """Reads that arrive one by one while the follower's request to the leader is unanswered wait and share its
+    next request (max_inflight_read_requests = 1): far fewer requests than reads."""
+    lead = await cluster.leader()
+    r = await lead.propose(lambda rid: Put(rid, 0, 0, b"y", b"1"))
+    f = next(n for n in cluster.nodes.values() if n is not lead)
+    cluster.net.delay_s = (0.005, 0.005)  # a round trip to the leader takes 10 ms; a read arrives every millisecond
+    before = f.stats.read_rounds
+
+    async def staggered(i: int) -> int:
+        await asyncio.sleep(0.001 * i)
+        return await f.read_index()
+
+    reads = await asyncio.gather(*(staggered(i) for i in range(60)))
+    cluster.net.delay_s = (0.0, 0.0)
+    assert min(reads) >= r.kv.mod_index
+    assert f.stats.read_rounds - before <= 15, f.stats.read_rounds - before
+
+
+@with_cluster
+async def test_a_lost_read_index_request_does_not_hold_later_reads_back(cluster: Cluster) -> None:
+    lead = await cluster.leader()
+    f = next(n for n in cluster.nodes.values() if n is not lead)
+    cluster.net.block(f.id, lead.id)
+    lost = asyncio.ensure_future(f.read_index())  # its request to the leader is dropped
+    await asyncio.sleep(0.05)
+    cluster.net.unblock(f.id, lead.id)
+    # After an election timeout the lost request no longer counts against max_inflight_read_requests.
+    index = await asyncio.wait_for(f.read_index(), 5.0)
+    assert index >= 1
+    assert not lost.done()  # nobody answered it: it waits for its caller's deadline (or a leader change)
+    lost.cancel()
+
+
+@with_cluster
 async def test_proposals_lost_in_a_partition_fail_or_time_out_but_never_report_success(cluster: Cluster) -> None:
     lead = await cluster.leader()
     others = [n.id for n in cluster.nodes.values() if n is not lead]
