@@ -389,7 +389,8 @@ async def _pipelined_writes_keep_replicas_identical(cluster: Cluster) -> None:
 
 
 test_pipelined_writes_keep_replicas_identical = with_cluster(
-    _pipelined_writes_keep_replicas_identical, max_inflight_writes=4, max_inflight_proposals=0
+    # A 500 ms election timeout: on a busy machine one loop running three nodes can stall past 100 ms.
+    _pipelined_writes_keep_replicas_identical, max_inflight_writes=4, max_inflight_proposals=0, election_ticks=50
 )
 
 
