@@ -97,11 +97,15 @@ class NodeStats:
     """Total time from submitting each write to the writer thread to its completion (queueing behind earlier
     writes, write, sync, apply), in µs."""
     write_us: int = 0
+    """Total time spent inside store.write on the writer thread, in µs."""
     write_cpu_us: int = 0
     """Of ``write_us``, the writer thread's own CPU time; the rest is waiting (fsync, the GIL)."""
-    """Total time spent inside store.write on the writer thread, in µs."""
     turn_us: int = 0
     """Total time the loop spent stepping (ticks, messages, proposals, reads) and taking Readies, in µs."""
+    loop_lags_over_50ms: int = 0
+    """Ticks the event loop ran more than 50 ms late (a loop busy that long, or the process not scheduled)."""
+    loop_lag_max_us: int = 0
+    """The worst lateness of a tick since start, in µs (counted only above 50 ms)."""
 
 
 class _Waiter:
@@ -454,8 +458,21 @@ class Node:
             self._fail_all(Unavailable(f"node {self.id} stopped"))
 
     async def _ticker(self) -> None:
+        st = self.stats
+        tick = self._tick_s
         while True:
-            await asyncio.sleep(self._tick_s)
+            t0 = time.monotonic()
+            await asyncio.sleep(tick)
+            # How late the loop woke us: the event loop (or the whole process) was busy or descheduled that long.
+            lag = time.monotonic() - t0 - tick
+            if lag > 0.05:
+                st.loop_lags_over_50ms += 1
+                lag_us = int(lag * 1e6)
+                if lag_us > st.loop_lag_max_us:
+                    st.loop_lag_max_us = lag_us
+                if lag > 1.0:
+                    log.warning("node %d: the event loop was %.1fs late (a stalled loop or a paused process)",
+                                self.id, lag)
             self._wake.set()
 
     def _turn(self) -> None:

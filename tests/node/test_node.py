@@ -430,3 +430,14 @@ async def _no_write_is_made_after_a_failed_one(cluster: Cluster) -> None:
 
 
 test_no_write_is_made_after_a_failed_one = with_cluster(_no_write_is_made_after_a_failed_one, max_inflight_writes=2)
+
+
+@with_cluster
+async def test_a_stalled_event_loop_is_counted(cluster: Cluster) -> None:
+    lead = await cluster.leader()
+    before = lead.stats.loop_lags_over_50ms
+    await asyncio.sleep(0.02)  # let the ticker start its next sleep
+    time.sleep(0.2)  # block the loop every node runs on
+    await asyncio.sleep(0.05)
+    assert lead.stats.loop_lags_over_50ms > before
+    assert lead.stats.loop_lag_max_us >= 100_000
