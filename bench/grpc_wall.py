@@ -30,13 +30,15 @@ except ModuleNotFoundError:  # run from a checkout without `pip install -e .`
 from raftkv.proto.v1 import kv_pb2
 
 ROOT = Path(__file__).resolve().parents[1]
-CLK = os.sysconf("SC_CLK_TCK")
+sys.path.insert(0, str(ROOT))
+from bench.harness import proc_cpu_s  # noqa: E402
 
 
 def cpu_s(pid: int) -> float:
-    """User + system CPU seconds of process ``pid`` (all its threads)."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / CLK
+    v = proc_cpu_s(pid)
+    if v is None:
+        raise SystemExit(f"the server (pid {pid}) is gone")
+    return v
 
 
 def grpc_frame(msg: bytes) -> bytes:

@@ -309,9 +309,7 @@ class KVServicer(kv_pb2_grpc.KVServicer):
 
     async def _propose(self, make: Callable[[int], Command]) -> Any:
         result = await self.node.propose(make)
-        err = result_error(result)
-        if err is not None:
-            raise err
+        _raise_for(result)
         return result
 
     async def _read_point(self, opts: kv_pb2.ReadOptions) -> None:
@@ -444,11 +442,7 @@ class KVServicer(kv_pb2_grpc.KVServicer):
         self.unary_rpcs += 1
         try:
             self._check_key(req.key)
-            opts = req.read
-            if opts.consistency != _CONSISTENCY.STALE or opts.min_index:
-                await self._run(self._read_point(opts), self._timeout(ctx, opts.timeout_ms), write=False)
-            index, kv = self.node.fsm_get(req.key)
-            return self._get_response(index, kv)
+            return (await self._gets(req.read, [req.key], self._timeout(ctx, req.read.timeout_ms)))[0]
         except RaftKVError as e:
             await self._abort(ctx, e)
         raise AssertionError("unreachable")
