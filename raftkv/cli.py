@@ -170,11 +170,13 @@ def _kv_json(kv: KeyValue, with_value: bool = True) -> dict[str, Any]:
     if with_value:
         out.update(_bytes_json("value", kv.value))
     out.update(
-        create_index=kv.create_index,
-        mod_index=kv.mod_index,
+        create_revision=kv.create_revision,
+        mod_revision=kv.mod_revision,
         version=kv.version,
         vclock={str(k): v for k, v in sorted(kv.vclock.items())},
     )
+    if kv.siblings:
+        out["siblings"] = [_bytes_json("value", v) for v in kv.siblings] if with_value else len(kv.siblings)
     return out
 
 
@@ -200,6 +202,7 @@ def status_json(nodes: Sequence[NodeStatus]) -> dict[str, Any]:
                 "term": s.term if s.reachable else None,
                 "commit": s.commit if s.reachable else None,
                 "applied": s.applied if s.reachable else None,
+                "revision": s.revision if s.reachable else None,
                 "client_addr": s.client_addr or s.endpoint,
                 "peer_addr": s.peer_addr or None,
             }
@@ -375,14 +378,25 @@ Examples:
 @click.argument("key")
 @click.argument("value")
 @click.option("--if-version", type=click.IntRange(min=0), help="Only if the key's version is N (0: it does not exist).")
-@click.option("--if-mod-index", type=click.IntRange(min=0), help="Only if the key was last written at log index N.")
+@click.option(
+    "--if-mod-revision", type=click.IntRange(min=0),
+    help="Only if the key's last write was revision N (a put prints its revision): no write touched it since.",
+)
 @click.option("--if-value", help="Only if the key's current value is this.")
 @click.option("--if-absent", is_flag=True, help="Only if the key does not exist.")
 @click.option(
     "--context",
     metavar="VCLOCK",
-    help='Only if the key\'s vector clock is still this one (as `get --output json` prints it, e.g. \'{"1": 3}\'): '
-    "no write happened since you read it.",
+    help='The key\'s vector clock as you read it (`get --output json` prints it, e.g. \'{"1": 3}\'). By default the '
+    "put happens only if it is still the key's clock: no write happened since you read it.",
+)
+@click.option(
+    "--on-conflict",
+    type=click.Choice(["reject", "siblings"]),
+    default="reject",
+    show_default=True,
+    help="With --context, when the key was written since: reject (exit 6), or keep this value beside the ones "
+    "you had not seen, as siblings (get shows them all; a put with the clock get then prints resolves them).",
 )
 @output_option
 @click.pass_context
@@ -391,13 +405,14 @@ def put(
     key: str,
     value: str,
     if_version: int | None,
-    if_mod_index: int | None,
+    if_mod_revision: int | None,
     if_value: str | None,
     if_absent: bool,
     context: str | None,
+    on_conflict: str,
     output: str | None,
 ) -> None:
-    """Set KEY to VALUE ("-" reads the value from stdin). Prints "OK index=<mod index> version=<version>".
+    """Set KEY to VALUE ("-" reads the value from stdin). Prints "OK revision=<revision> version=<version>".
 
     The write is applied exactly once, even if it is retried; if the deadline passes with its outcome unknown,
     it exits 4 with a message saying so (it may or may not have been applied). With a condition (--if-*,
@@ -407,27 +422,35 @@ def put(
     conds: dict[str, Any] = {}
     if if_version is not None:
         conds["if_version"] = if_version
-    if if_mod_index is not None:
-        conds["if_mod_index"] = if_mod_index
+    if if_mod_revision is not None:
+        conds["if_mod_revision"] = if_mod_revision
     if if_value is not None:
         conds["if_value"] = if_value.encode("utf-8", "surrogateescape")
     if if_absent:
         conds["if_absent"] = True
     if context is not None:
         conds["context"] = _parse_vclock(context)
+    if on_conflict == "siblings":
+        if context is None:
+            raise click.UsageError("--on-conflict siblings needs --context (the clock `get --output json` printed)")
+        if len(conds) > 1:
+            raise click.UsageError("--on-conflict siblings takes no --if-* condition besides --context")
+        conds["on_conflict"] = "siblings"
     res = _conditional(ctx, lambda c: c.put(k, data, **conds))
     if _output(ctx, output) == "json":
         out = _bytes_json("key", res.key)
         out.update(
-            create_index=res.create_index,
-            mod_index=res.mod_index,
+            create_revision=res.create_revision,
+            mod_revision=res.mod_revision,
             version=res.version,
             vclock={str(n): v for n, v in sorted(res.vclock.items())},
             index=res.index,
+            siblings=res.siblings,
         )
         _print_json(out)
     else:
-        click.echo(f"OK index={res.mod_index} version={res.version}")
+        more = f" siblings={res.siblings}" if res.siblings else ""
+        click.echo(f"OK revision={res.mod_revision} version={res.version}{more}")
 
 
 @main.command(
@@ -440,7 +463,8 @@ Examples:
   raftkv get greeting --output json
 
 \b
-JSON: {"key", "value", "create_index", "mod_index", "version", "vclock", "index"}; a key or value that is not
+JSON: {"key", "value", "create_revision", "mod_revision", "version", "vclock", "index", "revision"}, and
+"siblings" (a list of {"value"}) when concurrent writes left the key several values; a key or value that is not
 UTF-8 is null, with its bytes in "key_base64" / "value_base64"."""
 )
 @click.argument("key")
@@ -465,7 +489,8 @@ def get(
     output: str | None,
 ) -> None:
     """Print the value of KEY: the raw bytes alone (a newline follows only on a terminal), so scripts can use it.
-    A missing key prints an error and exits 3."""
+    A missing key prints an error and exits 3. A key holding siblings (concurrent values) prints its newest value
+    and says so on stderr; --output json shows every value and the clock that resolves them."""
     k = _key_arg(key)
     kv = _with_client(
         ctx,
@@ -474,15 +499,22 @@ def get(
     if kv is None:
         _die(f"key {key!r} not found", ExitCode.NOT_FOUND)
     if _output(ctx, output) == "json":
-        _print_json({**_kv_json(kv), "index": kv.index})
+        _print_json({**_kv_json(kv), "index": kv.index, "revision": kv.revision})
         return
+    if kv.siblings:
+        clock = json.dumps({str(n): c for n, c in sorted(kv.vclock.items())})
+        click.echo(
+            f"warning: key {key!r} holds {len(kv.values)} concurrent values (siblings); this is the newest. "
+            f"--output json shows them all; resolve them with: put {key} VALUE --context '{clock}'",
+            err=True,
+        )
     _write_raw(kv.value + (b"\n" if sys.stdout.isatty() else b""))
 
 
 @main.command(epilog="Example:\n\n  raftkv delete greeting")
 @click.argument("key")
 @click.option("--if-version", type=click.IntRange(min=0), help="Only if the key's version is N.")
-@click.option("--if-mod-index", type=click.IntRange(min=0), help="Only if the key was last written at log index N.")
+@click.option("--if-mod-revision", type=click.IntRange(min=0), help="Only if the key's last write was revision N.")
 @click.option("--if-value", help="Only if the key's current value is this.")
 @click.option("--context", metavar="VCLOCK", help="Only if the key's vector clock is still this one.")
 @output_option
@@ -491,7 +523,7 @@ def delete(
     ctx: click.Context,
     key: str,
     if_version: int | None,
-    if_mod_index: int | None,
+    if_mod_revision: int | None,
     if_value: str | None,
     context: str | None,
     output: str | None,
@@ -502,15 +534,15 @@ def delete(
     conds: dict[str, Any] = {}
     if if_version is not None:
         conds["if_version"] = if_version
-    if if_mod_index is not None:
-        conds["if_mod_index"] = if_mod_index
+    if if_mod_revision is not None:
+        conds["if_mod_revision"] = if_mod_revision
     if if_value is not None:
         conds["if_value"] = if_value.encode("utf-8", "surrogateescape")
     if context is not None:
         conds["context"] = _parse_vclock(context)
     res = _conditional(ctx, lambda c: c.delete(k, **conds))
     if _output(ctx, output) == "json":
-        _print_json({"deleted": res.deleted, "index": res.index})
+        _print_json({"deleted": res.deleted, "index": res.index, "revision": res.revision})
     else:
         click.echo("deleted" if res.deleted else "not found")
 
@@ -532,7 +564,9 @@ def _describe_current(current: Any) -> str:
     v = current.value
     shown = v.decode("utf-8", "replace") if len(v) <= 60 else v[:57].decode("utf-8", "replace") + "..."
     clock = json.dumps({str(n): c for n, c in sorted(current.vclock.items())})
-    return f"it is at version {current.version} (mod_index {current.mod_index}, vclock {clock}), value {shown!r}"
+    more = f", and {len(current.siblings)} sibling value(s)" if current.siblings else ""
+    return (f"it is at version {current.version} (mod_revision {current.mod_revision}, vclock {clock}), value "
+            f"{shown!r}{more}")
 
 
 def _conditional(ctx: click.Context, fn: Callable[[Client], Awaitable[T]]) -> T:
@@ -588,7 +622,7 @@ def incr(ctx: click.Context, key: str, delta: int) -> None:
 _TXN_HELP = """\b
 Reads the transaction from stdin, as JSON or as lines:
 \b
-  if value(KEY) == VALUE        compare targets: value, version, mod_index, create_index, exists
+  if value(KEY) == VALUE        compare targets: value, version, mod_revision, create_revision, exists
   if version(KEY) > 3           operators: == != (all), > < (numbers); exists(KEY) == true|false
   then put KEY VALUE            run if every compare holds
   then incr KEY [DELTA]
@@ -659,7 +693,7 @@ def _line_compare(text: str, n: int) -> Compare:
         if operand.lower() not in ("true", "false"):
             raise InvalidArgument(f"transaction line {n}: exists(...) compares with true or false")
         x = operand.lower() == "true"
-    elif target in ("version", "mod_index", "create_index"):
+    elif target in ("version", "mod_revision", "create_revision"):
         if not operand.isdigit():
             raise InvalidArgument(f"transaction line {n}: {target}(...) compares with a number, got {operand!r}")
         x = int(operand)
@@ -727,7 +761,7 @@ def txn(ctx: click.Context, output: str | None) -> None:
 Examples:
   raftkv list                      # every key (up to --limit)
   raftkv list user/ --keys-only
-  raftkv list user/ --output json  # [{"key", "value", "create_index", "mod_index", "version", "vclock"}, ...]
+  raftkv list user/ --output json  # [{"key", "value", "create_revision", "mod_revision", "version", "vclock"}, ...]
 
 Text output is "key<TAB>value" lines: use --output json for values that contain newlines or tabs.""",
 )

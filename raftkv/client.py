@@ -20,9 +20,13 @@ What the client guarantees:
 * **Exactly-once writes.** Every write carries a session ``(client_id, seq)``; a retry of that write carries the same
   pair, so the cluster applies it at most once. The client owns ``lanes`` sessions (client ids ``base + lane``):
   a write takes an idle lane for its whole life, so at most one request per session id is ever outstanding.
-* **A write is reported successful only when it was acknowledged.** When the deadline passes after an attempt whose
-  outcome is unknown (a timeout, a lost connection, an unavailable quorum), the write raises
-  :class:`~raftkv.errors.Timeout` with ``outcome_unknown=True``: it may or may not have been applied.
+* **A write is reported successful only when it was acknowledged.** Every error says whether the request may have
+  changed anything, in ``applied`` ("no" or "unknown", see :mod:`raftkv.errors`). When the deadline passes after an
+  attempt whose outcome is unknown (a timeout, a lost connection, a leader change after the write was forwarded),
+  the write raises :class:`~raftkv.errors.Timeout` with ``applied="unknown"``: it may or may not have been applied.
+* **Single attempt** (``single_attempt=True``, one endpoint): every call is exactly one RPC to that endpoint, with no
+  retry, redirect or coalescing, and raises the error that attempt got, for tools and tests that must know what
+  one request did.
 * **Read-your-writes and monotonic reads.** The client remembers the highest applied index any response showed it
   and sends it as ``min_index`` on reads, so even a stale read on another node never goes back in time.
 * **Coalescing** (``coalesce=True``, the default). A gRPC call costs the server far more than a small operation, so
@@ -59,8 +63,10 @@ import grpc
 import grpc.aio
 
 from .errors import (
+    APPLIED_NO,
+    APPLIED_UNKNOWN,
+    META_APPLIED,
     META_KIND,
-    META_OUTCOME_UNKNOWN,
     ConditionFailed,
     ConfigError,
     InvalidArgument,
@@ -99,6 +105,7 @@ class _Response(Protocol):
 R = TypeVar("R", bound=_Response)
 
 Consistency = Literal["linearizable", "lease", "stale", "bounded"]
+OnConflict = Literal["reject", "siblings"]
 CONSISTENCY_LEVELS: tuple[Consistency, ...] = ("linearizable", "lease", "stale", "bounded")
 _CONSISTENCY_PB = {
     "linearizable": kv_pb2.LINEARIZABLE,
@@ -123,7 +130,7 @@ _BATCH_FIELDS = {"Put": "put", "Get": "get", "Delete": "delete", "Incr": "incr"}
 _GRANTED = object()  # a queued operation's turn: it holds a call slot of its endpoint; it sends itself, unary
 _UNARY = object()  # the endpoint has no Batch: the queued operation sends itself, unary, without a slot
 _EXPIRED = "the attempt ran out of time waiting to be sent (it was not sent)"
-_EXPIRED_MD = ((META_KIND, Timeout.kind), (META_OUTCOME_UNKNOWN, "0"))
+_EXPIRED_MD = ((META_KIND, Timeout.kind), (META_APPLIED, APPLIED_NO))
 
 # Reconnect quickly to a node that comes back (gRPC's defaults wait up to 2 minutes between connection attempts).
 _CHANNEL_OPTIONS: list[tuple[str, Any]] = [
@@ -138,27 +145,43 @@ _CHANNEL_OPTIONS: list[tuple[str, Any]] = [
 # -- results ----------------------------------------------------------------------------------------------------
 @dataclass(frozen=True, slots=True)
 class KeyValue:
-    """A key with its value and metadata. ``index`` is the applied index of the response that carried it."""
+    """A key with its value and metadata.
+
+    ``create_revision`` / ``mod_revision``: the revisions of the write that created the key and of its last write
+    (revisions count write requests cluster-wide, one each; see ``put(if_mod_revision=...)``). ``vclock``: the
+    key's vector clock, the context to pass to a later ``put``. ``siblings``: the other concurrent values kept
+    beside ``value`` by puts with ``on_conflict="siblings"`` (newest first; empty when there is one value);
+    ``values`` is all of them. ``index``: the applied log index of the response that carried it (a session token);
+    ``revision``: the store's revision as of that response."""
 
     key: bytes
     value: bytes
-    create_index: int
-    mod_index: int
+    create_revision: int
+    mod_revision: int
     version: int
     vclock: dict[int, int] = field(default_factory=dict)
     index: int = 0
+    revision: int = 0
+    siblings: tuple[bytes, ...] = ()
+
+    @property
+    def values(self) -> tuple[bytes, ...]:
+        """The value and its siblings, newest first."""
+        return (self.value, *self.siblings)
 
 
 @dataclass(frozen=True, slots=True)
 class PutResult:
-    """The key's metadata after a put."""
+    """The key's metadata after a put; ``mod_revision`` is the put's revision. ``siblings``: how many other
+    concurrent values the key kept (0 unless the put asked for ``on_conflict="siblings"``)."""
 
     key: bytes
-    create_index: int
-    mod_index: int
+    create_revision: int
+    mod_revision: int
     version: int
     vclock: dict[int, int]
     index: int
+    siblings: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -166,14 +189,16 @@ class DeleteResult:
     deleted: bool
     """False if the key did not exist."""
     index: int
-    """The log index of the delete."""
+    """The log index the delete was applied at (a session token)."""
+    revision: int = 0
+    """The delete's revision (the store's current one when nothing was deleted)."""
 
 
 _TARGETS = {
     "value": kv_pb2.Compare.VALUE,
     "version": kv_pb2.Compare.VERSION,
-    "mod_index": kv_pb2.Compare.MOD_INDEX,
-    "create_index": kv_pb2.Compare.CREATE_INDEX,
+    "mod_revision": kv_pb2.Compare.MOD_REVISION,
+    "create_revision": kv_pb2.Compare.CREATE_REVISION,
     "exists": kv_pb2.Compare.EXISTS,
     "vclock": kv_pb2.Compare.VCLOCK,
 }
@@ -187,7 +212,8 @@ class Compare:
     """A condition on a key's current state, checked atomically when a write or transaction is applied:
     ``Compare("k", "version", "==", 3)``, ``Compare("k", "value", "!=", b"x")``, ``Compare("k", "exists", "==",
     False)``, ``Compare("k", "vclock", "==", {1: 2})`` (no write since that clock was read). Targets: value, version,
-    mod_index, create_index, exists, vclock; operators: ==, != (all) and >, < (version, mod_index, create_index)."""
+    mod_revision, create_revision, exists, vclock; operators: ==, != (all) and >, < (version, mod_revision,
+    create_revision)."""
 
     key: bytes | str
     target: str
@@ -268,6 +294,8 @@ class TxnResult:
     """The compares held and the ``success`` branch ran (else ``failure`` ran)."""
     results: tuple[TxnOpOutcome, ...]
     index: int
+    revision: int = 0
+    """The txn's revision (all its writes share it); the store's current one if it wrote nothing."""
 
 
 def compare(a: Mapping[int, int], b: Mapping[int, int]) -> str:
@@ -283,7 +311,7 @@ def _vclock_pb(v: Mapping[int, int]) -> kv_pb2.VectorClock:
 def _conditions(
     key: bytes,
     if_version: int | None,
-    if_mod_index: int | None,
+    if_mod_revision: int | None,
     if_value: bytes | str | None,
     if_absent: bool,
     context: Mapping[int, int] | None,
@@ -291,8 +319,8 @@ def _conditions(
     out = []
     if if_version is not None:
         out.append(Compare(key, "version", "==", if_version).to_pb())
-    if if_mod_index is not None:
-        out.append(Compare(key, "mod_index", "==", if_mod_index).to_pb())
+    if if_mod_revision is not None:
+        out.append(Compare(key, "mod_revision", "==", if_mod_revision).to_pb())
     if if_value is not None:
         out.append(Compare(key, "value", "==", if_value).to_pb())
     if if_absent:
@@ -326,6 +354,8 @@ class RangeResult:
     more: bool
     """More keys match: continue with ``start_after=kvs[-1].key``."""
     index: int
+    revision: int = 0
+    """The store's revision the listing reflects."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -349,6 +379,10 @@ class NodeStatus:
     version: str = ""
     read_only: bool = False
     read_only_reason: str = ""
+    removed: bool = False
+    """The node was removed from the cluster (its role then reads "removed"): it serves nothing but status."""
+    revision: int = 0
+    """The store's revision as applied on this node."""
     members: tuple[tuple[int, str, str], ...] = ()
     """(id, peer_addr, client_addr) of every member this node knows."""
     error: str = ""
@@ -378,8 +412,11 @@ def _vclock(vc: kv_pb2.VectorClock) -> dict[int, int]:
     return dict(zip(vc.nodes, vc.counters, strict=False))
 
 
-def _kv(pb: kv_pb2.KeyValue, index: int) -> KeyValue:
-    return KeyValue(pb.key, pb.value, pb.create_index, pb.mod_index, pb.version, _vclock(pb.vclock), index)
+def _kv(pb: kv_pb2.KeyValue, header: kv_pb2.Header | None = None) -> KeyValue:
+    index, revision = (header.index, header.revision) if header is not None else (0, 0)
+    siblings = tuple(s.value for s in pb.siblings) if pb.siblings else ()
+    return KeyValue(pb.key, pb.value, pb.create_revision, pb.mod_revision, pb.version, _vclock(pb.vclock), index,
+                    revision, siblings)
 
 
 def _consistency(c: Consistency | str) -> kv_pb2.Consistency:
@@ -389,8 +426,10 @@ def _consistency(c: Consistency | str) -> kv_pb2.Consistency:
         raise InvalidArgument(f"unknown consistency {c!r}: expected one of {', '.join(CONSISTENCY_LEVELS)}") from None
 
 
-def error_from_rpc(e: grpc.aio.AioRpcError) -> RaftKVError:
-    """The raftkv error an RPC failure stands for (connection failures become :class:`Unavailable`)."""
+def error_from_rpc(e: grpc.aio.AioRpcError, *, write: bool = True) -> RaftKVError:
+    """The raftkv error an RPC failure stands for (connection failures become :class:`Unavailable`), with
+    ``applied`` as the server said it; a failure that did not come from a raftkv server (a lost connection, a
+    client-side deadline) says "unknown" for a write that may have reached one, "no" otherwise (and for reads)."""
     md: dict[str, str] = {}
     current: bytes | None = None
     trailing = e.trailing_metadata()
@@ -403,9 +442,13 @@ def error_from_rpc(e: grpc.aio.AioRpcError) -> RaftKVError:
     code = e.code()
     name = code.name if code is not None else "UNKNOWN"
     err = from_wire(name, e.details() or "", md)
+    if META_APPLIED not in md:
+        err.applied = APPLIED_UNKNOWN if write and not _definitely_not_sent(e, err) else APPLIED_NO
+    elif not write:
+        err.applied = APPLIED_NO
     if isinstance(err, ConditionFailed) and current is not None:
         try:
-            err.current = _kv(kv_pb2.KeyValue.FromString(current), 0)
+            err.current = _kv(kv_pb2.KeyValue.FromString(current))
         except Exception:  # a malformed trailer: keep the error without the current state
             pass
     return err
@@ -434,7 +477,7 @@ def _batch_error_rpc(be: kv_pb2.BatchError) -> grpc.aio.AioRpcError:
 def _definitely_not_sent(e: grpc.aio.AioRpcError, err: RaftKVError) -> bool:
     """True when the request never reached a server (the connection could not be made), so a write in it cannot
     have been applied. Anything less certain counts as an unknown outcome."""
-    if not isinstance(err, Unavailable) or e.trailing_metadata():
+    if not isinstance(err, Unavailable) or any(k == META_KIND for k, _ in e.trailing_metadata() or ()):
         return False
     d = (e.details() or "").lower()
     return "failed to connect" in d or "connection refused" in d or "name resolution" in d or "dns" in d
@@ -476,7 +519,9 @@ class Client:
     ``timeout_s`` bounds every call, retries included. ``client_id`` is the base of the session ids (random when
     omitted); two live clients must never share one. ``lanes`` is how many writes may be in flight at once (more
     wait for a free lane). ``coalesce`` sends concurrent puts, gets, deletes and increments together in ``Batch``
-    RPCs (see the module docstring). Create it anywhere; use it on one event loop."""
+    RPCs (see the module docstring). ``single_attempt`` (with exactly one endpoint): one RPC per call, to that
+    endpoint, no retries, redirects or coalescing; its error is raised as it came (``applied`` says what it did).
+    Create it anywhere; use it on one event loop."""
 
     coalesce_max_inflight = 2
     """Per endpoint, at most this many calls sent by the coalescer are in flight; more operations queue."""
@@ -491,12 +536,16 @@ class Client:
         client_id: int | None = None,
         lanes: int = 64,
         coalesce: bool = True,
+        single_attempt: bool = False,
     ) -> None:
         if isinstance(endpoints, str):
             endpoints = [e.strip() for e in endpoints.split(",") if e.strip()]
         eps = list(dict.fromkeys(endpoints))
         if not eps:
             raise ConfigError("the client needs at least one endpoint (HOST:PORT)")
+        if single_attempt and len(eps) != 1:
+            raise ConfigError(f"single_attempt pins the client to one endpoint; got {len(eps)}: {', '.join(eps)}")
+        self._single_attempt = single_attempt
         if timeout_s <= 0:
             raise ConfigError(f"timeout_s must be positive, got {timeout_s}")
         if lanes < 1:
@@ -518,7 +567,7 @@ class Client:
         self._spread_cursor = random.randrange(1 << 16)  # where local (stale/bounded) reads start their round robin
         self._seen_index = 0
         self._closed = False
-        self._coalesce = coalesce
+        self._coalesce = coalesce and not single_attempt
         self._coalescers: dict[str, _Coalescer] = {}
         self._batch_tasks: set[asyncio.Task[None]] = set()
 
@@ -578,43 +627,67 @@ class Client:
         value: bytes | str,
         *,
         if_version: int | None = None,
-        if_mod_index: int | None = None,
+        if_mod_revision: int | None = None,
         if_value: bytes | str | None = None,
         if_absent: bool = False,
         context: Mapping[int, int] | None = None,
+        on_conflict: OnConflict = "reject",
     ) -> PutResult:
         """Set ``key`` to ``value``. Returns the key's metadata after the write.
 
         Conditional writes (all given conditions must hold, else :class:`~raftkv.errors.ConditionFailed` with the
-        key's current state in ``.current``): ``if_version`` / ``if_mod_index`` / ``if_value`` equal the current
-        ones, ``if_absent`` the key does not exist, ``context`` the current vector clock equals this one (the clock
-        a ``get`` returned: no write happened since)."""
+        key's current state in ``.current``): ``if_version`` / ``if_mod_revision`` / ``if_value`` equal the current
+        ones (a revision is never reused: ``if_mod_revision`` of a put's own ``mod_revision`` fails once any later
+        write touched the key), ``if_absent`` the key does not exist, ``context`` the current vector clock equals
+        this one (the clock a ``get`` returned: no write happened since; a clock read before the key was deleted
+        never matches one after it was created again).
+
+        ``on_conflict="siblings"`` with a ``context`` (and no other condition): when writes the context does not
+        cover happened meanwhile, keep this value beside them as a sibling instead of failing; the values the
+        context covers are replaced. A later ``get`` returns every value (``KeyValue.values``) and one ``vclock``
+        covering them all; a put with that clock as ``context`` resolves them into one value."""
         k = _key(key)
         v = _to_bytes(value, "value")
-        conds = _conditions(k, if_version, if_mod_index, if_value, if_absent, context)
+        if on_conflict not in ("reject", "siblings"):
+            raise InvalidArgument(f"on_conflict is 'reject' or 'siblings', not {on_conflict!r}")
+        if on_conflict == "siblings":
+            if context is None:
+                raise InvalidArgument("on_conflict='siblings' needs the context a get returned")
+            if if_version is not None or if_mod_revision is not None or if_value is not None or if_absent:
+                raise InvalidArgument("a put that keeps siblings takes no conditions besides its context")
+            conds: list[kv_pb2.Compare] = []
+        else:
+            conds = _conditions(k, if_version, if_mod_revision, if_value, if_absent, context)
         async with self._session() as session:
             req = kv_pb2.PutRequest(key=k, value=v, session=session, conditions=conds)
+            if on_conflict == "siblings":
+                assert context is not None
+                req.context.CopyFrom(_vclock_pb(context))
+                req.on_conflict = kv_pb2.SIBLINGS
             resp = await self._call("Put", lambda _remaining: req, kv_pb2.PutResponse, write=True)
         kv = resp.kv
-        return PutResult(kv.key or k, kv.create_index, kv.mod_index, kv.version, _vclock(kv.vclock), resp.header.index)
+        return PutResult(
+            kv.key or k, kv.create_revision, kv.mod_revision, kv.version, _vclock(kv.vclock), resp.header.index,
+            len(kv.siblings),
+        )
 
     async def delete(
         self,
         key: bytes | str,
         *,
         if_version: int | None = None,
-        if_mod_index: int | None = None,
+        if_mod_revision: int | None = None,
         if_value: bytes | str | None = None,
         context: Mapping[int, int] | None = None,
     ) -> DeleteResult:
         """Delete ``key``; ``deleted`` is False if it did not exist. The conditions are those of :meth:`put`."""
         k = _key(key)
-        conds = _conditions(k, if_version, if_mod_index, if_value, False, context)
+        conds = _conditions(k, if_version, if_mod_revision, if_value, False, context)
         async with self._session() as session:
             req = kv_pb2.DeleteRequest(key=k, session=session, conditions=conds)
             resp = await self._call("Delete", lambda _remaining: req, kv_pb2.DeleteResponse, write=True)
         self._observe(resp.index)
-        return DeleteResult(resp.deleted, resp.index or resp.header.index)
+        return DeleteResult(resp.deleted, resp.index or resp.header.index, resp.header.revision)
 
     async def cas(self, key: bytes | str, expected: bytes | str | None, new: bytes | str) -> bool:
         """Compare-and-set: set ``key`` to ``new`` if its value is ``expected`` (None: if it does not exist).
@@ -653,13 +726,13 @@ class Client:
         outcomes = tuple(
             TxnOpOutcome(
                 r.found,
-                _kv(r.kv, idx) if r.HasField("kv") else None,
+                _kv(r.kv, resp.header) if r.HasField("kv") else None,
                 int(r.value) if op.kind == "incr" and not r.error else None,
                 r.error,
             )
             for op, r in zip(ran, resp.results, strict=False)
         )
-        return TxnResult(resp.succeeded, outcomes, idx)
+        return TxnResult(resp.succeeded, outcomes, idx, resp.header.revision)
 
     # -- membership and leadership ---------------------------------------------------------------------------
     async def member_list(self) -> MemberList:
@@ -730,7 +803,7 @@ class Client:
         resp = await self._call("Get", request, kv_pb2.GetResponse, spread=_local_read(level))
         if not resp.found:
             return None
-        return _kv(resp.kv, resp.header.index)
+        return _kv(resp.kv, resp.header)
 
     async def range(
         self,
@@ -758,7 +831,7 @@ class Client:
 
         resp = await self._call("Range", request, kv_pb2.RangeResponse, spread=_local_read(level))
         idx = resp.header.index
-        return RangeResult(tuple(_kv(kv, idx) for kv in resp.kvs), resp.more, idx)
+        return RangeResult(tuple(_kv(kv, resp.header) for kv in resp.kvs), resp.more, idx, resp.header.revision)
 
     async def range_all(
         self,
@@ -1018,6 +1091,9 @@ class Client:
         backoff = BACKOFF_MIN_S
         redirected = False
         tried: dict[str, None] = {}
+        single = self._single_attempt
+        if single:
+            endpoint = self._endpoints[0]
         coalesce = self._coalesce and endpoint is None and method in _BATCH_FIELDS
         while True:
             remaining = deadline - loop.time()
@@ -1040,8 +1116,8 @@ class Client:
                     _, stub = self._channel(ep)
                     resp = await getattr(stub, method)(request(attempt_s), timeout=attempt_s)
             except grpc.aio.AioRpcError as e:
-                err = error_from_rpc(e)
-                if write and _outcome_unknown(e, err):
+                err = error_from_rpc(e, write=write)
+                if write and err.outcome_unknown:
                     outcome_unknown = True
             else:
                 if not isinstance(resp, response_type):
@@ -1054,9 +1130,13 @@ class Client:
                     endpoint_box.append(ep)
                 return resp
             last = err
-            if not err.retryable:
+            if single:
                 raise err
-            if endpoint is not None and not isinstance(err, Timeout):
+            if not err.retryable or (endpoint is not None and not isinstance(err, Timeout)):
+                if outcome_unknown and not isinstance(err, ConditionFailed | InvalidArgument):
+                    # (A condition or validation verdict answers for the session, so for every earlier attempt
+                    # too; a node's refusal says nothing about an earlier attempt that may have applied.)
+                    err.applied = APPLIED_UNKNOWN
                 raise err
             # Where to go next.
             if isinstance(err, NotLeader) and err.leader_addr and err.leader_addr != ep:
@@ -1125,16 +1205,9 @@ def _local_read(level: kv_pb2.Consistency) -> bool:
 
 
 def _outcome_unknown(e: grpc.aio.AioRpcError, err: RaftKVError) -> bool:
-    """Whether a failed write attempt may nevertheless have been applied.
-
-    Definite: a rejection (not leader, invalid, read-only ...), a connection that could not be made, a server
-    Timeout that says the write was not applied. Everything else -- a deadline, a dropped connection, a node that
-    lost its quorum after proposing -- may have applied the write."""
-    if not err.retryable or isinstance(err, NotLeader):
-        return False
-    if isinstance(err, Timeout):
-        return err.outcome_unknown or not any(k == META_OUTCOME_UNKNOWN for k, _ in e.trailing_metadata() or ())
-    return not _definitely_not_sent(e, err)
+    """Whether a failed write attempt may nevertheless have been applied: what the server said (``applied``), or
+    for a failure that did not come from a server, anything but a connection that could not be made."""
+    return err.applied == APPLIED_UNKNOWN
 
 
 def _node_status(endpoint: str, r: kv_pb2.StatusResponse) -> NodeStatus:
@@ -1161,6 +1234,8 @@ def _node_status(endpoint: str, r: kv_pb2.StatusResponse) -> NodeStatus:
         version=r.version,
         read_only=r.read_only,
         read_only_reason=r.read_only_reason,
+        removed=r.removed,
+        revision=r.revision,
         members=members,
         stats=dict(r.stats),
     )
@@ -1179,6 +1254,7 @@ class SyncClient:
         client_id: int | None = None,
         lanes: int = 64,
         coalesce: bool = True,
+        single_attempt: bool = False,
     ) -> None:
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._loop.run_forever, name="raftkv-client", daemon=True)
@@ -1186,7 +1262,8 @@ class SyncClient:
         self._closed = False
 
         async def make() -> Client:
-            return Client(endpoints, timeout_s=timeout_s, client_id=client_id, lanes=lanes, coalesce=coalesce)
+            return Client(endpoints, timeout_s=timeout_s, client_id=client_id, lanes=lanes, coalesce=coalesce,
+                          single_attempt=single_attempt)
 
         try:
             self._client = self._run(make())
@@ -1219,7 +1296,8 @@ class SyncClient:
             raise
 
     def put(self, key: bytes | str, value: bytes | str, **conditions: Any) -> PutResult:
-        """See :meth:`Client.put` (``if_version``, ``if_mod_index``, ``if_value``, ``if_absent``, ``context``)."""
+        """See :meth:`Client.put` (``if_version``, ``if_mod_revision``, ``if_value``, ``if_absent``, ``context``,
+        ``on_conflict``)."""
         return self._run(self._client.put(key, value, **conditions))
 
     def delete(self, key: bytes | str, **conditions: Any) -> DeleteResult:

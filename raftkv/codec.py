@@ -1,50 +1,54 @@
 """Binary encodings of the core's values: the only module in raftkv that imports ``msgpack``.
 
 Every encoding is a msgpack array whose first element is a format version (``FORMAT_VERSION``), written with
-``use_bin_type=True`` so ``bytes`` and ``str`` stay distinct. The layouts (v1)::
+``use_bin_type=True`` so ``bytes`` and ``str`` stay distinct. The layouts (v2; a build reads only its own version,
+so a data directory, snapshot file or peer of another version is refused with a clear error)::
 
-    entry            [1, term, index, type, data]
-    hard state       [1, term, vote, commit]
-    conf state       [1, [voters...], [learners...]]
-    snapshot meta    [1, [[voters...], [learners...]], index, term]
-    message batch    [1, [message...]]
-      message        [type, to, frm, term, log_term, index, [entry...], commit, reject, reject_hint, snapshot, context]
+    entry            [2, term, index, type, data]
+    hard state       [2, term, vote, commit]
+    conf state       [2, [voters...], [learners...]]
+    snapshot meta    [2, [[voters...], [learners...]], index, term]
+    message batch    [2, [message...]]
+      message        [type, to, frm, term, log_term, index, [entry...], commit, reject, reject_hint, snapshot, context,
+                      confirmed_round, confirmed_commit]
       entry          [term, index, type, data]                    (the batch carries the version, entries do not)
       snapshot       nil | [[[voters...], [learners...]], index, term, data]
 
 A snapshot file's records (``raftkv.storage.snapshots`` frames them, with a length and a kind, and checksums them)::
 
-    snapshot header  [1, "raftkv-snapshot", index, term, [voters...], [learners...], cluster_id, created_ns]
+    snapshot header  [2, "raftkv-snapshot", index, term, [voters...], [learners...], cluster_id, created_ns]
     snapshot record  [table, key, value]                          all bytes (the header carries the version)
-    snapshot trailer [1, records, crc32]
+    snapshot trailer [2, records, crc32]
 
 The KV state machine's layouts (the classes come from ``raftkv.kv``, which hands them in as a ``KVTypes``: this
 module imports nothing above ``raft``)::
 
-    command batch    [1, proposer, timestamp_ns, [command...]]        a log entry's data; proposer > 0
+    command batch    [2, proposer, timestamp_ns, [command...]]        a log entry's data; proposer > 0
       command        [op, request_id, client_id, seq, ...]           the op discriminator first, then by op:
         put          [1, request_id, client_id, seq, key, value, [condition...]]
         delete       [2, request_id, client_id, seq, key, [condition...]]
         incr         [3, request_id, client_id, seq, key, delta]
         txn          [4, request_id, client_id, seq, [condition...], [txn op...], [txn op...]]
+        sibling put  [5, request_id, client_id, seq, key, value, vector clock]
       condition      [key, target, cmp, operand]                      operand by target: bytes (VALUE), int >= 0
-                                                                      (VERSION, MOD_INDEX, CREATE_INDEX), bool
-                                                                      (EXISTS), vector clock (VCLOCK)
+                                                                      (VERSION, MOD_REVISION, CREATE_REVISION),
+                                                                      bool (EXISTS), vector clock (VCLOCK)
       txn op         [op, key, value, delta]
       vector clock   [[node, counter]...]                             node ids strictly increasing, all > 0;
                                                                       counters > 0 (the canonical form)
-    result           [1, [tag, ...]]                                  what a command answered (session cache)
-      key value      [1, key, value, create_index, mod_index, version, vector clock]
+    result           [2, [tag, ...]]                                  what a command answered (session cache)
+      key value      [1, key, value, create_revision, mod_revision, version, vector clock, [sibling...]]
+      sibling        [value, node, revision]
       put            [2, key value]                                   (a nested key value is untagged: the
-      delete         [3, deleted, index]                               6 fields without the 1)
+      delete         [3, deleted, revision]                            7 fields without the 1)
       incr           [4, value, key value]
-      txn            [5, succeeded, [nil | tagged result...]]         items: nil (a GET that found nothing), a
+      txn            [5, succeeded, [nil | tagged result...], revision]  items: nil (a GET that found nothing), a
                                                                       tagged key value, put, delete, incr, error
       cond. failed   [6, condition, nil | key value]
       error          [7, kind, message]
       duplicate      [8]
-    value record     [1, value, create_index, mod_index, version, vector clock]      one stored key
-    session record   [1, last_seq, last_active_ns, encoded result]                   one client session
+    value record     [2, value, create_revision, mod_revision, version, vector clock, [sibling...]]  one stored key
+    session record   [2, last_seq, last_active_ns, encoded result]                                   one session
 
 A command batch is validated column by column when it is homogeneous (every command a put, or every one a delete,
 or every one an incr, without conditions: the common case) and command by command otherwise. Decoding checks
@@ -89,6 +93,7 @@ __all__ = [
     "CMD_DELETE",
     "CMD_INCR",
     "CMD_PUT",
+    "CMD_SIBLING_PUT",
     "CMD_TXN",
     "CMP_EQ",
     "CMP_GT",
@@ -103,9 +108,9 @@ __all__ = [
     "RES_KEY_VALUE",
     "RES_PUT",
     "RES_TXN",
-    "TARGET_CREATE_INDEX",
+    "TARGET_CREATE_REVISION",
     "TARGET_EXISTS",
-    "TARGET_MOD_INDEX",
+    "TARGET_MOD_REVISION",
     "TARGET_VALUE",
     "TARGET_VCLOCK",
     "TARGET_VERSION",
@@ -142,8 +147,9 @@ __all__ = [
     "encode_value_record",
 ]
 
-FORMAT_VERSION = 1
-"""The version written by this build, and the only one it reads."""
+FORMAT_VERSION = 2
+"""The version written by this build, and the only one it reads. 2: per-write revisions, siblings, and the
+heartbeat's confirmed round (1 had log indexes in place of revisions)."""
 
 
 class CodecError(ValueError):
@@ -165,7 +171,7 @@ _BOOL = frozenset({bool})
 _TUPLE = frozenset({tuple})
 _SNAPSHOT_FIELD: frozenset[type] = frozenset({type(None), tuple})
 _LEN4 = frozenset({4})
-_LEN12 = frozenset({12})
+_LEN14 = frozenset({14})
 _new = tuple.__new__
 _MESSAGE_FIELDS = len(Message._fields)
 
@@ -239,7 +245,7 @@ _ENTRY_LAYOUT = "[version, term, index, type, data]"
 
 
 def encode_entry(e: Entry) -> bytes:
-    """``[1, term, index, type, data]``."""
+    """``[version, term, index, type, data]``."""
     return _pack((FORMAT_VERSION, *e))
 
 
@@ -259,7 +265,7 @@ _HARD_STATE_LAYOUT = "[version, term, vote, commit]"
 
 
 def encode_hard_state(hs: HardState) -> bytes:
-    """``[1, term, vote, commit]``."""
+    """``[version, term, vote, commit]``."""
     return _pack((FORMAT_VERSION, *hs))
 
 
@@ -274,7 +280,7 @@ def decode_hard_state(b: bytes | bytearray | memoryview) -> HardState:
 
 
 def encode_conf_state(cs: ConfState) -> bytes:
-    """``[1, [voters...], [learners...]]``."""
+    """``[version, [voters...], [learners...]]``."""
     return _pack((FORMAT_VERSION, cs.voters, cs.learners))
 
 
@@ -289,7 +295,7 @@ _SNAP_META_LAYOUT = "[version, [voters, learners], index, term]"
 
 
 def encode_snapshot_metadata(md: SnapshotMetadata) -> bytes:
-    """``[1, [[voters...], [learners...]], index, term]``."""
+    """``[version, [[voters...], [learners...]], index, term]``."""
     cs = md.conf_state
     return _pack((FORMAT_VERSION, (cs.voters, cs.learners), md.index, md.term))
 
@@ -313,7 +319,7 @@ _U32_MAX = (1 << 32) - 1
 
 
 def encode_snapshot_header(index: int, term: int, conf_state: ConfState, cluster_id: str, created_ns: int) -> bytes:
-    """``[1, "raftkv-snapshot", index, term, [voters...], [learners...], cluster_id, created_ns]``."""
+    """``[version, "raftkv-snapshot", index, term, [voters...], [learners...], cluster_id, created_ns]``."""
     return _pack(
         (FORMAT_VERSION, SNAPSHOT_FILE_TAG, index, term, conf_state.voters, conf_state.learners, cluster_id, created_ns)
     )
@@ -353,7 +359,7 @@ def decode_snapshot_record(b: bytes | bytearray | memoryview) -> tuple[bytes, by
 
 
 def encode_snapshot_trailer(records: int, crc32: int) -> bytes:
-    """``[1, records, crc32]``: the count of data records and the CRC32 of every byte before the trailer."""
+    """``[version, records, crc32]``: the count of data records and the CRC32 of every byte before the trailer."""
     return _pack((FORMAT_VERSION, records, crc32))
 
 
@@ -385,7 +391,7 @@ _message_packer_lock = threading.Lock()
 
 
 def encode_messages(msgs: Sequence[Message]) -> bytes:
-    """``[1, [message...]]``: the whole batch in one ``pack()`` call, entries included."""
+    """``[version, [message...]]``: the whole batch in one ``pack()`` call, entries included."""
     batch = (FORMAT_VERSION, msgs if type(msgs) is tuple or type(msgs) is list else tuple(msgs))
     try:
         return _pack(batch)  # the common case: no snapshot anywhere, no Python callback
@@ -396,7 +402,10 @@ def encode_messages(msgs: Sequence[Message]) -> bytes:
     return out
 
 
-_MESSAGE_LAYOUT = "[type, to, frm, term, log_term, index, entries, commit, reject, reject_hint, snapshot|nil, context]"
+_MESSAGE_LAYOUT = (
+    "[type, to, frm, term, log_term, index, entries, commit, reject, reject_hint, snapshot|nil, context, "
+    "confirmed_round, confirmed_commit]"
+)
 _WIRE_ENTRY_LAYOUT = "[term, index, type, data]"
 _WIRE_SNAPSHOT_LAYOUT = "[[voters, learners], index, term, data]"
 
@@ -455,13 +464,13 @@ def decode_messages(b: bytes | bytearray | memoryview) -> list[Message]:
     if not msgs:
         return []
     try:
-        if set(map(len, msgs)) != _LEN12:
+        if set(map(len, msgs)) != _LEN14:
             bad = next(m for m in msgs if len(m) != _MESSAGE_FIELDS)
             _fail("message", _MESSAGE_LAYOUT, bad)
         cols = tuple(zip(*msgs, strict=True))
     except TypeError:  # an element without len(): not an array
         _fail("message", _MESSAGE_LAYOUT, msgs)
-    mtypes, to, frm, term, log_term, index, ents, commit, reject, reject_hint, snaps, context = cols
+    mtypes, to, frm, term, log_term, index, ents, commit, reject, reject_hint, snaps, context, cround, ccommit = cols
     _check_column(mtypes, _INT, "message", "type")
     if not set(mtypes) <= _MSG_TYPES:
         raise CodecError(f"malformed message: unknown message type(s) {sorted(set(mtypes) - _MSG_TYPES)}")
@@ -473,6 +482,8 @@ def decode_messages(b: bytes | bytearray | memoryview) -> list[Message]:
         ("index", index),
         ("commit", commit),
         ("reject_hint", reject_hint),
+        ("confirmed_round", cround),
+        ("confirmed_commit", ccommit),
     ):
         _check_index_column(col, "message", name)
     _check_column(reject, _BOOL, "message", "reject")
@@ -496,7 +507,7 @@ def decode_messages(b: bytes | bytearray | memoryview) -> list[Message]:
         append(
             _new(
                 Message,
-                (*m[:6], built, m[7], m[8], m[9], None if snap is None else _decode_wire_snapshot(snap), m[11]),
+                (*m[:6], built, *m[7:10], None if snap is None else _decode_wire_snapshot(snap), *m[11:]),
             )
         )
     return out
@@ -510,11 +521,12 @@ CMD_PUT = 1
 CMD_DELETE = 2
 CMD_INCR = 3
 CMD_TXN = 4
+CMD_SIBLING_PUT = 5
 
 TARGET_VALUE = 0
 TARGET_VERSION = 1
-TARGET_MOD_INDEX = 2
-TARGET_CREATE_INDEX = 3
+TARGET_MOD_REVISION = 2
+TARGET_CREATE_REVISION = 3
 TARGET_EXISTS = 4
 TARGET_VCLOCK = 5
 
@@ -539,7 +551,7 @@ RES_DUPLICATE = 8
 
 _CMPS = frozenset({CMP_EQ, CMP_NE, CMP_GT, CMP_LT})
 _TXN_OPS = frozenset({TXN_GET, TXN_PUT, TXN_DELETE, TXN_INCR})
-_INDEX_TARGETS = frozenset({TARGET_VERSION, TARGET_MOD_INDEX, TARGET_CREATE_INDEX})
+_INDEX_TARGETS = frozenset({TARGET_VERSION, TARGET_MOD_REVISION, TARGET_CREATE_REVISION})
 _TUPLE_ONLY = frozenset({tuple})
 _tail = itemgetter(slice(1, None))
 
@@ -550,6 +562,7 @@ class KVTypes(NamedTuple):
     every field, so no constructor code runs. ``raftkv.kv.commands`` supplies one instance of this."""
 
     put: type[tuple[Any, ...]]
+    sibling_put: type[tuple[Any, ...]]
     delete: type[tuple[Any, ...]]
     incr: type[tuple[Any, ...]]
     txn: type[tuple[Any, ...]]
@@ -558,6 +571,7 @@ class KVTypes(NamedTuple):
     vclock: type[tuple[Any, ...]]
     """Built from the canonical pairs (sorted by node id, positive ids and counters)."""
     key_value: type[tuple[Any, ...]]
+    sibling: type[tuple[Any, ...]]
     put_result: type[tuple[Any, ...]]
     delete_result: type[tuple[Any, ...]]
     incr_result: type[tuple[Any, ...]]
@@ -582,19 +596,21 @@ _COMMAND_LAYOUTS = {
     CMD_DELETE: "[2, request_id, client_id, seq, key, [condition...]]",
     CMD_INCR: "[3, request_id, client_id, seq, key, delta]",
     CMD_TXN: "[4, request_id, client_id, seq, [condition...], [txn op...], [txn op...]]",
+    CMD_SIBLING_PUT: "[5, request_id, client_id, seq, key, value, vector clock]",
 }
-_COMMAND_LENGTHS = {CMD_PUT: 7, CMD_DELETE: 6, CMD_INCR: 6, CMD_TXN: 7}
+_COMMAND_LENGTHS = {CMD_PUT: 7, CMD_DELETE: 6, CMD_INCR: 6, CMD_TXN: 7, CMD_SIBLING_PUT: 7}
 _CONDITION_LAYOUT = "[key, target, cmp, operand]"
 _TXN_OP_LAYOUT = "[op, key, value, delta]"
 _CLOCK_LAYOUT = "[[node, counter]...] with node ids increasing and all values positive"
-_KEY_VALUE_LAYOUT = "[key, value, create_index, mod_index, version, vclock]"
+_KEY_VALUE_LAYOUT = "[key, value, create_revision, mod_revision, version, vclock, [sibling...]]"
+_SIBLING_LAYOUT = "[value, node, revision] with node > 0 and revision > 0"
 _RESULT_LAYOUT = "[version, [tag, ...]]"
-_VALUE_RECORD_LAYOUT = "[version, value, create_index, mod_index, version, vclock]"
+_VALUE_RECORD_LAYOUT = "[version, value, create_revision, mod_revision, version, vclock, [sibling...]]"
 _SESSION_LAYOUT = "[version, last_seq, last_active_ns, result]"
 
 
 def encode_command_batch(proposer: int, timestamp_ns: int, commands: Sequence[tuple[Any, ...]]) -> bytes:
-    """``[1, proposer, timestamp_ns, [command...]]``. Each command is given in its wire form, a tuple starting
+    """``[version, proposer, timestamp_ns, [command...]]``. Each command is given in its wire form, a tuple starting
     with its ``CMD_*`` op (``raftkv.kv.commands.encode_batch`` builds them); ``NamedTuple`` fields (conditions,
     txn ops) and vector clocks are tuples already, so the whole batch is packed in one C call."""
     cmds = commands if type(commands) is list or type(commands) is tuple else list(commands)
@@ -680,6 +696,10 @@ def _command(c: object, types: KVTypes) -> Any:
         if type(c[4]) is not bytes or type(c[5]) is not int:
             _fail("incr", _COMMAND_LAYOUTS[op], c)
         return _new(types.incr, c[1:])
+    if op == CMD_SIBLING_PUT:
+        if type(c[4]) is not bytes or type(c[5]) is not bytes:
+            _fail("sibling put", _COMMAND_LAYOUTS[op], c)
+        return _new(types.sibling_put, (*c[1:6], _clock(c[6], types)))
     return _new(types.txn, (*c[1:4], _conditions(c[4], types), _txn_ops(c[5], types), _txn_ops(c[6], types)))
 
 
@@ -697,7 +717,7 @@ def _commands_by_column(cmds: tuple[Any, ...], types: KVTypes) -> list[Any] | No
     if not ops or set(map(type, ops)) != _INT or len(set(ops)) != 1:
         return None
     op = ops[0]
-    if op == CMD_TXN or _COMMAND_LENGTHS.get(op) != lengths.pop():
+    if op == CMD_TXN or op == CMD_SIBLING_PUT or _COMMAND_LENGTHS.get(op) != lengths.pop():
         return None
     ints = (cols[1], cols[2], cols[3])
     if any(set(map(type, col)) != _INT or min(col) < 0 for col in ints):
@@ -751,19 +771,35 @@ def decode_command_batch(
 
 
 def encode_result(wire: tuple[Any, ...]) -> bytes:
-    """``[1, [tag, ...]]``: ``wire`` is the result's tagged form (``raftkv.kv.commands.encode_result`` builds it)."""
+    """``[version, [tag, ...]]``: ``wire`` is the result's tagged form (``raftkv.kv.commands.encode_result`` builds
+    it)."""
     return _pack((FORMAT_VERSION, wire))
 
 
+def _siblings(x: object, types: KVTypes, what: str) -> tuple[Any, ...]:
+    if type(x) is not tuple:
+        _fail(what, "an array of siblings", x)
+    if not x:
+        return x
+    for s in x:
+        if not (type(s) is tuple and len(s) == 3 and type(s[0]) is bytes and type(s[1]) is int and s[1] > 0
+                and type(s[2]) is int and s[2] > 0):
+            _fail("sibling", _SIBLING_LAYOUT, s)
+    return tuple(map(_new, repeat(types.sibling, len(x)), x))
+
+
 def _key_value(x: object, types: KVTypes) -> Any:
-    if type(x) is not tuple or len(x) != 6:
+    if type(x) is not tuple or len(x) != 7:
         _fail("key value", _KEY_VALUE_LAYOUT, x)
-    key, value, create_index, mod_index, version, clock = x
-    if not (type(key) is bytes and type(value) is bytes and _is_index(create_index) and _is_index(mod_index)):
+    key, value, create_revision, mod_revision, version, clock, siblings = x
+    if not (type(key) is bytes and type(value) is bytes and _is_index(create_revision) and _is_index(mod_revision)):
         _fail("key value", _KEY_VALUE_LAYOUT, x)
     if not _is_index(version):
         _fail("key value", _KEY_VALUE_LAYOUT, x)
-    return _new(types.key_value, (key, value, create_index, mod_index, version, _clock(clock, types)))
+    return _new(
+        types.key_value,
+        (key, value, create_revision, mod_revision, version, _clock(clock, types), _siblings(siblings, types, "key")),
+    )
 
 
 def _result(r: object, types: KVTypes, nested: bool) -> Any:
@@ -785,8 +821,8 @@ def _result(r: object, types: KVTypes, nested: bool) -> Any:
     if nested:
         if tag == RES_KEY_VALUE:
             return _key_value(r[1:], types)
-    elif tag == RES_TXN and n == 3 and type(r[1]) is bool and type(r[2]) is tuple:
-        return _new(types.txn_result, (r[1], tuple([_result(x, types, True) for x in r[2]])))
+    elif tag == RES_TXN and n == 4 and type(r[1]) is bool and type(r[2]) is tuple and _is_index(r[3]):
+        return _new(types.txn_result, (r[1], tuple([_result(x, types, True) for x in r[2]]), r[3]))
     elif tag == RES_CONDITION_FAILED and n == 3:
         current = None if r[2] is None else _key_value(r[2], types)
         return _new(types.condition_failed_result, (_condition(r[1], types), current))
@@ -801,22 +837,27 @@ def decode_result(b: bytes | bytearray | memoryview, types: KVTypes) -> Any:
     return _result(t[1], types, False)
 
 
-def encode_value_record(value: bytes, create_index: int, mod_index: int, version: int, vclock: object) -> bytes:
-    """``[1, value, create_index, mod_index, version, vclock]``: one stored key (``vclock`` is a tuple of pairs)."""
-    return _pack((FORMAT_VERSION, value, create_index, mod_index, version, vclock))
+def encode_value_record(
+    value: bytes, create_revision: int, mod_revision: int, version: int, vclock: object, siblings: object = ()
+) -> bytes:
+    """``[2, value, create_revision, mod_revision, version, vclock, [sibling...]]``: one stored key (``vclock`` is a
+    tuple of pairs, each sibling a ``(value, node, revision)`` tuple)."""
+    return _pack((FORMAT_VERSION, value, create_revision, mod_revision, version, vclock, siblings))
 
 
-def decode_value_record(b: bytes | bytearray | memoryview, types: KVTypes) -> tuple[bytes, int, int, int, Any]:
-    """Inverse of ``encode_value_record``: ``(value, create_index, mod_index, version, vclock)``."""
-    t = _versioned(_unpack(b, "value record"), "value record", 6, _VALUE_RECORD_LAYOUT)
-    _, value, create_index, mod_index, version, clock = t
-    if not (type(value) is bytes and _is_index(create_index) and _is_index(mod_index) and _is_index(version)):
+def decode_value_record(
+    b: bytes | bytearray | memoryview, types: KVTypes
+) -> tuple[bytes, int, int, int, Any, tuple[Any, ...]]:
+    """Inverse of ``encode_value_record``: ``(value, create_revision, mod_revision, version, vclock, siblings)``."""
+    t = _versioned(_unpack(b, "value record"), "value record", 7, _VALUE_RECORD_LAYOUT)
+    _, value, create_revision, mod_revision, version, clock, siblings = t
+    if not (type(value) is bytes and _is_index(create_revision) and _is_index(mod_revision) and _is_index(version)):
         _fail("value record", _VALUE_RECORD_LAYOUT, t)
-    return value, create_index, mod_index, version, _clock(clock, types)
+    return value, create_revision, mod_revision, version, _clock(clock, types), _siblings(siblings, types, "value")
 
 
 def encode_session_record(last_seq: int, last_active_ns: int, result: bytes) -> bytes:
-    """``[1, last_seq, last_active_ns, result]``: ``result`` is an ``encode_result`` encoding, kept as bytes."""
+    """``[version, last_seq, last_active_ns, result]``: ``result`` is an ``encode_result`` encoding, kept as bytes."""
     return _pack((FORMAT_VERSION, last_seq, last_active_ns, result))
 
 

@@ -1,18 +1,27 @@
 """The one user-facing error tree of raftkv. Every error a client, the CLI or an operator can see is one of these,
 with the fields needed to act on it::
 
-    RaftKVError                  .kind, .grpc_code, .exit_code, .retryable
+    RaftKVError                  .kind, .grpc_code, .exit_code, .retryable, .applied ("no" | "unknown")
      ├── InvalidArgument         bad input (empty/oversized key, oversized value, bad limit); nothing was applied
      ├── NotLeader               this node cannot serve the request; .leader_id, .leader_addr say where to go
      ├── Unavailable             no leader / quorum unreachable / node stopping: retry later or elsewhere
-     ├── Timeout                 the deadline passed; .outcome_unknown is True for a write that may have applied
+     │    └── Removed            this node was removed from the cluster: it serves nothing, ask another member
+     ├── Timeout                 the deadline passed
      ├── ConditionFailed         a conditional write's condition did not hold; .current is the key's current state
      ├── ReadOnly                the node refuses writes (e.g. its disk is full); .reason
      ├── StorageError            the node's data directory is damaged or unusable (at start-up); .path
      ├── ConfigError             bad settings, flags or config file
      └── ClusterError            the local cluster launcher could not do what was asked
 
-``kind`` travels in gRPC trailing metadata ("raftkv-error"), so a client rebuilds the same exception a server raised.
+Every error says whether the request it answers changed anything, in one field, ``applied``:
+
+* ``"no"``: certainly not (it was refused, failed before it was proposed, or its proposal was lost: a leader's own
+  entry overwritten, say). Every read error says "no": reads change nothing.
+* ``"unknown"``: it may have been applied (a write forwarded to a leader that changed, a deadline that passed after
+  the write was proposed). Retry it with the same session: the cluster applies it at most once.
+
+``outcome_unknown`` is ``applied == "unknown"``. ``kind`` and ``applied`` travel in gRPC trailing metadata
+("raftkv-error", "raftkv-applied"), so a client rebuilds the same exception a server raised, whatever its message.
 This module imports nothing but the standard library: the client, server and CLI all share it.
 """
 
@@ -21,9 +30,13 @@ from __future__ import annotations
 from typing import Any, ClassVar
 
 META_KIND = "raftkv-error"
+META_APPLIED = "raftkv-applied"
 META_LEADER_ID = "raftkv-leader-id"
 META_LEADER_ADDR = "raftkv-leader-addr"
-META_OUTCOME_UNKNOWN = "raftkv-outcome-unknown"
+
+APPLIED_NO = "no"
+APPLIED_UNKNOWN = "unknown"
+_APPLIED = frozenset({APPLIED_NO, APPLIED_UNKNOWN})
 
 
 class ExitCode:
@@ -38,6 +51,7 @@ class ExitCode:
     CONFLICT = 6  # a condition (CAS, vector clock, if-version) did not hold
     READ_ONLY = 7  # the node refuses writes (disk full)
     CONFIG = 8  # bad configuration, data directory or local cluster state
+    REMOVED = 9  # the node asked was removed from the cluster
 
 
 class RaftKVError(Exception):
@@ -46,16 +60,26 @@ class RaftKVError(Exception):
     exit_code: ClassVar[int] = ExitCode.ERROR
     retryable: ClassVar[bool] = False
 
-    def __init__(self, message: str) -> None:
+    def __init__(self, message: str, *, applied: str = APPLIED_NO) -> None:
         super().__init__(message)
+        if applied not in _APPLIED:
+            raise ValueError(f"applied is 'no' or 'unknown', not {applied!r}")
         self.message = message
+        self.applied = applied
+        """Whether the request changed anything: "no", or "unknown" (it may have: retry with the same session)."""
+
+    @property
+    def outcome_unknown(self) -> bool:
+        """The request (a write) may or may not have been applied."""
+        return self.applied == APPLIED_UNKNOWN
 
     def metadata(self) -> list[tuple[str, str]]:
         """Trailing metadata describing this error on the wire."""
-        return [(META_KIND, self.kind)]
+        return [(META_KIND, self.kind), (META_APPLIED, self.applied)]
 
     def __repr__(self) -> str:
-        return f"{type(self).__name__}({self.message!r})"
+        extra = ", applied='unknown'" if self.applied == APPLIED_UNKNOWN else ""
+        return f"{type(self).__name__}({self.message!r}{extra})"
 
 
 class InvalidArgument(RaftKVError):
@@ -70,14 +94,16 @@ class NotLeader(RaftKVError):
     exit_code = ExitCode.UNAVAILABLE
     retryable = True
 
-    def __init__(self, leader_id: int = 0, leader_addr: str = "", message: str = "") -> None:
+    def __init__(
+        self, leader_id: int = 0, leader_addr: str = "", message: str = "", *, applied: str = APPLIED_NO
+    ) -> None:
         if not message:
             message = (
                 f"not the leader; the leader is node {leader_id} at {leader_addr or 'an unknown address'}"
                 if leader_id
                 else "not the leader, and no leader is known yet"
             )
-        super().__init__(message)
+        super().__init__(message, applied=applied)
         self.leader_id = leader_id
         self.leader_addr = leader_addr
 
@@ -92,27 +118,31 @@ class Unavailable(RaftKVError):
     retryable = True
 
 
+class Removed(Unavailable):
+    """The node was removed from the cluster (``member remove``): it refuses every request but Status at once, and
+    stops taking part in elections. Retryable elsewhere: another member serves the request."""
+
+    kind = "removed"
+    exit_code = ExitCode.REMOVED
+
+
 class Timeout(RaftKVError):
     kind = "timeout"
     grpc_code = "DEADLINE_EXCEEDED"
     exit_code = ExitCode.UNAVAILABLE
     retryable = True
 
-    def __init__(self, message: str, outcome_unknown: bool = False) -> None:
-        super().__init__(message)
-        self.outcome_unknown = outcome_unknown
-
-    def metadata(self) -> list[tuple[str, str]]:
-        return [*super().metadata(), (META_OUTCOME_UNKNOWN, "1" if self.outcome_unknown else "0")]
+    def __init__(self, message: str, outcome_unknown: bool = False, *, applied: str | None = None) -> None:
+        super().__init__(message, applied=applied or (APPLIED_UNKNOWN if outcome_unknown else APPLIED_NO))
 
 
 class ConditionFailed(RaftKVError):
     kind = "condition-failed"
-    grpc_code = "FAILED_PRECONDITION"
+    grpc_code = "ABORTED"
     exit_code = ExitCode.CONFLICT
 
-    def __init__(self, message: str, current: Any = None) -> None:
-        super().__init__(message)
+    def __init__(self, message: str, current: Any = None, *, applied: str = APPLIED_NO) -> None:
+        super().__init__(message, applied=applied)
         self.current = current
 
 
@@ -127,8 +157,8 @@ class StorageError(RaftKVError):
     grpc_code = "INTERNAL"
     exit_code = ExitCode.CONFIG
 
-    def __init__(self, message: str, path: str = "") -> None:
-        super().__init__(message)
+    def __init__(self, message: str, path: str = "", *, applied: str = APPLIED_NO) -> None:
+        super().__init__(message, applied=applied)
         self.path = path
 
 
@@ -147,37 +177,54 @@ class ClusterError(RaftKVError):
 _BY_KIND: dict[str, type[RaftKVError]] = {
     c.kind: c
     for c in (
-        InvalidArgument, NotLeader, Unavailable, Timeout, ConditionFailed, ReadOnly, StorageError, ConfigError,
-        ClusterError,
+        InvalidArgument, NotLeader, Unavailable, Removed, Timeout, ConditionFailed, ReadOnly, StorageError,
+        ConfigError, ClusterError,
     )
 }
 
 
+def error_of_kind(kind: str, message: str, *, applied: str = APPLIED_NO) -> RaftKVError:
+    """The error of ``kind`` (one of the kinds above) with ``message``; InvalidArgument for an unknown kind."""
+    cls = _BY_KIND.get(kind, InvalidArgument)
+    if cls is NotLeader:
+        return NotLeader(message=message, applied=applied)
+    return cls(message, applied=applied)
+
+
 def from_wire(grpc_code: str, message: str, metadata: dict[str, str]) -> RaftKVError:
-    """Rebuild the error a server raised from its status code name, message and trailing metadata."""
+    """Rebuild the error a server raised from its status code name, message and trailing metadata. A status that
+    carries no "raftkv-applied" (it did not come from raftkv's servicer) says "unknown" unless its code proves
+    the request was never carried out; the caller knows better for reads."""
     kind = metadata.get(META_KIND, "")
     cls = _BY_KIND.get(kind)
+    applied = metadata.get(META_APPLIED, "")
+    if applied not in _APPLIED:
+        applied = APPLIED_UNKNOWN
     if cls is NotLeader:
         try:
             lid = int(metadata.get(META_LEADER_ID, "0") or 0)
         except ValueError:
             lid = 0
-        return NotLeader(lid, metadata.get(META_LEADER_ADDR, ""), message)
-    if cls is Timeout or (cls is None and grpc_code == "DEADLINE_EXCEEDED"):
-        return Timeout(message, metadata.get(META_OUTCOME_UNKNOWN) == "1")
+        return NotLeader(lid, metadata.get(META_LEADER_ADDR, ""), message, applied=applied)
     if cls is not None:
-        return cls(message)
+        return cls(message, applied=applied)
     # A status that did not come from raftkv's servicer (the transport, a proxy, a dead server).
+    if grpc_code == "DEADLINE_EXCEEDED":
+        return Timeout(message, applied=applied)
     if grpc_code in ("UNAVAILABLE", "CANCELLED", "ABORTED"):
-        return Unavailable(message or "the server is unavailable")
+        return Unavailable(message or "the server is unavailable", applied=applied)
     if grpc_code == "INVALID_ARGUMENT":
-        return InvalidArgument(message)
+        return InvalidArgument(message, applied=APPLIED_NO)
     if grpc_code == "RESOURCE_EXHAUSTED":
-        return ReadOnly(message)
-    return RaftKVError(f"{grpc_code}: {message}")
+        return ReadOnly(message, applied=applied)
+    return RaftKVError(f"{grpc_code}: {message}", applied=applied)
 
 
 __all__ = [
+    "APPLIED_NO",
+    "APPLIED_UNKNOWN",
+    "META_APPLIED",
+    "META_KIND",
     "ClusterError",
     "ConditionFailed",
     "ConfigError",
@@ -186,8 +233,10 @@ __all__ = [
     "NotLeader",
     "RaftKVError",
     "ReadOnly",
+    "Removed",
     "StorageError",
     "Timeout",
     "Unavailable",
+    "error_of_kind",
     "from_wire",
 ]

@@ -33,7 +33,17 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, cast
 
-from .errors import InvalidArgument, NotLeader, RaftKVError, ReadOnly, StorageError, Timeout, Unavailable
+from .errors import (
+    APPLIED_UNKNOWN,
+    InvalidArgument,
+    NotLeader,
+    RaftKVError,
+    ReadOnly,
+    Removed,
+    StorageError,
+    Timeout,
+    Unavailable,
+)
 from .kv import (
     Applied,
     Command,
@@ -196,6 +206,10 @@ class Node:
             _CoreStorage(store),
         )
         transport.set_peers({m.id: m.peer_addr for m in settings.members if m.id != self.id})
+        removed = fsm.removed_members()
+        transport.refuse(removed)
+        if self.id in removed:  # it applied its own removal before it stopped
+            self._mark_removed("it applied its own removal before it last stopped")
 
     # -- inputs from other tasks (all on the event loop thread) -----------------------------------------------
     def on_messages(self, msgs: list[Message]) -> None:
@@ -205,6 +219,10 @@ class Node:
     def on_unreachable(self, peer: int) -> None:
         self._unreachable.add(peer)
         self._wake.set()
+
+    def on_removed(self, peer: int) -> None:
+        """``peer`` refused our messages: it applied our removal from the cluster (the transport's ``on_removed``)."""
+        self._mark_removed(f"node {peer} says it was removed from the cluster")
 
     @property
     def role(self) -> StateRole:
@@ -224,13 +242,16 @@ class Node:
     def not_leader(self) -> NotLeader:
         return NotLeader(self.leader_id, self.leader_addr())
 
+    def removed_error(self) -> Removed:
+        return Removed(f"node {self.id} was removed from the cluster; it serves no requests: ask another member")
+
     def _check_writable(self) -> None:
+        if self.removed:
+            raise self.removed_error()
         if self._stopping:
             raise Unavailable(f"node {self.id} is shutting down")
         if self.read_only_reason:
             raise ReadOnly(f"node {self.id} refuses writes: {self.read_only_reason}")
-        if self.removed:
-            raise Unavailable(f"node {self.id} was removed from the cluster; use another node")
 
     def new_request_id(self) -> int:
         rid = self._next_request_id
@@ -241,17 +262,19 @@ class Node:
         """Propose one command (built by ``make(request_id)``) and wait until it is applied here; returns its
         result. A follower forwards it to the leader (``forward_proposals``; else it raises NotLeader). Raises
         Unavailable when the leader changed before the result came: a leader's own proposal was then certainly not
-        applied; a forwarded one may or may not have been (the caller retries with the same session)."""
+        applied (``applied="no"``); a forwarded one may or may not have been (``applied="unknown"``: the caller
+        retries with the same session)."""
         rid, fut = self.submit(make)
         try:
-            return await fut
+            return (await fut).result
         finally:
             self.forget(rid)
 
-    def submit(self, make: Callable[[int], Command]) -> tuple[int, asyncio.Future[Any]]:
+    def submit(self, make: Callable[[int], Command]) -> tuple[int, asyncio.Future[Applied]]:
         """``propose`` without the waiting: queue the command and return its request id and the future that its
-        result (or error) will resolve. The caller that stops waiting (a deadline) calls ``forget(request_id)``.
-        A batch of requests is many submits and one wait, with no task or coroutine per request."""
+        ``Applied`` (its result and the log index it was applied at) or error will resolve. The caller that stops
+        waiting (a deadline) calls ``forget(request_id)``. A batch of requests is many submits and one wait, with no
+        task or coroutine per request."""
         self._check_writable()
         if self.role != StateRole.LEADER and not self.settings.forward_proposals:
             raise self.not_leader()
@@ -283,7 +306,7 @@ class Node:
         self._conf_proposals.append((encode_change(MemberChange(t, member, self.id, rid)), w, force))
         self._wake.set()
         try:
-            result = await w.future
+            result = (await w.future).result
         finally:
             self._waiters.pop(rid, None)
         # Results arrive before their transaction commits (see _DriverIO._write); callers of a membership change
@@ -332,6 +355,8 @@ class Node:
     async def read_index(self) -> int:
         """A linearizable read point (thesis §6.4): resolves once a majority confirmed our leader's leadership after
         this call, to an index that is applied here by the time this returns."""
+        if self.removed:
+            raise self.removed_error()
         if self._stopping:
             raise Unavailable(f"node {self.id} is shutting down")
         if self.read_only_reason:
@@ -371,18 +396,35 @@ class Node:
         with store.read_txn() as txn:
             return store.applied_index_in(txn), self.fsm.get(key, txn=txn)
 
-    def fsm_get_many(self, keys: Sequence[bytes]) -> tuple[int, list[Any]]:
-        """``fsm_get`` of several keys from one read transaction (one consistent state, one index)."""
+    def fsm_get_many(self, keys: Sequence[bytes]) -> tuple[int, int, list[Any]]:
+        """``(applied index, revision, [KeyValue | None])`` of several keys, from one read transaction: one
+        consistent state, and the index and revision it reflects."""
         store = self.store
         get = self.fsm.get
         with store.read_txn() as txn:
-            return store.applied_index_in(txn), [get(k, txn=txn) for k in keys]
+            return store.applied_index_in(txn), self.fsm.revision(txn=txn), [get(k, txn=txn) for k in keys]
 
-    def fsm_range(self, prefix: bytes, start_after: bytes, limit: int, keys_only: bool) -> tuple[int, list[Any], bool]:
+    def fsm_range(
+        self, prefix: bytes, start_after: bytes, limit: int, keys_only: bool
+    ) -> tuple[int, int, list[Any], bool]:
+        """``(applied index, revision, kvs, more)`` from one read transaction (see ``KVStateMachine.range``)."""
         store = self.store
         with store.read_txn() as txn:
             kvs, more = self.fsm.range(prefix, start_after, limit, keys_only, txn=txn)
-            return store.applied_index_in(txn), kvs, more
+            return store.applied_index_in(txn), self.fsm.revision(txn=txn), kvs, more
+
+    def bounded_read_ok(self, max_staleness_ms: int) -> bool:
+        """Whether this node may serve a bounded-staleness read from its applied state now: it knows a read point
+        (``RawNode.read_freshness``) at most ``max_staleness_ms`` old, measured in real time on this node's
+        monotonic clock, and it has applied the commit index of that point. A tick's start stands for the moment a
+        point was taken within it (never later than the moment itself), so the age is never underestimated by the
+        tick granularity; a bound of 0 is never met."""
+        point = self.raw.read_freshness()
+        if point is None:
+            return False
+        tick, commit = point
+        age_s = time.monotonic() - (self._t0 + tick * self._tick_s)
+        return age_s * 1000.0 < max_staleness_ms and self.applied >= commit
 
     def leader_contact_ms(self) -> int:
         ticks = self.raw.ticks_since_leader_contact()
@@ -484,9 +526,9 @@ class Node:
 
     def _step_inputs(self) -> None:
         raw = self.raw
-        # 1. Ticks due by the monotonic clock.
+        # 1. Ticks due by the monotonic clock (none once removed: a removed node must not campaign).
         due = int((time.monotonic() - self._t0) / self._tick_s) - self._ticks_done
-        if due > 0:
+        if due > 0 and not self.removed:
             self._ticks_done += due
             for _ in range(due):
                 raw.tick()
@@ -734,19 +776,33 @@ class Node:
             peers[lead] = self._peer_addrs[lead]
         self._peer_addrs = peers
         self.transport.set_peers(peers)
-        if self.id not in self.client_addrs and not self.removed and self.role != StateRole.LEADER:
-            self.removed = True
-            log.warning("node %d was removed from the cluster; it no longer serves requests (stop it)", self.id)
+        # Refuse removed nodes, except a removed leader still handing over (above): we must keep answering it.
+        self.transport.refuse([n for n in self.fsm.removed_members() if n not in self.client_addrs and n != lead])
+        if self.id not in self.client_addrs and self.role != StateRole.LEADER:
+            self._mark_removed("it applied its own removal")
+
+    def _mark_removed(self, how: str) -> None:
+        """This node is no longer a member: refuse every request from now on, fail those waiting, stop campaigning
+        and talking to peers. (A leader that removed itself hands over first, then learns it here as a follower.)"""
+        if self.removed:
+            return
+        self.removed = True
+        log.warning("node %d was removed from the cluster (%s): it refuses every request from now on and takes no "
+                    "part in elections; stop it (and wipe its data before adding it again)", self.id, how)
+        self._fail_all(self.removed_error())
+        self.transport.set_peers({})
+        self._wake.set()
 
     def _deliver_results(self, results: Sequence[Applied]) -> None:
-        """Resolve the waiters of the commands this node proposed (idempotent: a resolved waiter is gone)."""
+        """Resolve the waiters of the commands this node proposed with their ``Applied`` (idempotent: a resolved
+        waiter is gone)."""
         me = self.id
         waiters = self._waiters
         for a in results:
             if a.proposer == me:
                 w = waiters.pop(a.request_id, None)
                 if w is not None and not w.future.done():
-                    w.future.set_result(a.result)
+                    w.future.set_result(a)
 
     def _on_soft_state(self, lead: int, role: StateRole) -> None:
         log.info("node %d: %s, leader %s, term %d", self.id, role, lead or "unknown", self.term)
@@ -763,7 +819,7 @@ class Node:
                 del self._forwarded_rids[rid]
             self._fail_requests(lost, Unavailable(
                 "the leader changed while this request was forwarded to it; it may or may not have been applied "
-                "(retry with the same session)"))
+                "(retry with the same session)", applied=APPLIED_UNKNOWN))
         if self._read_rounds and role != StateRole.LEADER:
             # A read round may be dropped by a leader change: fail it fast so the caller retries elsewhere.
             err = NotLeader(lead, self.client_addrs.get(lead, "")) if lead else Unavailable("leader changed; retry")
@@ -784,9 +840,12 @@ class Node:
             if not w.future.done():
                 w.future.set_exception(err)
         self._proposals.clear()
+        # Proposed writes may still commit elsewhere: their outcome is unknown.
         for w in self._waiters.values():
             if not w.future.done():
-                w.future.set_exception(Timeout(f"{err.message}: the write's outcome is unknown", outcome_unknown=True))
+                w.future.set_exception(Unavailable(
+                    f"{err.message}; the write may or may not have been applied (retry it with the same session)",
+                    applied=APPLIED_UNKNOWN))
         self._waiters.clear()
         for f in self._pending_reads:
             if not f.done():

@@ -26,13 +26,15 @@ from .errors import (
     InvalidArgument,
     NotLeader,
     RaftKVError,
+    Removed,
     StorageError,
     Timeout,
     Unavailable,
+    error_of_kind,
 )
 from .kv import (
+    Applied,
     CmpOp,
-    Command,
     Condition,
     ConditionFailedResult,
     Delete,
@@ -46,6 +48,7 @@ from .kv import (
     MemberInfo,
     Put,
     PutResult,
+    SiblingPut,
     Target,
     Txn,
     TxnOp,
@@ -83,8 +86,8 @@ META_CURRENT_BIN = "raftkv-current-bin"
 _PB_TARGET = {
     kv_pb2.Compare.VALUE: Target.VALUE,
     kv_pb2.Compare.VERSION: Target.VERSION,
-    kv_pb2.Compare.MOD_INDEX: Target.MOD_INDEX,
-    kv_pb2.Compare.CREATE_INDEX: Target.CREATE_INDEX,
+    kv_pb2.Compare.MOD_REVISION: Target.MOD_REVISION,
+    kv_pb2.Compare.CREATE_REVISION: Target.CREATE_REVISION,
     kv_pb2.Compare.EXISTS: Target.EXISTS,
     kv_pb2.Compare.VCLOCK: Target.VCLOCK,
 }
@@ -94,7 +97,7 @@ _PB_OP = {
     kv_pb2.Compare.GREATER: CmpOp.GT,
     kv_pb2.Compare.LESS: CmpOp.LT,
 }
-_NUMERIC = {Target.VERSION, Target.MOD_INDEX, Target.CREATE_INDEX}
+_NUMERIC = {Target.VERSION, Target.MOD_REVISION, Target.CREATE_REVISION}
 _PB_TXN_OP = {
     kv_pb2.TxnOp.GET: TxnOpType.GET,
     kv_pb2.TxnOp.PUT: TxnOpType.PUT,
@@ -112,14 +115,19 @@ def _vclock_pb(kv: KeyValue) -> kv_pb2.VectorClock:
 
 
 def kv_to_pb(kv: KeyValue, keys_only: bool = False) -> kv_pb2.KeyValue:
-    return kv_pb2.KeyValue(
+    pb = kv_pb2.KeyValue(
         key=kv.key,
         value=b"" if keys_only else kv.value,
-        create_index=kv.create_index,
-        mod_index=kv.mod_index,
+        create_revision=kv.create_revision,
+        mod_revision=kv.mod_revision,
         version=kv.version,
         vclock=_vclock_pb(kv),
     )
+    if kv.siblings:
+        pb.siblings.extend(
+            kv_pb2.Sibling(value=b"" if keys_only else s.value, node=s.node, revision=s.revision) for s in kv.siblings
+        )
+    return pb
 
 
 def vclock_from_pb(v: kv_pb2.VectorClock) -> VectorClock:
@@ -140,7 +148,7 @@ def conditions_from_pb(compares: Any, default_key: bytes = b"") -> tuple[Conditi
         if target is None or op is None:
             raise InvalidArgument(f"unknown compare target {c.target} or operator {c.op}")
         if op in (CmpOp.GT, CmpOp.LT) and target not in _NUMERIC:
-            raise InvalidArgument(f"{CmpOp(op).name} only compares version, mod_index or create_index")
+            raise InvalidArgument(f"{CmpOp(op).name} only compares version, mod_revision or create_revision")
         operand: bytes | int | bool | VectorClock
         if target == Target.VALUE:
             operand = c.value
@@ -157,23 +165,25 @@ def conditions_from_pb(compares: Any, default_key: bytes = b"") -> tuple[Conditi
 def result_error(result: Any) -> RaftKVError | None:
     """The raftkv error a state machine result stands for (None for a success)."""
     if isinstance(result, ErrorResult):
-        from .errors import _BY_KIND
-
-        cls = _BY_KIND.get(result.kind, InvalidArgument)
-        return cls(result.message)
+        return error_of_kind(result.kind, result.message)
     if isinstance(result, ConditionFailedResult):
         f = result.failed
         what = Target(f.target).name.lower()
         cur = result.current
-        state = "the key does not exist" if cur is None else f"version {cur.version}, mod_index {cur.mod_index}"
+        if cur is None:
+            state = "the key does not exist"
+        else:
+            state = f"version {cur.version}, mod_revision {cur.mod_revision}"
+            if cur.siblings:
+                state += f", {len(cur.siblings) + 1} concurrent values"
         return ConditionFailed(f"condition on the {what} of key {f.key!r} did not hold ({state})", current=cur)
     if isinstance(result, DuplicateResult):
         return InvalidArgument("stale request: this session already moved past this sequence number")
     return None
 
 
-_Submitted = tuple[int, "asyncio.Future[Any]"]
-"""A write handed to the node: its request id and the future of its result (``Node.submit``)."""
+_Submitted = tuple[int, "asyncio.Future[Applied]"]
+"""A write handed to the node: its request id and the future of its ``Applied`` (``Node.submit``)."""
 
 
 def _raise_for(result: Any) -> None:
@@ -188,6 +198,10 @@ def _timeout_error(timeout_s: float, write: bool) -> Timeout:
         + ("; the write may or may not have been applied (retry with the same session)" if write else ""),
         outcome_unknown=write,
     )
+
+
+def _removed(node: Node) -> Removed:
+    return node.removed_error()
 
 
 def _expire(fut: asyncio.Future[Any], timeout_s: float, write: bool) -> None:
@@ -289,6 +303,10 @@ class KVServicer(kv_pb2_grpc.KVServicer):
             md.append((META_CURRENT_BIN, kv_to_pb(err.current).SerializeToString()))
         await ctx.abort(grpc.StatusCode[err.grpc_code], err.message, trailing_metadata=tuple(md))
 
+    async def _refuse_if_removed(self, ctx: grpc.aio.ServicerContext[Any, Any]) -> None:
+        if self.node.removed:
+            await self._abort(ctx, _removed(self.node))
+
     def _check_key(self, key: bytes) -> None:
         if not key:
             raise InvalidArgument("the key must not be empty")
@@ -301,20 +319,22 @@ class KVServicer(kv_pb2_grpc.KVServicer):
                 f"the value is {len(value)} bytes; the limit is {self.s.max_value_bytes} bytes (max_value_bytes)"
             )
 
-    def header(self, index: int) -> kv_pb2.Header:
+    def header(self, index: int, revision: int = 0) -> kv_pb2.Header:
         n = self.node
         return kv_pb2.Header(
-            node_id=n.id, term=n.term, index=index, leader_id=n.leader_id, leader_contact_ms=n.leader_contact_ms()
+            node_id=n.id, term=n.term, index=index, leader_id=n.leader_id, leader_contact_ms=n.leader_contact_ms(),
+            revision=revision,
         )
 
-    async def _propose(self, make: Callable[[int], Command]) -> Any:
-        result = await self.node.propose(make)
-        _raise_for(result)
-        return result
+    def _serving(self) -> None:
+        """Every request but Status starts here: a node removed from the cluster refuses it at once."""
+        if self.node.removed:
+            raise _removed(self.node)
 
     async def _read_point(self, opts: kv_pb2.ReadOptions) -> None:
         """Wait until this node may serve a read at the requested consistency (and ``min_index``)."""
         node = self.node
+        self._serving()
         c = opts.consistency
         if c == _CONSISTENCY.LINEARIZABLE:
             await node.read_index()
@@ -328,14 +348,12 @@ class KVServicer(kv_pb2_grpc.KVServicer):
                 await node.wait_applied(index)
         elif c == _CONSISTENCY.BOUNDED:
             bound = opts.max_staleness_ms
-            raft = node.raw.raft
-            fresh = node.role == StateRole.LEADER or (
-                node.leader_contact_ms() <= bound and node.applied >= raft.leader_commit_at_contact
-            )
-            if not fresh:
+            if not node.bounded_read_ok(bound):
                 if opts.fail_if_stale:
                     raise Unavailable(
-                        f"node {node.id} last heard from a leader {node.leader_contact_ms()} ms ago (bound {bound} ms)"
+                        f"node {node.id} cannot serve a read at most {bound} ms stale: it has no confirmed read point "
+                        f"that recent, or has not applied it (last heard from a leader {node.leader_contact_ms()} ms "
+                        "ago)"
                     )
                 await node.read_index()
         elif c != _CONSISTENCY.STALE:
@@ -349,40 +367,60 @@ class KVServicer(kv_pb2_grpc.KVServicer):
     # the error a failed result stands for). A unary RPC awaits one future in between; Batch submits every write
     # first, then waits for all of them together under one deadline: no task or coroutine per operation.
     def _start_put(self, req: kv_pb2.PutRequest) -> _Submitted:
+        self._serving()
         self._check_key(req.key)
         self._check_value(req.value)
         conds = conditions_from_pb(req.conditions, req.key) if req.conditions else ()
         s = req.session
         key, value, cid, seq = req.key, req.value, s.client_id, s.seq
+        if req.on_conflict == kv_pb2.SIBLINGS:
+            if not req.HasField("context"):
+                raise InvalidArgument("on_conflict=SIBLINGS needs the context (the clock a get returned)")
+            if conds:
+                raise InvalidArgument("a put that keeps siblings takes no conditions besides its context")
+            ctx = vclock_from_pb(req.context)
+            return self.node.submit(lambda rid: SiblingPut(rid, cid, seq, key, value, ctx))
+        if req.on_conflict != kv_pb2.REJECT:
+            raise InvalidArgument(f"unknown on_conflict {req.on_conflict}")
+        if req.HasField("context"):
+            conds = (*conds, Condition(key, Target.VCLOCK, CmpOp.EQ, vclock_from_pb(req.context)))
         return self.node.submit(lambda rid: Put(rid, cid, seq, key, value, conds))
 
-    def _put_response(self, res: Any) -> kv_pb2.PutResponse:
+    def _put_response(self, a: Applied) -> kv_pb2.PutResponse:
+        res = a.result
         _raise_for(res)
-        kv = res.kv
-        return kv_pb2.PutResponse(header=self.header(kv.mod_index), kv=kv_to_pb(kv))
+        kv = res.kv  # type: ignore[union-attr]  # a put's result is a PutResult once _raise_for let it through
+        return kv_pb2.PutResponse(header=self.header(a.index, kv.mod_revision), kv=kv_to_pb(kv))
 
     def _start_delete(self, req: kv_pb2.DeleteRequest) -> _Submitted:
+        self._serving()
         self._check_key(req.key)
         conds = conditions_from_pb(req.conditions, req.key) if req.conditions else ()
         s = req.session
         key, cid, seq = req.key, s.client_id, s.seq
         return self.node.submit(lambda rid: Delete(rid, cid, seq, key, conds))
 
-    def _delete_response(self, res: Any) -> kv_pb2.DeleteResponse:
+    def _delete_response(self, a: Applied) -> kv_pb2.DeleteResponse:
+        res = a.result
         _raise_for(res)
-        return kv_pb2.DeleteResponse(header=self.header(res.index), deleted=res.deleted, index=res.index)
+        assert isinstance(res, DeleteResult)
+        return kv_pb2.DeleteResponse(header=self.header(a.index, res.revision), deleted=res.deleted, index=a.index)
 
     def _start_incr(self, req: kv_pb2.IncrRequest) -> _Submitted:
+        self._serving()
         self._check_key(req.key)
         s = req.session
         key, delta, cid, seq = req.key, req.delta, s.client_id, s.seq
         return self.node.submit(lambda rid: Incr(rid, cid, seq, key, delta))
 
-    def _incr_response(self, res: Any) -> kv_pb2.IncrResponse:
+    def _incr_response(self, a: Applied) -> kv_pb2.IncrResponse:
+        res = a.result
         _raise_for(res)
-        return kv_pb2.IncrResponse(header=self.header(res.kv.mod_index), value=res.value, kv=kv_to_pb(res.kv))
+        assert isinstance(res, IncrResult)
+        kv = res.kv
+        return kv_pb2.IncrResponse(header=self.header(a.index, kv.mod_revision), value=res.value, kv=kv_to_pb(kv))
 
-    async def _write(self, submitted: _Submitted, timeout_s: float) -> Any:
+    async def _write(self, submitted: _Submitted, timeout_s: float) -> Applied:
         """Await one submitted write's result within ``timeout_s`` (Timeout, outcome unknown, when it runs out)."""
         rid, fut = submitted
         handle = asyncio.get_running_loop().call_later(timeout_s, _expire, fut, timeout_s, True)
@@ -402,18 +440,21 @@ class KVServicer(kv_pb2_grpc.KVServicer):
         for rid, _ in submitted:
             forget(rid)
 
-    def _get_response(self, index: int, kv: KeyValue | None) -> kv_pb2.GetResponse:
-        if kv is None:
-            return kv_pb2.GetResponse(header=self.header(index), found=False)
-        return kv_pb2.GetResponse(header=self.header(index), found=True, kv=kv_to_pb(kv))
-
     async def _gets(self, opts: kv_pb2.ReadOptions, keys: list[bytes], timeout_s: float) -> list[kv_pb2.GetResponse]:
         """Read ``keys`` (already checked) at one read point: one read-index round and one read transaction for
         all of them."""
         if opts.consistency != _CONSISTENCY.STALE or opts.min_index:
             await self._run(self._read_point(opts), timeout_s, write=False)
-        index, kvs = self.node.fsm_get_many(keys)
-        return [self._get_response(index, kv) for kv in kvs]
+        else:
+            self._serving()
+        index, revision, kvs = self.node.fsm_get_many(keys)
+        header = self.header(index, revision)
+        return [
+            kv_pb2.GetResponse(header=header, found=False)
+            if kv is None
+            else kv_pb2.GetResponse(header=header, found=True, kv=kv_to_pb(kv))
+            for kv in kvs
+        ]
 
     # -- the API ----------------------------------------------------------------------------------------------
     async def _unary_write(
@@ -454,6 +495,7 @@ class KVServicer(kv_pb2_grpc.KVServicer):
         transaction. One deadline covers the batch; there is no task per operation."""
         ops = req.ops
         n = len(ops)
+        await self._refuse_if_removed(ctx)
         if n > MAX_BATCH_OPS:
             await self._abort(ctx, InvalidArgument(f"a batch has at most {MAX_BATCH_OPS} operations, not {n}"))
         self.batch_rpcs += 1
@@ -522,9 +564,9 @@ class KVServicer(kv_pb2_grpc.KVServicer):
 
         async def go() -> kv_pb2.RangeResponse:
             await self._read_point(req.read)
-            index, kvs, more = self.node.fsm_range(req.prefix, req.start_after, limit, req.keys_only)
+            index, revision, kvs, more = self.node.fsm_range(req.prefix, req.start_after, limit, req.keys_only)
             return kv_pb2.RangeResponse(
-                header=self.header(index), kvs=[kv_to_pb(kv, req.keys_only) for kv in kvs], more=more
+                header=self.header(index, revision), kvs=[kv_to_pb(kv, req.keys_only) for kv in kvs], more=more
             )
 
         return await self._call(ctx, go, self._timeout(ctx, req.read.timeout_ms), write=False)
@@ -544,6 +586,7 @@ class KVServicer(kv_pb2_grpc.KVServicer):
 
     async def Txn(self, req: kv_pb2.TxnRequest, ctx: grpc.aio.ServicerContext[Any, Any]) -> kv_pb2.TxnResponse:
         try:
+            self._serving()
             compares = conditions_from_pb(req.compares)
             success = self._txn_ops(req.success)
             failure = self._txn_ops(req.failure)
@@ -557,12 +600,16 @@ class KVServicer(kv_pb2_grpc.KVServicer):
         except RaftKVError as e:
             await self._abort(ctx, e)
         s = req.session
-        res: TxnResult = await self._call(
-            ctx,
-            lambda: self._propose(lambda rid: Txn(rid, s.client_id, s.seq, compares, success, failure)),
-            self._timeout(ctx),
-            write=True,
-        )
+        try:
+            a = await self._write(
+                self.node.submit(lambda rid: Txn(rid, s.client_id, s.seq, compares, success, failure)),
+                self._timeout(ctx),
+            )
+            _raise_for(a.result)
+        except RaftKVError as e:
+            await self._abort(ctx, e)
+        res = a.result
+        assert isinstance(res, TxnResult)
         results = []
         for r in res.results:
             if r is None:  # GET of a missing key
@@ -579,7 +626,7 @@ class KVServicer(kv_pb2_grpc.KVServicer):
                 results.append(kv_pb2.TxnOpResult(error=r.message))
             else:  # pragma: no cover - a result type this servicer does not know
                 results.append(kv_pb2.TxnOpResult(error=f"unexpected result {type(r).__name__}"))
-        return kv_pb2.TxnResponse(header=self.header(self.node.applied), succeeded=res.succeeded, results=results)
+        return kv_pb2.TxnResponse(header=self.header(a.index, res.revision), succeeded=res.succeeded, results=results)
 
     # -- membership and leadership ---------------------------------------------------------------------------
     def _members_pb(self) -> list[kv_pb2.Member]:
@@ -594,6 +641,7 @@ class KVServicer(kv_pb2_grpc.KVServicer):
         """The membership as of a linearizable read point, so a change acknowledged before is in it, whichever node
         answers. Without a leader (an election, no quorum: no read index within 2 s) the node answers with the
         membership it has applied."""
+        await self._refuse_if_removed(ctx)
         try:
             await self._run(self.node.read_index(), min(2.0, self._timeout(ctx)), write=False)
         except (NotLeader, Unavailable, Timeout) as e:
@@ -617,6 +665,7 @@ class KVServicer(kv_pb2_grpc.KVServicer):
     async def MemberAdd(
         self, req: kv_pb2.MemberAddRequest, ctx: grpc.aio.ServicerContext[Any, Any]
     ) -> kv_pb2.MemberChangeResponse:
+        await self._refuse_if_removed(ctx)
         try:
             if req.id <= 0:
                 raise InvalidArgument("the new member needs a positive id")
@@ -634,6 +683,7 @@ class KVServicer(kv_pb2_grpc.KVServicer):
     async def MemberPromote(
         self, req: kv_pb2.MemberPromoteRequest, ctx: grpc.aio.ServicerContext[Any, Any]
     ) -> kv_pb2.MemberChangeResponse:
+        await self._refuse_if_removed(ctx)
         m = next((m for m in self.node.members() if m.id == req.id), None)
         if m is None or not m.learner:
             what = "not a member" if m is None else "already a voter"
@@ -643,6 +693,7 @@ class KVServicer(kv_pb2_grpc.KVServicer):
     async def MemberRemove(
         self, req: kv_pb2.MemberRemoveRequest, ctx: grpc.aio.ServicerContext[Any, Any]
     ) -> kv_pb2.MemberChangeResponse:
+        await self._refuse_if_removed(ctx)
         members = self.node.members()
         m = next((m for m in members if m.id == req.id), None)
         if m is None:
@@ -661,6 +712,7 @@ class KVServicer(kv_pb2_grpc.KVServicer):
     async def TransferLeader(
         self, req: kv_pb2.TransferLeaderRequest, ctx: grpc.aio.ServicerContext[Any, Any]
     ) -> kv_pb2.TransferLeaderResponse:
+        await self._refuse_if_removed(ctx)
         leader = await self._call(
             ctx, lambda: self.node.transfer_leadership(req.to), self._timeout(ctx), write=False
         )
@@ -672,6 +724,7 @@ class KVServicer(kv_pb2_grpc.KVServicer):
         """A backup: dump the state machine into a snapshot file (a consistent read; writes go on) and stream it."""
         loop = asyncio.get_running_loop()
         node = self.node
+        await self._refuse_if_removed(ctx)
         try:
             info = await loop.run_in_executor(node._snapshot_pool, node.dump_snapshot)
         except Exception as e:
@@ -706,7 +759,7 @@ class KVServicer(kv_pb2_grpc.KVServicer):
         ]
         return kv_pb2.StatusResponse(
             header=self.header(node.applied),
-            role=_ROLE_NAMES.get(st.role, str(st.role)),
+            role="removed" if node.removed else _ROLE_NAMES.get(st.role, str(st.role)),
             commit=st.commit,
             applied=node.applied,
             last_index=st.last_index,
@@ -717,6 +770,8 @@ class KVServicer(kv_pb2_grpc.KVServicer):
             version=__version__,
             read_only=bool(node.read_only_reason),
             read_only_reason=node.read_only_reason,
+            removed=node.removed,
+            revision=node.fsm.revision(),
             stats=self.stats(),
         )
 
@@ -801,6 +856,7 @@ async def serve(settings: Settings, started: asyncio.Event | None = None, stop: 
             on_snapshot=lambda frm, path: holder[0].on_snapshot_received(frm, path),
             snapshot_dir=settings.data_dir / "snapshots",
             snapshot_sink=SnapshotReceiver.open,
+            on_removed=lambda peer: holder[0].on_removed(peer),
         )
         node = Node(settings, store, fsm, transport)
         holder.append(node)

@@ -34,6 +34,7 @@ U64 = st.integers(0, 2**64 - 1)
 SMALL = st.integers(0, 2**31)
 NODE = st.integers(1, 2**63)
 
+V = codec.FORMAT_VERSION
 entries = st.builds(Entry, U64, U64, st.sampled_from(EntryType), st.binary(max_size=64))
 hard_states = st.builds(HardState, U64, U64, U64)
 
@@ -61,6 +62,8 @@ messages = st.builds(
     reject_hint=U64,
     snapshot=st.none() | snapshots,
     context=st.binary(max_size=16),
+    confirmed_round=U64,
+    confirmed_commit=U64,
 )
 
 ROUND_TRIPS: list[tuple[str, Callable[[Any], bytes], Callable[[bytes], Any], Any]] = [
@@ -115,11 +118,11 @@ def test_message_with_entries_and_with_snapshot() -> None:
 def test_entries_are_arrays_on_the_wire() -> None:
     """The layout the module docstring promises (and that other implementations would read)."""
     e = Entry(3, 7, EntryType.CONF_CHANGE, b"cc")
-    assert msgpack.unpackb(codec.encode_entry(e)) == [1, 3, 7, 1, b"cc"]
+    assert msgpack.unpackb(codec.encode_entry(e)) == [2, 3, 7, 1, b"cc"]
     m = Message(MsgType.APP, 2, 1, 3, 2, 6, (e,), 5)
     assert msgpack.unpackb(codec.encode_messages([m])) == [
-        1,
-        [[3, 2, 1, 3, 2, 6, [[3, 7, 1, b"cc"]], 5, False, 0, None, b""]],
+        2,
+        [[3, 2, 1, 3, 2, 6, [[3, 7, 1, b"cc"]], 5, False, 0, None, b"", 0, 0]],
     ]
 
 
@@ -149,7 +152,7 @@ GOOD = {
 
 
 @pytest.mark.parametrize("kind", DECODERS)
-@pytest.mark.parametrize("version", [0, 2, 255])
+@pytest.mark.parametrize("version", [0, 1, 3, 255])
 def test_unknown_versions_are_rejected(kind: str, version: int) -> None:
     fields = msgpack.unpackb(GOOD[kind])
     fields[0] = version
@@ -186,14 +189,14 @@ def test_wrong_shapes_are_rejected(kind: str, obj: Any) -> None:
 @pytest.mark.parametrize(
     ("fields", "match"),
     [
-        ([1, 1, 2, 0], "malformed entry"),  # a field missing
-        ([1, 1, 2, 0, b"d", b"extra"], "malformed entry"),
-        ([1, -1, 2, 0, b"d"], "malformed entry"),  # negative term
-        ([1, True, 2, 0, b"d"], "malformed entry"),  # a bool is not an int here
-        ([1, 1, 2, 0, "text"], "malformed entry"),  # str, not bytes
-        ([1, 1, 2, 0, None], "malformed entry"),
-        ([1, 1, 2, 9, b"d"], "unknown entry type 9"),
-        ([1, 1, 2.5, 0, b"d"], "malformed entry"),
+        ([V, 1, 2, 0], "malformed entry"),  # a field missing
+        ([V, 1, 2, 0, b"d", b"extra"], "malformed entry"),
+        ([V, -1, 2, 0, b"d"], "malformed entry"),  # negative term
+        ([V, True, 2, 0, b"d"], "malformed entry"),  # a bool is not an int here
+        ([V, 1, 2, 0, "text"], "malformed entry"),  # str, not bytes
+        ([V, 1, 2, 0, None], "malformed entry"),
+        ([V, 1, 2, 9, b"d"], "unknown entry type 9"),
+        ([V, 1, 2.5, 0, b"d"], "malformed entry"),
     ],
 )
 def test_malformed_entries_are_rejected(fields: list[Any], match: str) -> None:
@@ -204,14 +207,14 @@ def test_malformed_entries_are_rejected(fields: list[Any], match: str) -> None:
 @pytest.mark.parametrize(
     ("decode", "fields"),
     [
-        (codec.decode_hard_state, [1, 1, 2]),
-        (codec.decode_hard_state, [1, 1, -2, 3]),
-        (codec.decode_conf_state, [1, [1, 2], [2]]),  # a voter that is also a learner
-        (codec.decode_conf_state, [1, [0], []]),  # node ids are positive
-        (codec.decode_conf_state, [1, [1, "2"], []]),
-        (codec.decode_conf_state, [1, 1, []]),
-        (codec.decode_snapshot_metadata, [1, [[1]], 5, 2]),
-        (codec.decode_snapshot_metadata, [1, [[1], []], -5, 2]),
+        (codec.decode_hard_state, [V, 1, 2]),
+        (codec.decode_hard_state, [V, 1, -2, 3]),
+        (codec.decode_conf_state, [V, [1, 2], [2]]),  # a voter that is also a learner
+        (codec.decode_conf_state, [V, [0], []]),  # node ids are positive
+        (codec.decode_conf_state, [V, [1, "2"], []]),
+        (codec.decode_conf_state, [V, 1, []]),
+        (codec.decode_snapshot_metadata, [V, [[1]], 5, 2]),
+        (codec.decode_snapshot_metadata, [V, [[1], []], -5, 2]),
     ],
 )
 def test_malformed_states_are_rejected(decode: Any, fields: list[Any]) -> None:
@@ -220,7 +223,7 @@ def test_malformed_states_are_rejected(decode: Any, fields: list[Any]) -> None:
 
 
 def _message(**overrides: Any) -> list[Any]:
-    m = [3, 2, 1, 5, 4, 9, [[5, 10, 0, b"x"]], 8, False, 0, None, b""]
+    m = [3, 2, 1, 5, 4, 9, [[5, 10, 0, b"x"]], 8, False, 0, None, b"", 0, 0]
     names = list(Message._fields)
     for k, v in overrides.items():
         m[names.index(k)] = v
@@ -256,16 +259,16 @@ def _message(**overrides: Any) -> list[Any]:
 )
 def test_malformed_messages_are_rejected(message: Any, match: str) -> None:
     with pytest.raises(CodecError, match=match):
-        codec.decode_messages(pack([1, [_message(), message]]))
+        codec.decode_messages(pack([V, [_message(), message]]))
 
 
 def test_maps_and_extensions_are_rejected() -> None:
     with pytest.raises(CodecError, match="maps"):
-        codec.decode_messages(pack([1, [_message(entries=[{"k": 2}])]]))
+        codec.decode_messages(pack([V, [_message(entries=[{"k": 2}])]]))
     with pytest.raises(CodecError, match="extension"):
-        codec.decode_entry(pack([1, 1, 2, 0, msgpack.ExtType(5, b"x")]))
+        codec.decode_entry(pack([V, 1, 2, 0, msgpack.ExtType(5, b"x")]))
     with pytest.raises(CodecError):
-        codec.decode_entry(msgpack.packb([1, 1, 2, 0, msgpack.Timestamp(1)], datetime=False))
+        codec.decode_entry(msgpack.packb([V, 1, 2, 0, msgpack.Timestamp(1)], datetime=False))
 
 
 @settings(max_examples=300)
@@ -317,8 +320,8 @@ CLOCKS = st.dictionaries(NODE, st.integers(1, 2**64 - 1), max_size=4).map(lambda
 @given(st.binary(max_size=64), U64, U64, U64, CLOCKS)
 def test_value_record_round_trip(value: bytes, create: int, mod: int, version: int, clock: Any) -> None:
     b = codec.encode_value_record(value, create, mod, version, clock)
-    assert codec.decode_value_record(b, PLAIN) == (value, create, mod, version, clock)
-    assert msgpack.unpackb(b, use_list=False) == (1, value, create, mod, version, clock)
+    assert codec.decode_value_record(b, PLAIN) == (value, create, mod, version, clock, ())
+    assert msgpack.unpackb(b, use_list=False) == (2, value, create, mod, version, clock, ())
 
 
 @given(U64, U64, st.binary(max_size=32))
@@ -341,15 +344,15 @@ def test_command_batch_round_trip_with_plain_types() -> None:
 @pytest.mark.parametrize(
     ("decode", "good"),
     [
-        (lambda b: codec.decode_command_batch(b, PLAIN), [1, 1, 0, []]),
-        (lambda b: codec.decode_result(b, PLAIN), [1, [8]]),
-        (lambda b: codec.decode_value_record(b, PLAIN), [1, b"v", 1, 1, 1, [[1, 1]]]),
-        (codec.decode_session_record, [1, 1, 0, b""]),
+        (lambda b: codec.decode_command_batch(b, PLAIN), [V, 1, 0, []]),
+        (lambda b: codec.decode_result(b, PLAIN), [V, [8]]),
+        (lambda b: codec.decode_value_record(b, PLAIN), [V, b"v", 1, 1, 1, [[1, 1]], []]),
+        (codec.decode_session_record, [V, 1, 0, b""]),
     ],
 )
 def test_kv_encodings_are_version_tagged_and_strict(decode: Any, good: list[Any]) -> None:
     decode(pack(good))
-    for version in (0, 2):
+    for version in (0, 1, 3):
         with pytest.raises(CodecError, match=f"encoding version {version}"):
             decode(pack([version, *good[1:]]))
     with pytest.raises(CodecError):
@@ -363,14 +366,16 @@ def test_kv_encodings_are_version_tagged_and_strict(decode: Any, good: list[Any]
 @pytest.mark.parametrize(
     "record",
     [
-        [1, "v", 1, 1, 1, []],
-        [1, b"v", -1, 1, 1, []],
-        [1, b"v", 1, 1, True, []],
-        [1, b"v", 1, 1, 1, [[2, 1], [1, 1]]],
-        [1, b"v", 1, 1, 1, [[1, 1], [1, 2]]],
-        [1, b"v", 1, 1, 1, [[1, 0]]],
-        [1, b"v", 1, 1, 1, [[1]]],
-        [1, b"v", 1, 1, 1, None],
+        [V, "v", 1, 1, 1, []],
+        [V, b"v", -1, 1, 1, []],
+        [V, b"v", 1, 1, True, []],
+        [V, b"v", 1, 1, 1, [[2, 1], [1, 1]]],
+        [V, b"v", 1, 1, 1, [[1, 1], [1, 2]]],
+        [V, b"v", 1, 1, 1, [[1, 0]]],
+        [V, b"v", 1, 1, 1, [[1]]],
+        [V, b"v", 1, 1, 1, None],
+        [V, b"v", 1, 1, 1, [], [[b"x", 1, 0]]],  # a sibling's revision is > 0
+        [V, b"v", 1, 1, 1, [], None],
     ],
 )
 def test_malformed_value_records_are_rejected(record: list[Any]) -> None:
@@ -393,7 +398,7 @@ def test_kv_decoders_raise_only_codec_error_on_garbage(garbage: bytes) -> None:
 
 
 def test_malformed_command_is_a_codec_error_naming_the_request() -> None:
-    _, _, cmds = codec.decode_command_batch(pack([1, 1, 0, [[9, 17, 0, 0]]]), PLAIN, lenient=True)
+    _, _, cmds = codec.decode_command_batch(pack([V, 1, 0, [[9, 17, 0, 0]]]), PLAIN, lenient=True)
     (bad,) = cmds
     assert isinstance(bad, codec.MalformedCommand) and isinstance(bad, CodecError)
     assert bad.request_id == 17 and "unknown op 9" in str(bad)

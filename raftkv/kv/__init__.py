@@ -2,7 +2,7 @@
 
 ``KVStateMachine`` applies committed log entries — each a ``Batch`` of commands (``Put``, ``Delete``, ``Incr``,
 ``Txn``) from one proposer — deterministically, with exactly-once sessions (``raftkv.kv.sessions``) and per-key
-metadata (create/mod index, version, ``VectorClock``). Build entry data with ``encode_batch``; match each
+metadata (create/mod revision, version, ``VectorClock``, siblings). Build entry data with ``encode_batch``; match each
 ``Applied`` answer to its request by ``(proposer, request_id)``.
 """
 
@@ -10,6 +10,7 @@ from .commands import (
     DEFAULT_LIMITS,
     MAX_KEY_BYTES,
     MAX_OPS,
+    MAX_SIBLINGS,
     MAX_VALUE_BYTES,
     Batch,
     CmpOp,
@@ -28,6 +29,8 @@ from .commands import (
     Put,
     PutResult,
     Result,
+    Sibling,
+    SiblingPut,
     Target,
     Txn,
     TxnOp,
@@ -52,6 +55,7 @@ __all__ = [
     "EMPTY_CLOCK",
     "MAX_KEY_BYTES",
     "MAX_OPS",
+    "MAX_SIBLINGS",
     "MAX_VALUE_BYTES",
     "Applied",
     "Batch",
@@ -82,6 +86,8 @@ __all__ = [
     "Result",
     "SessionRecord",
     "SessionTable",
+    "Sibling",
+    "SiblingPut",
     "Target",
     "Txn",
     "TxnOp",

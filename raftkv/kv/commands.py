@@ -28,6 +28,7 @@ __all__ = [
     "DEFAULT_LIMITS",
     "MAX_KEY_BYTES",
     "MAX_OPS",
+    "MAX_SIBLINGS",
     "MAX_VALUE_BYTES",
     "Batch",
     "CmpOp",
@@ -46,6 +47,8 @@ __all__ = [
     "Put",
     "PutResult",
     "Result",
+    "Sibling",
+    "SiblingPut",
     "Target",
     "Txn",
     "TxnOp",
@@ -66,6 +69,8 @@ MAX_VALUE_BYTES = 1 << 20
 """Default value size limit (1 MiB)."""
 MAX_OPS = 128
 """Default limit on the conditions of a put or delete, and on a txn's compares + success + failure ops."""
+MAX_SIBLINGS = 16
+"""Default limit on the concurrent values one key may hold (its value and its siblings together)."""
 
 _I64_MIN = -(1 << 63)
 _I64_MAX = (1 << 63) - 1
@@ -76,8 +81,8 @@ class Target(IntEnum):
 
     VALUE = codec.TARGET_VALUE
     VERSION = codec.TARGET_VERSION
-    MOD_INDEX = codec.TARGET_MOD_INDEX
-    CREATE_INDEX = codec.TARGET_CREATE_INDEX
+    MOD_REVISION = codec.TARGET_MOD_REVISION
+    CREATE_REVISION = codec.TARGET_CREATE_REVISION
     EXISTS = codec.TARGET_EXISTS
     VCLOCK = codec.TARGET_VCLOCK
 
@@ -101,10 +106,10 @@ class TxnOpType(IntEnum):
 class Condition(NamedTuple):
     """``current(key).target <op> operand``, evaluated against the state at apply time.
 
-    Operand types: bytes for VALUE; int >= 0 for VERSION, MOD_INDEX, CREATE_INDEX; bool for EXISTS; a
+    Operand types: bytes for VALUE; int >= 0 for VERSION, MOD_REVISION, CREATE_REVISION; bool for EXISTS; a
     ``VectorClock`` for VCLOCK. A missing key has no value (VALUE EQ never holds, VALUE NE always does), version,
-    mod_index and create_index 0, EXISTS False, and the empty clock (so VCLOCK EQ ``VectorClock()`` means "the key
-    does not exist")."""
+    mod_revision and create_revision 0, EXISTS False, and the empty clock (so VCLOCK EQ ``VectorClock()`` means "the
+    key does not exist"). A key holding siblings has no single value either: VALUE EQ does not hold for it."""
 
     key: bytes
     target: int
@@ -131,6 +136,21 @@ class Put(NamedTuple):
     key: bytes
     value: bytes
     conditions: tuple[Condition, ...] = ()
+
+
+class SiblingPut(NamedTuple):
+    """Write ``value`` as one of possibly several concurrent values of ``key``. ``context`` is the clock the writer
+    read (a get's ``vclock``): the key's values that it covers (the writer saw them) are replaced, the others stay
+    beside the new one as siblings. With a context that covers everything (the key's current clock, e.g. the merged
+    clock of a get that returned siblings) the key ends with the new value alone; on a missing key the write creates
+    it. Beyond ``Limits.max_siblings`` values the write is refused (resolve the siblings first)."""
+
+    request_id: int
+    client_id: int
+    seq: int
+    key: bytes
+    value: bytes
+    context: VectorClock
 
 
 class Delete(NamedTuple):
@@ -166,7 +186,7 @@ class Txn(NamedTuple):
     failure: tuple[TxnOp, ...]
 
 
-Command: TypeAlias = Put | Delete | Incr | Txn
+Command: TypeAlias = Put | SiblingPut | Delete | Incr | Txn
 
 
 class InvalidCommand(NamedTuple):
@@ -176,16 +196,29 @@ class InvalidCommand(NamedTuple):
     message: str
 
 
+class Sibling(NamedTuple):
+    """A value kept beside a key's newest one by a ``SiblingPut`` whose writer had not seen it: the write's value,
+    and its dot (the proposing node and the write's revision), which names the write."""
+
+    value: bytes
+    node: int
+    revision: int
+
+
 class KeyValue(NamedTuple):
-    """A key's value and metadata. ``create_index``: index of the write that created the key (since it last did
-    not exist); ``mod_index``: index of its last write; ``version``: writes since creation (1 after the first)."""
+    """A key's value and metadata. ``create_revision``: revision of the write that created the key (since it last
+    did not exist); ``mod_revision``: revision of its last write; ``version``: writes since creation (1 after the
+    first); ``vclock``: per proposing node, the revision of its last write of the key (in this incarnation: a
+    delete forgets it). ``siblings``: the concurrent values kept beside ``value`` (empty unless ``SiblingPut``s
+    disagreed), newest first; ``vclock`` covers them all."""
 
     key: bytes
     value: bytes
-    create_index: int
-    mod_index: int
+    create_revision: int
+    mod_revision: int
     version: int
     vclock: VectorClock
+    siblings: tuple[Sibling, ...] = ()
 
 
 class PutResult(NamedTuple):
@@ -196,8 +229,8 @@ class PutResult(NamedTuple):
 class DeleteResult(NamedTuple):
     deleted: bool
     """False if the key did not exist (then nothing changed)."""
-    index: int  # type: ignore[assignment]  # shadows tuple.index; the field name matches the proto
-    """The log index of the delete."""
+    revision: int
+    """The delete's revision; the store's current one if nothing was deleted."""
 
 
 class IncrResult(NamedTuple):
@@ -221,6 +254,8 @@ class TxnResult(NamedTuple):
     succeeded: bool
     """Whether the compares held (``success`` ran) or not (``failure`` ran)."""
     results: tuple[TxnOpResult, ...]
+    revision: int
+    """The txn's revision (one for all its writes); the store's current one if it wrote nothing."""
 
 
 class ConditionFailedResult(NamedTuple):
@@ -246,7 +281,7 @@ class Batch(NamedTuple):
     """A log entry's data: commands from one proposer."""
 
     proposer: int
-    """Node id (> 0) of the node that proposed the entry: the one whose vector clock component writes increment."""
+    """Node id (> 0) of the node that proposed the entry: the one whose vector clock component writes advance."""
     timestamp_ns: int
     """The proposer's clock when it built the entry: the only time the state machine knows (session expiry)."""
     commands: list[Command]
@@ -254,6 +289,7 @@ class Batch(NamedTuple):
 
 _TYPES = codec.KVTypes(
     put=Put,
+    sibling_put=SiblingPut,
     delete=Delete,
     incr=Incr,
     txn=Txn,
@@ -261,6 +297,7 @@ _TYPES = codec.KVTypes(
     txn_op=TxnOp,
     vclock=VectorClock,
     key_value=KeyValue,
+    sibling=Sibling,
     put_result=PutResult,
     delete_result=DeleteResult,
     incr_result=IncrResult,
@@ -269,7 +306,13 @@ _TYPES = codec.KVTypes(
     error_result=ErrorResult,
     duplicate_result=DuplicateResult,
 )
-_OP_OF: dict[type, int] = {Put: codec.CMD_PUT, Delete: codec.CMD_DELETE, Incr: codec.CMD_INCR, Txn: codec.CMD_TXN}
+_OP_OF: dict[type, int] = {
+    Put: codec.CMD_PUT,
+    SiblingPut: codec.CMD_SIBLING_PUT,
+    Delete: codec.CMD_DELETE,
+    Incr: codec.CMD_INCR,
+    Txn: codec.CMD_TXN,
+}
 _TAG_OF: dict[type, int] = {
     KeyValue: codec.RES_KEY_VALUE,
     PutResult: codec.RES_PUT,
@@ -313,7 +356,7 @@ def decode_batch_lenient(data: bytes | bytearray | memoryview) -> tuple[int, int
 def _wire_result(r: Result) -> tuple[object, ...]:
     if type(r) is TxnResult:
         items = tuple([None if x is None else (_TAG_OF[type(x)], *x) for x in r.results])
-        return (codec.RES_TXN, r.succeeded, items)
+        return (codec.RES_TXN, r.succeeded, items, r.revision)
     return (_TAG_OF[type(r)], *r)
 
 
@@ -333,8 +376,7 @@ def decode_result(data: bytes | bytearray | memoryview) -> Result:
 
 def decode_value(data: bytes | bytearray | memoryview, key: bytes) -> KeyValue:
     """A stored value record as the ``KeyValue`` of ``key`` (for ``raftkv.kv.fsm``)."""
-    value, create_index, mod_index, version, clock = codec.decode_value_record(data, _TYPES)
-    return KeyValue(key, value, create_index, mod_index, version, clock)
+    return KeyValue(key, *codec.decode_value_record(data, _TYPES))
 
 
 # -- validation ------------------------------------------------------------------------------------------------
@@ -346,10 +388,11 @@ class Limits(NamedTuple):
     max_key_bytes: int = MAX_KEY_BYTES
     max_value_bytes: int = MAX_VALUE_BYTES
     max_ops: int = MAX_OPS
+    max_siblings: int = MAX_SIBLINGS
 
 
 DEFAULT_LIMITS = Limits()
-_INT_TARGETS = frozenset({Target.VERSION, Target.MOD_INDEX, Target.CREATE_INDEX})
+_INT_TARGETS = frozenset({Target.VERSION, Target.MOD_REVISION, Target.CREATE_REVISION})
 _TARGETS = frozenset(Target)
 _CMP_OPS = frozenset(CmpOp)
 _TXN_OP_TYPES = frozenset(TxnOpType)
@@ -420,6 +463,8 @@ def validate(cmd: Command, limits: Limits = DEFAULT_LIMITS) -> str | None:
         what = "put"
         error = _check_key(cmd.key, limits, what) or _check_value(cmd.value, limits, what)
         conditions = cmd.conditions
+    elif type(cmd) is SiblingPut:
+        return _check_key(cmd.key, limits, "put") or _check_value(cmd.value, limits, "put")
     elif type(cmd) is Delete:
         what = "delete"
         error = _check_key(cmd.key, limits, what)

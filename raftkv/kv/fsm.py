@@ -4,17 +4,29 @@ Determinism (the property everything else rests on): applying the same entries i
 byte-identical state on every replica. ``apply`` depends only on each entry's index and bytes, on the state the
 previous entries produced, and on settings every replica must share (``Limits``, ``session_ttl_s``,
 ``max_sessions``). It reads no clock (time is the leader-written batch timestamp), no random source, no node id
-(a write increments the vector clock component of the batch's PROPOSER), and iterates only over sorted tables.
+(a write advances the vector clock component of the batch's PROPOSER), and iterates only over sorted tables.
+
+Revisions: the store keeps one cluster-wide counter, ``revision``, persisted with the data. Every command that
+changes the store (a put, an incr, a delete that deleted, a txn whose branch wrote anything: a txn is one unit) takes
+the next revision, at apply time, in log order; a command that changes nothing (a failed condition, a delete of a
+missing key, a read-only txn, an invalid command, a retried one answered from its session) takes none. So a revision
+is never reused and strictly increases with every change, and several commands in one log entry (which share its
+index) get one revision each. A key's ``mod_revision`` is the revision of its last write, ``create_revision`` that
+of the write that created it: a condition ``mod_revision == N`` holds only if no write touched the key since the
+write that gave it N. The applied log index is a different number: a session token (``min_index``), not a version.
 
 Storage: four tables behind the ``KVBackend`` protocol, either LMDB databases in the log store's environment
 (production: the data, the session table and the applied index change in the same transaction as the Raft log)
 or ``DictBackend``s (tests and simulations)::
 
-    kv               key -> encode_value_record(value, create_index, mod_index, version, vclock)
+    kv               key -> encode_value_record(value, create_revision, mod_revision, version, vclock, siblings)
     sessions         see raftkv.kv.sessions
     sessions_by_age  see raftkv.kv.sessions
+    members          member id (u64 BE) -> its addresses and role (raftkv.kv.membership)
+    members_removed  member id (u64 BE) -> b"": removed and not added again (peers refuse its messages)
     fsm_meta         b"applied" -> u64 (8 bytes BE): the last entry index applied; entries at or below are skipped
                      b"now_ns"  -> u64: the logical clock, max of the batch timestamps seen (session expiry)
+                     b"revision" -> u64: the revision of the last change (0: none yet)
 
 Long keys: LMDB keys are at most 511 bytes, user keys up to ``commands.MAX_KEY_BYTES`` (4 KiB). A key of at most
 ``SHORT_KEY_MAX`` (479) bytes is stored as itself; a longer one under its first ``LONG_KEY_PREFIX`` (447) bytes, a
@@ -24,7 +36,12 @@ byte order by sorting each run of long keys that share their first 447 bytes (su
 
 Retry safety: ``LmdbLogStore.write(apply=...)`` may run ``apply`` more than once (it aborts and retries after
 growing the map). ``apply`` therefore keeps nothing in memory between calls: everything it reads or changes,
-including the applied index and the logical clock, goes through the transaction it is given.
+including the applied index, the logical clock and the revision, goes through the transaction it is given.
+
+Siblings (``SiblingPut``): a key may hold several concurrent values when writers that had not seen each other's
+writes ask to keep them. Each value is named by its dot ``(proposer, revision)``; the key's vector clock holds, per
+node, the revision of its last write, so it covers every dot. A sibling put with context ``c`` replaces the values
+whose dot ``c`` covers and keeps the others beside the new one (newest first); any other write replaces them all.
 """
 
 from __future__ import annotations
@@ -47,6 +64,7 @@ from raftkv.raft.types import ConfChangeType, ConfState, Entry, EntryType
 from .commands import (
     MAX_KEY_BYTES,
     MAX_OPS,
+    MAX_SIBLINGS,
     MAX_VALUE_BYTES,
     CmpOp,
     Command,
@@ -63,6 +81,8 @@ from .commands import (
     Put,
     PutResult,
     Result,
+    Sibling,
+    SiblingPut,
     Target,
     Txn,
     TxnOp,
@@ -84,11 +104,13 @@ DB_SESSIONS = b"sessions"
 DB_SESSIONS_BY_AGE = b"sessions_by_age"
 DB_META = b"fsm_meta"
 DB_MEMBERS = b"members"
-DB_NAMES = (DB_META, DB_KV, DB_SESSIONS, DB_SESSIONS_BY_AGE, DB_MEMBERS)
+DB_REMOVED = b"members_removed"
+DB_NAMES = (DB_META, DB_KV, DB_SESSIONS, DB_SESSIONS_BY_AGE, DB_MEMBERS, DB_REMOVED)
 """The state machine's tables, in sorted order (the order of ``snapshot_items``)."""
 
 _M_APPLIED = b"applied"
 _M_NOW = b"now_ns"
+_M_REVISION = b"revision"
 _U64 = struct.Struct(">Q")
 _I64_MIN = -(1 << 63)
 _I64_MAX = (1 << 63) - 1
@@ -310,6 +332,7 @@ class _Tables(NamedTuple):
     sessions: KVBackend
     by_age: KVBackend
     members: KVBackend
+    removed: KVBackend
 
 
 def _get_u64(table: KVBackend, key: bytes) -> int:
@@ -345,12 +368,13 @@ class KVStateMachine:
         max_key_bytes: int = MAX_KEY_BYTES,
         max_value_bytes: int = MAX_VALUE_BYTES,
         max_ops: int = MAX_OPS,
+        max_siblings: int = MAX_SIBLINGS,
     ) -> None:
         if session_ttl_s <= 0 or max_sessions < 0:
             raise ValueError(f"need session_ttl_s > 0 and max_sessions >= 0, got {session_ttl_s}, {max_sessions}")
-        self.limits = Limits(max_key_bytes, max_value_bytes, max_ops)
+        self.limits = Limits(max_key_bytes, max_value_bytes, max_ops, max_siblings)
         """Checked by ``commands.validate`` at apply time (commands beyond them get an ErrorResult)."""
-        if max_key_bytes < 1 or max_value_bytes < 0 or max_ops < 0:
+        if max_key_bytes < 1 or max_value_bytes < 0 or max_ops < 0 or max_siblings < 1:
             raise ValueError(f"bad limits: {self.limits}")
         self.session_ttl_s = session_ttl_s
         self.max_sessions = max_sessions
@@ -359,7 +383,7 @@ class KVStateMachine:
         self._dbs: tuple[Any, ...] = ()
         self._dicts: _Tables | None = None
         if store is None:
-            self._dicts = _Tables(DictBackend(), DictBackend(), DictBackend(), DictBackend(), DictBackend())
+            self._dicts = _Tables(*(DictBackend() for _ in DB_NAMES))
         else:
             if store.env.max_key_size() < LONG_KEY_PREFIX + 33:
                 raise ValueError(f"this LMDB build allows keys of only {store.env.max_key_size()} bytes")
@@ -379,8 +403,8 @@ class KVStateMachine:
             return self._dicts
         if txn is None:
             raise ValueError("this state machine keeps its state in LMDB: pass the write transaction")
-        meta, kv, sessions, by_age, members = (LmdbBackend(txn, db) for db in self._dbs)
-        return _Tables(meta, KeyMappingBackend(kv), sessions, by_age, members)
+        meta, kv, sessions, by_age, members, removed = (LmdbBackend(txn, db) for db in self._dbs)
+        return _Tables(meta, KeyMappingBackend(kv), sessions, by_age, members, removed)
 
     @contextmanager
     def _reading(self, txn: lmdb.Transaction[Any] | None = None) -> Iterator[_Tables]:
@@ -408,7 +432,8 @@ class KVStateMachine:
         applied = first_applied = _get_u64(meta, _M_APPLIED)
         now_ns = first_now = _get_u64(meta, _M_NOW)
         sessions = SessionTable(tables.sessions, tables.by_age, ttl_ns=self._ttl_ns, max_sessions=self.max_sessions)
-        run = _Executor(tables.kv, self.limits)
+        first_revision = _get_u64(meta, _M_REVISION)
+        run = _Executor(tables.kv, self.limits, first_revision)
         out: list[Applied] = []
         append = out.append
         for entry in entries:
@@ -417,7 +442,7 @@ class KVStateMachine:
                 continue
             applied = index
             if entry.type == EntryType.CONF_CHANGE:
-                append(self._apply_member_change(tables.members, index, entry.data))
+                append(self._apply_member_change(tables.members, tables.removed, index, entry.data))
                 continue
             if entry.type != EntryType.NORMAL or not entry.data:
                 continue
@@ -428,7 +453,6 @@ class KVStateMachine:
                 continue
             if timestamp_ns > now_ns:
                 now_ns = timestamp_ns
-            run.index = index
             run.proposer = proposer
             for cmd in commands:
                 if isinstance(cmd, InvalidCommand):
@@ -448,11 +472,13 @@ class KVStateMachine:
             meta.put(_M_APPLIED, _U64.pack(applied))
         if now_ns != first_now:
             meta.put(_M_NOW, _U64.pack(now_ns))
+        if run.revision != first_revision:
+            meta.put(_M_REVISION, _U64.pack(run.revision))
         return out
 
     # -- membership -------------------------------------------------------------------------------------------------
     @staticmethod
-    def _apply_member_change(members: KVBackend, index: int, data: bytes) -> Applied:
+    def _apply_member_change(members: KVBackend, removed: KVBackend, index: int, data: bytes) -> Applied:
         """Apply a CONF_CHANGE entry to the member table (the replicated addresses of every member). The core
         adopts the same change (``RawNode.apply_conf_change``) and the store the resulting ConfState, all from the
         same pure ``conf_state_after``, so the three never disagree."""
@@ -476,14 +502,21 @@ class KVStateMachine:
             else:
                 m = MemberInfo(mid, m.peer_addr, m.client_addr, mid in after.learners)
             members.put(key, encode_member(m))
+            removed.delete(key)  # (an id may be added again, for a node whose data was wiped)
         else:
             members.delete(key)
+            removed.put(key, b"")
         return Applied(index, change.proposer, change.request_id, MemberChangeResult(True, after, ""))
 
     def members(self, *, txn: lmdb.Transaction[Any] | None = None) -> list[MemberInfo]:
         """Every member with its addresses, by id."""
         with self._reading(txn) as t:
             return [decode_member(_U64.unpack(k)[0], v) for k, v in t.members.iter_from(b"")]
+
+    def removed_members(self, *, txn: lmdb.Transaction[Any] | None = None) -> list[int]:
+        """The ids of the nodes removed from the cluster (and not added again since), ascending."""
+        with self._reading(txn) as t:
+            return [_U64.unpack(k)[0] for k, _ in t.removed.iter_from(b"")]
 
     # -- reads ------------------------------------------------------------------------------------------------------
     # Each read runs in its own short ``store.read_txn()``, or in ``txn`` if given (LMDB mode: a transaction from
@@ -536,6 +569,11 @@ class KVStateMachine:
         """The index of the last entry applied (0 if none)."""
         with self._reading(txn) as t:
             return _get_u64(t.meta, _M_APPLIED)
+
+    def revision(self, *, txn: lmdb.Transaction[Any] | None = None) -> int:
+        """The store's current revision: that of the last change applied (0 if none)."""
+        with self._reading(txn) as t:
+            return _get_u64(t.meta, _M_REVISION)
 
     def now_ns(self) -> int:
         """The logical clock: the largest batch timestamp applied so far."""
@@ -612,21 +650,35 @@ class KVStateMachine:
 
 
 class _Executor:
-    """Runs one command against the ``kv`` table at ``index`` on behalf of ``proposer``. Built per ``apply`` call
-    (it holds no state across calls)."""
+    """Runs commands against the ``kv`` table on behalf of ``proposer``, assigning revisions. Built per ``apply``
+    call (it holds no state across calls); ``revision`` is the store's current revision, advanced by each command
+    that changes the store."""
 
-    __slots__ = ("index", "kv", "limits", "proposer")
+    __slots__ = ("_wrote", "kv", "limits", "proposer", "revision")
 
-    def __init__(self, kv: KVBackend, limits: Limits) -> None:
+    def __init__(self, kv: KVBackend, limits: Limits, revision: int) -> None:
         self.kv = kv
         self.limits = limits
-        self.index = 0
+        self.revision = revision
         self.proposer = 0
+        self._wrote = False
 
     def __call__(self, cmd: Command) -> Result:
         error = validate(cmd, self.limits)
         if error is not None:
             return ErrorResult(_INVALID, error)
+        self._wrote = False
+        result = self._run(cmd)
+        if self._wrote:
+            self.revision += 1  # the command's writes all carried revision + 1 (see _rev)
+        return result
+
+    def _rev(self) -> int:
+        """The revision of the command being run: every write it makes carries this one."""
+        self._wrote = True
+        return self.revision + 1
+
+    def _run(self, cmd: Command) -> Result:
         if type(cmd) is Put:
             failed = self._check(cmd.conditions) if cmd.conditions else None
             return failed or PutResult(self._write(cmd.key, cmd.value, self._load(cmd.key)))
@@ -637,6 +689,8 @@ class _Executor:
             return self._incr(cmd.key, cmd.delta)
         if type(cmd) is Txn:
             return self._txn(cmd)
+        if type(cmd) is SiblingPut:
+            return self._sibling_put(cmd)
         raise TypeError(f"not a command: {cmd!r:.100}")
 
     def _load(self, key: bytes) -> KeyValue | None:
@@ -644,25 +698,58 @@ class _Executor:
         return None if raw is None else decode_value(raw, key)
 
     def _write(self, key: bytes, value: bytes, old: KeyValue | None) -> KeyValue:
-        """Set ``key`` to ``value``: the write's index becomes mod_index, version + 1, the proposer's clock + 1."""
-        index = self.index
+        """Set ``key`` to ``value`` alone (siblings are replaced): mod_revision is the command's revision, version
+        + 1, the proposer's clock component advances to the revision."""
+        rev = self._rev()
+        p = self.proposer
         if old is None:
-            kv = KeyValue(key, value, index, index, 1, EMPTY_CLOCK.increment(self.proposer))
+            kv = KeyValue(key, value, rev, rev, 1, EMPTY_CLOCK.advance(p, rev))
         else:
-            kv = KeyValue(key, value, old.create_index, index, old.version + 1, old.vclock.increment(self.proposer))
-        self.kv.put(key, encode_value_record(value, kv.create_index, index, kv.version, kv.vclock))
+            clock = old.vclock if old.mod_revision == rev else old.vclock.advance(p, rev)  # (written earlier in a txn)
+            kv = KeyValue(key, value, old.create_revision, rev, old.version + 1, clock)
+        self.kv.put(key, encode_value_record(value, kv.create_revision, rev, kv.version, kv.vclock))
         return kv
+
+    def _sibling_put(self, cmd: SiblingPut) -> PutResult | ErrorResult:
+        """Replace the values whose dot the context covers, keep the others beside the new one (see the module
+        docstring). A missing key is created, as by a put."""
+        key = cmd.key
+        old = self._load(key)
+        if old is None:
+            return PutResult(self._write(key, cmd.value, None))
+        ctx = cmd.context
+        newest = next(n for n, c in old.vclock if c == old.mod_revision)  # the dot of old.value
+        candidates = (Sibling(old.value, newest, old.mod_revision), *old.siblings)
+        keep = tuple([s for s in candidates if ctx.get(s.node) < s.revision])
+        limits = self.limits
+        if len(keep) + 1 > limits.max_siblings:
+            return ErrorResult(_INVALID, f"put: key {key!r:.80} would hold {len(keep) + 1} concurrent values, more "
+                                         f"than the limit of {limits.max_siblings}: resolve its siblings first "
+                                         "(put with the context a get returns)")
+        total = len(cmd.value) + sum(len(s.value) for s in keep)
+        if total > _SIBLING_BYTES_FACTOR * limits.max_value_bytes:
+            return ErrorResult(_INVALID, f"put: the concurrent values of key {key!r:.80} would total {total} bytes, "
+                                         f"more than {_SIBLING_BYTES_FACTOR} x max_value_bytes: resolve them first")
+        rev = self._rev()
+        kv = KeyValue(key, cmd.value, old.create_revision, rev, old.version + 1,
+                      old.vclock.advance(self.proposer, rev), keep)
+        self.kv.put(key, encode_value_record(cmd.value, kv.create_revision, rev, kv.version, kv.vclock, keep))
+        return PutResult(kv)
 
     def _delete(self, key: bytes) -> DeleteResult:
         if self.kv.get(key) is None:
-            return DeleteResult(False, self.index)
+            return DeleteResult(False, self.revision + 1 if self._wrote else self.revision)
+        rev = self._rev()
         self.kv.delete(key)
-        return DeleteResult(True, self.index)
+        return DeleteResult(True, rev)
 
     def _incr(self, key: bytes, delta: int) -> IncrResult | ErrorResult:
         old = self._load(key)
         base = 0
         if old is not None:
+            if old.siblings:
+                return ErrorResult(_INVALID, f"incr: key {key!r:.80} holds concurrent values (siblings): resolve "
+                                             "them first")
             parsed = _parse_int(old.value)
             if parsed is None:
                 return ErrorResult(_INVALID, f"incr: the value of {key!r:.80} is not a 64-bit decimal integer")
@@ -675,7 +762,8 @@ class _Executor:
     def _txn(self, cmd: Txn) -> TxnResult:
         load = self._load
         ok = all(_holds(c, load(c.key)) for c in cmd.compares)
-        return TxnResult(ok, tuple([self._txn_op(op) for op in (cmd.success if ok else cmd.failure)]))
+        results = tuple([self._txn_op(op) for op in (cmd.success if ok else cmd.failure)])
+        return TxnResult(ok, results, self.revision + 1 if self._wrote else self.revision)
 
     def _txn_op(self, op: TxnOp) -> TxnOpResult:
         t = op.op
@@ -696,13 +784,17 @@ class _Executor:
         return None
 
 
+_SIBLING_BYTES_FACTOR = 4
+"""A key's concurrent values together may take at most this many times ``max_value_bytes``."""
+
+
 def _holds(c: Condition, current: KeyValue | None) -> bool:
     """Whether condition ``c`` holds for a key whose state is ``current`` (None: missing)."""
     target, op, operand = c.target, c.op, c.operand
     if target == Target.VALUE:
         if current is None:
             return op == CmpOp.NE
-        equal = current.value == operand
+        equal = current.value == operand and not current.siblings  # siblings: no single value to compare
     elif target == Target.EXISTS:
         equal = (current is not None) == operand
     elif target == Target.VCLOCK:
@@ -712,10 +804,10 @@ def _holds(c: Condition, current: KeyValue | None) -> bool:
             value = 0
         elif target == Target.VERSION:
             value = current.version
-        elif target == Target.MOD_INDEX:
-            value = current.mod_index
+        elif target == Target.MOD_REVISION:
+            value = current.mod_revision
         else:
-            value = current.create_index
+            value = current.create_revision
         if op == CmpOp.GT:
             return value > operand  # type: ignore[operator]  # validate(): int targets have int operands
         if op == CmpOp.LT:

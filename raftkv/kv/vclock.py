@@ -1,9 +1,19 @@
 """``VectorClock``: the per-key causal history that every write of raftkv records.
 
-A vector clock maps node ids to counters. In raftkv a write to a key sets the key's clock to
-``old_clock.increment(proposer)``, where ``proposer`` is the node that proposed the log entry (recorded in the entry
-itself, never the node applying it: every replica computes the same clock). Clients use clocks in conditions (write
-only if the key's clock is still the one I read) and to tell concurrent histories apart after the fact.
+A vector clock maps node ids to counters. In raftkv a write to a key at revision ``r`` sets the key's clock to
+``old_clock.advance(proposer, r)``: the component of the node that proposed the log entry (recorded in the entry
+itself, never the node applying it: every replica computes the same clock) becomes the write's revision. Revisions
+are cluster-wide and strictly increasing (``raftkv.kv.fsm``), so each component only grows, as a counter would, and
+two more properties follow that plain per-node counters lack:
+
+* a write's *dot* ``(proposer, revision)`` names it uniquely, so a context covers a write exactly when its component
+  for that node is at least that revision (the test for siblings: ``covers``);
+* a key that was deleted and created again starts a clock whose component is a revision newer than anything a clock
+  of the earlier incarnation holds: a context read before the delete never equals or dominates a clock of the new
+  incarnation (no ABA through a delete), and ``compare`` never ranks it after one.
+
+Clients use clocks in conditions (write only if the key's clock is still the one I read), as the context of a write
+that may be kept beside concurrent ones (siblings), and to tell concurrent histories apart after the fact.
 
 Representation: a ``VectorClock`` IS a tuple of ``(node, counter)`` pairs in canonical form — sorted by node id, node
 ids positive, counters positive (a zero counter is the same as an absent one, so it is never stored). Being a tuple
@@ -92,6 +102,25 @@ class VectorClock(tuple[tuple[int, int], ...]):
             if n > node:
                 return _new(VectorClock, (*self[:i], (node, 1), *self[i:]))
         return _new(VectorClock, (*self, (node, 1)))
+
+    def advance(self, node: int, counter: int) -> VectorClock:
+        """A new clock with ``node``'s counter set to ``counter``, which must be above its current one (so the result
+        is always ``AFTER`` this one). raftkv's writes advance the proposer's component to the write's revision."""
+        if type(node) is not int or node <= 0 or type(counter) is not int or counter <= 0:
+            raise ValueError(f"node ids and counters are positive ints, got {node!r}, {counter!r}")
+        for i, (n, c) in enumerate(self):
+            if n == node:
+                if counter <= c:
+                    raise ValueError(f"node {node}'s counter is {c}: cannot advance it to {counter}")
+                return _new(VectorClock, (*self[:i], (n, counter), *self[i + 1 :]))
+            if n > node:
+                return _new(VectorClock, (*self[:i], (node, counter), *self[i:]))
+        return _new(VectorClock, (*self, (node, counter)))
+
+    def covers(self, node: int, counter: int) -> bool:
+        """Whether this clock has seen the event ``(node, counter)``: its counter for ``node`` is at least
+        ``counter``."""
+        return self.get(node) >= counter
 
     def merge(self, other: VectorClock) -> VectorClock:
         """The least upper bound: each node's counter is the larger of the two."""

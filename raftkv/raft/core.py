@@ -36,6 +36,9 @@ from .types import (
     StateRole,
 )
 
+MAX_HEARD_ROUNDS = 64
+"""A follower remembers the arrival of at most this many unconfirmed heartbeat rounds (``Raft.heard_rounds``)."""
+
 CAMPAIGN_TRANSFER = b"transfer"
 """Context of a vote request forced by TimeoutNow: it bypasses pre-vote and leader stickiness."""
 
@@ -136,7 +139,12 @@ class Raft:
         """The index of the last snapshot installed from a leader (its membership includes every change up to it)."""
         self.last_leader_contact_tick = -1
         """Tick at which a follower last heard from its leader (-1: never, in this incarnation)."""
-        self.leader_commit_at_contact = 0
+        self.heard_rounds: dict[int, int] = {}
+        """Follower: the heartbeat rounds of the current leader (and term) received and not yet confirmed: round
+        sequence number -> the tick it arrived at. At most ``MAX_HEARD_ROUNDS``."""
+        self.fresh_tick = -1
+        self.fresh_commit = 0
+        """Follower: the newest read point known, as ``read_freshness`` describes it (-1: none yet)."""
         self._step_role: Callable[[Message], None] = self._step_follower
 
         self.trk.apply_conf(cs, self.log.last_index() + 1)
@@ -218,15 +226,21 @@ class Raft:
             self._maybe_send_append(nid, True)
 
     def bcast_heartbeat(self) -> None:
-        """Heartbeats are also read-only rounds: each broadcast gets the next sequence number (thesis §6.4)."""
-        seq = self.read_only.start_round(self.tick_count)
+        """Heartbeats are also read-only rounds: each broadcast gets the next sequence number (thesis §6.4). Each
+        also tells the followers the newest confirmed round and the commit index it started with: their read point
+        for bounded-staleness reads (see ``read_only``)."""
+        committed = self.log.committed
+        ro = self.read_only
+        # The commit index proves something only once we committed an entry of our term (thesis §6.4 step 1).
+        seq = ro.start_round(self.tick_count, committed if self.committed_entry_in_current_term() else -1)
         me = self.trk.progress.get(self.id)
         if me is not None:
             me.read_seq = seq
-        committed = self.log.committed
+        cround, ccommit = (ro.quorum_seq, ro.quorum_commit) if ro.quorum_commit >= 0 else (0, 0)
         for nid, pr in self.trk.peers(self.id):
             # A follower may not yet hold the leader's commit index: never tell it to commit past its match.
-            self._send(Message(HEARTBEAT, nid, self.id, self.term, commit=min(pr.match, committed), index=seq))
+            self._send(Message(HEARTBEAT, nid, self.id, self.term, commit=min(pr.match, committed), index=seq,
+                               confirmed_round=cround, confirmed_commit=ccommit))
         self._maybe_confirm_reads()
 
     # -- time -------------------------------------------------------------------------------------------------
@@ -289,6 +303,7 @@ class Raft:
         self.uncommitted_size = 0
         self.read_only = ReadOnly()
         self.pending_read_requests = []
+        self.heard_rounds = {}  # round numbers are per leader and term
 
     def become_follower(self, term: int, lead: int) -> None:
         """Follow ``lead`` (or nobody) in ``term``. Keeps the vote if the term is unchanged."""
@@ -641,6 +656,22 @@ class Raft:
         else:
             self._send(Message(READ_INDEX_RESP, req.frm, self.id, self.term, index=req.index, context=req.ctx))
 
+    def read_freshness(self) -> tuple[int, int] | None:
+        """A read point for bounded-staleness reads: ``(tick, commit)`` such that every entry committed anywhere
+        before ``tick`` (on this node's tick clock) is at or below ``commit``; a node that has applied ``commit``
+        serves state that is current as of ``tick``. None when no such point is known.
+
+        Leader: the start of the newest heartbeat round a majority acknowledged, and our commit index then (a
+        single voter: now). Follower: the arrival of the newest confirmed round's heartbeat from the leader, and the
+        commit index the leader said that round started with. The follower's tick is when the heartbeat arrived,
+        not when the leader sent it: the one-way delay of that message is not counted."""
+        if self.state == LEADER:
+            if self.trk.voters == (self.id,):
+                return (self.tick_count, self.log.committed) if self.committed_entry_in_current_term() else None
+            ro = self.read_only
+            return (ro.quorum_tick, ro.quorum_commit) if ro.quorum_commit >= 0 else None
+        return (self.fresh_tick, self.fresh_commit) if self.fresh_tick >= 0 else None
+
     def lease_read_index(self, max_lease_ticks: int) -> int | None:
         """The commit index if our lease holds: a majority acknowledged a heartbeat round that started less than
         ``max_lease_ticks`` ago, we committed an entry of our term, and no leadership transfer was started (a
@@ -776,7 +807,6 @@ class Raft:
             return
         last_new = log.maybe_append(m.index, m.log_term, m.commit, m.entries)
         if last_new is not None:
-            self.leader_commit_at_contact = m.commit
             self._send(Message(APP_RESP, m.frm, self.id, self.term, index=last_new))
             return
         # §5.3: reject, and hint where our log may match: the largest index <= the probe whose term is at most
@@ -789,7 +819,19 @@ class Raft:
 
     def _handle_heartbeat(self, m: Message) -> None:
         self.log.commit_to(m.commit)
-        self.leader_commit_at_contact = m.commit
+        heard = self.heard_rounds
+        if m.index:
+            heard[m.index] = self.tick_count
+        if m.confirmed_round:
+            # A majority acknowledged that round after it started: as of its start (which was before we received
+            # it), everything committed anywhere is at or below confirmed_commit.
+            at = heard.get(m.confirmed_round)
+            if at is not None and at >= self.fresh_tick:
+                self.fresh_tick, self.fresh_commit = at, m.confirmed_commit
+            for s in [s for s in heard if s <= m.confirmed_round]:
+                del heard[s]
+        if len(heard) > MAX_HEARD_ROUNDS:  # confirmations are not coming (no quorum): keep the newest rounds
+            del heard[min(heard)]
         self._send(Message(HEARTBEAT_RESP, m.frm, self.id, self.term, index=m.index))
 
     def _handle_snapshot(self, m: Message) -> None:

@@ -40,6 +40,8 @@ def describe_message(m: Message, fmt: EntryFormatter = _default_fmt) -> str:
         s += f" Index:{m.index}"
     if m.commit:
         s += f" Commit:{m.commit}"
+    if m.confirmed_round:
+        s += f" Confirmed:{m.confirmed_round}@{m.confirmed_commit}"
     if m.reject:
         s += f" Rejected (Hint: {m.reject_hint})"
     if m.entries:

@@ -234,6 +234,11 @@ class RawNode:
     def lease_read_index(self, max_lease_ticks: int) -> int | None:
         return self.raft.lease_read_index(max_lease_ticks)
 
+    def read_freshness(self) -> tuple[int, int] | None:
+        """``(tick, commit)``: state that includes ``commit`` is current as of ``tick`` (see ``Raft.read_freshness``);
+        ``tick`` counts this RawNode's ticks. None when no such point is known yet."""
+        return self.raft.read_freshness()
+
     def ticks_since_leader_contact(self) -> int | None:
         """Ticks since a follower last heard from its leader (0 on the leader; None if never)."""
         r = self.raft

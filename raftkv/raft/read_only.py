@@ -10,6 +10,14 @@ The same acknowledgements give the lease: the start tick of the newest round a m
 at which a majority still followed us. Followers do not vote for anyone else until an election timeout after they
 last heard from us (check-quorum stickiness), so the lease holds until that tick plus the election timeout (minus
 the driver's clock-drift allowance).
+
+And they give bounded-staleness reads their read point. Each round remembers the leader's commit index when it
+started (when the leader had already committed an entry of its term, so that index covered everything committed
+before: thesis §6.4). Once a majority acknowledged the round, no other leader can have committed anything before
+it started (a majority still followed us after that moment), so the state at that commit index is up to date as of
+the round's start. The leader tells followers which round was confirmed last, and its commit (``confirmed_round``,
+``confirmed_commit`` on heartbeats); a follower that received that round's heartbeat knows the moment, on its own
+clock, as of which the state at that commit index was current.
 """
 
 from __future__ import annotations
@@ -26,19 +34,22 @@ class ReadRequest(NamedTuple):
 
 
 class ReadOnly:
-    __slots__ = ("pending", "quorum_seq", "quorum_tick", "round_ticks", "seq", "want_round")
+    __slots__ = ("pending", "quorum_commit", "quorum_seq", "quorum_tick", "round_starts", "seq", "want_round")
 
     def __init__(self) -> None:
         self.seq = 0
         """The number of the latest round broadcast."""
-        self.round_ticks: dict[int, int] = {}
-        """Start tick of each round not yet acknowledged by a majority."""
+        self.round_starts: dict[int, tuple[int, int]] = {}
+        """Start tick of each round not yet acknowledged by a majority, and the leader's commit index then (-1 if
+        the leader had not yet committed an entry of its term: that index then proves nothing)."""
         self.pending: deque[ReadRequest] = deque()
         self.want_round = False
         """A request is waiting for a round that has not been broadcast yet."""
         self.quorum_seq = 0
         self.quorum_tick = -1
         """Start tick of the newest round a majority acknowledged (-1: none in this term)."""
+        self.quorum_commit = -1
+        """The leader's commit index when that round started (-1: none, or not yet usable: see ``round_starts``)."""
 
     def add_request(self, index: int, ctx: bytes, frm: int) -> None:
         self.pending.append(ReadRequest(self.seq + 1, index, ctx, frm))
@@ -48,9 +59,10 @@ class ReadOnly:
         """A request waits for a round, and fewer than ``max_inflight`` rounds (0: any number) await a majority."""
         return self.want_round and (max_inflight <= 0 or self.seq - self.quorum_seq < max_inflight)
 
-    def start_round(self, now_tick: int) -> int:
+    def start_round(self, now_tick: int, commit: int) -> int:
+        """Number the next round, started at ``now_tick`` with ``commit`` the leader's commit index (-1: unusable)."""
         self.seq += 1
-        self.round_ticks[self.seq] = now_tick
+        self.round_starts[self.seq] = (now_tick, commit)
         self.want_round = False
         return self.seq
 
@@ -58,12 +70,12 @@ class ReadOnly:
         """A majority acknowledged every round up to ``quorum_seq``; return the requests that became safe."""
         if quorum_seq <= self.quorum_seq:
             return []
-        tick = self.round_ticks.get(quorum_seq)
-        if tick is not None:
-            self.quorum_tick = tick
+        start = self.round_starts.get(quorum_seq)
+        if start is not None:
+            self.quorum_tick, self.quorum_commit = start
         self.quorum_seq = quorum_seq
-        for s in [s for s in self.round_ticks if s <= quorum_seq]:
-            del self.round_ticks[s]
+        for s in [s for s in self.round_starts if s <= quorum_seq]:
+            del self.round_starts[s]
         done = []
         q = self.pending
         while q and q[0].seq <= quorum_seq:

@@ -40,7 +40,9 @@ class MsgType(IntEnum):
       APP_RESP:        index = last matched index (or the rejected probe index);
                        on reject: reject_hint = where the logs may match, log_term = the term there
       VOTE/PRE_VOTE:   index/log_term = candidate's last entry; context = b"transfer" when forced by TimeoutNow
-      HEARTBEAT:       commit = min(follower match, leader commit); index = read-only round sequence number
+      HEARTBEAT:       commit = min(follower match, leader commit); index = read-only round sequence number;
+                       confirmed_round = the newest round of this term a majority acknowledged, confirmed_commit =
+                       the leader's commit index when it started (both 0 while no usable round is confirmed)
       HEARTBEAT_RESP:  index = the round sequence being acknowledged
       READ_INDEX:      context = the caller's request id; READ_INDEX_RESP adds index = the read index
       TRANSFER_LEADER: frm = the transferee (local to the leader, or forwarded by a follower)
@@ -85,6 +87,8 @@ class Message(NamedTuple):
     reject_hint: int = 0
     snapshot: Snapshot | None = None
     context: bytes = b""
+    confirmed_round: int = 0
+    confirmed_commit: int = 0
 
 
 class HardState(NamedTuple):

@@ -20,11 +20,15 @@ Guarantees every implementation gives the node driver:
   one pending notification per peer — so a burst of drops costs one callback, not one per frame.
 * **Messages addressed to the local node are dropped** (with a debug log): the core never sends to itself.
 * **No stray tasks.** ``stop()`` cancels and awaits every task the transport started; it is idempotent.
+* **Removed members are told.** After ``refuse(ids)``, nothing from those nodes is delivered, and each is told, on
+  its next attempt to send, that it was removed from the cluster: its transport calls its ``on_removed(peer)``
+  (``peer``: the node that refused it). That is how a node removed while it was cut off, or before it applied its
+  own removal, learns of it.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol, runtime_checkable
@@ -36,6 +40,10 @@ OnMessages = Callable[[list[Message]], None]
 
 OnUnreachable = Callable[[int], None]
 """Called on the event loop thread with a peer id when messages to that peer were dropped or its stream failed."""
+
+OnRemoved = Callable[[int], None]
+"""Called on the event loop thread with a peer id when that peer refused us because we were removed from the
+cluster (it applied our removal; see ``Transport.refuse``)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -72,6 +80,11 @@ class Transport(Protocol):
     def send(self, msgs: Sequence[Message]) -> None:
         """Queue ``msgs`` for delivery, grouped by ``m.to``; one frame per destination per call at most. Never
         blocks, never raises for network trouble: undeliverable messages are dropped and counted."""
+        ...
+
+    def refuse(self, node_ids: Collection[int]) -> None:
+        """From now on deliver nothing from ``node_ids`` (members removed from the cluster; replaces the previous
+        set), and tell each of them, when it next sends, that it was removed (its ``on_removed``)."""
         ...
 
     async def start(self) -> None:
@@ -118,6 +131,7 @@ __all__ = [
     "MemoryNetwork",
     "MemoryTransport",
     "OnMessages",
+    "OnRemoved",
     "OnUnreachable",
     "PeerStatus",
     "Transport",

@@ -49,6 +49,11 @@ message types are dropped defensively; the batch is then handed to ``on_messages
 Frames from nodes that are not (yet) configured peers are delivered too: a joining node hears from the leader before
 it knows the membership.
 
+**Removed members.** ``refuse(ids)`` names nodes removed from the cluster: a stream from one of them is refused at
+its handshake, and a stream already open is ended at its next frame, with ``FAILED_PRECONDITION`` and the trailing
+metadata ``raftkv-removed``; nothing from it is delivered. The refused node's sender sees that marker when its stream
+ends and calls its ``on_removed(peer)`` (once per failure, like ``on_unreachable``).
+
 **Ordering.** Within one ordered pair, messages arrive in ``send`` order: one sender task writes one stream in order,
 and a new stream starts only after the old one failed and everything queued for it was dropped.
 
@@ -83,7 +88,7 @@ import os
 import random
 import socket
 import time
-from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Collection, Mapping, Sequence
 from itertools import chain
 from operator import itemgetter
 from pathlib import Path
@@ -94,7 +99,7 @@ import grpc
 from raftkv.codec import CodecError, decode_messages, encode_messages
 from raftkv.proto.v1 import raft_pb2, raft_pb2_grpc
 from raftkv.raft.types import LOCAL_MESSAGES, Message
-from raftkv.transport import OnMessages, OnUnreachable, PeerStatus, group_by_destination
+from raftkv.transport import OnMessages, OnRemoved, OnUnreachable, PeerStatus, group_by_destination
 
 __all__ = [
     "DEFAULT_MAX_MESSAGE_BYTES",
@@ -130,6 +135,8 @@ _MD_CLUSTER: Final = "raftkv-cluster-id"
 _MD_FROM: Final = "raftkv-from"
 _MD_TO: Final = "raftkv-to"
 _MD_NODE: Final = "raftkv-node-id"
+_MD_REMOVED: Final = "raftkv-removed"
+"""Trailing metadata of a stream refused because its sender was removed from the cluster."""
 
 _REWARN_S: Final = 30.0
 """While a peer stays unreachable, a *different* error is logged at WARNING again at most this often."""
@@ -378,9 +385,11 @@ class GrpcTransport:
         on_snapshot: OnSnapshot | None = None,
         snapshot_dir: Path | None = None,
         snapshot_sink: OpenSnapshotSink | None = None,
+        on_removed: OnRemoved | None = None,
     ) -> None:
         """``on_snapshot``, ``snapshot_dir`` and ``snapshot_sink`` (``SnapshotReceiver.open``) make the node accept
-        snapshot files (all three, or none: then incoming snapshots are refused). Sending needs none of them."""
+        snapshot files (all three, or none: then incoming snapshots are refused). Sending needs none of them.
+        ``on_removed(peer)``: ``peer`` refused us because we were removed from the cluster (see ``refuse``)."""
         if (on_snapshot is None) != (snapshot_dir is None) or (on_snapshot is None) != (snapshot_sink is None):
             raise ValueError("on_snapshot, snapshot_dir and snapshot_sink go together: give all three or none")
         if node_id <= 0:
@@ -449,6 +458,8 @@ class GrpcTransport:
         self._rng = random.Random()  # back-off jitter only
         self._snapshot_peers: set[int] = set()  # peers a send_snapshot is streaming to right now
         self._executor: concurrent.futures.ThreadPoolExecutor | None = None  # snapshot file I/O, made when needed
+        self._on_removed = on_removed
+        self._refused: frozenset[int] = frozenset()
 
     def __repr__(self) -> str:
         return (
@@ -494,6 +505,10 @@ class GrpcTransport:
             if self._state is _RUNNING:
                 self._spawn(out)
             log.info("node %d: peer %d at %s", self.node_id, pid, addr)
+
+    def refuse(self, node_ids: Collection[int]) -> None:
+        """See ``Transport.refuse`` and the module docstring."""
+        self._refused = frozenset(node_ids)
 
     def send(self, msgs: Sequence[Message]) -> None:
         """Queue ``msgs`` (see ``Transport.send`` and the module docstring for when batches are dropped)."""
@@ -605,6 +620,13 @@ class GrpcTransport:
         log.debug("node %d: no address for node %d; dropped %d message(s)", self.node_id, to, len(batch))
         self._report_unreachable(to)
 
+    def _report_removed(self, peer: int) -> None:
+        if self._state is not _RUNNING or self._on_removed is None:
+            return
+        assert self._loop is not None
+        on_removed = self._on_removed
+        self._loop.call_soon(lambda: self._state is _RUNNING and on_removed(peer))
+
     def _report_unreachable(self, peer: int) -> None:
         if self._state is not _RUNNING or peer in self._unreachable_pending:
             return
@@ -640,6 +662,9 @@ class GrpcTransport:
                     error = await self._pump(out, call)
                 finally:
                     await _close_call(call)
+                if await _refused_as_removed(call):
+                    error = f"node {out.peer_id} refuses us: this node was removed from the cluster"
+                    self._report_removed(out.peer_id)
                 self._on_stream_failed(out, error)
                 if loop.time() - opened >= hi:
                     delay = lo  # that stream was healthy for a while: this is a fresh failure
@@ -1013,6 +1038,26 @@ async def _early_reply(call: Any) -> str:
     return "" if reply.ok else f"refused by the peer: {reply.error}"
 
 
+async def _refuse_removed(context: Any, me: int, frm: int) -> None:
+    """End a stream from a node removed from the cluster, saying so in a way its sender recognizes."""
+    await context.abort(
+        grpc.StatusCode.FAILED_PRECONDITION,
+        f"node {me} refuses node {frm}: it was removed from the cluster",
+        trailing_metadata=((_MD_REMOVED, "1"),),
+    )
+
+
+async def _refused_as_removed(call: Any) -> bool:
+    """Whether a finished stream was refused because we were removed from the cluster (``_refuse_removed``)."""
+    if not call.done() or call.cancelled():
+        return False
+    try:
+        md = await call.trailing_metadata()
+    except Exception:
+        return False
+    return bool(md) and any(k == _MD_REMOVED for k, _ in md)
+
+
 def _limit(value: object) -> int:
     """A gRPC message-length option as a byte count (-1 or absent means gRPC's own cap, 2 GiB)."""
     if isinstance(value, int) and value > 0:
@@ -1047,9 +1092,13 @@ class _Servicer:
         to = md.get(_MD_TO)
         if to is not None and to != str(me):
             await context.abort(grpc.StatusCode.FAILED_PRECONDITION, t._misrouted(frm_hint, to))
+        if frm_hint in t._refused:
+            await _refuse_removed(context, me, frm_hint)
         await context.send_initial_metadata(((_MD_NODE, str(me)),))
         async for frame in request_iterator:
             frm: int = getattr(frame, "from")  # a Python keyword: no attribute syntax
+            if frm in t._refused:
+                await _refuse_removed(context, me, frm)
             if frame.cluster_id != cluster_id:
                 why = t._refuse_cluster(frm, frame.cluster_id, context.peer())
                 await context.abort(grpc.StatusCode.FAILED_PRECONDITION, why)

@@ -39,12 +39,12 @@ import random
 import threading
 import time
 from collections import deque
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from pathlib import Path
 
 from raftkv.codec import decode_messages, encode_messages
 from raftkv.raft.types import LOCAL_MESSAGES, Message
-from raftkv.transport import OnMessages, OnUnreachable, PeerStatus, group_by_destination
+from raftkv.transport import OnMessages, OnRemoved, OnUnreachable, PeerStatus, group_by_destination
 from raftkv.transport.grpc_transport import OnSnapshot, OpenSnapshotSink
 
 __all__ = ["MemoryNetwork", "MemoryTransport"]
@@ -158,6 +158,9 @@ class MemoryNetwork:
             return f"node {to} is not running"
         if not self.can_reach(sender.node_id, to):
             return f"link {sender.node_id}->{to} is cut"
+        if sender.node_id in receiver._refused:
+            sender._refused_by(to)
+            return f"node {to} refuses node {sender.node_id}: it was removed from the cluster"
         if self.drop_rate and self._rng.random() < self.drop_rate:
             self.frames_lost += 1
             return ""  # lost in flight: the sender cannot tell
@@ -196,6 +199,9 @@ class MemoryNetwork:
             if self._nodes.get(link.to) is not receiver or not self.can_reach(link.frm, link.to):
                 self.frames_lost += 1  # the receiver crashed (or restarted) or the link was cut in flight
                 continue
+            if link.frm in receiver._refused:
+                self.frames_lost += 1  # refused on arrival: the sender hears of it when it next sends
+                continue
             self.frames_delivered += 1
             receiver._receive(link.frm, batch)
         if queue:
@@ -218,6 +224,7 @@ class MemoryTransport:
         on_snapshot: OnSnapshot | None = None,
         snapshot_dir: Path | None = None,
         snapshot_sink: OpenSnapshotSink | None = None,
+        on_removed: OnRemoved | None = None,
     ):
         """The snapshot arguments are ``GrpcTransport``'s: all three (accept snapshots) or none."""
         if (on_snapshot is None) != (snapshot_dir is None) or (on_snapshot is None) != (snapshot_sink is None):
@@ -240,6 +247,9 @@ class MemoryTransport:
         self._snapshot_dir = None if snapshot_dir is None else Path(snapshot_dir)
         self._snapshot_sink = snapshot_sink
         self._snapshot_peers: set[int] = set()
+        self._on_removed = on_removed
+        self._refused: frozenset[int] = frozenset()
+        self._removed_pending = False
 
     def __repr__(self) -> str:
         state = "running" if self._running else "stopped" if self._stopped else "new"
@@ -272,6 +282,10 @@ class MemoryTransport:
                 self._report_unreachable(to)
             else:
                 self._sent[to] = self._sent.get(to, 0) + 1
+
+    def refuse(self, node_ids: Collection[int]) -> None:
+        """See ``Transport.refuse``."""
+        self._refused = frozenset(node_ids)
 
     async def start(self) -> None:
         if self._running or self._stopped:
@@ -376,6 +390,22 @@ class MemoryTransport:
             self._on_messages(batch)
         except Exception:
             log.exception("node %d: on_messages raised on a batch from node %d", self.node_id, frm)
+
+    def _refused_by(self, peer: int) -> None:
+        """``peer`` refused our batch: we were removed from the cluster. Tell the node (once per burst)."""
+        if self._on_removed is None or self._removed_pending or self._loop is None:
+            return
+        self._removed_pending = True
+        self._loop.call_soon(self._fire_removed, peer)
+
+    def _fire_removed(self, peer: int) -> None:
+        self._removed_pending = False
+        if not self._running or self._on_removed is None:
+            return
+        try:
+            self._on_removed(peer)
+        except Exception:
+            log.exception("node %d: on_removed(%d) raised", self.node_id, peer)
 
     def _report_unreachable(self, peer: int) -> None:
         if peer in self._unreachable_pending or self._loop is None:

@@ -133,7 +133,9 @@ class FakeKV(kv_pb2_grpc.KVServicer):
     # -- plumbing --------------------------------------------------------------------------------------------
     def _header(self) -> kv_pb2.Header:
         leader = self.node_id if self.mode == "leader" else self.leader_id
-        return kv_pb2.Header(node_id=self.node_id, term=self.term, index=self.index, leader_id=leader)
+        # One log entry per write here, so the revision and the applied index are the same number.
+        return kv_pb2.Header(node_id=self.node_id, term=self.term, index=self.index, leader_id=leader,
+                             revision=self.index)
 
     async def _abort(self, ctx: grpc.aio.ServicerContext[Any, Any], err: RaftKVError) -> None:
         await ctx.abort(grpc.StatusCode[err.grpc_code], err.message, trailing_metadata=tuple(err.metadata()))
@@ -170,8 +172,8 @@ class FakeKV(kv_pb2_grpc.KVServicer):
         kv = kv_pb2.KeyValue(
             key=key,
             value=value,
-            create_index=old.create_index if old else self.index,
-            mod_index=self.index,
+            create_revision=old.create_revision if old else self.index,
+            mod_revision=self.index,
             version=(old.version + 1) if old else 1,
             vclock=kv_pb2.VectorClock(nodes=nodes, counters=[vc[n] for n in nodes]),
         )

@@ -55,12 +55,12 @@ def one_error_line(r: Result) -> str:
 
 
 # -- put / get / delete / list ----------------------------------------------------------------------------------
-def test_put_prints_ok_with_index_and_version(srv: FakeServer) -> None:
+def test_put_prints_ok_with_revision_and_version(srv: FakeServer) -> None:
     r = kv(srv, "put", "greeting", "hello")
     assert r.exit_code == 0, r.output
-    assert r.stdout == "OK index=1 version=1\n"
+    assert r.stdout == "OK revision=1 version=1\n"
     r = kv(srv, "put", "greeting", "again")
-    assert r.stdout == "OK index=2 version=2\n"
+    assert r.stdout == "OK revision=2 version=2\n"
     assert srv.kv.data[b"greeting"].value == b"again"
 
 
@@ -69,11 +69,12 @@ def test_put_json(srv: FakeServer) -> None:
     assert r.exit_code == 0, r.output
     assert json.loads(r.stdout) == {
         "key": "k",
-        "create_index": 1,
-        "mod_index": 1,
+        "create_revision": 1,
+        "mod_revision": 1,
         "version": 1,
         "vclock": {"1": 1},
         "index": 1,
+        "siblings": 0,
     }
     r = kv(srv, "--output", "json", "put", "k", "w")  # the global option works too
     assert json.loads(r.stdout)["version"] == 2
@@ -104,11 +105,12 @@ def test_get_json_shape(srv: FakeServer) -> None:
     assert json.loads(r.stdout) == {
         "key": "k",
         "value": "hello",
-        "create_index": 1,
-        "mod_index": 1,
+        "create_revision": 1,
+        "mod_revision": 1,
         "version": 1,
         "vclock": {"1": 1},
         "index": 2,
+        "revision": 2,
     }
     out = json.loads(kv(srv, "get", "blob", "--output", "json").stdout)
     assert out["value"] is None
@@ -137,7 +139,7 @@ def test_delete_prints_deleted_or_not_found(srv: FakeServer) -> None:
     r = kv(srv, "delete", "k")
     assert (r.exit_code, r.stdout) == (0, "not found\n")
     r = kv(srv, "delete", "k", "--output", "json")
-    assert json.loads(r.stdout) == {"deleted": False, "index": 4}
+    assert json.loads(r.stdout) == {"deleted": False, "index": 4, "revision": 4}
 
 
 def test_list_text_and_json(srv: FakeServer) -> None:
@@ -149,7 +151,7 @@ def test_list_text_and_json(srv: FakeServer) -> None:
     assert kv(srv, "list", "--keys-only").stdout == "user/1\nuser/2\nzzz\n"
     out = json.loads(kv(srv, "list", "user/", "--output", "json").stdout)
     assert [(x["key"], x["value"], x["version"]) for x in out] == [("user/1", "ann", 1), ("user/2", "bob", 1)]
-    assert set(out[0]) == {"key", "value", "create_index", "mod_index", "version", "vclock"}
+    assert set(out[0]) == {"key", "value", "create_revision", "mod_revision", "version", "vclock"}
     out = json.loads(kv(srv, "list", "--keys-only", "--output", "json").stdout)
     assert "value" not in out[0]
     assert json.loads(kv(srv, "list", "nothing/", "--output", "json").stdout) == []
@@ -182,7 +184,7 @@ def test_status_json_shape(srv: FakeServer) -> None:
     assert r.exit_code == 0, r.output
     data = json.loads(r.stdout)
     assert list(data) == ["nodes"]
-    keys = {"id", "role", "term", "commit", "applied", "client_addr", "peer_addr"}
+    keys = {"id", "role", "term", "commit", "applied", "revision", "client_addr", "peer_addr"}
     assert all(set(n) == keys for n in data["nodes"])
     up, down = data["nodes"]
     assert (up["id"], up["role"], up["term"], up["client_addr"]) == (1, "leader", 1, srv.addr)

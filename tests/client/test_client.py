@@ -62,7 +62,7 @@ def test_put_get_delete_range_return_plain_values(srv: FakeServer) -> None:
         async with Client([srv.addr]) as c:
             p = await c.put("greeting", "héllo")
             assert isinstance(p, PutResult)
-            assert (p.key, p.create_index, p.mod_index, p.version, p.vclock, p.index) == (
+            assert (p.key, p.create_revision, p.mod_revision, p.version, p.vclock, p.index) == (
                 b"greeting",
                 1,
                 1,
@@ -71,10 +71,10 @@ def test_put_get_delete_range_return_plain_values(srv: FakeServer) -> None:
                 1,
             )
             p2 = await c.put(b"greeting", b"again")
-            assert (p2.create_index, p2.mod_index, p2.version, p2.vclock) == (1, 2, 2, {1: 2})
+            assert (p2.create_revision, p2.mod_revision, p2.version, p2.vclock) == (1, 2, 2, {1: 2})
 
             kv = await c.get("greeting")
-            assert kv == KeyValue(b"greeting", b"again", 1, 2, 2, {1: 2}, index=2)
+            assert kv == KeyValue(b"greeting", b"again", 1, 2, 2, {1: 2}, index=2, revision=2)
             assert await c.get("missing") is None
 
             await c.put("user/1", "a")
@@ -90,7 +90,7 @@ def test_put_get_delete_range_return_plain_values(srv: FakeServer) -> None:
             assert [kv.key async for kv in c.range_all("user/", page_size=1)] == [b"user/1", b"user/2"]
 
             d = await c.delete("greeting")
-            assert d == DeleteResult(True, 5)
+            assert d == DeleteResult(True, 5, 5)
             assert (await c.delete("greeting")).deleted is False
 
     run(go)

@@ -227,9 +227,10 @@ def test_a_lost_batch_leaves_its_writes_outcome_unknown(srv: FakeServer) -> None
 def test_a_batch_operations_own_error_decides_its_outcome(srv: FakeServer) -> None:
     srv.kv.key_errors = {
         b"k4": [Timeout("slow", outcome_unknown=True)],  # may have applied
-        b"k5": [Unavailable("leader changed after proposing")],  # from the server: may have applied
+        b"k5": [Unavailable("leader changed after proposing", applied="unknown")],  # the server says: may have
         b"k6": [NotLeader(0, "")],  # certainly not applied
         b"k7": [Timeout("queue full", outcome_unknown=False)],  # certainly not applied
+        b"k8": [Unavailable("no leader is known yet")],  # the server says: certainly not applied
     }
     _definite_failures_after_the_batch(srv.kv)
 
@@ -237,10 +238,12 @@ def test_a_batch_operations_own_error_decides_its_outcome(srv: FakeServer) -> No
     assert srv.kv.calls["Batch"] == 1
     for i in (4, 5):
         assert isinstance(res[i], Timeout) and res[i].outcome_unknown, (i, res[i])
-    for i in (6, 7):
+    for i in (6, 7, 8):
         assert isinstance(res[i], RaftKVError) and not getattr(res[i], "outcome_unknown", False), (i, res[i])
         assert isinstance(res[i], Unavailable | Timeout)
-    assert all(isinstance(res[i], PutResult) for i in (2, 3, 8, 9))
+        assert res[i].applied == "no"  # type: ignore[union-attr]
+    assert res[4].applied == res[5].applied == "unknown"  # type: ignore[union-attr]
+    assert all(isinstance(res[i], PutResult) for i in (2, 3, 9))
 
 
 def test_a_batch_that_never_reached_a_server_is_not_outcome_unknown() -> None:

@@ -282,7 +282,8 @@ def test_cli_cluster_commands(cdir: Tracker) -> None:
     assert r.exit_code == 0, r.output
     nodes = json.loads(r.stdout)["nodes"]
     assert [(n["id"], n["role"]) for n in nodes] == [(1, "leader"), (2, "follower"), (3, "follower")]
-    assert all(set(n) == {"id", "role", "term", "commit", "applied", "client_addr", "peer_addr"} for n in nodes)
+    keys = {"id", "role", "term", "commit", "applied", "revision", "client_addr", "peer_addr"}
+    assert all(set(n) == keys for n in nodes)
     assert [n["peer_addr"] for n in nodes] == [n.peer_addr for n in info.nodes]
 
     r = runner.invoke(main, ["cluster", "status", "--dir", d])
@@ -290,7 +291,7 @@ def test_cli_cluster_commands(cdir: Tracker) -> None:
 
     # The key-value commands find the cluster through --cluster-dir.
     r = runner.invoke(main, ["--cluster-dir", d, "put", "k", "v"])
-    assert (r.exit_code, r.stdout) == (0, "OK index=1 version=1\n")
+    assert (r.exit_code, r.stdout) == (0, "OK revision=1 version=1\n")
     r = runner.invoke(main, ["--cluster-dir", d, "status", "--output", "json"])
     assert json.loads(r.stdout)["nodes"][0]["role"] == "leader"
 

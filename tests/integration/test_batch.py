@@ -52,7 +52,8 @@ def test_200_concurrent_puts_from_one_client_share_rpcs(cluster: Cluster) -> Non
         async with Client(cluster.endpoints, timeout_s=15) as c:
             res = await asyncio.gather(*(c.put(f"batch/{i}", f"value-{i}") for i in range(n)))
             assert all(isinstance(r, PutResult) for r in res)
-            assert c.seen_index >= max(r.mod_index for r in res)  # read-your-writes: every header was observed
+            assert c.seen_index >= max(r.index for r in res)  # read-your-writes: every header was observed
+            assert len({r.mod_revision for r in res}) == n  # one revision per write, though they share entries
             got = await asyncio.gather(*(c.get(f"batch/{i}") for i in range(n)))
             assert [kv.value if kv else None for kv in got] == [f"value-{i}".encode() for i in range(n)]
 
@@ -132,7 +133,7 @@ def test_the_batch_rpc_answers_each_operation_as_its_unary_rpc(cluster: Cluster)
         resp = stub.Batch(kv_pb2.BatchRequest(ops=ops), timeout=15)
         r = resp.results
         assert [x.WhichOneof("result") for x in r] == ["put", "error", "incr", "delete", "get", "error", "error"]
-        assert r[0].put.kv.version == 1 and r[0].put.header.index == r[0].put.kv.mod_index
+        assert r[0].put.kv.version == 1 and r[0].put.header.revision == r[0].put.kv.mod_revision
         assert (r[1].error.code, r[1].error.metadata["raftkv-error"]) == ("INVALID_ARGUMENT", "invalid-argument")
         assert "empty" in r[1].error.message
         assert r[2].incr.value == 5
@@ -141,15 +142,16 @@ def test_the_batch_rpc_answers_each_operation_as_its_unary_rpc(cluster: Cluster)
         assert r[4].get.header.index > 0
         assert r[5].error.code == "INVALID_ARGUMENT"
         err = r[6].error
-        assert (err.code, err.metadata["raftkv-error"]) == ("FAILED_PRECONDITION", "condition-failed")
+        assert (err.code, err.metadata["raftkv-error"], err.metadata["raftkv-applied"]) == (
+            "ABORTED", "condition-failed", "no")
         current = kv_pb2.KeyValue.FromString(err.current)
         assert (current.key, current.value, current.version) == (b"raw/a", b"1", 1)
-        assert resp.header.index >= r[2].incr.kv.mod_index
+        assert resp.header.index >= r[2].incr.header.index
 
         # The same batch again: the writes are answered from the session table, not applied twice.
         again = stub.Batch(kv_pb2.BatchRequest(ops=ops[:4]), timeout=15)
         assert again.results[2].incr.value == 5
-        assert again.results[0].put.kv.mod_index == r[0].put.kv.mod_index
+        assert again.results[0].put.kv.mod_revision == r[0].put.kv.mod_revision
 
         # Too many operations: refused as a whole, nothing carried out.
         big = [kv_pb2.BatchOp(put=kv_pb2.PutRequest(key=b"raw/big", value=b"x", session=session(9)))]

@@ -26,7 +26,7 @@ pytestmark = pytest.mark.slow
 def test_cli_put_get_list_delete(cluster: Cluster) -> None:
     r = cluster.cli("put", "greeting", "hello world")
     assert r.returncode == 0, r.stderr
-    assert r.stdout.startswith(b"OK index=")
+    assert r.stdout.startswith(b"OK revision=")
     r = cluster.cli("get", "greeting")
     assert (r.returncode, r.stdout) == (0, b"hello world")  # the value alone, for scripts
     r = cluster.cli("get", "missing")

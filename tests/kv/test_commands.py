@@ -32,6 +32,8 @@ from raftkv.kv import (
     Put,
     PutResult,
     Result,
+    Sibling,
+    SiblingPut,
     Target,
     Txn,
     TxnOp,
@@ -57,7 +59,7 @@ conditions = st.one_of(
     st.builds(
         Condition,
         KEYS,
-        st.sampled_from([Target.VERSION, Target.MOD_INDEX, Target.CREATE_INDEX]),
+        st.sampled_from([Target.VERSION, Target.MOD_REVISION, Target.CREATE_REVISION]),
         st.sampled_from(CmpOp),
         U64,
     ),
@@ -77,8 +79,11 @@ commands: st.SearchStrategy[Command] = st.one_of(
     st.builds(Delete, U64, U64, U64, KEYS, cond_tuples),
     st.builds(Incr, U64, U64, U64, KEYS, I64),
     st.builds(Txn, U64, U64, U64, cond_tuples, op_tuples, op_tuples),
+    st.builds(SiblingPut, U64, U64, U64, KEYS, VALUES, clocks),
 )
-key_values = st.builds(KeyValue, KEYS, VALUES, U64, U64, U64, clocks)
+POS = st.integers(1, 2**63)
+siblings = st.lists(st.builds(Sibling, VALUES, POS, POS), max_size=3).map(tuple)
+key_values = st.builds(KeyValue, KEYS, VALUES, U64, U64, U64, clocks, siblings)
 op_results = st.one_of(
     st.none(),
     key_values,
@@ -91,7 +96,7 @@ results: st.SearchStrategy[Result] = st.one_of(
     st.builds(PutResult, key_values),
     st.builds(DeleteResult, st.booleans(), U64),
     st.builds(IncrResult, I64, key_values),
-    st.builds(TxnResult, st.booleans(), st.lists(op_results, max_size=4).map(tuple)),
+    st.builds(TxnResult, st.booleans(), st.lists(op_results, max_size=4).map(tuple), U64),
     st.builds(ConditionFailedResult, conditions, st.none() | key_values),
     st.builds(ErrorResult, st.text(max_size=10), st.text(max_size=20)),
     st.just(DuplicateResult()),
@@ -146,16 +151,18 @@ def test_wire_layout() -> None:
     put = Put(5, 9, 3, b"k", b"v", (Condition(b"k", Target.VCLOCK, CmpOp.EQ, clock),))
     txn = Txn(6, 0, 0, (), (TxnOp(TxnOpType.INCR, b"n", delta=-2),), ())
     assert msgpack.unpackb(encode_batch(2, 1000, [put, Delete(1, 0, 0, b"d"), Incr(2, 0, 0, b"n", 4), txn])) == [
-        1, 2, 1000,
+        2, 2, 1000,
         [[1, 5, 9, 3, b"k", b"v", [[b"k", 5, 0, [[2, 1]]]]], [2, 1, 0, 0, b"d", []], [3, 2, 0, 0, b"n", 4],
          [4, 6, 0, 0, [], [[3, b"n", b"", -2]], []]],
     ]  # fmt: skip
     kv_ = KeyValue(b"k", b"v", 1, 2, 3, clock)
-    assert msgpack.unpackb(encode_result(PutResult(kv_))) == [1, [2, [b"k", b"v", 1, 2, 3, [[2, 1]]]]]
-    assert msgpack.unpackb(encode_result(TxnResult(True, (None, kv_)))) == [
-        1, [5, True, [None, [1, b"k", b"v", 1, 2, 3, [[2, 1]]]]]
+    assert msgpack.unpackb(encode_result(PutResult(kv_))) == [2, [2, [b"k", b"v", 1, 2, 3, [[2, 1]], []]]]
+    assert msgpack.unpackb(encode_result(TxnResult(True, (None, kv_), 7))) == [
+        2, [5, True, [None, [1, b"k", b"v", 1, 2, 3, [[2, 1]], []]], 7]
     ]  # fmt: skip
-    assert msgpack.unpackb(encode_result(DuplicateResult())) == [1, [8]]
+    assert msgpack.unpackb(encode_result(DuplicateResult())) == [2, [8]]
+    sib = SiblingPut(8, 0, 0, b"k", b"w", clock)
+    assert msgpack.unpackb(encode_batch(2, 1000, [sib])) == [2, 2, 1000, [[5, 8, 0, 0, b"k", b"w", [[2, 1]]]]]
 
 
 def test_encode_rejects_non_commands_and_bad_proposers() -> None:
@@ -170,37 +177,38 @@ def test_encode_rejects_non_commands_and_bad_proposers() -> None:
 # -- strict decoding --------------------------------------------------------------------------------------------------
 
 GOOD_PUT = [1, 5, 9, 3, b"k", b"v", []]
+V = 2  # the encoding version
 
 
 @pytest.mark.parametrize(
     ("batch", "match"),
     [
-        ([2, 1, 0, []], "unsupported command batch encoding version 2"),
-        ([1, 0, 0, []], "proposer > 0"),  # node ids are positive
-        ([1, 1, -1, []], "malformed command batch"),
-        ([1, 1, 0], "malformed command batch"),
-        ([1, 1, 0, [GOOD_PUT], b"extra"], "malformed command batch"),
-        ([1, 1, 0, [[9, 5, 0, 0, b"k"]]], "unknown op 9"),
-        ([1, 1, 0, [[True, 5, 9, 3, b"k", b"v", []]]], "unknown op True"),
-        ([1, 1, 0, [[1, 5, 9, 3, b"k", b"v"]]], "malformed command"),
-        ([1, 1, 0, [[1, 5, 9, 3, "k", b"v", []]]], "malformed put"),
-        ([1, 1, 0, [[1, -5, 9, 3, b"k", b"v", []]]], "malformed command"),
-        ([1, 1, 0, [[1, 5, 9, 3, b"k", b"v", [[b"k", 9, 0, b"x"]]]]], "unknown target 9"),
-        ([1, 1, 0, [[1, 5, 9, 3, b"k", b"v", [[b"k", 0, 7, b"x"]]]]], "malformed condition"),
-        ([1, 1, 0, [[1, 5, 9, 3, b"k", b"v", [[b"k", 0, 0, 5]]]]], "operand"),  # VALUE needs bytes
-        ([1, 1, 0, [[1, 5, 9, 3, b"k", b"v", [[b"k", 4, 0, 1]]]]], "operand"),  # EXISTS needs a bool
-        ([1, 1, 0, [[1, 5, 9, 3, b"k", b"v", [[b"k", 1, 0, True]]]]], "operand"),  # VERSION needs an int
-        ([1, 1, 0, [[1, 5, 9, 3, b"k", b"v", [[b"k", 5, 0, [[2, 1], [1, 1]]]]]]], "vector clock"),  # not sorted
-        ([1, 1, 0, [[1, 5, 9, 3, b"k", b"v", [[b"k", 5, 0, [[1, 0]]]]]]], "vector clock"),  # zero counter
-        ([1, 1, 0, [[1, 5, 9, 3, b"k", b"v", [[b"k", 5, 0, [[0, 1]]]]]]], "vector clock"),  # node 0
-        ([1, 1, 0, [[2, 5, 9, 3, b"k", None]]], "malformed command"),
-        ([1, 1, 0, [[3, 5, 9, 3, b"k", 1.5]]], "malformed incr"),
-        ([1, 1, 0, [[4, 5, 9, 3, [], [[7, b"k", b"", 0]], []]]], "malformed txn op"),
-        ([1, 1, 0, [[4, 5, 9, 3, [], [[1, b"k", b"", 0, 0]], []]]], "malformed txn op"),
-        ([1, 1, 0, [[4, 5, 9, 3, [], None, []]]], "malformed txn"),
-        ([1, 1, 0, [GOOD_PUT, 7]], "malformed command"),
-        ([1, 1, 0, [GOOD_PUT, []]], "malformed command"),
-        ([1, 1, 0, [GOOD_PUT, b"abcdefg"]], "malformed command"),
+        ([3, 1, 0, []], "unsupported command batch encoding version 3"),
+        ([V, 0, 0, []], "proposer > 0"),  # node ids are positive
+        ([V, 1, -1, []], "malformed command batch"),
+        ([V, 1, 0], "malformed command batch"),
+        ([V, 1, 0, [GOOD_PUT], b"extra"], "malformed command batch"),
+        ([V, 1, 0, [[9, 5, 0, 0, b"k"]]], "unknown op 9"),
+        ([V, 1, 0, [[True, 5, 9, 3, b"k", b"v", []]]], "unknown op True"),
+        ([V, 1, 0, [[1, 5, 9, 3, b"k", b"v"]]], "malformed command"),
+        ([V, 1, 0, [[1, 5, 9, 3, "k", b"v", []]]], "malformed put"),
+        ([V, 1, 0, [[1, -5, 9, 3, b"k", b"v", []]]], "malformed command"),
+        ([V, 1, 0, [[1, 5, 9, 3, b"k", b"v", [[b"k", 9, 0, b"x"]]]]], "unknown target 9"),
+        ([V, 1, 0, [[1, 5, 9, 3, b"k", b"v", [[b"k", 0, 7, b"x"]]]]], "malformed condition"),
+        ([V, 1, 0, [[1, 5, 9, 3, b"k", b"v", [[b"k", 0, 0, 5]]]]], "operand"),  # VALUE needs bytes
+        ([V, 1, 0, [[1, 5, 9, 3, b"k", b"v", [[b"k", 4, 0, 1]]]]], "operand"),  # EXISTS needs a bool
+        ([V, 1, 0, [[1, 5, 9, 3, b"k", b"v", [[b"k", 1, 0, True]]]]], "operand"),  # VERSION needs an int
+        ([V, 1, 0, [[1, 5, 9, 3, b"k", b"v", [[b"k", 5, 0, [[2, 1], [1, 1]]]]]]], "vector clock"),  # not sorted
+        ([V, 1, 0, [[1, 5, 9, 3, b"k", b"v", [[b"k", 5, 0, [[1, 0]]]]]]], "vector clock"),  # zero counter
+        ([V, 1, 0, [[1, 5, 9, 3, b"k", b"v", [[b"k", 5, 0, [[0, 1]]]]]]], "vector clock"),  # node 0
+        ([V, 1, 0, [[2, 5, 9, 3, b"k", None]]], "malformed command"),
+        ([V, 1, 0, [[3, 5, 9, 3, b"k", 1.5]]], "malformed incr"),
+        ([V, 1, 0, [[4, 5, 9, 3, [], [[7, b"k", b"", 0]], []]]], "malformed txn op"),
+        ([V, 1, 0, [[4, 5, 9, 3, [], [[1, b"k", b"", 0, 0]], []]]], "malformed txn op"),
+        ([V, 1, 0, [[4, 5, 9, 3, [], None, []]]], "malformed txn"),
+        ([V, 1, 0, [GOOD_PUT, 7]], "malformed command"),
+        ([V, 1, 0, [GOOD_PUT, []]], "malformed command"),
+        ([V, 1, 0, [GOOD_PUT, b"abcdefg"]], "malformed command"),
     ],
 )
 def test_malformed_batches_are_rejected(batch: list[Any], match: str) -> None:
@@ -213,7 +221,7 @@ def test_the_column_path_rejects_a_bad_field_anywhere(bad_column: int) -> None:
     cmds = [list(GOOD_PUT) for _ in range(20)]
     cmds[13][bad_column] = 17  # an int where bytes / an array belongs
     with pytest.raises(CodecError):
-        decode_batch(pack([1, 1, 0, cmds]))
+        decode_batch(pack([V, 1, 0, cmds]))
 
 
 def test_truncated_and_trailing_bytes_are_rejected() -> None:
@@ -232,16 +240,18 @@ def test_truncated_and_trailing_bytes_are_rejected() -> None:
 @pytest.mark.parametrize(
     "wire",
     [
-        [1, [99]],
-        [1, [8, 1]],
-        [1, [2]],
-        [1, [1, b"k", b"v", 1, 1, 1, []]],  # a bare key value is only valid inside a txn result
-        [1, [5, True, [[5, True, []]]]],  # no txn inside a txn
-        [1, [3, 1, 5]],  # deleted is a bool
-        [1, [7, b"kind", "msg"]],
-        [1, [6, [b"k", 0, 0, b"v"], [b"k", b"v", 1, 1, 1]]],
-        [2, [8]],
-        [1, [8], 0],
+        [V, [99]],
+        [V, [8, 1]],
+        [V, [2]],
+        [V, [1, b"k", b"v", 1, 1, 1, [], []]],  # a bare key value is only valid inside a txn result
+        [V, [5, True, [[5, True, [], 0]], 0]],  # no txn inside a txn
+        [V, [5, True, []]],  # a txn result has its revision
+        [V, [3, 1, 5]],  # deleted is a bool
+        [V, [7, b"kind", "msg"]],
+        [V, [6, [b"k", 0, 0, b"v"], [b"k", b"v", 1, 1, 1]]],
+        [V, [2, [b"k", b"v", 1, 1, 1, [], [[b"x", 0, 1]]]]],  # a sibling's node is > 0
+        [V + 1, [8]],
+        [V, [8], 0],
     ],
 )
 def test_malformed_results_are_rejected(wire: list[Any]) -> None:
@@ -266,7 +276,7 @@ def test_corrupted_batches_raise_only_codec_error(cmds: list[Command], data: st.
         out = decode_batch_lenient(bytes(b))
     except CodecError:
         return
-    assert all(type(c) in (Put, Delete, Incr, Txn, InvalidCommand) for c in out[2])
+    assert all(type(c) in (Put, SiblingPut, Delete, Incr, Txn, InvalidCommand) for c in out[2])
 
 
 # -- lenient decoding -------------------------------------------------------------------------------------------------
@@ -276,7 +286,7 @@ def test_lenient_decoding_replaces_only_the_bad_commands() -> None:
     bad_key = [1, 41, 0, 0, "str-key", b"v", []]
     unknown_op = [9, 42, 0, 0]
     unreadable = [1, "x"]
-    batch = pack([1, 3, 77, [GOOD_PUT, bad_key, unknown_op, unreadable, [3, 6, 0, 0, b"n", 1]]])
+    batch = pack([V, 3, 77, [GOOD_PUT, bad_key, unknown_op, unreadable, [3, 6, 0, 0, b"n", 1]]])
     with pytest.raises(CodecError):
         decode_batch(batch)
     proposer, ts, cmds = decode_batch_lenient(batch)
@@ -287,7 +297,7 @@ def test_lenient_decoding_replaces_only_the_bad_commands() -> None:
     assert [c.request_id for c in cmds[1:4]] == [41, 42, 0]
     assert "unknown op 9" in cmds[2].message  # type: ignore[union-attr]
     with pytest.raises(CodecError):  # the envelope itself must be valid
-        decode_batch_lenient(pack([1, 0, 77, [GOOD_PUT]]))
+        decode_batch_lenient(pack([V, 0, 77, [GOOD_PUT]]))
 
 
 # -- validation -------------------------------------------------------------------------------------------------------
@@ -327,9 +337,9 @@ def test_validate_rejects(cmd: Command, match: str) -> None:
     "cmd",
     [
         Put(1, 0, 0, b"k" * 8, b"v" * 16, (Condition(b"k", Target.VERSION, CmpOp.GT, 1),) * 3),
-        Delete(1, 0, 0, b"k", (Condition(b"k", Target.CREATE_INDEX, CmpOp.LT, 9),)),
+        Delete(1, 0, 0, b"k", (Condition(b"k", Target.CREATE_REVISION, CmpOp.LT, 9),)),
         Incr(1, 0, 0, b"n", -(2**63)),
-        Txn(1, 0, 0, (Condition(b"k", Target.MOD_INDEX, CmpOp.GT, 0),), (TxnOp(TxnOpType.PUT, b"k", b""),), ()),
+        Txn(1, 0, 0, (Condition(b"k", Target.MOD_REVISION, CmpOp.GT, 0),), (TxnOp(TxnOpType.PUT, b"k", b""),), ()),
     ],
 )
 def test_validate_accepts(cmd: Command) -> None:

@@ -33,15 +33,19 @@ from raftkv.kv import (
     IncrResult,
     KeyValue,
     KVStateMachine,
+    Ordering,
     Put,
     PutResult,
     Result,
+    Sibling,
+    SiblingPut,
     Target,
     Txn,
     TxnOp,
     TxnOpType,
     TxnResult,
     VectorClock,
+    compare,
     decode_batch,
     validate,
 )
@@ -81,26 +85,30 @@ def one(r: Replica, cmd: Command, proposer: int = 1, ts: int = 0) -> Result:
 def test_put_get_and_metadata(replica: Replica) -> None:
     assert replica.fsm.get(b"k") is None
     assert one(replica, Put(1, 0, 0, b"k", b"v1")) == PutResult(KeyValue(b"k", b"v1", 1, 1, 1, vc(n1=1)))
-    assert one(replica, Put(2, 0, 0, b"other", b"x")) == PutResult(KeyValue(b"other", b"x", 2, 2, 1, vc(n1=1)))
-    assert one(replica, Put(3, 0, 0, b"k", b"v2")) == PutResult(KeyValue(b"k", b"v2", 1, 3, 2, vc(n1=2)))
-    assert replica.fsm.get(b"k") == KeyValue(b"k", b"v2", 1, 3, 2, vc(n1=2))
+    assert one(replica, Put(2, 0, 0, b"other", b"x")) == PutResult(KeyValue(b"other", b"x", 2, 2, 1, vc(n1=2)))
+    assert one(replica, Put(3, 0, 0, b"k", b"v2")) == PutResult(KeyValue(b"k", b"v2", 1, 3, 2, vc(n1=3)))
+    assert replica.fsm.get(b"k") == KeyValue(b"k", b"v2", 1, 3, 2, vc(n1=3))
     assert replica.fsm.count() == 2
     assert replica.fsm.applied_index() == 3
+    assert replica.fsm.revision() == 3
 
 
 def test_delete_then_recreate_resets_metadata(replica: Replica) -> None:
     replica.run(Put(1, 0, 0, b"k", b"a"), Put(2, 0, 0, b"k", b"b"))
-    assert one(replica, Delete(3, 0, 0, b"k")) == DeleteResult(True, 2)
+    assert one(replica, Delete(3, 0, 0, b"k")) == DeleteResult(True, 3)
     assert replica.fsm.get(b"k") is None
-    assert one(replica, Delete(4, 0, 0, b"k")) == DeleteResult(False, 3)  # missing: nothing applied
-    assert one(replica, Put(5, 0, 0, b"k", b"c")) == PutResult(KeyValue(b"k", b"c", 4, 4, 1, vc(n1=1)))
+    assert one(replica, Delete(4, 0, 0, b"k")) == DeleteResult(False, 3)  # missing: nothing applied, no revision
+    assert one(replica, Put(5, 0, 0, b"k", b"c")) == PutResult(KeyValue(b"k", b"c", 4, 4, 1, vc(n1=4)))
 
 
-def test_several_commands_in_one_entry_share_its_index(replica: Replica) -> None:
+def test_several_commands_in_one_entry_share_its_index_but_not_a_revision(replica: Replica) -> None:
     out = replica.run(Put(1, 0, 0, b"k", b"a"), Put(2, 0, 0, b"k", b"b"), Incr(3, 0, 0, b"n", 2))
     assert [a.index for a in out] == [1, 1, 1]
     assert [a.request_id for a in out] == [1, 2, 3]
-    assert out[1].result == PutResult(KeyValue(b"k", b"b", 1, 1, 2, vc(n1=2)))
+    assert out[0].result == PutResult(KeyValue(b"k", b"a", 1, 1, 1, vc(n1=1)))
+    assert out[1].result == PutResult(KeyValue(b"k", b"b", 1, 2, 2, vc(n1=2)))
+    assert out[2].result == IncrResult(2, KeyValue(b"n", b"2", 3, 3, 1, vc(n1=3)))
+    assert replica.fsm.revision() == 3
 
 
 def test_incr(replica: Replica) -> None:
@@ -122,12 +130,12 @@ def test_incr_overflow_is_invalid(replica: Replica) -> None:
     replica.run(Put(1, 0, 0, b"n", b"%d" % (2**63 - 1)))
     result = one(replica, Incr(2, 0, 0, b"n", 1))
     assert isinstance(result, ErrorResult) and "overflows" in result.message
-    assert one(replica, Incr(3, 0, 0, b"n", -(2**63 - 1))) == IncrResult(0, KeyValue(b"n", b"0", 1, 3, 2, vc(n1=2)))
+    assert one(replica, Incr(3, 0, 0, b"n", -(2**63 - 1))) == IncrResult(0, KeyValue(b"n", b"0", 1, 2, 2, vc(n1=2)))
 
 
 # -- conditions --------------------------------------------------------------------------------------------------------
 
-# Against key k = KeyValue(b"k", b"v", create_index=1, mod_index=2, version=2, vclock {1: 1, 2: 1}) and a missing b"m".
+# Against k = KeyValue(b"k", b"v", create_revision=1, mod_revision=2, version=2, vclock {1: 1, 2: 2}), a missing b"m".
 CONDITIONS = [
     (Condition(b"k", Target.VALUE, EQ, b"v"), True),
     (Condition(b"k", Target.VALUE, EQ, b"w"), False),
@@ -142,17 +150,17 @@ CONDITIONS = [
     (Condition(b"k", Target.VERSION, LT, 3), True),
     (Condition(b"k", Target.VERSION, LT, 2), False),
     (Condition(b"m", Target.VERSION, EQ, 0), True),
-    (Condition(b"k", Target.MOD_INDEX, EQ, 2), True),
-    (Condition(b"k", Target.MOD_INDEX, GT, 2), False),
-    (Condition(b"m", Target.MOD_INDEX, LT, 1), True),
-    (Condition(b"k", Target.CREATE_INDEX, EQ, 1), True),
-    (Condition(b"k", Target.CREATE_INDEX, LT, 1), False),
-    (Condition(b"m", Target.CREATE_INDEX, EQ, 0), True),
+    (Condition(b"k", Target.MOD_REVISION, EQ, 2), True),
+    (Condition(b"k", Target.MOD_REVISION, GT, 2), False),
+    (Condition(b"m", Target.MOD_REVISION, LT, 1), True),
+    (Condition(b"k", Target.CREATE_REVISION, EQ, 1), True),
+    (Condition(b"k", Target.CREATE_REVISION, LT, 1), False),
+    (Condition(b"m", Target.CREATE_REVISION, EQ, 0), True),
     (Condition(b"k", Target.EXISTS, EQ, True), True),
     (Condition(b"k", Target.EXISTS, NE, True), False),
     (Condition(b"m", Target.EXISTS, EQ, False), True),
     (Condition(b"m", Target.EXISTS, EQ, True), False),
-    (Condition(b"k", Target.VCLOCK, EQ, vc(n1=1, n2=1)), True),
+    (Condition(b"k", Target.VCLOCK, EQ, vc(n1=1, n2=2)), True),
     (Condition(b"k", Target.VCLOCK, EQ, vc(n1=1)), False),
     (Condition(b"k", Target.VCLOCK, NE, vc(n1=1)), True),
     (Condition(b"m", Target.VCLOCK, EQ, VectorClock()), True),  # the empty clock: "does not exist"
@@ -169,7 +177,7 @@ def test_conditions(replica: Replica, cond: Condition, holds: bool) -> None:
     replica.run(Put(1, 0, 0, b"k", b"v"), proposer=1)
     replica.run(Put(2, 0, 0, b"k", b"v"), proposer=2)
     k = replica.fsm.get(b"k")
-    assert k == KeyValue(b"k", b"v", 1, 2, 2, vc(n1=1, n2=1))
+    assert k == KeyValue(b"k", b"v", 1, 2, 2, vc(n1=1, n2=2))
     current = k if cond.key == b"k" else None
 
     put = one(replica, Put(3, 0, 0, b"target", b"new", (cond,)))
@@ -180,7 +188,8 @@ def test_conditions(replica: Replica, cond: Condition, holds: bool) -> None:
         assert replica.fsm.get(b"target") is None
 
     txn = one(replica, Txn(4, 0, 0, (cond,), (TxnOp(GET, b"k"),), (TxnOp(GET, b"m"),)))
-    assert txn == TxnResult(holds, (k,) if holds else (None,))  # a failed compare is not an error
+    # A failed compare is not an error; a txn that only reads takes no revision.
+    assert txn == TxnResult(holds, (k,) if holds else (None,), 3 if holds else 2)
 
 
 def test_the_first_failing_condition_is_reported_with_its_keys_state(replica: Replica) -> None:
@@ -197,7 +206,7 @@ def test_the_first_failing_condition_is_reported_with_its_keys_state(replica: Re
 
 def test_conditional_delete(replica: Replica) -> None:
     replica.run(Put(1, 0, 0, b"k", b"v"))
-    cas = Condition(b"k", Target.MOD_INDEX, EQ, 1)
+    cas = Condition(b"k", Target.MOD_REVISION, EQ, 1)
     assert one(replica, Delete(2, 0, 0, b"k", (cas,))) == DeleteResult(True, 2)
     assert isinstance(one(replica, Delete(3, 0, 0, b"k", (cas,))), ConditionFailedResult)
 
@@ -222,15 +231,17 @@ def test_txn_ops_see_earlier_ops_in_order(replica: Replica) -> None:
         True,
         (
             KeyValue(b"a", b"1", 1, 1, 1, vc(n1=1)),
-            PutResult(KeyValue(b"a", b"2", 1, 2, 2, vc(n1=2))),
+            PutResult(KeyValue(b"a", b"2", 1, 2, 2, vc(n1=2))),  # every write of the txn has its revision, 2
             KeyValue(b"a", b"2", 1, 2, 2, vc(n1=2)),
-            IncrResult(7, KeyValue(b"a", b"7", 1, 2, 3, vc(n1=3))),
+            IncrResult(7, KeyValue(b"a", b"7", 1, 2, 3, vc(n1=2))),
             DeleteResult(True, 2),
             None,
             DeleteResult(False, 2),
-            IncrResult(1, KeyValue(b"b", b"1", 2, 2, 1, vc(n1=1))),
+            IncrResult(1, KeyValue(b"b", b"1", 2, 2, 1, vc(n1=2))),
         ),
+        2,
     )
+    assert replica.fsm.revision() == 2
 
 
 def test_txn_runs_failure_when_a_compare_fails(replica: Replica) -> None:
@@ -302,7 +313,7 @@ def test_a_corrupt_entry_yields_an_error_and_the_others_still_apply(replica: Rep
 
 
 def test_a_malformed_command_yields_an_error_for_that_request_only(replica: Replica) -> None:
-    data = msgpack.packb([1, 2, 0, [[1, 7, 0, 0, b"a", b"1", []], [1, 8, 0, 0, "str", b"1", []], [9, 9, 0, 0]]])
+    data = msgpack.packb([2, 2, 0, [[1, 7, 0, 0, b"a", b"1", []], [1, 8, 0, 0, "str", b"1", []], [9, 9, 0, 0]]])
     out = replica.apply([Entry(1, 1, 0, data)])
     assert [(a.proposer, a.request_id, type(a.result)) for a in out] == [
         (2, 7, PutResult),
@@ -379,9 +390,9 @@ def test_reads_in_the_callers_read_transaction(tmp_path: Path) -> None:
 # -- vector clocks come from the proposer ---------------------------------------------------------------------------
 
 
-def test_clocks_count_writes_per_proposer(tmp_path: Path) -> None:
-    """Two replicas apply the same entries from proposers 1 and 2: each write increments its entry's proposer,
-    whatever node applies it (a replica has no id to use at all)."""
+def test_clocks_record_each_proposers_last_revision(tmp_path: Path) -> None:
+    """Two replicas apply the same entries from proposers 1, 2 and 7: each write advances its entry's proposer's
+    component to the write's revision, whatever node applies it (a replica has no id to use at all)."""
     entries = [
         entry(1, [Put(1, 0, 0, b"k", b"a")], proposer=1),
         entry(2, [Put(1, 0, 0, b"k", b"b")], proposer=2),
@@ -392,8 +403,8 @@ def test_clocks_count_writes_per_proposer(tmp_path: Path) -> None:
     try:
         for r in replicas:
             r.apply(entries)
-            assert r.fsm.get(b"k") == KeyValue(b"k", b"d", 1, 4, 4, vc(n1=1, n2=2, n7=1))
-            assert r.fsm.get(b"n") == KeyValue(b"n", b"1", 3, 3, 1, vc(n2=1))
+            assert r.fsm.get(b"k") == KeyValue(b"k", b"d", 1, 5, 4, vc(n1=1, n2=4, n7=5))
+            assert r.fsm.get(b"n") == KeyValue(b"n", b"1", 3, 3, 1, vc(n2=3))
         assert len({r.fsm.checksum() for r in replicas}) == 1
     finally:
         for r in replicas:
@@ -407,6 +418,111 @@ def test_a_vclock_condition_detects_a_concurrent_writer(replica: Replica) -> Non
     replica.run(Put(2, 0, 0, b"k", b"other"), proposer=2)  # someone else wrote in between
     cas = Put(3, 0, 0, b"k", b"mine", (Condition(b"k", Target.VCLOCK, EQ, seen.vclock),))
     assert one(replica, cas, proposer=1) == ConditionFailedResult(cas.conditions[0], replica.fsm.get(b"k"))
+
+
+# -- revisions -------------------------------------------------------------------------------------------------------
+
+
+def test_a_revision_condition_on_the_first_of_several_writes_in_one_entry_is_refused(replica: Replica) -> None:
+    """The lost update of the issue: three writes to one key share a log entry (so they share its index); a
+    condition on the first write's revision must not hold once the later ones applied."""
+    out = replica.run(Put(1, 0, 0, b"k", b"a"), Put(2, 0, 0, b"k", b"b"), Put(3, 0, 0, b"k", b"c"))
+    first = out[0].result
+    assert isinstance(first, PutResult)
+    assert len({a.index for a in out}) == 1 and len({a.result.kv.mod_revision for a in out}) == 3  # type: ignore[union-attr]
+    mine = Put(4, 0, 0, b"k", b"mine", (Condition(b"k", Target.MOD_REVISION, EQ, first.kv.mod_revision),))
+    assert isinstance(one(replica, mine), ConditionFailedResult)
+    assert replica.fsm.get(b"k").value == b"c"  # type: ignore[union-attr]
+    # The same inside a txn, and the txn (one unit) takes one revision for all its writes.
+    txn = Txn(5, 0, 0, (Condition(b"k", Target.MOD_REVISION, EQ, first.kv.mod_revision),),
+              (TxnOp(PUT, b"k", b"t"),), (TxnOp(PUT, b"x", b"1"), TxnOp(PUT, b"y", b"2")))
+    res = one(replica, txn)
+    assert isinstance(res, TxnResult) and not res.succeeded and res.revision == 4
+    assert {replica.fsm.get(k).mod_revision for k in (b"x", b"y")} == {4}  # type: ignore[union-attr]
+
+
+def test_revisions_only_count_changes(replica: Replica) -> None:
+    replica.run(Put(1, 0, 0, b"k", b"v"))  # revision 1
+    replica.run(
+        Put(2, 0, 0, b"k", b"w", (Condition(b"k", Target.VERSION, EQ, 9),)),  # a failed condition
+        Delete(3, 0, 0, b"missing"),  # nothing to delete
+        Txn(4, 0, 0, (), (TxnOp(GET, b"k"),), ()),  # reads only
+        Incr(5, 0, 0, b"k", 1),  # not an integer
+        Put(6, 0, 0, b"", b"x"),  # invalid
+    )
+    assert replica.fsm.revision() == 1
+    sessions = [Put(7, 42, 1, b"k", b"s"), Put(8, 42, 1, b"k", b"s")]  # a retry answered from the session
+    out = replica.run(*sessions)
+    assert out[0].result == out[1].result and replica.fsm.revision() == 2
+
+
+def test_the_revision_survives_a_restart_and_a_snapshot(tmp_path: Path) -> None:
+    r = Replica(tmp_path / "a")
+    try:
+        r.run(Put(1, 0, 0, b"k", b"v"), Put(2, 0, 0, b"k", b"w"))
+        r.reopen()
+        assert r.fsm.revision() == 2
+        (a,) = r.run(Put(3, 0, 0, b"k", b"x"))
+        assert a.result.kv.mod_revision == 3  # type: ignore[union-attr]
+        items = list(r.fsm.snapshot_items())
+        other = Replica(None)
+        other.fsm.restore(None, items)
+        assert other.fsm.revision() == 3 and other.fsm.checksum() == r.fsm.checksum()
+    finally:
+        r.close()
+
+
+# -- vector clocks across incarnations, and siblings -------------------------------------------------------------
+
+
+def test_a_context_read_before_a_delete_never_matches_the_key_created_again(replica: Replica) -> None:
+    """ABA through a delete: read a context, delete, put again (the same value, even), then put with the old
+    context: refused, and the old clock is never EQUAL or AFTER the new one."""
+    replica.run(Put(1, 0, 0, b"k", b"v"), proposer=1)
+    old = replica.fsm.get(b"k")
+    assert old is not None
+    replica.run(Delete(2, 0, 0, b"k"), proposer=1)
+    replica.run(Put(3, 0, 0, b"k", b"v"), proposer=1)
+    new = replica.fsm.get(b"k")
+    assert new is not None and compare(old.vclock, new.vclock) in (Ordering.BEFORE, Ordering.CONCURRENT)
+    stale = Put(4, 0, 0, b"k", b"stale", (Condition(b"k", Target.VCLOCK, EQ, old.vclock),))
+    assert isinstance(one(replica, stale, proposer=1), ConditionFailedResult)
+    # Nor does it cover (and so silently replace) the new incarnation's value in a sibling put.
+    res = one(replica, SiblingPut(5, 0, 0, b"k", b"offline", old.vclock), proposer=2)
+    assert isinstance(res, PutResult) and res.kv.siblings == (Sibling(b"v", 1, new.mod_revision),)
+
+
+def test_siblings_kept_then_resolved_by_the_merged_context(replica: Replica) -> None:
+    """Two writers read the same cart, both write without seeing the other; the second keeps a sibling; a get
+    returns both with one clock; a put with that clock leaves one value."""
+    replica.run(Put(1, 0, 0, b"cart", b"milk"), proposer=1)
+    seen = replica.fsm.get(b"cart")
+    assert seen is not None
+    a = one(replica, SiblingPut(2, 0, 0, b"cart", b"milk,eggs", seen.vclock), proposer=2)
+    b = one(replica, SiblingPut(3, 0, 0, b"cart", b"milk,bread", seen.vclock), proposer=3)
+    assert isinstance(a, PutResult) and a.kv.siblings == ()  # it saw "milk": replaced it
+    assert isinstance(b, PutResult) and [s.value for s in b.kv.siblings] == [b"milk,eggs"]
+    both = replica.fsm.get(b"cart")
+    assert both is not None and (both.value, [s.value for s in both.siblings]) == (b"milk,bread", [b"milk,eggs"])
+    # A key with siblings has no single value to compare, nor an integer to increment.
+    assert isinstance(one(replica, Put(4, 0, 0, b"cart", b"x", (Condition(b"cart", Target.VALUE, EQ,
+                                                                            b"milk,bread"),))), ConditionFailedResult)
+    assert isinstance(one(replica, Incr(5, 0, 0, b"cart", 1)), ErrorResult)
+    # The default put with the merged context resolves them.
+    fixed = one(replica, Put(6, 0, 0, b"cart", b"milk,eggs,bread", (Condition(b"cart", Target.VCLOCK, EQ,
+                                                                               both.vclock),)), proposer=1)
+    assert isinstance(fixed, PutResult) and fixed.kv.siblings == ()
+    assert compare(both.vclock, fixed.kv.vclock) == Ordering.BEFORE
+
+
+def test_siblings_are_bounded(tmp_path: Path) -> None:
+    r = Replica(None, max_siblings=3)
+    r.run(Put(1, 0, 0, b"k", b"v"))
+    ctx = VectorClock()  # a writer that saw nothing: every write stays
+    outs = [r.run(SiblingPut(i, 0, 0, b"k", b"w%d" % i, ctx))[0].result for i in range(2, 5)]
+    assert [type(o) for o in outs] == [PutResult, PutResult, ErrorResult]
+    assert "resolve its siblings" in outs[2].message  # type: ignore[union-attr]
+    assert len(r.fsm.get(b"k").siblings) == 2  # type: ignore[union-attr]
 
 
 # -- determinism, retry safety, snapshots ---------------------------------------------------------------------------
@@ -534,22 +650,30 @@ def test_dict_backend_iteration_survives_changes() -> None:
 
 
 class Model:
-    """A straightforward re-statement of the semantics: a dict of KeyValue, sessions without expiry."""
+    """A straightforward re-statement of the semantics: a dict of KeyValue, a revision counter bumped once per
+    command that changed anything, the dot (proposer, revision) of each key's newest value kept on the side,
+    sessions without expiry."""
 
     def __init__(self) -> None:
         self.data: dict[bytes, KeyValue] = {}
+        self.dots: dict[bytes, tuple[int, int]] = {}
         self.sessions: dict[int, tuple[int, Result]] = {}
+        self.revision = 0
+        self.wrote = False
 
     def holds(self, c: Condition) -> bool:
         kv = self.data.get(c.key)
         if c.target == Target.VALUE:
-            cur: Any = None if kv is None else kv.value
+            cur: Any = None if kv is None or kv.siblings else kv.value
+            if kv is not None and kv.siblings:
+                return c.op == NE
         elif c.target == Target.EXISTS:
             cur = kv is not None
         elif c.target == Target.VCLOCK:
             cur = VectorClock() if kv is None else kv.vclock
         else:
-            field = {Target.VERSION: "version", Target.MOD_INDEX: "mod_index", Target.CREATE_INDEX: "create_index"}
+            field = {Target.VERSION: "version", Target.MOD_REVISION: "mod_revision",
+                     Target.CREATE_REVISION: "create_revision"}
             cur = 0 if kv is None else getattr(kv, field[Target(c.target)])
         if c.op == EQ:
             return bool(cur == c.operand)
@@ -557,52 +681,78 @@ class Model:
             return bool(cur != c.operand)
         return bool(cur > c.operand if c.op == GT else cur < c.operand)
 
-    def write(self, key: bytes, value: bytes, index: int, proposer: int) -> KeyValue:
+    def rev(self) -> int:
+        self.wrote = True
+        return self.revision + 1
+
+    def write(self, key: bytes, value: bytes, proposer: int, siblings: tuple[Sibling, ...] = ()) -> KeyValue:
         old = self.data.get(key)
+        rev = self.rev()
         clock = {} if old is None else dict(old.vclock.pairs())
-        clock[proposer] = clock.get(proposer, 0) + 1
+        clock[proposer] = rev
         kv = KeyValue(
-            key, value, index if old is None else old.create_index, index, 1 if old is None else old.version + 1,
-            VectorClock(clock),
+            key, value, rev if old is None else old.create_revision, rev, 1 if old is None else old.version + 1,
+            VectorClock(clock), siblings,
         )  # fmt: skip
         self.data[key] = kv
+        self.dots[key] = (proposer, rev)
         return kv
 
-    def delete(self, key: bytes, index: int) -> DeleteResult:
-        return DeleteResult(self.data.pop(key, None) is not None, index)
+    def sibling_put(self, cmd: SiblingPut, proposer: int) -> Result:
+        old = self.data.get(cmd.key)
+        if old is None:
+            return PutResult(self.write(cmd.key, cmd.value, proposer))
+        node, rev = self.dots[cmd.key]
+        values = [Sibling(old.value, node, rev), *old.siblings]
+        keep = tuple(s for s in values if cmd.context.get(s.node) < s.revision)
+        if len(keep) >= 16:
+            return ErrorResult("invalid-argument", "")
+        return PutResult(self.write(cmd.key, cmd.value, proposer, keep))
 
-    def incr(self, key: bytes, delta: int, index: int, proposer: int) -> IncrResult | ErrorResult:
+    def current(self) -> int:
+        return self.revision + 1 if self.wrote else self.revision
+
+    def delete(self, key: bytes) -> DeleteResult:
+        if self.data.pop(key, None) is None:
+            return DeleteResult(False, self.current())
+        return DeleteResult(True, self.rev())
+
+    def incr(self, key: bytes, delta: int, proposer: int) -> IncrResult | ErrorResult:
         old = self.data.get(key)
         text = b"0" if old is None else old.value
+        if old is not None and old.siblings:
+            return ErrorResult("invalid-argument", "")
         if not re.fullmatch(rb"-?[0-9]{1,19}", text) or not -(2**63) <= int(text) + delta < 2**63:
             return ErrorResult("invalid-argument", "")
         n = int(text) + delta
-        return IncrResult(n, self.write(key, str(n).encode(), index, proposer))
+        return IncrResult(n, self.write(key, str(n).encode(), proposer))
 
-    def execute(self, cmd: Command, index: int, proposer: int) -> Result:
+    def execute(self, cmd: Command, proposer: int) -> Result:
         if validate(cmd) is not None:
             return ErrorResult("invalid-argument", "")
+        if isinstance(cmd, SiblingPut):
+            return self.sibling_put(cmd, proposer)
         if isinstance(cmd, Put | Delete):
             for c in cmd.conditions:
                 if not self.holds(c):
                     return ConditionFailedResult(c, self.data.get(c.key))
             if isinstance(cmd, Put):
-                return PutResult(self.write(cmd.key, cmd.value, index, proposer))
-            return self.delete(cmd.key, index)
+                return PutResult(self.write(cmd.key, cmd.value, proposer))
+            return self.delete(cmd.key)
         if isinstance(cmd, Incr):
-            return self.incr(cmd.key, cmd.delta, index, proposer)
+            return self.incr(cmd.key, cmd.delta, proposer)
         ok = all(self.holds(c) for c in cmd.compares)
         out: list[Any] = []
         for op in cmd.success if ok else cmd.failure:
             if op.op == GET:
                 out.append(self.data.get(op.key))
             elif op.op == PUT:
-                out.append(PutResult(self.write(op.key, op.value, index, proposer)))
+                out.append(PutResult(self.write(op.key, op.value, proposer)))
             elif op.op == DEL:
-                out.append(self.delete(op.key, index))
+                out.append(self.delete(op.key))
             else:
-                out.append(self.incr(op.key, op.delta, index, proposer))
-        return TxnResult(ok, tuple(out))
+                out.append(self.incr(op.key, op.delta, proposer))
+        return TxnResult(ok, tuple(out), self.current())
 
     def apply(self, cmd: Command, index: int, proposer: int) -> Result:
         if cmd.client_id:
@@ -611,7 +761,10 @@ class Model:
                 return DuplicateResult()
             if last is not None and cmd.seq == last[0]:
                 return last[1]
-        result = self.execute(cmd, index, proposer)
+        self.wrote = False
+        result = self.execute(cmd, proposer)
+        if self.wrote:
+            self.revision += 1
         if cmd.client_id:
             self.sessions[cmd.client_id] = (cmd.seq, result)
         return result
@@ -622,19 +775,21 @@ def _erase_messages(r: Result) -> Any:
     if isinstance(r, ErrorResult):
         return ErrorResult(r.kind, "")
     if isinstance(r, TxnResult):
-        return TxnResult(r.succeeded, tuple(_erase_messages(x) if x is not None else None for x in r.results))  # type: ignore[arg-type]
+        items = tuple(_erase_messages(x) if x is not None else None for x in r.results)  # type: ignore[arg-type]
+        return TxnResult(r.succeeded, items, r.revision)
     return r
 
 
 M_KEYS = st.sampled_from([b"a"] * 4 + [b"b"] * 4 + [b"c"] * 3 + [b""])  # b"": invalid, now and then
 M_VALUES = st.sampled_from([b"", b"1", b"-5", b"x", b"9223372036854775807"])
 M_CLOCKS = st.dictionaries(st.integers(1, 3), st.integers(1, 3), max_size=2).map(VectorClock)
+M_CONTEXTS = st.dictionaries(st.integers(1, 3), st.integers(1, 40), max_size=3).map(VectorClock)
 m_conditions = st.one_of(
     st.builds(Condition, M_KEYS, st.just(Target.VALUE), st.sampled_from([EQ, NE] * 4 + [GT]), M_VALUES),
     st.builds(
         Condition,
         M_KEYS,
-        st.sampled_from([Target.VERSION, Target.MOD_INDEX, Target.CREATE_INDEX]),
+        st.sampled_from([Target.VERSION, Target.MOD_REVISION, Target.CREATE_REVISION]),
         st.sampled_from(CmpOp),
         st.integers(0, 6),
     ),
@@ -657,9 +812,11 @@ SESSION = st.tuples(st.sampled_from([0, 0, 0, 1, 2]), st.integers(0, 3))
 @st.composite
 def m_commands(draw: st.DrawFn, request_id: int) -> Command:
     client_id, seq = draw(SESSION)
-    kind = draw(st.sampled_from(["put", "put", "delete", "incr", "txn"]))
+    kind = draw(st.sampled_from(["put", "put", "delete", "incr", "txn", "sibling"]))
     if kind == "put":
         return Put(request_id, client_id, seq, draw(M_KEYS), draw(M_VALUES), draw(m_conds))
+    if kind == "sibling":
+        return SiblingPut(request_id, client_id, seq, draw(M_KEYS), draw(M_VALUES), draw(M_CONTEXTS))
     if kind == "delete":
         return Delete(request_id, client_id, seq, draw(M_KEYS), draw(m_conds))
     if kind == "incr":

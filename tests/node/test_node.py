@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 from raftkv.errors import NotLeader, Unavailable
-from raftkv.kv import Delete, DeleteResult, KVStateMachine, Put, PutResult
+from raftkv.kv import Applied, Delete, DeleteResult, KVStateMachine, Put, PutResult
 from raftkv.kv.vclock import VectorClock
 from raftkv.node import Node
 from raftkv.raft import StateRole
@@ -83,6 +83,15 @@ class Cluster:
                 await asyncio.sleep(0.01)
 
 
+async def propose_applied(node: Node, make: Callable[[int], Any]) -> Applied:
+    """Propose through ``node`` and return the ``Applied``: the result and the log index it was applied at."""
+    rid, fut = node.submit(make)
+    try:
+        return await fut
+    finally:
+        node.forget(rid)
+
+
 def with_cluster(
     body: Callable[[Cluster], Awaitable[None]], **settings: Any
 ) -> Callable[[Path], None]:
@@ -107,13 +116,17 @@ def with_cluster(
 @with_cluster
 async def test_concurrent_puts_are_batched_and_applied_everywhere(cluster: Cluster) -> None:
     lead = await cluster.leader()
-    results = await asyncio.gather(
-        *(lead.propose(lambda rid, i=i: Put(rid, 0, 0, b"k%d" % i, b"v%d" % i)) for i in range(200))
+    applied = await asyncio.gather(
+        *(propose_applied(lead, lambda rid, i=i: Put(rid, 0, 0, b"k%d" % i, b"v%d" % i)) for i in range(200))
     )
+    results = [a.result for a in applied]
     assert all(isinstance(r, PutResult) for r in results)
     assert lead.stats.commands_proposed == 200
     assert lead.stats.batches_proposed < 200  # many commands per log entry
-    top = max(r.kv.mod_index for r in results)
+    # One revision per write, even where several writes share a log entry.
+    assert sorted(r.kv.mod_revision for r in results) == list(range(1, 201))  # type: ignore[union-attr]
+    assert len({a.index for a in applied}) < 200
+    top = max(a.index for a in applied)
     for node in cluster.nodes.values():
         await asyncio.wait_for(node.wait_applied(top), 5)
         for i in (0, 99, 199):
@@ -140,16 +153,17 @@ test_without_forwarding_a_follower_refuses_writes_with_the_leaders_address = wit
 async def test_followers_forward_writes_to_the_leader(cluster: Cluster) -> None:
     lead = await cluster.leader()
     followers = [n for n in cluster.nodes.values() if n is not lead]
-    results = await asyncio.gather(
-        *(followers[i % 2].propose(lambda rid, i=i: Put(rid, 0, 0, b"f%d" % i, b"v%d" % i)) for i in range(100))
-    )
+    applied = await asyncio.gather(*(
+        propose_applied(followers[i % 2], lambda rid, i=i: Put(rid, 0, 0, b"f%d" % i, b"v%d" % i)) for i in range(100)
+    ))
+    results = [a.result for a in applied]
     assert all(isinstance(r, PutResult) for r in results)
-    # The vector clock counts the node that took the write (the proposer in the log entry), not the leader.
+    # The vector clock names the node that took the write (the proposer in the log entry), not the leader.
     r0 = results[0]
-    assert isinstance(r0, PutResult) and r0.kv.vclock == VectorClock({followers[0].id: 1})
+    assert isinstance(r0, PutResult) and r0.kv.vclock == VectorClock({followers[0].id: r0.kv.mod_revision})
     assert sum(f.stats.commands_forwarded for f in followers) == 100
     assert lead.stats.commands_forwarded == 0
-    top = max(r.kv.mod_index for r in results)
+    top = max(a.index for a in applied)
     for node in cluster.nodes.values():
         await asyncio.wait_for(node.wait_applied(top), 5)
         _, kv = node.fsm_get(b"f99")
@@ -201,10 +215,10 @@ test_the_leader_proposes_a_new_batch_only_when_the_last_committed = with_cluster
 @with_cluster
 async def test_linearizable_read_index_on_a_follower_sees_acknowledged_writes(cluster: Cluster) -> None:
     lead = await cluster.leader()
-    r = await lead.propose(lambda rid: Put(rid, 0, 0, b"x", b"1"))
+    a = await propose_applied(lead, lambda rid: Put(rid, 0, 0, b"x", b"1"))
     f = next(n for n in cluster.nodes.values() if n is not lead)
     reads = await asyncio.gather(*(f.read_index() for _ in range(20)))
-    assert min(reads) >= r.kv.mod_index
+    assert min(reads) >= a.index
     _, kv = f.fsm_get(b"x")
     assert kv is not None and kv.value == b"1"
     assert f.stats.read_rounds < 20  # concurrent reads share rounds
@@ -215,7 +229,7 @@ async def test_reads_arriving_one_by_one_on_a_follower_share_read_index_requests
     """Reads that arrive one by one while the follower's request to the leader is unanswered wait and share its
     next request (max_inflight_read_requests = 1): far fewer requests than reads."""
     lead = await cluster.leader()
-    r = await lead.propose(lambda rid: Put(rid, 0, 0, b"y", b"1"))
+    a = await propose_applied(lead, lambda rid: Put(rid, 0, 0, b"y", b"1"))
     f = next(n for n in cluster.nodes.values() if n is not lead)
     cluster.net.delay_s = (0.005, 0.005)  # a round trip to the leader takes 10 ms; a read arrives every millisecond
     before = f.stats.read_rounds
@@ -226,7 +240,7 @@ async def test_reads_arriving_one_by_one_on_a_follower_share_read_index_requests
 
     reads = await asyncio.gather(*(staggered(i) for i in range(60)))
     cluster.net.delay_s = (0.0, 0.0)
-    assert min(reads) >= r.kv.mod_index
+    assert min(reads) >= a.index
     assert f.stats.read_rounds - before <= 15, f.stats.read_rounds - before
 
 
@@ -373,15 +387,17 @@ def test_a_two_voter_cluster_is_not_shrunk_to_one_voter_unless_forced(tmp_path: 
 
 async def _pipelined_writes_keep_replicas_identical(cluster: Cluster) -> None:
     lead = await cluster.leader()
-    results = []
+    applied: list[Applied] = []
     for wave in range(5):  # writes through every node, so followers' Readys overlap too
-        results += await asyncio.gather(*(
-            node.propose(lambda rid, w=wave, i=i, n=node.id: Put(rid, 0, 0, b"k%d" % (i % 50), b"%d/%d/%d" % (w, n, i)))
+        applied += await asyncio.gather(*(
+            propose_applied(
+                node, lambda rid, w=wave, i=i, n=node.id: Put(rid, 0, 0, b"k%d" % (i % 50), b"%d/%d/%d" % (w, n, i))
+            )
             for node in cluster.nodes.values() for i in range(100)
         ))
-    assert all(isinstance(r, PutResult) for r in results)
+    assert all(isinstance(a.result, PutResult) for a in applied)
     assert sum(n.stats.pipelined_readys for n in cluster.nodes.values()) > 0, "no Ready was taken during a write"
-    top = max(r.kv.mod_index for r in results)
+    top = max(a.index for a in applied)
     for node in cluster.nodes.values():
         await asyncio.wait_for(node.wait_applied(top), 5)
     assert len({n.fsm.checksum() for n in cluster.nodes.values()}) == 1

@@ -6,7 +6,7 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from raftkv.errors import META_OUTCOME_UNKNOWN
+from raftkv.errors import META_APPLIED
 from raftkv.proto.v1 import kv_pb2
 from raftkv.server import KVServicer
 
@@ -71,7 +71,8 @@ async def test_a_batch_without_a_quorum_times_out_every_write_within_its_deadlin
     elapsed = time.monotonic() - t0
     errors = [r.error for r in resp.results]
     assert [e.code for e in errors] == ["DEADLINE_EXCEEDED"] * 5 + ["INVALID_ARGUMENT"]
-    assert all(e.metadata[META_OUTCOME_UNKNOWN] == "1" for e in errors[:5]), errors[0]
+    assert all(e.metadata[META_APPLIED] == "unknown" for e in errors[:5]), errors[0]
+    assert errors[5].metadata[META_APPLIED] == "no"
     assert elapsed < 2.0, elapsed
     assert not lead._waiters  # the abandoned writes are not tracked any more
     cluster.net.heal()

@@ -13,10 +13,17 @@ class Consistency(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     LEASE: _ClassVar[Consistency]
     STALE: _ClassVar[Consistency]
     BOUNDED: _ClassVar[Consistency]
+
+class OnConflict(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    REJECT: _ClassVar[OnConflict]
+    SIBLINGS: _ClassVar[OnConflict]
 LINEARIZABLE: Consistency
 LEASE: Consistency
 STALE: Consistency
 BOUNDED: Consistency
+REJECT: OnConflict
+SIBLINGS: OnConflict
 
 class Session(_message.Message):
     __slots__ = ("client_id", "seq")
@@ -34,35 +41,49 @@ class VectorClock(_message.Message):
     counters: _containers.RepeatedScalarFieldContainer[int]
     def __init__(self, nodes: _Optional[_Iterable[int]] = ..., counters: _Optional[_Iterable[int]] = ...) -> None: ...
 
+class Sibling(_message.Message):
+    __slots__ = ("value", "node", "revision")
+    VALUE_FIELD_NUMBER: _ClassVar[int]
+    NODE_FIELD_NUMBER: _ClassVar[int]
+    REVISION_FIELD_NUMBER: _ClassVar[int]
+    value: bytes
+    node: int
+    revision: int
+    def __init__(self, value: _Optional[bytes] = ..., node: _Optional[int] = ..., revision: _Optional[int] = ...) -> None: ...
+
 class KeyValue(_message.Message):
-    __slots__ = ("key", "value", "create_index", "mod_index", "version", "vclock")
+    __slots__ = ("key", "value", "create_revision", "mod_revision", "version", "vclock", "siblings")
     KEY_FIELD_NUMBER: _ClassVar[int]
     VALUE_FIELD_NUMBER: _ClassVar[int]
-    CREATE_INDEX_FIELD_NUMBER: _ClassVar[int]
-    MOD_INDEX_FIELD_NUMBER: _ClassVar[int]
+    CREATE_REVISION_FIELD_NUMBER: _ClassVar[int]
+    MOD_REVISION_FIELD_NUMBER: _ClassVar[int]
     VERSION_FIELD_NUMBER: _ClassVar[int]
     VCLOCK_FIELD_NUMBER: _ClassVar[int]
+    SIBLINGS_FIELD_NUMBER: _ClassVar[int]
     key: bytes
     value: bytes
-    create_index: int
-    mod_index: int
+    create_revision: int
+    mod_revision: int
     version: int
     vclock: VectorClock
-    def __init__(self, key: _Optional[bytes] = ..., value: _Optional[bytes] = ..., create_index: _Optional[int] = ..., mod_index: _Optional[int] = ..., version: _Optional[int] = ..., vclock: _Optional[_Union[VectorClock, _Mapping]] = ...) -> None: ...
+    siblings: _containers.RepeatedCompositeFieldContainer[Sibling]
+    def __init__(self, key: _Optional[bytes] = ..., value: _Optional[bytes] = ..., create_revision: _Optional[int] = ..., mod_revision: _Optional[int] = ..., version: _Optional[int] = ..., vclock: _Optional[_Union[VectorClock, _Mapping]] = ..., siblings: _Optional[_Iterable[_Union[Sibling, _Mapping]]] = ...) -> None: ...
 
 class Header(_message.Message):
-    __slots__ = ("node_id", "term", "index", "leader_id", "leader_contact_ms")
+    __slots__ = ("node_id", "term", "index", "leader_id", "leader_contact_ms", "revision")
     NODE_ID_FIELD_NUMBER: _ClassVar[int]
     TERM_FIELD_NUMBER: _ClassVar[int]
     INDEX_FIELD_NUMBER: _ClassVar[int]
     LEADER_ID_FIELD_NUMBER: _ClassVar[int]
     LEADER_CONTACT_MS_FIELD_NUMBER: _ClassVar[int]
+    REVISION_FIELD_NUMBER: _ClassVar[int]
     node_id: int
     term: int
     index: int
     leader_id: int
     leader_contact_ms: int
-    def __init__(self, node_id: _Optional[int] = ..., term: _Optional[int] = ..., index: _Optional[int] = ..., leader_id: _Optional[int] = ..., leader_contact_ms: _Optional[int] = ...) -> None: ...
+    revision: int
+    def __init__(self, node_id: _Optional[int] = ..., term: _Optional[int] = ..., index: _Optional[int] = ..., leader_id: _Optional[int] = ..., leader_contact_ms: _Optional[int] = ..., revision: _Optional[int] = ...) -> None: ...
 
 class ReadOptions(_message.Message):
     __slots__ = ("consistency", "min_index", "max_staleness_ms", "fail_if_stale", "timeout_ms")
@@ -84,14 +105,14 @@ class Compare(_message.Message):
         __slots__ = ()
         VALUE: _ClassVar[Compare.Target]
         VERSION: _ClassVar[Compare.Target]
-        MOD_INDEX: _ClassVar[Compare.Target]
-        CREATE_INDEX: _ClassVar[Compare.Target]
+        MOD_REVISION: _ClassVar[Compare.Target]
+        CREATE_REVISION: _ClassVar[Compare.Target]
         EXISTS: _ClassVar[Compare.Target]
         VCLOCK: _ClassVar[Compare.Target]
     VALUE: Compare.Target
     VERSION: Compare.Target
-    MOD_INDEX: Compare.Target
-    CREATE_INDEX: Compare.Target
+    MOD_REVISION: Compare.Target
+    CREATE_REVISION: Compare.Target
     EXISTS: Compare.Target
     VCLOCK: Compare.Target
     class Op(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
@@ -121,16 +142,20 @@ class Compare(_message.Message):
     def __init__(self, key: _Optional[bytes] = ..., target: _Optional[_Union[Compare.Target, str]] = ..., op: _Optional[_Union[Compare.Op, str]] = ..., value: _Optional[bytes] = ..., number: _Optional[int] = ..., exists: _Optional[bool] = ..., vclock: _Optional[_Union[VectorClock, _Mapping]] = ...) -> None: ...
 
 class PutRequest(_message.Message):
-    __slots__ = ("key", "value", "session", "conditions")
+    __slots__ = ("key", "value", "session", "conditions", "context", "on_conflict")
     KEY_FIELD_NUMBER: _ClassVar[int]
     VALUE_FIELD_NUMBER: _ClassVar[int]
     SESSION_FIELD_NUMBER: _ClassVar[int]
     CONDITIONS_FIELD_NUMBER: _ClassVar[int]
+    CONTEXT_FIELD_NUMBER: _ClassVar[int]
+    ON_CONFLICT_FIELD_NUMBER: _ClassVar[int]
     key: bytes
     value: bytes
     session: Session
     conditions: _containers.RepeatedCompositeFieldContainer[Compare]
-    def __init__(self, key: _Optional[bytes] = ..., value: _Optional[bytes] = ..., session: _Optional[_Union[Session, _Mapping]] = ..., conditions: _Optional[_Iterable[_Union[Compare, _Mapping]]] = ...) -> None: ...
+    context: VectorClock
+    on_conflict: OnConflict
+    def __init__(self, key: _Optional[bytes] = ..., value: _Optional[bytes] = ..., session: _Optional[_Union[Session, _Mapping]] = ..., conditions: _Optional[_Iterable[_Union[Compare, _Mapping]]] = ..., context: _Optional[_Union[VectorClock, _Mapping]] = ..., on_conflict: _Optional[_Union[OnConflict, str]] = ...) -> None: ...
 
 class PutResponse(_message.Message):
     __slots__ = ("header", "kv")
@@ -446,7 +471,7 @@ class PeerProgress(_message.Message):
     def __init__(self, id: _Optional[int] = ..., match: _Optional[int] = ..., next: _Optional[int] = ..., state: _Optional[str] = ..., active: _Optional[bool] = ...) -> None: ...
 
 class StatusResponse(_message.Message):
-    __slots__ = ("header", "role", "commit", "applied", "last_index", "cluster_id", "members", "progress", "vote", "version", "read_only", "read_only_reason", "stats")
+    __slots__ = ("header", "role", "commit", "applied", "last_index", "cluster_id", "members", "progress", "vote", "version", "read_only", "read_only_reason", "removed", "revision", "stats")
     class StatsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -466,6 +491,8 @@ class StatusResponse(_message.Message):
     VERSION_FIELD_NUMBER: _ClassVar[int]
     READ_ONLY_FIELD_NUMBER: _ClassVar[int]
     READ_ONLY_REASON_FIELD_NUMBER: _ClassVar[int]
+    REMOVED_FIELD_NUMBER: _ClassVar[int]
+    REVISION_FIELD_NUMBER: _ClassVar[int]
     STATS_FIELD_NUMBER: _ClassVar[int]
     header: Header
     role: str
@@ -479,5 +506,7 @@ class StatusResponse(_message.Message):
     version: str
     read_only: bool
     read_only_reason: str
+    removed: bool
+    revision: int
     stats: _containers.ScalarMap[str, int]
-    def __init__(self, header: _Optional[_Union[Header, _Mapping]] = ..., role: _Optional[str] = ..., commit: _Optional[int] = ..., applied: _Optional[int] = ..., last_index: _Optional[int] = ..., cluster_id: _Optional[str] = ..., members: _Optional[_Iterable[_Union[Member, _Mapping]]] = ..., progress: _Optional[_Iterable[_Union[PeerProgress, _Mapping]]] = ..., vote: _Optional[int] = ..., version: _Optional[str] = ..., read_only: _Optional[bool] = ..., read_only_reason: _Optional[str] = ..., stats: _Optional[_Mapping[str, int]] = ...) -> None: ...
+    def __init__(self, header: _Optional[_Union[Header, _Mapping]] = ..., role: _Optional[str] = ..., commit: _Optional[int] = ..., applied: _Optional[int] = ..., last_index: _Optional[int] = ..., cluster_id: _Optional[str] = ..., members: _Optional[_Iterable[_Union[Member, _Mapping]]] = ..., progress: _Optional[_Iterable[_Union[PeerProgress, _Mapping]]] = ..., vote: _Optional[int] = ..., version: _Optional[str] = ..., read_only: _Optional[bool] = ..., read_only_reason: _Optional[str] = ..., removed: _Optional[bool] = ..., revision: _Optional[int] = ..., stats: _Optional[_Mapping[str, int]] = ...) -> None: ...
