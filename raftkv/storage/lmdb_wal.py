@@ -101,8 +101,9 @@ from .errors import CorruptLogError, DurableStorageError, StorageCorruption, Sto
 
 __all__ = ["FORMAT", "LmdbLogStore", "WalStats"]
 
-FORMAT = b"raftkv-lmdb-wal/1"
-"""Layout version of the data directory, stored in ``meta``; opening any other layout raises StorageFormatError."""
+FORMAT = b"raftkv-lmdb-wal/2"
+"""Layout version of the data directory, stored in ``meta``; opening any other layout raises StorageFormatError.
+2: the records of ``raftkv.codec`` version 2 (per-write revisions in the state machine; 1 held log indexes)."""
 
 T = TypeVar("T")
 
