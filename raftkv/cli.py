@@ -61,6 +61,7 @@ Exit codes:
   {ExitCode.CONFLICT}  a condition did not hold
   {ExitCode.READ_ONLY}  the node refuses writes (e.g. its disk is full)
   {ExitCode.CONFIG}  bad configuration, data directory or local cluster state
+  {ExitCode.REMOVED}  the node asked was removed from the cluster (ask another member)
 """
 
 OUTPUT_CHOICE = click.Choice(["text", "json"])
@@ -109,7 +110,10 @@ class RaftKVGroup(click.Group):
         except click.ClickException:
             raise
         except RaftKVError as e:
-            _die(e.message, e.exit_code)
+            msg = e.message
+            if e.outcome_unknown and "applied" not in msg:
+                msg += "; the write may or may not have been applied"
+            _die(msg, e.exit_code)
         except BrokenPipeError:  # `raftkv list | head`: stop quietly (and let Python not complain at exit either)
             try:
                 os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())

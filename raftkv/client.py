@@ -72,6 +72,7 @@ from .errors import (
     InvalidArgument,
     NotLeader,
     RaftKVError,
+    Removed,
     Timeout,
     Unavailable,
     from_wire,
@@ -566,6 +567,7 @@ class Client:
         self._cursor = 0
         self._spread_cursor = random.randrange(1 << 16)  # where local (stale/bounded) reads start their round robin
         self._seen_index = 0
+        self._removed: set[str] = set()  # endpoints that answered Removed: they serve nothing any more
         self._closed = False
         self._coalesce = coalesce and not single_attempt
         self._coalescers: dict[str, _Coalescer] = {}
@@ -907,7 +909,16 @@ class Client:
         return ch
 
     def _pick(self) -> str:
-        return self._leader or self._endpoints[self._cursor % len(self._endpoints)]
+        removed = self._removed
+        if self._leader and self._leader not in removed:
+            return self._leader
+        eps = self._endpoints
+        n = len(eps)
+        for i in range(n):
+            ep = eps[(self._cursor + i) % n]
+            if ep not in removed:
+                return ep
+        return eps[self._cursor % n]
 
     def _failed(self, endpoint: str) -> None:
         """``endpoint`` could not serve: forget it as leader and move on to the next endpoint (once, even if many
@@ -1132,6 +1143,15 @@ class Client:
             last = err
             if single:
                 raise err
+            if isinstance(err, Removed):
+                # That node left the cluster for good: never ask it again; go on at once with the others.
+                self._removed.add(ep)
+                self._failed(ep)
+                if all(e in self._removed for e in self._endpoints):
+                    if outcome_unknown:
+                        err.applied = APPLIED_UNKNOWN
+                    raise err
+                continue
             if not err.retryable or (endpoint is not None and not isinstance(err, Timeout)):
                 if outcome_unknown and not isinstance(err, ConditionFailed | InvalidArgument):
                     # (A condition or validation verdict answers for the session, so for every earlier attempt

@@ -13,11 +13,13 @@ import contextlib
 import json
 import os
 import random
+import selectors
 import signal
 import subprocess
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import pytest
 from click.testing import CliRunner
@@ -257,15 +259,64 @@ class FakeClient:
         pass
 
 
-def run_fake_workload(store: MemoryStore, seconds: float = 0.4) -> tuple[History, Workload]:
-    history = History()
+class _VirtualSelector(selectors.BaseSelector):
+    """A selector that never waits: asked to wait ``timeout`` seconds, it moves its loop's virtual clock on by that
+    much instead (the fake workload does no real I/O; only the loop's own wake-up pipe is registered)."""
+
+    def __init__(self, loop_time: list[float]) -> None:
+        self._real = selectors.DefaultSelector()
+        self._time = loop_time
+
+    def register(self, fileobj: Any, events: int, data: Any = None) -> selectors.SelectorKey:
+        return self._real.register(fileobj, events, data)
+
+    def unregister(self, fileobj: Any) -> selectors.SelectorKey:
+        return self._real.unregister(fileobj)
+
+    def select(self, timeout: float | None = None) -> list[tuple[selectors.SelectorKey, int]]:
+        if timeout is not None and timeout > 0:
+            self._time[0] += timeout
+        return self._real.select(0)
+
+    def get_map(self) -> Any:
+        return self._real.get_map()
+
+    def close(self) -> None:
+        self._real.close()
+
+
+class VirtualTimeLoop(asyncio.SelectorEventLoop):
+    """An event loop on a virtual clock (trio's MockClock, for asyncio): sleeping takes no real time, and what runs
+    when depends only on the program and its seeds, not on the machine's speed. So the fake workload below gives
+    the same history on every run."""
+
+    def __init__(self) -> None:
+        self._now = [0.0]
+        super().__init__(selector=_VirtualSelector(self._now))
+
+    def time(self) -> float:
+        return self._now[0]
+
+    def clock_ns(self) -> int:
+        return int(self._now[0] * 1e9)
+
+    def advance(self, seconds: float) -> None:
+        self._now[0] += seconds
+
+
+def run_fake_workload(
+    store: MemoryStore, seconds: float = 0.4, loop: VirtualTimeLoop | None = None
+) -> tuple[History, Workload]:
+    """The workload against ``store`` for ``seconds`` of virtual time: deterministic (seeded, virtual clock)."""
+    loop = loop or VirtualTimeLoop()
+    history = History(clock=loop.clock_ns)
     rng = random.Random(5)
 
     def factory(_eps: Sequence[str], _timeout_s: float) -> FakeClient:
         return FakeClient(store, random.Random(rng.random()))
 
     wl = Workload(["fake:1"], WorkloadConfig(clients=6, keys=3, think_s=0.001, seed=5), history,
-                  client_factory=factory)
+                  client_factory=factory, clock_ns=loop.clock_ns)
 
     async def go() -> None:
         stop = asyncio.Event()
@@ -274,7 +325,10 @@ def run_fake_workload(store: MemoryStore, seconds: float = 0.4) -> tuple[History
         stop.set()
         await task
 
-    asyncio.run(go())
+    try:
+        loop.run_until_complete(go())
+    finally:
+        loop.close()
     return history, wl
 
 
@@ -298,11 +352,13 @@ def test_the_workload_records_a_checkable_history_of_a_correct_store() -> None:
 
 def test_the_checks_catch_a_store_that_loses_acknowledged_writes() -> None:
     store = MemoryStore(lose_every=7)
-    history, _ = run_fake_workload(store)
+    loop = VirtualTimeLoop()
+    history, _ = run_fake_workload(store, loop=loop)
     assert check(history.ops(), time_limit_s=30).ok is False
     # After the workload, on a key of its own: an acknowledged put the store applies, then one it drops, then the
     # final read: a certain loss.
     for value in (b"first", b"last"):
+        loop.advance(1.0)
         op_id = history.invoke(99, "put", b"solo", value=value)
         if value == b"first":
             store.data[b"solo"] = value

@@ -529,3 +529,68 @@ def test_client_accepts_any_error_kind_as_raftkv_error(srv: FakeServer) -> None:
     with pytest.raises(RaftKVError) as ei:
         run(go)
     assert isinstance(ei.value, Unavailable) and ei.value.exit_code == 4
+
+
+# -- what an error says of the write, and the single-attempt mode ----------------------------------------------------
+
+
+def test_every_error_says_whether_the_write_was_applied(srv: FakeServer) -> None:
+    """The server's "raftkv-applied" reaches the caller as ``applied``, whatever the message; a not-leader refusal
+    and a failed condition are told apart by kind and code, not by text."""
+
+    async def go() -> None:
+        async with Client([srv.addr], timeout_s=2, single_attempt=True) as c:
+            srv.kv.inject(Unavailable("refused before proposing"))
+            with pytest.raises(Unavailable) as e:
+                await c.put("k", "v")
+            assert e.value.applied == "no" and not e.value.outcome_unknown
+            srv.kv.inject(Unavailable("the leader changed after it was forwarded", applied="unknown"))
+            with pytest.raises(Unavailable) as e:
+                await c.put("k", "v")
+            assert e.value.applied == "unknown" and e.value.outcome_unknown
+            srv.kv.inject(NotLeader(2, "127.0.0.1:1"))
+            with pytest.raises(NotLeader) as nl:
+                await c.put("k", "v")
+            assert nl.value.applied == "no" and nl.value.grpc_code == "FAILED_PRECONDITION"
+            srv.kv.inject(ConditionFailed("the version is 1"))
+            with pytest.raises(ConditionFailed) as cf:
+                await c.put("k", "w", if_version=9)
+            assert cf.value.applied == "no" and cf.value.grpc_code == "ABORTED"
+            srv.kv.inject(Unavailable("a read cannot be served here", applied="unknown"))
+            with pytest.raises(Unavailable) as e:
+                await c.get("k")
+            assert e.value.applied == "no"  # reads change nothing, whatever a server says
+
+    run(go)
+
+
+def test_single_attempt_makes_exactly_one_call_and_follows_no_redirect(srv: FakeServer) -> None:
+    srv.kv.mode = "follower"
+    srv.kv.leader_id, srv.kv.leader_addr = 2, "127.0.0.1:1"
+
+    async def go() -> None:
+        async with Client([srv.addr], timeout_s=5, single_attempt=True) as c:
+            with pytest.raises(NotLeader):
+                await c.put("k", "v")
+            assert srv.kv.calls["Put"] == 1
+            srv.kv.mode = "down"  # Unavailable: a retrying client would try again and again
+            with pytest.raises(Unavailable):
+                await c.put("k", "v")
+            assert srv.kv.calls["Put"] == 2
+            srv.kv.mode = "leader"
+            await asyncio.gather(*(c.put(f"c{i}", "v") for i in range(10)))
+            assert srv.kv.calls["Put"] == 12 and srv.kv.calls["Batch"] == 0  # no coalescing either
+
+    run(go)
+    with pytest.raises(ConfigError, match="one endpoint"):
+        Client([srv.addr, "127.0.0.1:1"], single_attempt=True)
+
+
+def test_a_dead_endpoint_in_single_attempt_mode_says_not_applied() -> None:
+    async def go() -> None:
+        async with Client([f"127.0.0.1:{free_port()}"], timeout_s=2, single_attempt=True) as c:
+            with pytest.raises(Unavailable) as e:
+                await c.put("k", "v")
+            assert e.value.applied == "no"  # the connection could not be made: nothing was sent
+
+    run(go)

@@ -141,3 +141,29 @@ def test_leader_transfer_and_sigterm_hand_over(cluster: Cluster) -> None:
     log = cluster.info.node(target).log.read_text()
     assert "handed leadership to node" in log, log[-2000:]
     assert cluster.leader(timeout_s=5).id != target
+
+
+def test_a_removed_member_refuses_reads_and_writes_at_once_with_exit_9(cluster: Cluster) -> None:
+    """The issue's reproduction: after `member remove`, the removed node still answered a stale read with old
+    data, and a write to it hung for the whole deadline. Now both fail at once (exit 9), and status says so."""
+    with cluster.client() as c:
+        c.put("k", "before")
+    lead = cluster.leader()
+    gone = next(n for n in cluster.info.nodes if n.id != lead.id)
+    r = cluster.cli("member", "remove", str(gone.id))
+    assert r.returncode == 0, r.stderr
+    cluster.wait(lambda: cluster.node_status(gone.id).removed, "the removed node to know it")
+    with cluster.client() as c:
+        c.put("k", "after")
+    pinned = ["--endpoints", gone.client_addr, "--timeout", "30"]
+    for args in (["get", "k", "--consistency", "stale"], ["get", "k"], ["put", "k", "v"], ["list"]):
+        r = cluster.cli(*pinned, *args)
+        # 9, not 4: refused as removed, not left to run into the deadline
+        assert r.returncode == 9, (args, r.returncode, r.stdout, r.stderr)
+        assert b"removed from the cluster" in r.stderr and b"before" not in r.stdout, (args, r.stderr)
+    st = cluster.node_status(gone.id)
+    assert st.role == "removed" and st.removed
+    # The client library with every endpoint goes on with the members.
+    with cluster.client() as c:
+        kv = c.get("k", consistency="stale")
+        assert kv is not None and kv.value == b"after"

@@ -43,6 +43,7 @@ class Cluster:
             self.net, nid, lambda msgs, h=holder: h[0].on_messages(msgs), lambda p, h=holder: h[0].on_unreachable(p),
             on_snapshot=lambda frm, path, h=holder: h[0].on_snapshot_received(frm, path),
             snapshot_dir=self.tmp / f"n{nid}" / "snapshots", snapshot_sink=SnapshotReceiver.open,
+            on_removed=lambda peer, h=holder: h[0].on_removed(peer),
         )
         node = Node(s, store, KVStateMachine(store), t)
         holder.append(node)

@@ -12,7 +12,7 @@ from raftkv.kv import Put, PutResult
 from raftkv.node import Node
 from raftkv.raft import Message, MsgType, StateRole
 
-from .test_node import Cluster, with_cluster
+from .test_node import Cluster, propose_applied, with_cluster
 
 
 def count_sent(node: Node) -> dict[int, int]:
@@ -64,9 +64,9 @@ async def test_a_partitioned_follower_rejoins_without_disrupting_the_leader(clus
     assert lead.role == StateRole.LEADER and lead.term == term
 
     cluster.net.heal()
-    r = await lead.propose(lambda rid: Put(rid, 0, 0, b"after", b"rejoin"))
-    assert isinstance(r, PutResult)
-    await asyncio.wait_for(f.wait_applied(r.kv.mod_index), 5)
+    r = await propose_applied(lead, lambda rid: Put(rid, 0, 0, b"after", b"rejoin"))
+    assert isinstance(r.result, PutResult)
+    await asyncio.wait_for(f.wait_applied(r.index), 5)
     await until(lambda: f.leader_id == lead.id, "the follower to follow the leader again")
     assert lead.role == StateRole.LEADER
     assert [n.term for n in cluster.nodes.values()] == [term] * len(cluster.nodes)
@@ -105,7 +105,7 @@ async def test_an_isolated_leader_steps_down_while_the_others_elect_a_new_one(cl
     assert lead.term == term
 
     cluster.net.heal()
-    r = await new.propose(lambda rid: Put(rid, 0, 0, b"after", b"isolation"))
-    assert isinstance(r, PutResult)
-    await asyncio.wait_for(lead.wait_applied(r.kv.mod_index), 5)
+    r = await propose_applied(new, lambda rid: Put(rid, 0, 0, b"after", b"isolation"))
+    assert isinstance(r.result, PutResult)
+    await asyncio.wait_for(lead.wait_applied(r.index), 5)
     assert lead.leader_id == new.id and lead.role == StateRole.FOLLOWER

@@ -21,7 +21,7 @@ from raftkv.kv import KeyValue, Put, PutResult
 from raftkv.node import Node
 from raftkv.raft import Message, MsgType
 
-from .test_node import Cluster, with_cluster
+from .test_node import Cluster, propose_applied, with_cluster
 
 
 def hold_appends(leader: Node, to: int) -> Callable[[], None]:
@@ -56,14 +56,14 @@ async def until(pred: Callable[[], bool], what: str, timeout_s: float = 5.0) -> 
 async def test_a_follower_read_waits_until_the_read_index_is_applied(cluster: Cluster) -> None:
     lead = await cluster.leader()
     f = next(n for n in cluster.nodes.values() if n is not lead)
-    old = await lead.propose(lambda rid: Put(rid, 0, 0, b"k", b"old"))
-    assert isinstance(old, PutResult)
-    await asyncio.wait_for(f.wait_applied(old.kv.mod_index), 5)
+    old = await propose_applied(lead, lambda rid: Put(rid, 0, 0, b"k", b"old"))
+    assert isinstance(old.result, PutResult)
+    await asyncio.wait_for(f.wait_applied(old.index), 5)
 
     release = hold_appends(lead, f.id)
-    new = await lead.propose(lambda rid: Put(rid, 0, 0, b"k", b"new"))  # committed by the leader and the other one
-    assert isinstance(new, PutResult)
-    assert f.applied < new.kv.mod_index
+    new = await propose_applied(lead, lambda rid: Put(rid, 0, 0, b"k", b"new"))  # committed by the leader + 1 other
+    assert isinstance(new.result, PutResult)
+    assert f.applied < new.index
 
     async def linearizable_get() -> tuple[int, int, KeyValue | None]:
         """What the servicer does for a linearizable Get: the read point, then one read transaction."""
@@ -77,16 +77,16 @@ async def test_a_follower_read_waits_until_the_read_index_is_applied(cluster: Cl
         # The leader answered: the follower knows its read index (the futures of the round are resolved) ...
         await until(lambda: f.stats.reads_served > served, "the leader to answer the follower's read-index request")
         # ... which covers the new write, but the follower has not applied it (it has not even received it) ...
-        assert f.applied < new.kv.mod_index <= lead.raw.raft.log.committed
+        assert f.applied < new.index <= lead.raw.raft.log.committed
         _, kv = f.fsm_get(b"k")
         assert kv is not None and kv.value == b"old"  # what a read served now would return
         # ... so the read is still waiting, however many turns the loop takes.
         done, _ = await asyncio.wait([read], timeout=0.2)
         assert not done, f"the read was served at applied index {f.applied}: {read.result()}"
-        assert f.applied < new.kv.mod_index
+        assert f.applied < new.index
     finally:
         release()
     index, applied, kv = await asyncio.wait_for(read, 5)
-    assert index >= new.kv.mod_index
+    assert index >= new.index
     assert applied >= index
     assert kv is not None and kv.value == b"new"

@@ -479,3 +479,38 @@ def test_constructor_rejects_nonsense() -> None:
         GrpcTransport(1, "c", "127.0.0.1:1", print, print, reconnect_backoff_s=(1.0, 0.5))
     with pytest.raises(ValueError):
         GrpcTransport(1, "c", "127.0.0.1:1", print, print, max_queue_frames=0)
+
+
+# -- removed members -------------------------------------------------------------------------------------------------
+
+
+def test_a_refused_node_is_told_it_was_removed_and_delivers_nothing() -> None:
+    """After ``refuse``, an open stream from that node is ended at its next frame with the removed marker, its new
+    streams are refused at the handshake, nothing of it is delivered, and its ``on_removed`` names the refuser."""
+
+    async def test() -> None:
+        told: list[int] = []
+        a = Node(1, free_port(), on_removed=told.append)
+        b = Node(2, free_port())
+        try:
+            connect(a, b)
+            await started(a, b)
+            a.t.send([heartbeat(1, 2, 1)])
+            await wait_until(lambda: len(b.received(frm=1)) == 1, "the first heartbeat")
+            b.t.refuse({1})
+            for seq in range(2, 30):
+                a.t.send([heartbeat(1, 2, seq)])
+                await asyncio.sleep(0.01)
+                if told:
+                    break
+            await wait_until(lambda: bool(told), "node 1 to be told it was removed")
+            assert set(told) == {2}
+            assert len(b.received(frm=1)) == 1  # nothing after the refusal
+            assert "removed from the cluster" in a.t.peer_status()[2].last_error
+            # b still talks to a (a removed node may still be told things; the node decides what to send).
+            b.t.send([heartbeat(2, 1, 1)])
+            await wait_until(lambda: len(a.received(frm=2)) == 1, "b's heartbeat to a")
+        finally:
+            await stop_all(a, b)
+
+    run(test)
