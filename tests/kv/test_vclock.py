@@ -143,3 +143,48 @@ def test_constructing_from_pairs_is_idempotent(a: VectorClock) -> None:
     assert VectorClock(a.pairs()) == a
     assert VectorClock(a.as_dict()) == a
     assert all(c > 0 for _, c in a) and [n for n, _ in a] == sorted({n for n, _ in a})
+
+
+# -- advance and covers: the clocks raftkv's writes make (counters are revisions) ----------------------------------
+
+
+@given(clocks, NODES, st.integers(1, 8))
+def test_advance_moves_strictly_after_and_covers_its_dot(a: VectorClock, node: int, step: int) -> None:
+    rev = a.get(node) + step
+    b = a.advance(node, rev)
+    assert compare(b, a) is Ordering.AFTER and compare(a, b) is Ordering.BEFORE
+    assert b.get(node) == rev and b.covers(node, rev) and not a.covers(node, rev)
+    assert all(b.get(n) == a.get(n) for n in range(1, 7) if n != node)
+    assert list(b.pairs()) == sorted(b.pairs()) and type(b) is VectorClock
+    with pytest.raises(ValueError):
+        b.advance(node, rev)  # a counter never goes back or repeats
+
+
+@given(clocks, clocks, NODES, st.integers(1, 10))
+def test_a_merge_covers_exactly_what_either_side_covers(a: VectorClock, b: VectorClock, node: int, c: int) -> None:
+    assert a.merge(b).covers(node, c) == (a.covers(node, c) or b.covers(node, c))
+
+
+@given(st.lists(st.tuples(NODES, st.booleans()), min_size=1, max_size=12))
+def test_a_context_read_before_a_delete_is_never_equal_or_after_a_later_incarnation(
+    writes: list[tuple[int, bool]],
+) -> None:
+    """Replay raftkv's rule: revisions count every write cluster-wide; a key's clock sets the writer's component to
+    the write's revision; a delete (True) forgets the clock. A clock read before any delete never ranks EQUAL or
+    AFTER the clock of an incarnation created after it."""
+    rev = 0
+    clock = EMPTY_CLOCK
+    incarnations: list[list[VectorClock]] = [[]]
+    for node, delete in writes:
+        rev += 1
+        if delete:
+            clock = EMPTY_CLOCK
+            incarnations.append([])
+            continue
+        clock = clock.advance(node, rev)
+        incarnations[-1].append(clock)
+    for i, older in enumerate(incarnations):
+        for newer in incarnations[i + 1 :]:
+            for old in older:
+                for new in newer:
+                    assert compare(old, new) in (Ordering.BEFORE, Ordering.CONCURRENT), (old, new)
