@@ -38,7 +38,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from ..client import Client, KeyValue
-from ..errors import ConditionFailed, InvalidArgument, NotLeader, Timeout, Unavailable
+from ..errors import APPLIED_UNKNOWN, ConditionFailed, InvalidArgument, NotLeader, RaftKVError, Timeout, Unavailable
 from .history import History, Result
 
 __all__ = [
@@ -69,13 +69,14 @@ def classify(exc: BaseException, *, write: bool) -> str:
     """The history status of an operation that raised ``exc``: ``"fail"`` (definitely not applied) or
     ``"unknown"`` (may have applied). See the module docstring.
 
-    ``ReadOnly`` counts as unknown on purpose: the client raises a non-retryable error as soon as it sees one, even
-    when an earlier attempt of the same write timed out and may have applied it."""
+    The error's ``applied`` field decides ("unknown": may have applied); of the errors that say "no", only those that
+    refuse a write outright count as definite failures. ``ReadOnly`` and anything unexpected stay unknown, to be
+    safe: a history that calls an applied write failed would make the checker report a violation that is not one."""
     if not write:
         return "fail"
-    if isinstance(exc, Timeout):
-        return "unknown" if exc.outcome_unknown else "fail"
-    if isinstance(exc, Unavailable | NotLeader | InvalidArgument | ConditionFailed):
+    if isinstance(exc, RaftKVError) and exc.applied == APPLIED_UNKNOWN:
+        return "unknown"
+    if isinstance(exc, Timeout | Unavailable | NotLeader | InvalidArgument | ConditionFailed):
         return "fail"
     return "unknown"
 

@@ -64,6 +64,8 @@ S = 1_000_000_000
         (Timeout("t", outcome_unknown=True), True, "unknown"),
         (Timeout("t", outcome_unknown=False), True, "fail"),
         (Unavailable("no leader"), True, "fail"),
+        (Unavailable("leader changed while forwarded", applied="unknown"), True, "unknown"),
+        (NotLeader(2, "x:1", applied="unknown"), True, "unknown"),  # after an earlier attempt that may have applied
         (NotLeader(2, "x:1"), True, "fail"),
         (InvalidArgument("too long"), True, "fail"),
         (ConditionFailed("no"), True, "fail"),
