@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import heapq
 import json
+import math
 import random
 from collections import deque
 from collections.abc import Generator, Sequence
@@ -852,16 +853,39 @@ class Cluster:
             elif n.paused_ticks is not None:
                 self.resume(n.id)
 
+    def catch_up_ticks(self) -> int:
+        """Ticks a correct leader may need after healing, beyond electing itself, to replicate the entries ahead of
+        a fresh proposal. Entries commit in log order (§5.3), those of earlier terms only once an entry of the
+        leader's own term after them does (§5.4.2), so the proposal commits only once every entry before it is on
+        a majority: the time grows with that backlog; no constant bounds it. The schedule's client load builds the
+        backlog while nothing can commit (the simulated client proposes regardless; raftkv's driver holds
+        proposals while its log has an uncommitted entry, Settings.max_inflight_proposals). The bound:
+
+        - the backlog is at most the longest log beyond the highest commit index known (no leader's is longer);
+        - each round trip moves at least ``max_inflight`` entries (an append carries at least one; exactly one
+          with the hunter configurations' ``max_size_per_msg=1``);
+        - a round trip takes at most ``2 * max_delay`` micro-steps on the network, plus the follower's write, a
+          geometric wait of ``1 / (1 - disk_delay)`` micro-steps on average: summed over many rounds it stays near
+          its mean, and the network's worst case (``max_delay`` each way, against ``(1 + max_delay) / 2`` on
+          average) leaves more than its variance as slack."""
+        c = self.cfg
+        longest = max(n.raw.raft.log.last_index() for n in self.nodes.values() if n.raw is not None)
+        rounds = -(-max(0, longest - self.max_commit_known) // c.max_inflight)
+        round_trip_micro_steps = 2 * c.max_delay + 1 / (1 - c.disk_delay)
+        return math.ceil(rounds * round_trip_micro_steps / c.micro_steps_per_tick)
+
     def check_liveness(self, max_ticks: int) -> int:
         """With the network healed and every node up and fault-free, a leader is elected and a fresh proposal is
-        applied by it within ``max_ticks``. Returns the ticks it took."""
+        applied by it within ``max_ticks`` (elections, a lost attempt) plus ``catch_up_ticks`` (the backlog ahead
+        of it). Returns the ticks it took."""
         self.heal_all()
+        catch_up = self.catch_up_ticks()
         saved = self.cfg
         self.cfg = SimConfig(**{**saved.__dict__, "drop": 0.0, "dup": 0.0})
         try:
             attempts: list[bytes] = []
             proposed_at: int | None = None
-            for t in range(max_ticks):
+            for t in range(max_ticks + catch_up):
                 if any(a in self.acked for a in attempts):
                     return t
                 if proposed_at is not None and t - proposed_at > 2 * self.cfg.election_tick:
@@ -877,7 +901,7 @@ class Cluster:
                             proposed_at = t
                 self.run_ticks(1, faults=False)
             raise Violation(
-                f"Liveness: no proposal committed within {max_ticks} ticks after healing "
+                f"Liveness: no proposal committed within {max_ticks} + {catch_up} (backlog) ticks after healing "
                 f"(leader={self.current_leader()}, terms={[n.raw.raft.term for n in self.nodes.values() if n.raw]})"
             )
         finally:

@@ -15,7 +15,7 @@ from unittest import mock
 
 import pytest
 
-from raftkv.raft import core, log, rawnode, unstable
+from raftkv.raft import core, log, progress, rawnode, unstable
 from raftkv.raft.read_only import ReadRequest
 from raftkv.raft.types import Message, MsgType
 
@@ -81,6 +81,10 @@ def _truncate_keeps_in_progress_offset(self: unstable.Unstable, ents: Any) -> No
         self.entries.extend(ents)  # BUG: likewise
 
 
+def _ignore_append_rejections(self: progress.Progress, rejected: int, match_hint: int) -> bool:
+    return False  # BUG: a rejected append never moves next back (§5.3), so a diverged follower never catches up
+
+
 MUTATIONS: dict[str, tuple[Any, str, Callable[..., Any]]] = {
     "commit-old-term-by-counting": (log.RaftLog, "maybe_commit", _commit_old_term_by_counting),
     "vote-for-less-up-to-date-log": (log.RaftLog, "is_up_to_date", _vote_for_less_up_to_date_log),
@@ -90,6 +94,7 @@ MUTATIONS: dict[str, tuple[Any, str, Callable[..., Any]]] = {
     "write-entries-without-sync": (rawnode.RawNode, "ready", _write_entries_without_sync),
     "truncate-keeps-in-progress-offset": (
         unstable.Unstable, "truncate_and_append", _truncate_keeps_in_progress_offset),
+    "ignore-append-rejections": (progress.Progress, "maybe_decr_to", _ignore_append_rejections),
 }
 
 
@@ -120,6 +125,8 @@ def first_violation(config: str, seeds: range) -> tuple[int, str] | None:
         ("write-entries-without-sync", "3-power", "Leader Completeness"),
         # Pipelined Readys: entries that replace ones already handed out must be handed out again.
         ("truncate-keeps-in-progress-offset", "3-pipelined-power", "Log Matching"),
+        # The liveness budget grows with the backlog (Cluster.catch_up_ticks); a follower that never catches up fails.
+        ("ignore-append-rejections", "3", "Liveness"),
     ],
 )
 def test_simulator_catches_planted_bug(mutation: str, config: str, expect: str) -> None:

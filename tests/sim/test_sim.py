@@ -43,6 +43,7 @@ def test_generated_fault_schedules(chunk: list[tuple[str, int]]) -> None:
     [
         ("3-snap-sequential", 306489),  # two voters shrunk to one: the rule was judged before a pending change applied
         ("5-members-snap", 409000),  # a snapshot's membership overwritten by an older Ready's membership changes
+        ("3-hunter", 17279),  # liveness: a 240-entry backlog at one entry per round trip outran a fixed budget
     ],
 )
 def test_schedules_the_soak_failed_on(name: str, seed: int) -> None:
