@@ -10,6 +10,7 @@ import asyncio
 import contextlib
 import gc
 import logging
+import os
 import signal
 import sys
 import time
@@ -799,8 +800,18 @@ def check_cluster_id(data_dir: Path, cluster_id: str) -> None:
     else:
         data_dir.mkdir(parents=True, exist_ok=True)
         tmp = f.with_suffix(".tmp")
-        tmp.write_text(cluster_id + "\n")
+        # Durable before the node writes anything else: after a power loss an unsynced file can be there but empty
+        # (its rename reached the disk, its data did not), and the node would refuse its own data directory.
+        with open(tmp, "w") as out:
+            out.write(cluster_id + "\n")
+            out.flush()
+            os.fsync(out.fileno())
         tmp.replace(f)
+        dfd = os.open(data_dir, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
+        try:
+            os.fsync(dfd)  # the rename
+        finally:
+            os.close(dfd)
 
 
 def open_store(settings: Settings) -> LmdbLogStore:

@@ -18,6 +18,7 @@ import pytest
 
 import raftkv
 from raftkv.raft.types import Entry, HardState
+from raftkv.server import check_cluster_id
 from raftkv.storage.lmdb_wal import LmdbLogStore
 
 from .powerloss import (
@@ -214,6 +215,20 @@ def test_the_power_loss_refuses_while_the_writer_runs(shim: Path, dirs: tuple[Pa
         p.wait(10)
     assert power_loss(data, journals, "all").lost_changes == 1
 
+
+
+def test_a_node_s_cluster_id_survives_a_power_loss(shim: Path, dirs: tuple[Path, Path]) -> None:
+    """The first thing a node writes. Unsynced, a power loss left it empty (its rename durable, its data not), and
+    the node then refused its own data directory: "belongs to cluster , but these settings describe cluster ..."."""
+    data, journals = dirs
+    crash(shim, data, journals, """
+        from pathlib import Path
+        from raftkv.server import check_cluster_id
+        check_cluster_id(Path(d), "c-1")
+    """)
+    power_loss(data, journals, "all")
+    check_cluster_id(data, "c-1")
+    assert (data / "cluster_id").read_text() == "c-1\n"
 
 # -- the real LMDB store ---------------------------------------------------------------------------------------------
 _STORE = """
