@@ -7,7 +7,7 @@ were never made durable -- what a power cut would have lost, while a ``kill -9``
     shim = compile_shim(tmp)                                    # ShimUnavailable if there is no C compiler
     env = preload_env(shim, data_dir, journal_dir)              # LD_PRELOAD + RAFTKV_POWERLOSS_* for the process
     ...                                                         # run it, SIGKILL it
-    report = power_loss(data_dir, journal_dir, "all")           # or "torn", seed=...
+    report = power_loss(data_dir, journal_dir, "all")           # or "torn", seed=...; at_ns=... (an earlier instant)
 
 The model (see shim.c for what counts as durable): a write is durable once an fsync/fdatasync of its file (through
 any fd, by any process) that started after it succeeded, or when it was written with O_DSYNC/O_SYNC/RWF_DSYNC, or
@@ -18,10 +18,18 @@ after a sync()/syncfs(). Everything else may be lost:
   coin toss (``random.Random(seed)``), so later writes may survive where earlier ones did not: what a disk that
   reorders its writes and has no flush since leaves behind. Pages are the unit: a page is never torn inside.
 
+The power can also be cut *retroactively*, at any instant ``at_ns`` (``time.monotonic_ns()``) before the process was
+killed: every record carries the time it was journaled, so the changes made at or after that instant are undone as
+well, and only the syncs that returned before it count. A test cuts the power this way at the very moment a client
+got an acknowledgement -- the instant at which a write acknowledged before it was durable is still lost.
+
 Namespace operations (create, rename, unlink) are kept as they happened, fsynced directory or not: a file created
 and renamed without an fsync is found under its new name with its unsynced contents lost. ``lock.mdb`` is not
 tracked: LMDB rebuilds its lock file whenever the first process opens the environment, which is always the case
 after a power loss.
+
+``sync_delay_us`` (:func:`preload_env`) makes the disk slow: each fsync returns that much later, which widens the
+window in which a process could act on a write it believes durable.
 
 For clusters: :func:`start_cluster` starts a ``localcluster`` with the shim preloaded in every node (through an
 ``env`` prefix: the launcher passes no ``RAFTKV_*`` variable to nodes), :func:`kill_all` SIGKILLs every node by pid,
@@ -74,7 +82,7 @@ IGNORED = ("lock.mdb",)
 
 _MAGIC = b"RKPLJNL1"
 _HEADER = struct.Struct("<8sIIQQQ")
-_RECORD = struct.Struct("<B7xQ")
+_RECORD = struct.Struct("<B7xQQ")
 _W = struct.Struct("<7Q")
 _T = struct.Struct("<6Q")
 _R = struct.Struct("<Qq")
@@ -110,9 +118,13 @@ def compile_shim(out_dir: Path) -> Path:
     return out
 
 
-def preload_env(shim: Path, data_dir: Path, journal_dir: Path, ignore: Sequence[str] = IGNORED) -> dict[str, str]:
+def preload_env(
+    shim: Path, data_dir: Path, journal_dir: Path, ignore: Sequence[str] = IGNORED, *, sync_delay_us: int = 0
+) -> dict[str, str]:
     """The environment variables that make a process journal its writes under ``data_dir`` into ``journal_dir``
-    (created here; it must not be under ``data_dir``)."""
+    (created here; it must not be under ``data_dir``). ``sync_delay_us`` makes the disk slow: each fsync and
+    fdatasync of a tracked file returns that much later (a race between a sync and what the process does before it
+    returns then has room to show)."""
     data_dir, journal_dir = data_dir.absolute(), journal_dir.absolute()
     if journal_dir.is_relative_to(data_dir):
         raise ValueError(f"the journals ({journal_dir}) must not be under the tracked directory ({data_dir})")
@@ -123,6 +135,7 @@ def preload_env(shim: Path, data_dir: Path, journal_dir: Path, ignore: Sequence[
         "RAFTKV_POWERLOSS_DIR": str(data_dir),
         "RAFTKV_POWERLOSS_JOURNAL": str(journal_dir),
         "RAFTKV_POWERLOSS_IGNORE": ":".join(ignore),
+        "RAFTKV_POWERLOSS_SYNC_DELAY_US": str(sync_delay_us),
     }
 
 
@@ -131,9 +144,11 @@ def preload_env(shim: Path, data_dir: Path, journal_dir: Path, ignore: Sequence[
 class Change:
     """One journaled write (``kind == "write"``: ``new`` written at ``off`` over ``old``) or size change (``"size"``:
     ``old_size`` -> ``new_size``; ``old`` holds the bytes a shrink dropped, from ``new_size`` on). ``order`` is
-    (journal index, seq): the order the changes happened in. ``old_size`` is the file's size just before."""
+    (journal index, seq): the order the changes happened in. ``old_size`` is the file's size just before. ``ts``:
+    when it was journaled (just before it was made), monotonic ns."""
 
     order: tuple[int, int]
+    ts: int
     dev: int
     ino: int
     kind: Literal["write", "size"]
@@ -144,6 +159,8 @@ class Change:
     new: bytes
     failed: bool = False
     durable: bool = False
+    after_cut: bool = False
+    """Journaled at or after the instant of the power cut: it never happened."""
 
     @property
     def file(self) -> tuple[int, int]:
@@ -159,12 +176,13 @@ class Journal:
     start_ns: int
     changes: list[Change] = field(default_factory=list)
     names: dict[tuple[int, int], str] = field(default_factory=dict)
-    file_syncs: list[tuple[tuple[int, int], int]] = field(default_factory=list)
-    """((dev, ino), upto): an fsync/fdatasync made every change of that file with seq < upto durable."""
-    all_syncs: list[tuple[int, int]] = field(default_factory=list)
-    """(dev, upto): sync() (dev 0) or syncfs() made every change (on that device) with seq < upto durable."""
-    dsync: set[int] = field(default_factory=set)
-    """Seqs of writes made durable by O_DSYNC / RWF_DSYNC."""
+    file_syncs: list[tuple[tuple[int, int], int, int]] = field(default_factory=list)
+    """((dev, ino), upto, ts): an fsync/fdatasync that returned at ts made every change of that file with
+    seq < upto durable."""
+    all_syncs: list[tuple[int, int, int]] = field(default_factory=list)
+    """(dev, upto, ts): sync() (dev 0) or syncfs() made every change (on that device) with seq < upto durable."""
+    dsync: dict[int, int] = field(default_factory=dict)
+    """seq -> ts: writes made durable by O_DSYNC / RWF_DSYNC, when the write returned."""
     unsupported: list[str] = field(default_factory=list)
     truncated: bool = False
     """The last record was cut short (the process died while appending it; its data write had not started)."""
@@ -185,7 +203,7 @@ def read_journal(path: Path, index: int = 0) -> Journal:
         if pos + _RECORD.size > len(data):
             j.truncated = True
             break
-        rtype, length = _RECORD.unpack_from(data, pos)
+        rtype, length, ts = _RECORD.unpack_from(data, pos)
         body = data[pos + _RECORD.size : pos + _RECORD.size + length]
         if len(body) < length:
             j.truncated = True
@@ -196,12 +214,13 @@ def read_journal(path: Path, index: int = 0) -> Journal:
             seq, dev, ino, off, n, old_size, old_len = _W.unpack_from(body)
             old = body[_W.size : _W.size + old_len]
             new = body[_W.size + old_len : _W.size + old_len + n]
-            c = Change((index, seq), dev, ino, "write", off, old_size, max(old_size, off + n), old, new)
+            c = Change((index, seq), ts, dev, ino, "write", off, old_size, max(old_size, off + n), old, new)
             by_seq[seq] = c
             j.changes.append(c)
         elif t == "T":
             seq, dev, ino, old_size, new_size, old_len = _T.unpack_from(body)
-            c = Change((index, seq), dev, ino, "size", 0, old_size, new_size, body[_T.size : _T.size + old_len], b"")
+            old = body[_T.size : _T.size + old_len]
+            c = Change((index, seq), ts, dev, ino, "size", 0, old_size, new_size, old, b"")
             by_seq[seq] = c
             j.changes.append(c)
         elif t == "R":
@@ -213,12 +232,13 @@ def read_journal(path: Path, index: int = 0) -> Journal:
                 c.new = c.new[:result]
                 c.new_size = max(c.old_size, c.off + result)
         elif t == "D":
-            j.dsync.add(_D.unpack_from(body)[0])
+            j.dsync[_D.unpack_from(body)[0]] = ts
         elif t == "S":
             dev, ino, upto = _S.unpack_from(body)
-            j.file_syncs.append(((dev, ino), upto))
+            j.file_syncs.append(((dev, ino), upto, ts))
         elif t == "A":
-            j.all_syncs.append(_A.unpack_from(body))
+            dev, upto = _A.unpack_from(body)
+            j.all_syncs.append((dev, upto, ts))
         elif t == "N":
             dev, ino = _NX.unpack_from(body)
             j.names[(dev, ino)] = body[_NX.size :].decode(errors="replace")
@@ -236,21 +256,27 @@ def _journals(journal_dir: Path) -> list[Journal]:
     return [read_journal(p, i) for i, p in enumerate(paths)]
 
 
-def _mark_durable(journals: Sequence[Journal]) -> None:
-    """Set ``Change.durable`` from every journal's markers: a sync marker in journal k with bound ``upto`` covers
-    the changes ordered before (k, upto), so also those of earlier processes."""
+def _mark_durable(journals: Sequence[Journal], at_ns: int | None) -> None:
+    """Set ``Change.durable`` and ``Change.after_cut`` from every journal's markers, for a power cut at ``at_ns``
+    (None: after everything). A sync marker in journal k with bound ``upto`` covers the changes ordered before
+    (k, upto), so also those of earlier processes; only markers written before the cut count."""
+    cut = at_ns if at_ns is not None else 1 << 64
     file_upto: dict[tuple[int, int], tuple[int, int]] = {}
     dev_upto: dict[int, tuple[int, int]] = {}
     for k, j in enumerate(journals):
-        for f, upto in j.file_syncs:
-            file_upto[f] = max(file_upto.get(f, (-1, 0)), (k, upto))
-        for dev, upto in j.all_syncs:
-            dev_upto[dev] = max(dev_upto.get(dev, (-1, 0)), (k, upto))
+        for f, upto, ts in j.file_syncs:
+            if ts < cut:
+                file_upto[f] = max(file_upto.get(f, (-1, 0)), (k, upto))
+        for dev, upto, ts in j.all_syncs:
+            if ts < cut:
+                dev_upto[dev] = max(dev_upto.get(dev, (-1, 0)), (k, upto))
     never = (-1, 0)
     for k, j in enumerate(journals):
         for c in j.changes:
+            c.after_cut = c.ts >= cut
             bound = max(file_upto.get(c.file, never), dev_upto.get(0, never), dev_upto.get(c.dev, never))
-            c.durable = c.order < bound or (c.order[0] == k and c.order[1] in j.dsync)
+            dsync_ts = j.dsync.get(c.order[1]) if c.order[0] == k else None
+            c.durable = not c.after_cut and (c.order < bound or (dsync_ts is not None and dsync_ts < cut))
 
 
 def _alive_with_shim(pid: int) -> bool:
@@ -265,8 +291,9 @@ def _alive_with_shim(pid: int) -> bool:
 # -- the power loss ---------------------------------------------------------------------------------------------------
 @dataclass(frozen=True, slots=True)
 class FileLoss:
-    """What the power loss did to one file: ``lost`` changes undone for good, ``kept_pages`` / ``lost_pages`` of
-    non-durable writes that survived / were lost (torn mode; in "all" mode every page is lost)."""
+    """What the power loss did to one file: of its ``changes``, ``durable`` ones stay, ``lost`` ones (made before
+    the cut, not durable) are undone -- in torn mode only ``lost_pages`` of their pages, ``kept_pages`` survive --
+    and ``after_cut`` ones (made after the instant of the cut) are undone."""
 
     path: str
     changes: int
@@ -274,6 +301,7 @@ class FileLoss:
     lost: int
     lost_pages: int
     kept_pages: int
+    after_cut: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -281,6 +309,7 @@ class PowerLossReport:
     data_dir: Path
     mode: Mode
     seed: int | None
+    at_ns: int | None
     journals: int
     files: tuple[FileLoss, ...]
     gone: tuple[str, ...] = ()
@@ -288,15 +317,18 @@ class PowerLossReport:
 
     @property
     def lost_changes(self) -> int:
+        """Changes made before the cut and lost with it (not counting those made after it)."""
         return sum(f.lost for f in self.files)
 
     def describe(self) -> str:
-        head = f"power loss ({self.mode}" + (f", seed {self.seed}" if self.seed is not None else "") + ")"
+        head = f"power loss ({self.mode}" + (f", seed {self.seed}" if self.seed is not None else "")
+        head += f", at {self.at_ns} ns)" if self.at_ns is not None else ")"
         lines = [f"{head} of {self.data_dir}: {self.journals} journal(s)"]
         for f in self.files:
             lines.append(
                 f"  {f.path}: {f.changes} changes, {f.durable} durable, {f.lost} not"
                 + (f" ({f.kept_pages} pages kept, {f.lost_pages} lost)" if self.mode == "torn" else "")
+                + (f", {f.after_cut} after the cut" if f.after_cut else "")
             )
         lines.extend(f"  {g}: deleted, nothing to undo" for g in self.gone)
         return "\n".join(lines)
@@ -368,10 +400,13 @@ def _inodes(root: Path) -> dict[tuple[int, int], Path]:
     return out
 
 
-def power_loss(data_dir: Path, journal_dir: Path, mode: Mode = "all", *, seed: int | None = None) -> PowerLossReport:
+def power_loss(
+    data_dir: Path, journal_dir: Path, mode: Mode = "all", *, seed: int | None = None, at_ns: int | None = None
+) -> PowerLossReport:
     """Undo what a power cut would have lost of the writes journaled in ``journal_dir`` to files under
     ``data_dir``, once every process that wrote them is dead (raises PowerLossError otherwise, and for a journal
-    that records a write it could not journal). ``"torn"`` needs ``seed``. The journals are moved to
+    that records a write it could not journal). ``"torn"`` needs ``seed``. ``at_ns`` (``time.monotonic_ns()``)
+    cuts the power at that earlier instant: what was done from then on is undone too. The journals are moved to
     ``journal_dir/applied`` (kept for post-mortems): a second call changes nothing."""
     if mode == "torn" and seed is None:
         raise ValueError("a torn power loss needs a seed (it is printed on failure to replay the same loss)")
@@ -383,7 +418,7 @@ def power_loss(data_dir: Path, journal_dir: Path, mode: Mode = "all", *, seed: i
     if problems:
         raise PowerLossError("the shim could not journal some writes, a power loss cannot be simulated:\n  "
                              + "\n  ".join(problems))
-    _mark_durable(journals)
+    _mark_durable(journals, at_ns)
     rng = random.Random(seed) if mode == "torn" else None
     by_file: dict[tuple[int, int], list[Change]] = {}
     names: dict[tuple[int, int], str] = {}
@@ -412,6 +447,8 @@ def power_loss(data_dir: Path, journal_dir: Path, mode: Mode = "all", *, seed: i
             for c in changes[first:]:
                 if c.durable:
                     _redo(fd, c, None)
+                elif c.after_cut:
+                    pass
                 elif rng is not None:
                     k, lo = _redo(fd, c, rng)
                     kept, lost_pages = kept + k, lost_pages + lo
@@ -420,12 +457,14 @@ def power_loss(data_dir: Path, journal_dir: Path, mode: Mode = "all", *, seed: i
             os.fsync(fd)  # the state after the "reboot" is what is on disk
         finally:
             os.close(fd)
-        files.append(FileLoss(str(path), len(changes), n_durable, len(changes) - n_durable, lost_pages, kept))
+        n_after = sum(c.after_cut for c in changes)
+        lost = len(changes) - n_durable - n_after
+        files.append(FileLoss(str(path), len(changes), n_durable, lost, lost_pages, kept, n_after))
     applied = journal_dir / "applied"
     applied.mkdir(exist_ok=True)
     for j in journals:
         j.path.rename(applied / j.path.name)
-    return PowerLossReport(data_dir, mode, seed, len(journals), tuple(files), tuple(gone))
+    return PowerLossReport(data_dir, mode, seed, at_ns, len(journals), tuple(files), tuple(gone))
 
 
 # -- clusters ---------------------------------------------------------------------------------------------------------
@@ -444,17 +483,18 @@ def start_cluster(
     tick_ms: int = 50,
     timeout_s: float = 60.0,
     settings: dict[str, int | str | bool] | None = None,
+    sync_delay_us: int = 0,
 ) -> ClusterInfo:
     """A local cluster on free ports with the shim preloaded in every node, tracking the node's data directory
-    (``<cluster_dir>/node<i>/data``, the launcher's layout); waits for a leader. Stop it with
-    ``localcluster.down`` (which kills by pid)."""
+    (``<cluster_dir>/node<i>/data``, the launcher's layout); waits for a leader. ``sync_delay_us``: see
+    :func:`preload_env`. Stop it with ``localcluster.down`` (which kills by pid)."""
     env = shutil.which("env")
     if env is None:
         raise ShimUnavailable("no env(1) to start nodes with the shim preloaded")
     d = cluster_dir.absolute()
     prefixes = []
     for i in range(1, nodes + 1):
-        variables = preload_env(shim, d / f"node{i}" / "data", journal_dir_of(d, i))
+        variables = preload_env(shim, d / f"node{i}" / "data", journal_dir_of(d, i), sync_delay_us=sync_delay_us)
         prefixes.append([env, *(f"{k}={v}" for k, v in variables.items())])
     return localcluster.up(d, nodes, tick_ms=tick_ms, sync=sync, timeout_s=timeout_s, exec_prefix=prefixes,
                            settings=settings)
@@ -478,24 +518,26 @@ def kill_all(cluster_dir: Path, timeout_s: float = 10.0) -> list[int]:
     return pids
 
 
-def power_loss_cluster(cluster_dir: Path, mode: Mode = "all", *, seed: int | None = None) -> list[PowerLossReport]:
-    """A power cut of every node at the same moment: SIGKILL them all, then undo each node's unsynced writes
-    (each node with its own seed derived from ``seed``). Restart them with :func:`restart_all`."""
+def power_loss_cluster(
+    cluster_dir: Path, mode: Mode = "all", *, seed: int | None = None, at_ns: int | None = None
+) -> list[PowerLossReport]:
+    """A power cut of every node at the same moment -- now, or at the earlier instant ``at_ns`` -- after the nodes
+    were SIGKILLed (:func:`kill_all`; done here if some still run): undo each node's unsynced writes (each node
+    with its own seed derived from ``seed``). Restart them with :func:`restart_all`."""
     kill_all(cluster_dir)
     info = localcluster.load(cluster_dir)
     return [
         power_loss(n.data_dir, journal_dir_of(cluster_dir, n.id), mode,
-                   seed=None if seed is None else seed * 1000 + n.id)
+                   seed=None if seed is None else seed * 1000 + n.id, at_ns=at_ns)
         for n in info.nodes
     ]
 
 
-def restart_all(cluster_dir: Path) -> None:
-    """Start every node again (each waits until it answers), then wait until they agree on a leader."""
-    info = localcluster.load(cluster_dir)
-    for n in info.nodes:
-        localcluster.restart(cluster_dir, n.id, timeout_s=30.0)
-    localcluster.wait_for_leader(localcluster.load(cluster_dir), timeout_s=30.0)
+def restart_all(cluster_dir: Path, timeout_s: float = 30.0) -> ClusterInfo:
+    """Start every node of the stopped cluster again at once, with its data (and the shim, the same way), and wait
+    until they agree on a leader. A node that cannot start (damaged data) raises ClusterError with its last log
+    line."""
+    return localcluster.up(cluster_dir, timeout_s=timeout_s)
 
 
 def leftover_processes(marker: Path) -> list[str]:

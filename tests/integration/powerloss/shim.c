@@ -5,6 +5,8 @@
  *   RAFTKV_POWERLOSS_DIR      files under this directory are tracked (a node's data directory)
  *   RAFTKV_POWERLOSS_JOURNAL  directory for the undo journals (one per process; must exist; not under the above)
  *   RAFTKV_POWERLOSS_IGNORE   colon-separated file names never tracked (lock.mdb: LMDB rebuilds it at open)
+ *   RAFTKV_POWERLOSS_SYNC_DELAY_US  a slow disk: every fsync/fdatasync of a tracked file returns (and counts as done)
+ *                             only this many microseconds after it would have (default 0)
  *
  * It never buffers or delays anything: every write goes straight to the file (LMDB reads its data through a shared
  * mmap, which must see it). Before each write to a tracked file it appends an undo record to its journal (the file's
@@ -32,8 +34,10 @@
  * fsync; io_uring and POSIX aio are not intercepted (the daemon uses neither).
  *
  * Journal format (little endian): a 40-byte header "RKPLJNL1", u32 version (1), u32 pid, u64 CLOCK_REALTIME ns,
- * u64 CLOCK_MONOTONIC ns, u64 0; then records, each a 16-byte header (u8 type, 7 zero bytes, u64 payload length)
- * and the payload:
+ * u64 CLOCK_MONOTONIC ns, u64 0; then records, each a 24-byte header (u8 type, 7 zero bytes, u64 payload length,
+ * u64 CLOCK_MONOTONIC ns when the record was appended: for W and T before the change is made, for R, D, S and A
+ * after the call returned) and the payload. The timestamps let the reverter cut the power at any earlier instant
+ * (Python's time.monotonic_ns() reads the same clock):
  *   'N' dev ino, path                              a tracked file was opened under this path (for messages)
  *   'W' seq dev ino off len old_size old_len, old bytes [old_len], new bytes [len]
  *   'T' seq dev ino old_size new_size old_len, old bytes [new_size, new_size + old_len)    size change
@@ -139,6 +143,7 @@ static struct fdinfo fds[MAX_FDS];
 static int jfd = -1;       /* this process's journal, opened at the first record */
 static pid_t jpid;         /* the process that opened jfd (a forked child starts its own journal) */
 static uint64_t next_seq = 1;
+static struct timespec sync_delay; /* RAFTKV_POWERLOSS_SYNC_DELAY_US */
 
 static void die(const char *what) {
     char buf[512];
@@ -240,6 +245,12 @@ static void init(void) {
         }
         ign = end ? end + 1 : NULL;
     }
+    const char *delay = getenv("RAFTKV_POWERLOSS_SYNC_DELAY_US");
+    if (delay && *delay) {
+        long long us = atoll(delay);
+        sync_delay.tv_sec = (time_t)(us / 1000000);
+        sync_delay.tv_nsec = (long)(us % 1000000) * 1000;
+    }
     pthread_atfork(NULL, NULL, child_after_fork);
     active = 1;
 }
@@ -304,11 +315,12 @@ static void journal_open(void) {
 /* One record: the header, then up to three payload pieces. */
 static void journal(char type, const void *p1, size_t n1, const void *p2, size_t n2, const void *p3, size_t n3) {
     journal_open();
-    unsigned char hdr[16] = {0};
-    uint64_t len = n1 + n2 + n3;
+    unsigned char hdr[24] = {0};
+    uint64_t len = n1 + n2 + n3, ts = now_ns(CLOCK_MONOTONIC);
     hdr[0] = (unsigned char)type;
     memcpy(hdr + 8, &len, 8);
-    struct iovec v[4] = {{hdr, 16}, {(void *)p1, n1}, {(void *)p2, n2}, {(void *)p3, n3}};
+    memcpy(hdr + 16, &ts, 8);
+    struct iovec v[4] = {{hdr, 24}, {(void *)p1, n1}, {(void *)p2, n2}, {(void *)p3, n3}};
     write_all(jfd, v, 4);
 }
 
@@ -932,6 +944,11 @@ static int synced(int fd, int (*fn)(int)) {
     int r = fn(fd);
     if (r == 0) {
         int e = errno;
+        if (sync_delay.tv_sec || sync_delay.tv_nsec) {
+            struct timespec left = sync_delay;
+            while (nanosleep(&left, &left) != 0 && errno == EINTR) {
+            }
+        }
         pthread_mutex_lock(&lock);
         journal('S', f, sizeof f, NULL, 0, NULL, 0);
         pthread_mutex_unlock(&lock);
