@@ -19,8 +19,8 @@ from raftkv.kv import Put
 from raftkv.proto.v1 import kv_pb2
 from raftkv.server import KVServicer
 
-from .test_node import Cluster, propose_applied, with_cluster
-from .test_read_waits_for_apply import hold_appends, until
+from .test_node import Cluster, propose_applied, until, with_cluster
+from .test_read_waits_for_apply import hold_appends
 from .test_servicer import Ctx, servicer
 
 

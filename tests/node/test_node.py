@@ -292,10 +292,14 @@ async def test_delete_and_results(cluster: Cluster) -> None:
     assert isinstance(r2, DeleteResult) and not r2.deleted
 
 
-async def _until(pred: Callable[[], bool], what: str, timeout_s: float = 20.0) -> None:
-    async with asyncio.timeout(timeout_s):
-        while not pred():
-            await asyncio.sleep(0.02)
+async def until(pred: Callable[[], bool], what: str, timeout_s: float = 20.0) -> None:
+    """Wait (polling, bounded) until ``pred()`` holds; fail naming ``what`` otherwise."""
+    try:
+        async with asyncio.timeout(timeout_s):
+            while not pred():
+                await asyncio.sleep(0.005)
+    except TimeoutError:
+        raise AssertionError(f"timed out after {timeout_s}s waiting for {what}") from None
 
 
 async def _membership_and_snapshot_catch_up(cluster: Cluster) -> None:
@@ -307,32 +311,32 @@ async def _membership_and_snapshot_catch_up(cluster: Cluster) -> None:
     lead = await cluster.leader()
     for i in range(400):
         await lead.propose(lambda rid, i=i: Put(rid, 0, 0, b"k%d" % (i % 50), b"v%d" % i))
-    await _until(lambda: lead.store.first_index() > 100, "the leader to compact its log")
+    await until(lambda: lead.store.first_index() > 100, "the leader to compact its log")
     # A new node joins: the log it would need is gone, so it gets a snapshot of the state.
     m4 = Member(4, "127.0.0.1:7004", "127.0.0.1:8004")
     res = await lead.change_membership(ConfChangeType.ADD_LEARNER, MemberInfo(4, m4.peer_addr, m4.client_addr))
     assert res.changed and 4 in res.conf_state.learners
     n4 = cluster.make_node(4, (*cluster.members, m4), join=True, join_cluster_id=lead.settings.cluster_id)
     await cluster.start_node(4)
-    await _until(lambda: n4.applied >= lead.applied, "node 4 to catch up")
+    await until(lambda: n4.applied >= lead.applied, "node 4 to catch up")
     assert n4.stats.snapshots_installed >= 1 and lead.stats.snapshots_sent >= 1
     _, kv = n4.fsm_get(b"k7")
     assert kv is not None and kv.value == b"v357"
     await lead.change_membership(ConfChangeType.ADD_VOTER, MemberInfo(4, "", ""))
-    await _until(lambda: sorted(n4.raw.raft.trk.voters) == [1, 2, 3, 4], "node 4 to apply its promotion")
+    await until(lambda: sorted(n4.raw.raft.trk.voters) == [1, 2, 3, 4], "node 4 to apply its promotion")
     # Remove the leader: it steers the change through, then hands over.
     old = lead.id
     await lead.change_membership(ConfChangeType.REMOVE_NODE, MemberInfo(old, "", ""))
-    await _until(lambda: cluster.nodes[old].role != StateRole.LEADER, "the removed leader to step down")
+    await until(lambda: cluster.nodes[old].role != StateRole.LEADER, "the removed leader to step down")
     new = await cluster.leader()
     assert new.id != old and old not in new.raw.raft.trk.voters
     await new.propose(lambda rid: Put(rid, 0, 0, b"after", b"removal"))
     live = [n for n in cluster.nodes.values() if n.id != old]
-    await _until(lambda: len({n.applied for n in live}) == 1, "the remaining replicas to converge")
+    await until(lambda: len({n.applied for n in live}) == 1, "the remaining replicas to converge")
     # Byte for byte identical once every node applied the same entries. ``applied`` moves just after the apply
     # transaction commits, so equal ``applied`` values can hide a store that already holds the next entry: wait for
-    # the checksums to agree (replicas that really diverged never do, and _until fails).
-    await _until(lambda: len({n.fsm.checksum() for n in live}) == 1, "the replicas' checksums to agree")
+    # the checksums to agree (replicas that really diverged never do, and until fails).
+    await until(lambda: len({n.fsm.checksum() for n in live}) == 1, "the replicas' checksums to agree")
 
 
 test_membership_and_snapshot_catch_up = with_cluster(

@@ -6,13 +6,13 @@ delays ticks but does not change how many a rule allows."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 
 from raftkv.kv import Put, PutResult
 from raftkv.node import Node
 from raftkv.raft import Message, MsgType, StateRole
 
-from .test_node import Cluster, propose_applied, with_cluster
+from .test_node import Cluster, propose_applied, until, with_cluster
 
 
 def count_sent(node: Node) -> dict[int, int]:
@@ -28,14 +28,6 @@ def count_sent(node: Node) -> dict[int, int]:
     node.transport.send = counting  # type: ignore[method-assign]
     return counts
 
-
-async def until(pred: Callable[[], bool], what: str, timeout_s: float = 10.0) -> None:
-    try:
-        async with asyncio.timeout(timeout_s):
-            while not pred():
-                await asyncio.sleep(0.005)
-    except TimeoutError:
-        raise AssertionError(f"timed out after {timeout_s}s waiting for {what}") from None
 
 
 @with_cluster

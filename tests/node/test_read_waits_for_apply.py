@@ -21,7 +21,7 @@ from raftkv.kv import KeyValue, Put, PutResult
 from raftkv.node import Node
 from raftkv.raft import Message, MsgType
 
-from .test_node import Cluster, propose_applied, with_cluster
+from .test_node import Cluster, propose_applied, until, with_cluster
 
 
 def hold_appends(leader: Node, to: int) -> Callable[[], None]:
@@ -42,14 +42,6 @@ def hold_appends(leader: Node, to: int) -> Callable[[], None]:
     leader.transport.send = filtered  # type: ignore[method-assign]
     return release
 
-
-async def until(pred: Callable[[], bool], what: str, timeout_s: float = 5.0) -> None:
-    try:
-        async with asyncio.timeout(timeout_s):
-            while not pred():
-                await asyncio.sleep(0.005)
-    except TimeoutError:
-        raise AssertionError(f"timed out after {timeout_s}s waiting for {what}") from None
 
 
 @with_cluster

@@ -15,8 +15,7 @@ from raftkv.proto.v1 import kv_pb2
 from raftkv.raft import ConfChangeType, Message, MsgType, StateRole
 
 from .test_bounded_reads import AbortCtx, Aborted
-from .test_node import Cluster, propose_applied, with_cluster
-from .test_read_waits_for_apply import until
+from .test_node import Cluster, propose_applied, until, with_cluster
 from .test_servicer import servicer
 
 

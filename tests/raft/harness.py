@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import random
 from collections import deque
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from typing import Any
 
 from raftkv.raft import Config, ConfState, MemoryStorage, Message, MsgType, RawNode, Ready, StateRole
@@ -154,6 +154,18 @@ class Network:
     def propose(self, i: int, data: bytes) -> None:
         self.node(i).propose(data)
         self.stabilize()
+
+    def elect_among(self, ids: Collection[int], max_ticks: int = 200, *, tick_everyone: bool = False) -> int:
+        """Tick the nodes in ``ids`` (every up node with ``tick_everyone``) until one of ``ids`` leads; return it."""
+        for _ in range(max_ticks):
+            for i in self.ids if tick_everyone else ids:
+                if self.nodes[i] is not None:
+                    self.node(i).tick()
+            self.stabilize()
+            leaders = [i for i in ids if self.nodes[i] is not None and self.role(i) == StateRole.LEADER]
+            if leaders:
+                return leaders[0]
+        raise AssertionError(f"no leader among {sorted(ids)} within {max_ticks} ticks")
 
     def role(self, i: int) -> StateRole:
         return self.raft(i).state

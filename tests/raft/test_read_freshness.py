@@ -83,7 +83,7 @@ def test_a_partitioned_leader_does_not_refresh_its_followers() -> None:
         ticks += 1
         assert net.node(buddy).read_freshness() == point
     assert ticks > 5
-    new = elect_among(net, others)
+    new = net.elect_among(others, tick_everyone=True)
     net.propose(new, b"unseen by the old leader and its buddy")
     net.tick_all(3)
     assert net.node(buddy).read_freshness() == point
@@ -97,11 +97,3 @@ def test_no_point_before_the_leader_committed_in_its_term() -> None:
     assert net.node(lead).read_freshness() is None
     assert all(m.confirmed_round == 0 for m in net.delivered if m.type == MsgType.HEARTBEAT)
 
-
-def elect_among(net: Network, ids: set[int], max_ticks: int = 200) -> int:
-    for _ in range(max_ticks):
-        net.tick_all()
-        leaders = [i for i in ids if net.role(i) == StateRole.LEADER]
-        if leaders:
-            return leaders[0]
-    raise AssertionError(f"no leader among {sorted(ids)}")
