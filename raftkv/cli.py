@@ -253,6 +253,10 @@ def _status_table(nodes: Sequence[NodeStatus], pids: Sequence[int | None] | None
                 str(s.leader_id or "-"),
                 "yes",
             ]
+            if s.corruption:
+                notes.append(f"node {s.id}: CORRUPTION ALARM: {s.corruption}")
+            elif s.read_only_reason:
+                notes.append(f"node {s.id} refuses writes: {s.read_only_reason}")
         else:
             row = [str(s.id or "?"), s.endpoint, "[red]unreachable[/]", "-", "-", "-", "-", "no"]
             if s.error:

@@ -69,6 +69,7 @@ from .errors import (
     META_KIND,
     ConditionFailed,
     ConfigError,
+    DataCorruption,
     InvalidArgument,
     NotLeader,
     RaftKVError,
@@ -384,6 +385,8 @@ class NodeStatus:
     """The node was removed from the cluster (its role then reads "removed"): it serves nothing but status."""
     revision: int = 0
     """The store's revision as applied on this node."""
+    corruption: str = ""
+    """The node's corruption alarm: what damaged data it found (its role then reads "corrupt"); empty if none."""
     members: tuple[tuple[int, str, str], ...] = ()
     """(id, peer_addr, client_addr) of every member this node knows."""
     error: str = ""
@@ -1143,8 +1146,9 @@ class Client:
             last = err
             if single:
                 raise err
-            if isinstance(err, Removed):
-                # That node left the cluster for good: never ask it again; go on at once with the others.
+            if isinstance(err, Removed | DataCorruption):
+                # That node left the cluster, or found its data damaged: never ask it again; go on at once with the
+                # others.
                 self._removed.add(ep)
                 self._failed(ep)
                 if all(e in self._removed for e in self._endpoints):
@@ -1256,6 +1260,7 @@ def _node_status(endpoint: str, r: kv_pb2.StatusResponse) -> NodeStatus:
         read_only_reason=r.read_only_reason,
         removed=r.removed,
         revision=r.revision,
+        corruption=r.corruption,
         members=members,
         stats=dict(r.stats),
     )

@@ -10,6 +10,7 @@ with the fields needed to act on it::
      ├── ConditionFailed         a conditional write's condition did not hold; .current is the key's current state
      ├── ReadOnly                the node refuses writes (e.g. its disk is full); .reason
      ├── StorageError            the node's data directory is damaged or unusable (at start-up); .path
+     ├── DataCorruption          a record read back does not match its checksum: this node serves nothing more
      ├── ConfigError             bad settings, flags or config file
      └── ClusterError            the local cluster launcher could not do what was asked
 
@@ -52,6 +53,7 @@ class ExitCode:
     READ_ONLY = 7  # the node refuses writes (disk full)
     CONFIG = 8  # bad configuration, data directory or local cluster state
     REMOVED = 9  # the node asked was removed from the cluster
+    CORRUPT = 10  # the node asked found its data corrupted
 
 
 class RaftKVError(Exception):
@@ -162,6 +164,18 @@ class StorageError(RaftKVError):
         self.path = path
 
 
+class DataCorruption(RaftKVError):
+    """A node read back a record that does not match its checksum (or that LMDB cannot read). The node raises its
+    corruption alarm: from then on it refuses every request but Status and takes no part in Raft, leaving the
+    cluster's decisions to the others. Retryable elsewhere: another member serves the request. To repair the node,
+    remove it, wipe its data directory and add it again (it then catches up from its peers)."""
+
+    kind = "corruption"
+    grpc_code = "DATA_LOSS"
+    exit_code = ExitCode.CORRUPT
+    retryable = True
+
+
 class ConfigError(RaftKVError):
     kind = "config"
     grpc_code = "INVALID_ARGUMENT"
@@ -178,7 +192,7 @@ _BY_KIND: dict[str, type[RaftKVError]] = {
     c.kind: c
     for c in (
         InvalidArgument, NotLeader, Unavailable, Removed, Timeout, ConditionFailed, ReadOnly, StorageError,
-        ConfigError, ClusterError,
+        DataCorruption, ConfigError, ClusterError,
     )
 }
 
@@ -228,6 +242,7 @@ __all__ = [
     "ClusterError",
     "ConditionFailed",
     "ConfigError",
+    "DataCorruption",
     "ExitCode",
     "InvalidArgument",
     "NotLeader",

@@ -35,6 +35,7 @@ from typing import Any, cast
 
 from .errors import (
     APPLIED_UNKNOWN,
+    DataCorruption,
     InvalidArgument,
     NotLeader,
     RaftKVError,
@@ -45,6 +46,7 @@ from .errors import (
     Unavailable,
 )
 from .kv import (
+    LMDB_DAMAGE,
     Applied,
     Command,
     ErrorResult,
@@ -80,6 +82,9 @@ from .storage.snapshots import SnapshotHeader, SnapshotInfo, iter_records, prune
 from .transport import Transport
 
 log = logging.getLogger("raftkv.node")
+
+_DAMAGE: tuple[type[BaseException], ...] = (DataCorruption, *LMDB_DAMAGE)
+"""What reading damaged data raises: a record whose checksum does not match, or LMDB unable to read a page."""
 
 COMPACT_CHUNK = 5_000
 """Most log entries one compaction step deletes (keeps every write transaction short)."""
@@ -170,6 +175,9 @@ class Node:
         self._write_failed: BaseException | None = None  # set on the writer thread by the first write that failed
         self._stopping = False
         self.read_only_reason = ""
+        self.corruption = ""
+        """Non-empty once this node found damaged data (what it found): the corruption alarm. It then refuses every
+        request but Status and no longer takes part in Raft."""
         self.applied = store.applied_index()
         self._tick_s = settings.tick_ms / 1000.0
         self._ticks_done = 0
@@ -242,10 +250,35 @@ class Node:
     def not_leader(self) -> NotLeader:
         return NotLeader(self.leader_id, self.leader_addr())
 
+    def corruption_error(self) -> DataCorruption:
+        return DataCorruption(
+            f"data corruption on node {self.id}: {self.corruption}. It serves nothing and takes no part in the "
+            "cluster any more; ask another member, and rebuild this one (member remove, wipe its data directory, "
+            "member add)"
+        )
+
+    def found_corruption(self, exc: BaseException) -> DataCorruption:
+        """Raise the corruption alarm (once) for ``exc``, damaged data this node read back: fail every request
+        waiting, refuse all but Status from now on, and stop taking part in Raft (the Ready loop ends, as on a
+        full disk), leaving the cluster's decisions to the other members. Returns the error to answer with."""
+        if not self.corruption:
+            self.corruption = exc.message if isinstance(exc, DataCorruption) else f"{type(exc).__name__}: {exc}"
+            log.critical("node %d: CORRUPTION ALARM: %s. It refuses every request but status and takes no part in "
+                         "Raft from now on; rebuild it from the cluster (remove it, wipe %s, add it again)",
+                         self.id, self.corruption, self.settings.data_dir)
+            self._fail_all(self.corruption_error())
+            self._wake.set()
+        return self.corruption_error()
+
+    def _check_intact(self) -> None:
+        if self.corruption:
+            raise self.corruption_error()
+
     def removed_error(self) -> Removed:
         return Removed(f"node {self.id} was removed from the cluster; it serves no requests: ask another member")
 
     def _check_writable(self) -> None:
+        self._check_intact()
         if self.removed:
             raise self.removed_error()
         if self._stopping:
@@ -318,9 +351,6 @@ class Node:
             raise Unavailable(f"unexpected result {type(result).__name__}")
         return result
 
-    def members(self) -> list[MemberInfo]:
-        return self.fsm.members()
-
     def best_transferee(self) -> int:
         """The voter (other than us) whose log matches ours furthest (0 if none)."""
         r = self.raw.raft
@@ -355,6 +385,7 @@ class Node:
     async def read_index(self) -> int:
         """A linearizable read point (thesis §6.4): resolves once a majority confirmed our leader's leadership after
         this call, to an index that is applied here by the time this returns."""
+        self._check_intact()
         if self.removed:
             raise self.removed_error()
         if self._stopping:
@@ -390,28 +421,44 @@ class Node:
                    first_index=self.store.first_index(), last_index=self.store.last_index())
         return out
 
+    # Reads of the state machine. Each checks every record it reads (``raftkv.kv.fsm.unseal``); damaged data raises
+    # the corruption alarm and is never returned.
     def fsm_get(self, key: bytes) -> tuple[int, Any]:
         """(applied index, KeyValue | None) read in one LMDB read transaction: the index is exactly the state read."""
-        store = self.store
-        with store.read_txn() as txn:
-            return store.applied_index_in(txn), self.fsm.get(key, txn=txn)
+        index, _, (kv,) = self.fsm_get_many((key,))
+        return index, kv
 
     def fsm_get_many(self, keys: Sequence[bytes]) -> tuple[int, int, list[Any]]:
         """``(applied index, revision, [KeyValue | None])`` of several keys, from one read transaction: one
         consistent state, and the index and revision it reflects."""
+        self._check_intact()
         store = self.store
         get = self.fsm.get
-        with store.read_txn() as txn:
-            return store.applied_index_in(txn), self.fsm.revision(txn=txn), [get(k, txn=txn) for k in keys]
+        try:
+            with store.read_txn() as txn:
+                return store.applied_index_in(txn), self.fsm.revision(txn=txn), [get(k, txn=txn) for k in keys]
+        except _DAMAGE as e:
+            raise self.found_corruption(e) from e
 
     def fsm_range(
         self, prefix: bytes, start_after: bytes, limit: int, keys_only: bool
     ) -> tuple[int, int, list[Any], bool]:
         """``(applied index, revision, kvs, more)`` from one read transaction (see ``KVStateMachine.range``)."""
+        self._check_intact()
         store = self.store
-        with store.read_txn() as txn:
-            kvs, more = self.fsm.range(prefix, start_after, limit, keys_only, txn=txn)
-            return store.applied_index_in(txn), self.fsm.revision(txn=txn), kvs, more
+        try:
+            with store.read_txn() as txn:
+                kvs, more = self.fsm.range(prefix, start_after, limit, keys_only, txn=txn)
+                return store.applied_index_in(txn), self.fsm.revision(txn=txn), kvs, more
+        except _DAMAGE as e:
+            raise self.found_corruption(e) from e
+
+    def members(self) -> list[MemberInfo]:
+        self._check_intact()
+        try:
+            return self.fsm.members()
+        except _DAMAGE as e:
+            raise self.found_corruption(e) from e
 
     def bounded_read_ok(self, max_staleness_ms: int) -> bool:
         """Whether this node may serve a bounded-staleness read from its applied state now: it knows a read point
@@ -450,7 +497,7 @@ class Node:
 
         try:
             raw = self.raw
-            while not self._stopping:
+            while not self._stopping and not self.corruption:
                 await self._wake.wait()
                 self._wake.clear()
                 if len(inflight) < depth:
@@ -466,6 +513,11 @@ class Node:
                             # the core's view is now ahead of the disk, so the node stops taking part in Raft (no
                             # votes, no acknowledgements) but keeps serving what it has.
                             self._enter_read_only(f"its disk is full ({e}); free space, then restart the node")
+                            return
+                        except _DAMAGE as e:
+                            # Applying read back a damaged record (or LMDB could not read a page): nothing of this
+                            # Ready was written (its transaction aborted).
+                            self.found_corruption(e)
                             return
                         except DurableStorageError as e:
                             log.critical("node %d: cannot persist a Ready: %s", self.id, e, exc_info=True)

@@ -201,6 +201,14 @@ def _timeout_error(timeout_s: float, write: bool) -> Timeout:
     )
 
 
+def _role_name(node: Node, role: StateRole) -> str:
+    if node.corruption:
+        return "corrupt"
+    if node.removed:
+        return "removed"
+    return _ROLE_NAMES.get(role, str(role))
+
+
 def _removed(node: Node) -> Removed:
     return node.removed_error()
 
@@ -305,8 +313,10 @@ class KVServicer(kv_pb2_grpc.KVServicer):
         await ctx.abort(grpc.StatusCode[err.grpc_code], err.message, trailing_metadata=tuple(md))
 
     async def _refuse_if_removed(self, ctx: grpc.aio.ServicerContext[Any, Any]) -> None:
-        if self.node.removed:
-            await self._abort(ctx, _removed(self.node))
+        try:
+            self._serving()
+        except RaftKVError as e:
+            await self._abort(ctx, e)
 
     def _check_key(self, key: bytes) -> None:
         if not key:
@@ -328,7 +338,10 @@ class KVServicer(kv_pb2_grpc.KVServicer):
         )
 
     def _serving(self) -> None:
-        """Every request but Status starts here: a node removed from the cluster refuses it at once."""
+        """Every request but Status starts here: a node removed from the cluster, or that found damaged data,
+        refuses it at once."""
+        if self.node.corruption:
+            raise self.node.corruption_error()
         if self.node.removed:
             raise _removed(self.node)
 
@@ -750,7 +763,11 @@ class KVServicer(kv_pb2_grpc.KVServicer):
         node = self.node
         st = node.raw.status()
         learners = set(st.conf_state.learners)
-        members = self._members_pb() or [
+        try:
+            members = self._members_pb()
+        except RaftKVError:  # the node's data is damaged: Status still answers, from its settings
+            members = []
+        members = members or [
             kv_pb2.Member(id=m.id, peer_addr=m.peer_addr, client_addr=m.client_addr, learner=m.id in learners)
             for m in self.s.members
         ]
@@ -760,7 +777,7 @@ class KVServicer(kv_pb2_grpc.KVServicer):
         ]
         return kv_pb2.StatusResponse(
             header=self.header(node.applied),
-            role="removed" if node.removed else _ROLE_NAMES.get(st.role, str(st.role)),
+            role=_role_name(node, st.role),
             commit=st.commit,
             applied=node.applied,
             last_index=st.last_index,
@@ -772,9 +789,19 @@ class KVServicer(kv_pb2_grpc.KVServicer):
             read_only=bool(node.read_only_reason),
             read_only_reason=node.read_only_reason,
             removed=node.removed,
-            revision=node.fsm.revision(),
+            corruption=node.corruption,
+            revision=self._revision(),
             stats=self.stats(),
         )
+
+    def _revision(self) -> int:
+        if self.node.corruption:
+            return 0
+        try:
+            return self.node.fsm.revision()
+        except RaftKVError as e:  # damaged: Status still answers, with the alarm
+            self.node.found_corruption(e)
+            return 0
 
     def stats(self) -> dict[str, int]:
         """The node's counters plus this service's (unary_rpcs, batch_rpcs, batched_ops)."""
@@ -902,11 +929,12 @@ async def serve(settings: Settings, started: asyncio.Event | None = None, stop: 
         done, _ = await asyncio.wait({run_task, stop_task}, return_when=asyncio.FIRST_COMPLETED)
         if run_task in done and run_task.exception() is not None:
             raise run_task.exception()  # type: ignore[misc]
-        if run_task in done and node.read_only_reason:
-            # The node stopped replicating (e.g. disk full) but keeps answering status and reads until stopped.
+        if run_task in done and (node.read_only_reason or node.corruption):
+            # The node stopped replicating (its disk is full: it still serves status and stale reads; or it found
+            # damaged data: status only) and stays up, saying so, until it is stopped.
             await stop.wait()
         log.info("node %d shutting down", settings.id)
-        if node.role == StateRole.LEADER and node.best_transferee() and not node.read_only_reason:
+        if node.role == StateRole.LEADER and node.best_transferee() and not (node.read_only_reason or node.corruption):
             # Hand leadership over first, so clients see no more than one election round of unavailability.
             try:
                 new = await node.transfer_leadership()

@@ -44,7 +44,17 @@ from .commands import (
     encode_result,
     validate,
 )
-from .fsm import DB_NAMES, Applied, DictBackend, FSMStore, KVBackend, KVStateMachine, LmdbBackend, MemberChangeResult
+from .fsm import (
+    DB_NAMES,
+    LMDB_DAMAGE,
+    Applied,
+    DictBackend,
+    FSMStore,
+    KVBackend,
+    KVStateMachine,
+    LmdbBackend,
+    MemberChangeResult,
+)
 from .membership import MemberChange, MemberInfo, bootstrap_entries, decode_change, decode_conf_change, encode_change
 from .sessions import SessionRecord, SessionTable
 from .vclock import EMPTY_CLOCK, Ordering, VectorClock, compare
@@ -53,6 +63,7 @@ __all__ = [
     "DB_NAMES",
     "DEFAULT_LIMITS",
     "EMPTY_CLOCK",
+    "LMDB_DAMAGE",
     "MAX_KEY_BYTES",
     "MAX_OPS",
     "MAX_SIBLINGS",

@@ -49,6 +49,7 @@ from __future__ import annotations
 import hashlib
 import re
 import struct
+import zlib
 from bisect import bisect_left, bisect_right
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager
@@ -57,7 +58,7 @@ from typing import Any, NamedTuple, Protocol
 import lmdb
 
 from raftkv.codec import CodecError, encode_value_record
-from raftkv.errors import InvalidArgument
+from raftkv.errors import DataCorruption, InvalidArgument
 from raftkv.raft.core import conf_state_after
 from raftkv.raft.types import ConfChangeType, ConfState, Entry, EntryType
 
@@ -176,32 +177,76 @@ class DictBackend:
         self._keys.clear()
 
 
+_CRC = struct.Struct(">I")
+_crc32 = zlib.crc32
+
+
+def seal(key: bytes, value: bytes) -> bytes:
+    """A record as stored in LMDB: the CRC32 of key and value (4 bytes, big-endian), then the value."""
+    return _CRC.pack(_crc32(value, _crc32(key))) + value
+
+
+def unseal(table: bytes, key: bytes, raw: bytes) -> bytes:
+    """The value of a stored record, after checking it: DataCorruption if the checksum does not match (a bit flip,
+    a torn or overwritten page, a record edited by hand)."""
+    if len(raw) < 4 or _CRC.unpack_from(raw)[0] != _crc32(memoryview(raw)[4:], _crc32(key)):
+        raise DataCorruption(
+            f"the state machine's record {key[:64]!r} in table {table.decode()!r} does not match its checksum"
+        )
+    return raw[4:]
+
+
+LMDB_DAMAGE: tuple[type[lmdb.Error], ...] = (
+    lmdb.CorruptedError, lmdb.PageNotFoundError, lmdb.BadTxnError, lmdb.InvalidError, lmdb.PanicError,
+    lmdb.ProblemError, lmdb.DiskError, lmdb.BadChecksumError,
+)
+"""The LMDB errors that mean its files are damaged (not a full map or disk, which the store handles)."""
+
+
+def _lmdb_failure(table: bytes, exc: lmdb.Error) -> DataCorruption:
+    return DataCorruption(f"LMDB cannot read table {table.decode()!r}: {exc}")
+
+
 class LmdbBackend:
     """A ``KVBackend`` over one LMDB database, inside a transaction owned by the caller (a write transaction in
     ``apply``, a read transaction from ``LmdbLogStore.read_txn`` for reads). The transaction must not use
-    ``buffers=True``: values are returned as ``bytes``."""
+    ``buffers=True``: values are returned as ``bytes``.
 
-    __slots__ = ("_db", "_txn")
+    Every record is stored sealed (``seal``: a CRC32 over key and value in front of the value) and checked when it is
+    read (``unseal``), so damaged state is never served, applied on or put into a snapshot: reading it raises
+    DataCorruption, as does an LMDB error while reading (a damaged page). Writes are not wrapped: the store turns
+    their LMDB errors into its own (a full map grows, a full disk makes the node read-only)."""
 
-    def __init__(self, txn: lmdb.Transaction[Any], db: Any) -> None:
+    __slots__ = ("_db", "_name", "_txn")
+
+    def __init__(self, txn: lmdb.Transaction[Any], db: Any, name: bytes = b"?") -> None:
         self._txn = txn
         self._db = db
+        self._name = name
 
     def get(self, key: bytes) -> bytes | None:
-        value: bytes | None = self._txn.get(key, db=self._db)
-        return value
+        try:
+            raw: bytes | None = self._txn.get(key, db=self._db)
+        except LMDB_DAMAGE as exc:
+            raise _lmdb_failure(self._name, exc) from exc
+        return None if raw is None else unseal(self._name, key, raw)
 
     def put(self, key: bytes, value: bytes) -> None:
-        self._txn.put(key, value, db=self._db)
+        self._txn.put(key, seal(key, value), db=self._db)
 
     def delete(self, key: bytes) -> None:
         self._txn.delete(key, db=self._db)
 
     def iter_from(self, start: bytes) -> Iterator[tuple[bytes, bytes]]:
-        cur = self._txn.cursor(self._db)
-        found = cur.set_range(start) if start else cur.first()
-        if found:
-            yield from cur.iternext()
+        name = self._name
+        try:
+            cur = self._txn.cursor(self._db)
+            found = cur.set_range(start) if start else cur.first()
+            if found:
+                for key, raw in cur.iternext():
+                    yield key, unseal(name, key, raw)
+        except LMDB_DAMAGE as exc:
+            raise _lmdb_failure(name, exc) from exc
 
     def count(self) -> int:
         return self._txn.stat(self._db)["entries"]
@@ -403,7 +448,9 @@ class KVStateMachine:
             return self._dicts
         if txn is None:
             raise ValueError("this state machine keeps its state in LMDB: pass the write transaction")
-        meta, kv, sessions, by_age, members, removed = (LmdbBackend(txn, db) for db in self._dbs)
+        meta, kv, sessions, by_age, members, removed = (
+            LmdbBackend(txn, db, name) for db, name in zip(self._dbs, DB_NAMES, strict=True)
+        )
         return _Tables(meta, KeyMappingBackend(kv), sessions, by_age, members, removed)
 
     @contextmanager

@@ -471,7 +471,7 @@ class PeerProgress(_message.Message):
     def __init__(self, id: _Optional[int] = ..., match: _Optional[int] = ..., next: _Optional[int] = ..., state: _Optional[str] = ..., active: _Optional[bool] = ...) -> None: ...
 
 class StatusResponse(_message.Message):
-    __slots__ = ("header", "role", "commit", "applied", "last_index", "cluster_id", "members", "progress", "vote", "version", "read_only", "read_only_reason", "removed", "revision", "stats")
+    __slots__ = ("header", "role", "commit", "applied", "last_index", "cluster_id", "members", "progress", "vote", "version", "read_only", "read_only_reason", "removed", "revision", "corruption", "stats")
     class StatsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -493,6 +493,7 @@ class StatusResponse(_message.Message):
     READ_ONLY_REASON_FIELD_NUMBER: _ClassVar[int]
     REMOVED_FIELD_NUMBER: _ClassVar[int]
     REVISION_FIELD_NUMBER: _ClassVar[int]
+    CORRUPTION_FIELD_NUMBER: _ClassVar[int]
     STATS_FIELD_NUMBER: _ClassVar[int]
     header: Header
     role: str
@@ -508,5 +509,6 @@ class StatusResponse(_message.Message):
     read_only_reason: str
     removed: bool
     revision: int
+    corruption: str
     stats: _containers.ScalarMap[str, int]
-    def __init__(self, header: _Optional[_Union[Header, _Mapping]] = ..., role: _Optional[str] = ..., commit: _Optional[int] = ..., applied: _Optional[int] = ..., last_index: _Optional[int] = ..., cluster_id: _Optional[str] = ..., members: _Optional[_Iterable[_Union[Member, _Mapping]]] = ..., progress: _Optional[_Iterable[_Union[PeerProgress, _Mapping]]] = ..., vote: _Optional[int] = ..., version: _Optional[str] = ..., read_only: _Optional[bool] = ..., read_only_reason: _Optional[str] = ..., removed: _Optional[bool] = ..., revision: _Optional[int] = ..., stats: _Optional[_Mapping[str, int]] = ...) -> None: ...
+    def __init__(self, header: _Optional[_Union[Header, _Mapping]] = ..., role: _Optional[str] = ..., commit: _Optional[int] = ..., applied: _Optional[int] = ..., last_index: _Optional[int] = ..., cluster_id: _Optional[str] = ..., members: _Optional[_Iterable[_Union[Member, _Mapping]]] = ..., progress: _Optional[_Iterable[_Union[PeerProgress, _Mapping]]] = ..., vote: _Optional[int] = ..., version: _Optional[str] = ..., read_only: _Optional[bool] = ..., read_only_reason: _Optional[str] = ..., removed: _Optional[bool] = ..., revision: _Optional[int] = ..., corruption: _Optional[str] = ..., stats: _Optional[_Mapping[str, int]] = ...) -> None: ...

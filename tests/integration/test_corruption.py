@@ -1,0 +1,129 @@
+"""Damaged data on one node of a real cluster is never served (issue: "Damaged data is never served"): the
+reproductions of the issue, each against real `raftkv serve` processes.
+
+Each test damages node 3's LMDB file while the node is stopped, restarts it, and checks: the clear error (exit code
+10, "data corruption on node 3"), that no damaged byte reaches a client, that the node's status shows the alarm,
+and that the rest of the cluster goes on serving with nothing lost.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from raftkv import localcluster
+
+from .conftest import TICK_MS, Cluster
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture
+def cluster(tmp_path: Path) -> Iterator[Cluster]:
+    """A 3-node cluster whose logs are compacted early: the state machine then holds the only copy of old values,
+    as in a node that has run for a while (a damaged log record is refused at start-up, another test's matter)."""
+    settings = {"compact_after_entries": 40, "compact_keep_entries": 5}
+    c = Cluster(localcluster.up(tmp_path / "cluster", 3, tick_ms=TICK_MS, timeout_s=60, settings=settings))
+    try:
+        yield c
+    finally:
+        localcluster.down(c.dir, purge=True)
+
+
+def push_out_of_the_log(cluster: Cluster) -> None:
+    """Write enough after the data under test that every node compacts it out of its log."""
+    with cluster.client() as c:
+        for i in range(120):
+            c.put(f"filler/{i % 7}", "f")
+    cluster.wait(lambda: all(s.stats.get("first_index", 0) > 60 for s in cluster.statuses()), "compaction")
+
+DAMAGE = b"CORRUPTCORRUPT!!"
+
+
+def data_file(cluster: Cluster, node: int) -> Path:
+    return cluster.info.node(node).data_dir / "raft" / "data.mdb"
+
+
+def offsets(path: Path, needle: bytes) -> list[int]:
+    data = path.read_bytes()
+    out, i = [], data.find(needle)
+    while i >= 0:
+        out.append(i)
+        i = data.find(needle, i + 1)
+    return out
+
+
+def overwrite(path: Path, offset: int, data: bytes) -> None:
+    with open(path, "r+b") as f:
+        f.seek(offset)
+        f.write(data)
+
+
+def assert_alarm(cluster: Cluster, node: int) -> None:
+    cluster.wait(lambda: bool(cluster.node_status(node).corruption), f"node {node}'s corruption alarm")
+    st = cluster.node_status(node)
+    assert st.role == "corrupt" and st.corruption, st
+    r = cluster.cli("status")
+    assert b"CORRUPTION ALARM" in r.stdout, r.stdout
+
+
+def test_a_corrupted_value_is_never_served(cluster: Cluster) -> None:
+    big = bytes(range(256)) * 4096  # 1 MiB: it lies in LMDB overflow pages of its own
+    with cluster.client() as c:
+        c.put("big", big)
+        c.put("small", "s")
+    node3 = cluster.info.node(3)
+    push_out_of_the_log(cluster)
+    with cluster.client([node3.client_addr]) as c3:
+        cluster.wait(lambda: getattr(c3.get("big", consistency="stale", min_index=0), "value", None) == big,
+                     "node 3 to apply the big value")
+    localcluster.stop(cluster.dir, 3)
+    path = data_file(cluster, 3)
+    marker = bytes(range(256)) * 2
+    hits = [o for o in offsets(path, marker) if o % 4096 > 64]  # inside the value, not at a page start
+    assert hits, "the value is not in node 3's file"
+    for o in hits:
+        overwrite(path, o + 1000, DAMAGE)  # every copy LMDB left of it
+    localcluster.restart(cluster.dir, 3)
+
+    r = cluster.cli("--endpoints", node3.client_addr, "get", "big")
+    assert r.returncode == 10, (r.returncode, r.stderr)
+    assert b"data corruption on node 3" in r.stderr and DAMAGE not in r.stdout
+    r = cluster.cli("--endpoints", node3.client_addr, "get", "small", "--consistency", "stale")
+    assert r.returncode == 10 and r.stdout == b""  # once the alarm is raised it serves nothing
+    assert_alarm(cluster, 3)
+    # The others go on: the leader is elsewhere or moves; nothing is lost; the client skips node 3.
+    with cluster.client() as c:
+        kv = c.get("big")
+        assert kv is not None and kv.value == big
+        c.put("after", "1")
+        assert c.get("after") is not None
+    assert DAMAGE not in cluster.cli("get", "big").stdout
+
+
+def test_a_damaged_page_header_raises_the_alarm_instead_of_unexpected_errors(cluster: Cluster) -> None:
+    """The issue: 16 bytes over a page header left reads answering `UNKNOWN: Unexpected <class
+    'lmdb.BadTxnError'>`, and status showing a normal follower."""
+    with cluster.client() as c:
+        for i in range(300):
+            c.put(f"dmg/{i:04d}", f"value-{i}-" + "x" * 40)
+    push_out_of_the_log(cluster)
+    node3 = cluster.info.node(3)
+    with cluster.client([node3.client_addr]) as c3:
+        cluster.wait(lambda: c3.get("dmg/0299", consistency="stale", min_index=0) is not None, "node 3 to catch up")
+    localcluster.stop(cluster.dir, 3)
+    path = data_file(cluster, 3)
+    pages = {o // 4096 * 4096 for o in offsets(path, b"dmg/0150")}
+    assert pages, "the key is not in node 3's file"
+    for p in pages:
+        overwrite(path, p, DAMAGE)  # the page header: page number, flags, bounds
+    localcluster.restart(cluster.dir, 3)
+    r = cluster.cli("--endpoints", node3.client_addr, "get", "dmg/0150", "--consistency", "stale")
+    assert r.returncode == 10, (r.returncode, r.stdout, r.stderr)
+    assert b"data corruption on node 3" in r.stderr and b"Unexpected" not in r.stderr
+    assert_alarm(cluster, 3)
+    with cluster.client() as c:
+        assert c.get("dmg/0150") is not None
+        c.put("still", "writable")
