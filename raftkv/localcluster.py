@@ -615,7 +615,11 @@ def stop(dir: str | os.PathLike[str], node: int, *, timeout_s: float = 10.0) -> 
 
 
 def restart(dir: str | os.PathLike[str], node: int, *, timeout_s: float = 10.0) -> str:
-    """Start the node again with its config and data (stopping it first if it runs); wait until it answers."""
+    """Start the node again with its config and data (stopping it first if it runs); wait until it answers and has
+    rejoined (it follows a leader and has applied what the other nodes had committed), so that a node that refuses
+    to run once it hears from its leader (a data directory older than what it acknowledged) is reported as a
+    failure. A node that answers but finds no leader within ``timeout_s`` (no quorum) is reported as restarted,
+    saying so."""
     info = load(dir)
     n = info.node(node)
     note = ""
@@ -628,6 +632,7 @@ def restart(dir: str | os.PathLike[str], node: int, *, timeout_s: float = 10.0) 
     new_pid = _start(info, n)
     _save(info)
     deadline = time.monotonic() + timeout_s
+    target: int | None = None
     with SyncClient([n.client_addr], timeout_s=max(1.0, timeout_s)) as c:
         while True:
             if not _alive(new_pid):
@@ -638,9 +643,19 @@ def restart(dir: str | os.PathLike[str], node: int, *, timeout_s: float = 10.0) 
                     + f"; see `raftkv cluster logs {node}`"
                 )
             st = c.cluster_status(timeout_s=0.5)[0]
-            if st.reachable:
+            if st.reachable and target is None:
+                # What it must catch up to: the highest commit index any other running node knows now.
+                others = [o for _, o in status(dir, timeout_s=0.5) if o.reachable and o.id != node]
+                target = max((o.commit for o in others), default=0)
+            joined = (
+                st.reachable and st.leader_id != 0 and st.role in ("leader", "follower")
+                and st.applied >= max(st.commit, target or 0)
+            )
+            if joined or st.role in ("corrupt", "removed"):
                 return f"restarted node {node}{note}: pid {new_pid}, {st.role}"
             if time.monotonic() >= deadline:
+                if st.reachable:
+                    return f"restarted node {node}{note}: pid {new_pid}, {st.role} (no leader known yet)"
                 raise ClusterError(
                     f"node {node} (pid {new_pid}) started but did not answer within {timeout_s:g}s; "
                     f"see `raftkv cluster logs {node}`"

@@ -65,6 +65,7 @@ from .raft import (
     Config,
     EntryType,
     HardState,
+    LostAcknowledgedEntries,
     Message,
     MsgType,
     ProposalDropped,
@@ -536,6 +537,12 @@ class Node:
                         inflight.append((rd, fut))
                     else:
                         break
+        except LostAcknowledgedEntries as e:
+            what = (f"node {self.id} refuses to run: {e}. Its data directory ({self.settings.data_dir}) is older than "
+                    "what it promised its peers (restored from an old copy?). Rebuild it: `raftkv member remove "
+                    f"{self.id}`, wipe the data directory, `raftkv member add` it again (it then catches up)")
+            log.critical("%s", what)
+            raise StorageError(what, str(self.settings.data_dir)) from None
         finally:
             ticker.cancel()
             for _, fut in inflight:  # let the writes under way finish before the store is closed

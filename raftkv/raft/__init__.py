@@ -8,6 +8,7 @@ handed in, so a whole cluster can be simulated in one thread from one seed.
 from .config import Config
 from .errors import (
     CompactedError,
+    LostAcknowledgedEntries,
     ProposalDropped,
     RaftError,
     SnapshotTemporarilyUnavailable,
@@ -48,6 +49,7 @@ __all__ = [
     "HardState",
     "LogStorage",
     "LogStore",
+    "LostAcknowledgedEntries",
     "MemoryStorage",
     "Message",
     "MsgType",

@@ -12,7 +12,13 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from .config import Config
-from .errors import CompactedError, ProposalDropped, SnapshotTemporarilyUnavailable, UnavailableError
+from .errors import (
+    CompactedError,
+    LostAcknowledgedEntries,
+    ProposalDropped,
+    SnapshotTemporarilyUnavailable,
+    UnavailableError,
+)
 from .log import RaftLog
 from .progress import Progress, ProgressState
 from .quorum import VoteResult
@@ -818,6 +824,10 @@ class Raft:
         )
 
     def _handle_heartbeat(self, m: Message) -> None:
+        if m.commit > self.log.last_index():
+            # The leader sends min(our match, its commit), and our match comes only from our own acknowledgements:
+            # we acknowledged entries we no longer have (an older copy of our data, or a disk that lied).
+            raise LostAcknowledgedEntries(m.commit, self.log.last_index())
         self.log.commit_to(m.commit)
         heard = self.heard_rounds
         if m.index:

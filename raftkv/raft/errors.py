@@ -5,7 +5,8 @@ RaftError
  │    ├── CompactedError                   the index was compacted away (read a snapshot instead)
  │    ├── UnavailableError                 the index is beyond the last entry
  │    └── SnapshotTemporarilyUnavailable   the storage is building a snapshot; try later
- └── ProposalDropped                       the proposal was not appended; ``leader`` says where to go
+ ├── ProposalDropped                       the proposal was not appended; ``leader`` says where to go
+ └── LostAcknowledgedEntries               this node's log is shorter than what it acknowledged to its leader
 """
 
 from __future__ import annotations
@@ -50,3 +51,18 @@ class ProposalDropped(RaftError):
         super().__init__(f"proposal dropped: {reason}" + (f" (leader is {leader})" if leader else ""))
         self.reason = reason
         self.leader = leader
+
+
+class LostAcknowledgedEntries(RaftError):
+    """The leader says this node acknowledged entries up to ``acknowledged``, but its log ends at ``last_index``:
+    entries it had made durable are gone (its data directory was restored from an older copy, or lost writes its
+    disk had confirmed). Raft's safety rests on acknowledged entries staying put, so the node must not go on; it has
+    to be rebuilt from the cluster."""
+
+    def __init__(self, acknowledged: int, last_index: int) -> None:
+        super().__init__(
+            f"the leader knows this node acknowledged log entries up to index {acknowledged}, but its log ends at "
+            f"index {last_index}: entries it had made durable are gone"
+        )
+        self.acknowledged = acknowledged
+        self.last_index = last_index

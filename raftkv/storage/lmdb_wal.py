@@ -99,7 +99,7 @@ from raftkv.raft.types import ConfState, Entry, HardState, Snapshot, SnapshotMet
 
 from .errors import CorruptLogError, DurableStorageError, StorageCorruption, StorageFormatError, StorageFullError
 
-__all__ = ["FORMAT", "LmdbLogStore", "WalStats"]
+__all__ = ["FORMAT", "LmdbLogStore", "WalStats", "check_data_file"]
 
 FORMAT = b"raftkv-lmdb-wal/2"
 """Layout version of the data directory, stored in ``meta``; opening any other layout raises StorageFormatError.
@@ -139,6 +139,58 @@ def _record(payload: bytes) -> bytes:
 def _sizes(entries: Sequence[Entry]) -> int:
     """Sum of ``entry_size`` over ``entries`` (payload plus a 16-byte header each), without a Python loop."""
     return sum(map(len, map(_get_data, entries))) + 16 * len(entries)
+
+
+_META_PAGE = struct.Struct("<QHHHHIIQQ")
+"""An LMDB meta page (64-bit build): page header (pgno, pad, flags, lower, upper), then magic, version, address,
+map size."""
+_META_PSIZE = struct.Struct("<I")  # at byte 40: the free DB's md_pad, which LMDB uses to record the page size
+_META_TAIL = struct.Struct("<QQ")  # at byte 136: last page used, transaction id
+_LMDB_MAGIC = 0xBEEFC0DE
+_LMDB_VERSION = 1
+
+
+def _meta_page(raw: bytes, offset: int) -> tuple[int, int, int] | None:
+    """``(page size, last page used, txn id)`` of the meta page at ``offset``, or None if it is not one."""
+    if len(raw) < offset + 152:
+        return None
+    _, _, flags, _, _, magic, version, _, _ = _META_PAGE.unpack_from(raw, offset)
+    if magic != _LMDB_MAGIC or version != _LMDB_VERSION or not flags & 0x08:  # P_META
+        return None
+    psize = _META_PSIZE.unpack_from(raw, offset + 40)[0]
+    last_pg, txnid = _META_TAIL.unpack_from(raw, offset + 136)
+    return psize, last_pg, txnid
+
+
+def check_data_file(path: str | os.PathLike[str]) -> None:
+    """Check an existing LMDB data file before it is mapped: its two meta pages, and that the file is as long as
+    the newest valid one says it uses. LMDB maps the file and reads pages straight from the mapping, so a file cut
+    short (a failed copy, a truncate) would kill the process with SIGBUS on first touch instead of an error.
+    StorageCorruption names the file and what is wrong; a missing or empty file is a new store and passes."""
+    f = os.path.join(os.fspath(path), "data.mdb")
+    try:
+        size = os.path.getsize(f)
+        if size == 0:
+            return
+        with open(f, "rb") as fh:
+            head = fh.read(2 * 65536)
+    except FileNotFoundError:
+        return
+    except OSError as e:
+        raise DurableStorageError(f"cannot read {f}: {e.strerror or e}", path) from e
+    first = _meta_page(head, 0)
+    psize = first[0] if first is not None else 4096
+    metas = [m for m in (first, _meta_page(head, psize)) if m is not None and m[0] == psize]
+    if not metas:
+        raise StorageCorruption(f"{f} is not an LMDB data file any more: neither of its meta pages is valid", path)
+    _, last_pg, _ = max(metas, key=lambda m: m[2])
+    need = (last_pg + 1) * psize
+    if size < need:
+        raise StorageCorruption(
+            f"{f} is {size} bytes, but its newest commit uses {last_pg + 1} pages of {psize} bytes ({need} bytes): "
+            "the file was cut short",
+            path,
+        )
 
 
 class _ReadGate:
@@ -313,6 +365,7 @@ class LmdbLogStore:
         """Serializes mutations: the cached view is the base every write transaction builds on."""
 
         os.makedirs(self.path, exist_ok=True)
+        check_data_file(self.path)  # before LMDB maps it: a truncated file would kill the process (SIGBUS)
         # metasync=False: a commit fsyncs its data pages only; write(sync=True) fsyncs the meta page (module docstring).
         self.env = lmdb.open(
             self.path, map_size=map_size, max_dbs=16, sync=sync, metasync=False, lock=True, subdir=True

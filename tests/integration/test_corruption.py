@@ -8,6 +8,8 @@ and that the rest of the cluster goes on serving with nothing lost.
 
 from __future__ import annotations
 
+import os
+import shutil
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -127,3 +129,57 @@ def test_a_damaged_page_header_raises_the_alarm_instead_of_unexpected_errors(clu
     with cluster.client() as c:
         assert c.get("dmg/0150") is not None
         c.put("still", "writable")
+
+
+def test_a_truncated_data_file_is_a_one_line_error_not_a_crash(cluster: Cluster) -> None:
+    """The issue: `truncate -s ...` of node 3's data file made `serve` die of SIGBUS, and `cluster restart` only
+    said the node exited."""
+    with cluster.client() as c:
+        c.put("big", b"x" * (1 << 20))
+        c.put("k", "v")
+    with cluster.client([cluster.info.node(3).client_addr]) as c3:
+        cluster.wait(lambda: c3.get("k", consistency="stale", min_index=0) is not None, "node 3 to catch up")
+    localcluster.stop(cluster.dir, 3)
+    path = data_file(cluster, 3)
+    size = path.stat().st_size
+    os.truncate(path, size // 2 // 4096 * 4096)
+    r = cluster.cli("cluster", "restart", "3")
+    assert r.returncode == 8, (r.returncode, r.stdout, r.stderr)
+    err = r.stderr.decode()
+    assert "was cut short" in err and str(path) in err, err
+    assert "SIGBUS" not in err and "Traceback" not in cluster.info.node(3).log.read_text()
+    with cluster.client() as c:  # the other two go on
+        c.put("k2", "v2")
+        assert c.get("big") is not None
+
+
+def test_a_node_restored_from_an_older_copy_of_its_data_refuses_to_run(cluster: Cluster) -> None:
+    """The issue: a data directory restored from an older copy was reported as "restarted ... follower" and died
+    half a second later of `AssertionError: to_commit(36) is out of range [last_index(35)]`."""
+    with cluster.client() as c:
+        c.put("a", "1")
+    if cluster.leader().id == 3:
+        assert cluster.cli("leader", "transfer", "--to", "1").returncode == 0
+    node3 = cluster.info.node(3)
+    with cluster.client([node3.client_addr]) as c3:
+        cluster.wait(lambda: c3.get("a", consistency="stale", min_index=0) is not None, "node 3 to catch up")
+    localcluster.stop(cluster.dir, 3)
+    old = node3.data_dir.parent / "old-copy"
+    shutil.copytree(node3.data_dir, old)
+    localcluster.restart(cluster.dir, 3)
+    with cluster.client() as c:
+        for i in range(20):
+            c.put(f"later/{i}", "x")  # node 3 acknowledges these
+    with cluster.client([node3.client_addr]) as c3:
+        cluster.wait(lambda: c3.get("later/19", consistency="stale", min_index=0) is not None, "node 3 to catch up")
+    localcluster.stop(cluster.dir, 3)
+    shutil.rmtree(node3.data_dir)
+    shutil.copytree(old, node3.data_dir)
+    r = cluster.cli("cluster", "restart", "3")
+    assert r.returncode == 8, (r.returncode, r.stdout, r.stderr)
+    err = r.stderr.decode()
+    assert "refuses to run" in err and "older than what it promised" in err, err
+    log = node3.log.read_text()
+    assert "AssertionError" not in log and "Traceback" not in log, log[-3000:]
+    with cluster.client() as c:  # nothing lost; the others serve
+        assert all(c.get(f"later/{i}") is not None for i in range(20))
