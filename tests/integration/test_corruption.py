@@ -86,8 +86,13 @@ def test_a_corrupted_value_is_never_served(cluster: Cluster) -> None:
     marker = bytes(range(256)) * 2
     hits = [o for o in offsets(path, marker) if o % 4096 > 64]  # inside the value, not at a page start
     assert hits, "the value is not in node 3's file"
+    ok = cluster.cli("check", str(node3.data_dir))
+    assert ok.returncode == 0 and ok.stdout.startswith(b"ok: "), (ok.stdout, ok.stderr)
     for o in hits:
         overwrite(path, o + 1000, DAMAGE)  # every copy LMDB left of it
+    # The offline check finds it, names it, and exits 10.
+    r = cluster.cli("check", str(node3.data_dir))
+    assert r.returncode == 10 and b"'big' in table 'kv' does not match its checksum" in r.stderr, r.stderr
     localcluster.restart(cluster.dir, 3)
 
     r = cluster.cli("--endpoints", node3.client_addr, "get", "big")
@@ -143,6 +148,8 @@ def test_a_truncated_data_file_is_a_one_line_error_not_a_crash(cluster: Cluster)
     path = data_file(cluster, 3)
     size = path.stat().st_size
     os.truncate(path, size // 2 // 4096 * 4096)
+    r = cluster.cli("check", str(cluster.info.node(3).data_dir))
+    assert r.returncode == 10 and b"was cut short" in r.stderr, r.stderr
     r = cluster.cli("cluster", "restart", "3")
     assert r.returncode == 8, (r.returncode, r.stdout, r.stderr)
     err = r.stderr.decode()
