@@ -1222,18 +1222,32 @@ def chaos(
 @main.command(
     epilog="""\b
 Examples:
+  raftkv check --cluster                      # every member's state compared (through the leader)
   raftkv cluster stop 3
   raftkv check .raftkv-cluster/node3/data      # text: ok, or one line per problem found
   raftkv check DATA_DIR --output json         # {"ok", "problems", "log_entries_checked", "records", ...}"""
 )
-@click.argument("data_dir", type=click.Path(file_okay=False, path_type=Path))
+@click.argument("data_dir", type=click.Path(file_okay=False, path_type=Path), required=False)
+@click.option("--cluster", "whole_cluster", is_flag=True,
+              help="Compare the state of every member of the running cluster instead (no DATA_DIR).")
 @output_option
 @click.pass_context
-def check(ctx: click.Context, data_dir: Path, output: str | None) -> None:
+def check(ctx: click.Context, data_dir: Path | None, whole_cluster: bool, output: str | None) -> None:
     """Check a stopped node's DATA_DIR offline: the LMDB file, every log record's checksum and decoding, the log
     against the hard state and the applied index, and every state machine record's checksum and decoding. Exits 0
     when all is well, 10 when something is damaged (rebuild the node: member remove, wipe, member add), 8 when
-    DATA_DIR holds no raftkv data or cannot be opened."""
+    DATA_DIR holds no raftkv data or cannot be opened.
+
+    With --cluster: every member of the running cluster hashes its whole state right after one log entry (the
+    leader proposes it) and the hashes are compared; a member whose hash differs from the majority's gets its
+    corruption alarm (it then serves nothing; rebuild it). Exits 0 when every member agrees, 10 when one differs,
+    4 when no majority could be had."""
+    if whole_cluster == (data_dir is not None):
+        raise click.UsageError("give either DATA_DIR (an offline check of one node) or --cluster")
+    if whole_cluster:
+        _check_cluster(ctx, output)
+        return
+    assert data_dir is not None
     from .check import check_data_dir
 
     report = check_data_dir(data_dir)
@@ -1251,6 +1265,26 @@ def check(ctx: click.Context, data_dir: Path, output: str | None) -> None:
             click.echo(f"damaged: {p}", err=True)
     if not report.ok:
         raise click.exceptions.Exit(ExitCode.CORRUPT)
+
+
+def _check_cluster(ctx: click.Context, output: str | None) -> None:
+    res = _with_client(ctx, lambda c: c.check_cluster())
+    if _output(ctx, output) == "json":
+        _print_json({
+            "ok": res.ok, "index": res.index, "majority_hash": res.majority_hash,
+            "members": [{"id": m.id, "hash": m.hash, "error": m.error, "mismatch": m.mismatch} for m in res.members],
+        })
+    else:
+        for m in res.members:
+            state = "DIFFERS (corruption alarm raised)" if m.mismatch else ("agrees" if m.hash else m.error)
+            click.echo(f"node {m.id}: {m.hash[:16] or '-':16}  {state}")
+        verdict = "every member agrees" if res.ok else ("a member differs" if any(m.mismatch for m in res.members)
+                                                         else "inconclusive: no majority of hashes")
+        click.echo(f"{verdict} (state hashed right after log index {res.index})")
+    if any(m.mismatch for m in res.members):
+        raise click.exceptions.Exit(ExitCode.CORRUPT)
+    if not res.ok:
+        raise click.exceptions.Exit(ExitCode.UNAVAILABLE)
 
 
 from .bench_cmd import bench as _bench_command  # noqa: E402  (registered last: it forwards to the bench harness)

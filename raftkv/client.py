@@ -762,6 +762,13 @@ class Client:
         resp = await self._call("MemberRemove", lambda _r: req, kv_pb2.MemberChangeResponse, write=True)
         return MemberList(tuple(_member(m) for m in resp.members), resp.cluster_id)
 
+    async def check_cluster(self) -> kv_pb2.CheckClusterResponse:
+        """The cross-replica consistency check, through the leader: every member's state hash right after one log
+        entry, compared (``raftkv check --cluster``). A member whose hash differs from the majority's gets its
+        corruption alarm."""
+        req = kv_pb2.CheckClusterRequest()
+        return await self._call("CheckCluster", lambda _r: req, kv_pb2.CheckClusterResponse, write=True)
+
     async def transfer_leader(self, to: int = 0) -> int:
         """Hand leadership to node ``to`` (0: the most up-to-date voter); returns the new leader's id."""
         req = kv_pb2.TransferLeaderRequest(to=to)
@@ -1356,6 +1363,9 @@ class SyncClient:
 
     def transfer_leader(self, to: int = 0) -> int:
         return self._run(self._client.transfer_leader(to))
+
+    def check_cluster(self) -> kv_pb2.CheckClusterResponse:
+        return self._run(self._client.check_cluster())
 
     def get(
         self,

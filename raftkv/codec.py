@@ -30,6 +30,8 @@ module imports nothing above ``raft``)::
         incr         [3, request_id, client_id, seq, key, delta]
         txn          [4, request_id, client_id, seq, [condition...], [txn op...], [txn op...]]
         sibling put  [5, request_id, client_id, seq, key, value, vector clock]
+        hash mark    [6, request_id, client_id, seq]                  replicas hash their state right after it
+        alarm        [7, request_id, client_id, seq, member, message]  member's state is corrupt (a hash check)
       condition      [key, target, cmp, operand]                      operand by target: bytes (VALUE), int >= 0
                                                                       (VERSION, MOD_REVISION, CREATE_REVISION),
                                                                       bool (EXISTS), vector clock (VCLOCK)
@@ -90,7 +92,9 @@ from raftkv.raft.types import (
 )
 
 __all__ = [
+    "CMD_ALARM",
     "CMD_DELETE",
+    "CMD_HASH_MARK",
     "CMD_INCR",
     "CMD_PUT",
     "CMD_SIBLING_PUT",
@@ -522,6 +526,8 @@ CMD_DELETE = 2
 CMD_INCR = 3
 CMD_TXN = 4
 CMD_SIBLING_PUT = 5
+CMD_HASH_MARK = 6
+CMD_ALARM = 7
 
 TARGET_VALUE = 0
 TARGET_VERSION = 1
@@ -563,6 +569,8 @@ class KVTypes(NamedTuple):
 
     put: type[tuple[Any, ...]]
     sibling_put: type[tuple[Any, ...]]
+    hash_mark: type[tuple[Any, ...]]
+    alarm: type[tuple[Any, ...]]
     delete: type[tuple[Any, ...]]
     incr: type[tuple[Any, ...]]
     txn: type[tuple[Any, ...]]
@@ -597,8 +605,14 @@ _COMMAND_LAYOUTS = {
     CMD_INCR: "[3, request_id, client_id, seq, key, delta]",
     CMD_TXN: "[4, request_id, client_id, seq, [condition...], [txn op...], [txn op...]]",
     CMD_SIBLING_PUT: "[5, request_id, client_id, seq, key, value, vector clock]",
+    CMD_HASH_MARK: "[6, request_id, client_id, seq]",
+    CMD_ALARM: "[7, request_id, client_id, seq, member, message]",
 }
-_COMMAND_LENGTHS = {CMD_PUT: 7, CMD_DELETE: 6, CMD_INCR: 6, CMD_TXN: 7, CMD_SIBLING_PUT: 7}
+_COLUMN_OPS = frozenset({CMD_PUT, CMD_DELETE, CMD_INCR})
+"""The ops a homogeneous batch may take the column path for."""
+_COMMAND_LENGTHS = {
+    CMD_PUT: 7, CMD_DELETE: 6, CMD_INCR: 6, CMD_TXN: 7, CMD_SIBLING_PUT: 7, CMD_HASH_MARK: 4, CMD_ALARM: 6,
+}
 _CONDITION_LAYOUT = "[key, target, cmp, operand]"
 _TXN_OP_LAYOUT = "[op, key, value, delta]"
 _CLOCK_LAYOUT = "[[node, counter]...] with node ids increasing and all values positive"
@@ -700,6 +714,12 @@ def _command(c: object, types: KVTypes) -> Any:
         if type(c[4]) is not bytes or type(c[5]) is not bytes:
             _fail("sibling put", _COMMAND_LAYOUTS[op], c)
         return _new(types.sibling_put, (*c[1:6], _clock(c[6], types)))
+    if op == CMD_HASH_MARK:
+        return _new(types.hash_mark, c[1:])
+    if op == CMD_ALARM:
+        if not (_is_index(c[4]) and type(c[5]) is str):
+            _fail("alarm", _COMMAND_LAYOUTS[op], c)
+        return _new(types.alarm, c[1:])
     return _new(types.txn, (*c[1:4], _conditions(c[4], types), _txn_ops(c[5], types), _txn_ops(c[6], types)))
 
 
@@ -717,7 +737,7 @@ def _commands_by_column(cmds: tuple[Any, ...], types: KVTypes) -> list[Any] | No
     if not ops or set(map(type, ops)) != _INT or len(set(ops)) != 1:
         return None
     op = ops[0]
-    if op == CMD_TXN or op == CMD_SIBLING_PUT or _COMMAND_LENGTHS.get(op) != lengths.pop():
+    if op not in _COLUMN_OPS or _COMMAND_LENGTHS.get(op) != lengths.pop():
         return None
     ints = (cols[1], cols[2], cols[3])
     if any(set(map(type, col)) != _INT or min(col) < 0 for col in ints):

@@ -26,6 +26,7 @@ import contextlib
 import heapq
 import logging
 import random
+import threading
 import time
 from collections import deque
 from collections.abc import Callable, Sequence
@@ -50,6 +51,7 @@ from .kv import (
     Applied,
     Command,
     ErrorResult,
+    HashMark,
     KVStateMachine,
     MemberChange,
     MemberChangeResult,
@@ -58,6 +60,7 @@ from .kv import (
     decode_conf_change,
     encode_batch,
     encode_change,
+    is_hash_mark,
 )
 from .raft import (
     EMPTY_HARD_STATE,
@@ -86,6 +89,9 @@ log = logging.getLogger("raftkv.node")
 
 _DAMAGE: tuple[type[BaseException], ...] = (DataCorruption, *LMDB_DAMAGE)
 """What reading damaged data raises: a record whose checksum does not match, or LMDB unable to read a page."""
+
+KEPT_HASHES = 32
+"""How many state hashes (one per hash mark) a node remembers."""
 
 COMPACT_CHUNK = 5_000
 """Most log entries one compaction step deletes (keeps every write transaction short)."""
@@ -168,6 +174,11 @@ class Node:
         self._snapshot_tasks: dict[int, asyncio.Task[None]] = {}
         self._snapshot_status: list[tuple[int, bool]] = []
         self._snapshot_pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"raftkv-snapshot-{self.id}")
+        self.state_hashes: dict[int, str] = {}
+        """The state hashes taken at hash marks (log index -> sha256 hex, or "" when it was skipped), the newest
+        ``KEPT_HASHES``."""
+        self._hash_waiters: dict[int, list[asyncio.Future[str]]] = {}
+        self._hashing = threading.Lock()  # one hash at a time (held by the thread computing it)
         self._transfers: list[int] = []
         self._leadership = asyncio.Event()  # set (and replaced) whenever the leader or role changes
         self._applied_waiters: list[tuple[int, int, asyncio.Future[None]]] = []  # heap of (index, seq, future)
@@ -176,6 +187,8 @@ class Node:
         self._write_failed: BaseException | None = None  # set on the writer thread by the first write that failed
         self._stopping = False
         self.read_only_reason = ""
+        self.verifying = False
+        """Set while the start-up consistency check runs: client requests are asked to go elsewhere meanwhile."""
         self.corruption = ""
         """Non-empty once this node found damaged data (what it found): the corruption alarm. It then refuses every
         request but Status and no longer takes part in Raft."""
@@ -215,6 +228,7 @@ class Node:
             _CoreStorage(store),
         )
         transport.set_peers({m.id: m.peer_addr for m in settings.members if m.id != self.id})
+        self._check_alarms()  # raised by a hash check before it last stopped: it stays raised
         removed = fsm.removed_members()
         transport.refuse(removed)
         if self.id in removed:  # it applied its own removal before it stopped
@@ -270,6 +284,66 @@ class Node:
             self._fail_all(self.corruption_error())
             self._wake.set()
         return self.corruption_error()
+
+    # -- the cross-replica consistency check ------------------------------------------------------------------
+    def hash_state_now(self, index: int) -> None:
+        """On the writer thread, right after the commit that applied up to the hash mark at ``index``: hash the
+        state as it is now, from a read transaction opened before the writer goes on (so it sees exactly the state
+        at ``index``), on a thread of its own. Hashing reads every record, so it also finds damaged ones (the
+        alarm). One hash at a time: a mark that arrives while one runs is skipped (recorded as "")."""
+        loop = self._loop
+        assert loop is not None
+        if not self._hashing.acquire(blocking=False):
+            loop.call_soon_threadsafe(self._hash_done, index, "")
+            return
+        opened = threading.Event()
+
+        def job() -> None:
+            digest = ""
+            try:
+                with self.store.read_txn() as txn:
+                    at = self.store.applied_index_in(txn)
+                    opened.set()
+                    if at == index:
+                        digest = self.fsm.state_hash(txn)
+            except _DAMAGE as e:
+                loop.call_soon_threadsafe(self.found_corruption, e)
+            except Exception:
+                log.exception("node %d: hashing the state at index %d failed", self.id, index)
+            finally:
+                opened.set()
+                self._hashing.release()
+                loop.call_soon_threadsafe(self._hash_done, index, digest)
+
+        threading.Thread(target=job, name=f"raftkv-hash-{self.id}", daemon=True).start()
+        opened.wait()
+
+    def _hash_done(self, index: int, digest: str) -> None:
+        hashes = self.state_hashes
+        hashes[index] = digest
+        while len(hashes) > KEPT_HASHES:
+            del hashes[min(hashes)]
+        for f in self._hash_waiters.pop(index, ()):
+            if not f.done():
+                f.set_result(digest)
+
+    async def state_hash(self, index: int) -> str:
+        """The hash of this node's state right after the hash mark at ``index`` ("" if it was skipped, or is not
+        known here: the mark came inside a snapshot, or before a restart). Waits until the mark is applied here."""
+        self._check_intact()
+        if index in self.state_hashes:
+            return self.state_hashes[index]
+        if self.applied >= index:
+            return ""
+        fut: asyncio.Future[str] = asyncio.get_running_loop().create_future()
+        self._hash_waiters.setdefault(index, []).append(fut)
+        return await fut
+
+    def _check_alarms(self) -> None:
+        """Adopt a corruption alarm raised for this node through the log (a failed hash check)."""
+        mine = self.fsm.alarms().get(self.id)
+        if mine and not self.corruption:
+            self.found_corruption(DataCorruption(mine))
 
     def _check_intact(self) -> None:
         if self.corruption:
@@ -683,12 +757,21 @@ class Node:
         size = 0
         for p in props:
             c = p[0]
+            if type(c) is HashMark:  # a hash mark is a log entry of its own (see _DriverIO._write_split)
+                if groups[-1]:
+                    groups.append([])
+                groups[-1].append(p)
+                groups.append([])
+                size = 0
+                continue
             sz = len(getattr(c, "key", b"")) + len(getattr(c, "value", b"") or b"") + 32
             if groups[-1] and size + sz > limit:
                 groups.append([])
                 size = 0
             groups[-1].append(p)
             size += sz
+        if not groups[-1]:
+            groups.pop()
         datas = [encode_batch(self.id, now_ns, [c for c, _ in g]) for g in groups]
         try:
             raw.propose_many(datas)
@@ -722,6 +805,9 @@ class Node:
 
     # -- results ----------------------------------------------------------------------------------------------
     def _on_applied(self, rd: Ready, results: Sequence[Applied] | None) -> None:
+        if self.fsm.alarm_applied:
+            self.fsm.alarm_applied = False
+            self._check_alarms()
         if rd.snapshot is not None or any(e.type == EntryType.CONF_CHANGE for e in rd.committed_entries):
             for e in rd.committed_entries:
                 if e.type == EntryType.CONF_CHANGE:
@@ -1023,16 +1109,20 @@ class _DriverIO:
         if snap is not None and conf is None:
             conf = snap.metadata.conf_state
         applied = ents[-1].index if ents else (snap.metadata.index if snap is not None else None)
-        result = node.store.write(
-            hard_state=rd.hard_state,
-            entries=rd.entries,
-            snapshot=snap,
-            store_snapshot_data=False,
-            applied=applied,
-            apply=apply if ents or snap is not None else None,
-            conf_state=conf,
-            sync=rd.must_sync and node.settings.sync,
-        )
+        marks = [i for i, e in enumerate(ents) if is_hash_mark(e.data)] if ents else []
+        if not marks:
+            result = node.store.write(
+                hard_state=rd.hard_state,
+                entries=rd.entries,
+                snapshot=snap,
+                store_snapshot_data=False,
+                applied=applied,
+                apply=apply if ents or snap is not None else None,
+                conf_state=conf,
+                sync=rd.must_sync and node.settings.sync,
+            )
+        else:
+            result = self._write_split(rd, ents, marks, restore_path)
         self._maybe_compact()
         st = node.stats
         st.write_us += (time.perf_counter_ns() - t0) // 1000
@@ -1040,6 +1130,52 @@ class _DriverIO:
         st.writes += 1
         st.entries_persisted += len(rd.entries)
         return result
+
+    def _write_split(self, rd: Ready, ents: Sequence[Any], marks: list[int], restore_path: Any) -> list[Applied]:
+        """The write of a Ready whose committed entries hold hash marks: one transaction per part, each part ending
+        with a mark, so that right after a mark's commit the state is exactly "applied up to the mark" and a read
+        transaction opened then (before the next part) hashes it. The first part carries the log entries, the hard
+        state and the snapshot; later parts only apply."""
+        node = self.node
+        fsm, store, loop, deliver = node.fsm, node.store, self.loop, node._deliver_results
+        bounds = [*[m + 1 for m in marks], len(ents)]
+        results: list[Applied] = []
+        conf = rd.snapshot.metadata.conf_state if rd.snapshot is not None else store.conf_state()
+        lo = 0
+        for n, hi in enumerate(bounds):
+            part = ents[lo:hi]
+            if not part and n:
+                break
+            first = n == 0
+            changed = first and rd.snapshot is not None
+            for e in part:
+                if e.type == EntryType.CONF_CHANGE:
+                    conf = conf_state_after(conf, decode_conf_change(e.data))
+                    changed = True
+
+            def apply(txn: Any, part: Sequence[Any] = part, first: bool = first) -> Any:
+                if first and restore_path is not None:
+                    fsm.restore_from(txn, lambda: iter_records(restore_path))
+                out = fsm.apply(txn, part)
+                if out:
+                    loop.call_soon_threadsafe(deliver, out)
+                return out
+
+            out = store.write(
+                hard_state=rd.hard_state if first else None,
+                entries=rd.entries if first else (),
+                snapshot=rd.snapshot if first else None,
+                store_snapshot_data=False,
+                applied=part[-1].index if part else None,
+                apply=apply,
+                conf_state=conf if changed else None,
+                sync=first and rd.must_sync and node.settings.sync,
+            )
+            results.extend(cast("list[Applied]", out) or [])
+            if n < len(marks):
+                node.hash_state_now(ents[marks[n]].index)
+            lo = hi
+        return results
 
     def _maybe_compact(self) -> None:
         """On the writer thread, after a write: drop applied log entries beyond the retention, in bounded chunks so

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import gc
 import logging
 import os
@@ -34,6 +35,7 @@ from .errors import (
     error_of_kind,
 )
 from .kv import (
+    Alarm,
     Applied,
     CmpOp,
     Condition,
@@ -42,6 +44,7 @@ from .kv import (
     DeleteResult,
     DuplicateResult,
     ErrorResult,
+    HashMark,
     Incr,
     IncrResult,
     KeyValue,
@@ -201,6 +204,10 @@ def _timeout_error(timeout_s: float, write: bool) -> Timeout:
     )
 
 
+def _alarm(request_id: int, *, member: int, message: str) -> Alarm:
+    return Alarm(request_id, 0, 0, member, message)
+
+
 def _role_name(node: Node, role: StateRole) -> str:
     if node.corruption:
         return "corrupt"
@@ -338,12 +345,17 @@ class KVServicer(kv_pb2_grpc.KVServicer):
         )
 
     def _serving(self) -> None:
-        """Every request but Status starts here: a node removed from the cluster, or that found damaged data,
-        refuses it at once."""
-        if self.node.corruption:
-            raise self.node.corruption_error()
-        if self.node.removed:
-            raise _removed(self.node)
+        """Every request but Status (and the consistency check's) starts here: a node removed from the cluster, or
+        that found damaged data, refuses it at once; one still comparing its data with the cluster's at start-up
+        asks the client to go elsewhere for a moment."""
+        node = self.node
+        if node.corruption:
+            raise node.corruption_error()
+        if node.removed:
+            raise _removed(node)
+        if node.verifying:
+            raise Unavailable(f"node {node.id} is comparing its data with the cluster's (its start-up check); "
+                              "ask another node, or retry in a moment")
 
     async def _read_point(self, opts: kv_pb2.ReadOptions) -> None:
         """Wait until this node may serve a read at the requested consistency (and ``min_index``)."""
@@ -757,6 +769,72 @@ class KVServicer(kv_pb2_grpc.KVServicer):
                 if not chunk:
                     break
 
+    # -- the cross-replica consistency check ----------------------------------------------------------------------
+    async def StateHash(
+        self, req: kv_pb2.StateHashRequest, ctx: grpc.aio.ServicerContext[Any, Any]
+    ) -> kv_pb2.StateHashResponse:
+        async def go() -> kv_pb2.StateHashResponse:
+            if self.node.corruption:
+                raise self.node.corruption_error()
+            digest = await self.node.state_hash(req.index)
+            return kv_pb2.StateHashResponse(header=self.header(self.node.applied), index=req.index, hash=digest)
+
+        return await self._call(ctx, go, self._timeout(ctx), write=False)
+
+    async def CheckCluster(
+        self, req: kv_pb2.CheckClusterRequest, ctx: grpc.aio.ServicerContext[Any, Any]
+    ) -> kv_pb2.CheckClusterResponse:
+        if self.node.corruption or self.node.removed:  # (a node verifying itself at start-up may still run it)
+            await self._refuse_if_removed(ctx)
+        return await self._unary(ctx, self.check_cluster(self._timeout(ctx)))
+
+    async def check_cluster(self, timeout_s: float) -> kv_pb2.CheckClusterResponse:
+        """Run one cross-replica check from this node, the leader: propose a hash mark (a log entry of its own);
+        every replica hashes its state right after applying it; collect the hashes; a member whose hash differs
+        from the one a majority of the members hold gets its corruption alarm, through the log. NotLeader on a
+        follower (the client follows it)."""
+        node = self.node
+        if node.role != StateRole.LEADER:
+            raise node.not_leader()
+        a = await self._write(node.submit(lambda rid: HashMark(rid, 0, 0)), timeout_s)
+        index = a.index
+        mine = await self._run(node.state_hash(index), timeout_s, write=False)
+        members = node.members()
+        hashes: dict[int, tuple[str, str]] = {node.id: (mine, "" if mine else "not taken (busy)")}
+
+        async def ask(m: MemberInfo) -> None:
+            try:
+                async with grpc.aio.insecure_channel(m.client_addr, options=GRPC_OPTIONS) as ch:
+                    stub = kv_pb2_grpc.KVStub(ch)  # type: ignore[no-untyped-call]
+                    r = await stub.StateHash(kv_pb2.StateHashRequest(index=index), timeout=timeout_s)
+                hashes[m.id] = (r.hash, "" if r.hash else "not taken there (a snapshot covered the mark, or busy)")
+            except grpc.aio.AioRpcError as e:
+                hashes[m.id] = ("", f"{e.code().name}: {e.details()}")
+
+        await asyncio.gather(*(ask(m) for m in members if m.id != node.id))
+        tally: dict[str, int] = {}
+        for h, _ in hashes.values():
+            if h:
+                tally[h] = tally.get(h, 0) + 1
+        majority = next((h for h, n in tally.items() if n > len(members) // 2), "")
+        out = kv_pb2.CheckClusterResponse(index=index, majority_hash=majority)
+        bad: list[int] = []
+        for m in sorted(members, key=lambda m: m.id):
+            h, err = hashes.get(m.id, ("", "no answer"))
+            mismatch = bool(majority and h and h != majority)
+            if mismatch:
+                bad.append(m.id)
+            out.members.append(kv_pb2.MemberHash(id=m.id, hash=h, error=err, mismatch=mismatch))
+        for mid in bad:
+            what = (f"its state right after log index {index} hashes to {hashes[mid][0][:16]}..., the majority's to "
+                    f"{majority[:16]}... (a cross-replica check found it different)")
+            log.error("node %d: the consistency check at index %d: node %d differs from the majority; raising its "
+                      "corruption alarm", node.id, index, mid)
+            await self._write(node.submit(functools.partial(_alarm, member=mid, message=what)), timeout_s)
+        out.ok = bool(majority) and not bad
+        out.header.CopyFrom(self.header(node.applied))
+        return out
+
     async def Status(
         self, req: kv_pb2.StatusRequest, ctx: grpc.aio.ServicerContext[Any, Any]
     ) -> kv_pb2.StatusResponse:
@@ -900,7 +978,9 @@ async def serve(settings: Settings, started: asyncio.Event | None = None, stop: 
         holder.append(node)
         client_server = grpc.aio.server(options=GRPC_OPTIONS)
         gc_monitor.install()
-        kv_pb2_grpc.add_KVServicer_to_server(KVServicer(node, settings, gc_monitor), client_server)  # type: ignore[no-untyped-call]
+        servicer = KVServicer(node, settings, gc_monitor)
+        kv_pb2_grpc.add_KVServicer_to_server(servicer, client_server)  # type: ignore[no-untyped-call]
+        node.verifying = settings.startup_check_timeout_s > 0 and node.applied > len(settings.members)
         try:
             client_server.add_insecure_port(settings.client_listen)
         except RuntimeError as e:
@@ -925,6 +1005,7 @@ async def serve(settings: Settings, started: asyncio.Event | None = None, stop: 
         if started is not None:
             started.set()
         run_task = asyncio.create_task(node.run(), name=f"raftkv-node-{settings.id}")
+        checks = asyncio.create_task(_consistency_checks(node, servicer, settings), name="raftkv-checks")
         stop_task = asyncio.create_task(stop.wait())
         done, _ = await asyncio.wait({run_task, stop_task}, return_when=asyncio.FIRST_COMPLETED)
         if run_task in done and run_task.exception() is not None:
@@ -941,6 +1022,9 @@ async def serve(settings: Settings, started: asyncio.Event | None = None, stop: 
                 log.info("node %d handed leadership to node %d", settings.id, new)
             except RaftKVError as e:
                 log.warning("node %d could not hand leadership over before stopping: %s", settings.id, e.message)
+        checks.cancel()
+        with contextlib.suppress(asyncio.CancelledError, Exception):
+            await checks
         node.stop()
         stop_task.cancel()
         with contextlib.suppress(asyncio.CancelledError, Exception):
@@ -955,6 +1039,61 @@ async def serve(settings: Settings, started: asyncio.Event | None = None, stop: 
             node.close()
         store.close()
         log.info("node %d stopped", settings.id)
+
+
+async def _consistency_checks(node: Node, svc: KVServicer, settings: Settings) -> None:
+    """The start-up check (a node with data compares its state with the cluster's before it serves clients, for at
+    most ``startup_check_timeout_s``), then, on the leader, a check every ``corruption_check_interval_s``."""
+    if node.verifying:
+        limit = settings.startup_check_timeout_s
+        try:
+            async with asyncio.timeout(limit):
+                res = await _check_through_leader(node, svc, limit)
+            if res.ok:
+                log.info("node %d: start-up check passed: its state at index %d is the majority's", node.id,
+                         res.index)
+            else:
+                log.warning("node %d: start-up check inconclusive or failed at index %d: %s", node.id, res.index,
+                            [(m.id, m.hash[:12], m.error) for m in res.members])
+        except TimeoutError:
+            log.warning("node %d: no start-up check within %.1fs (no leader, or a slow cluster): serving unverified",
+                        node.id, limit)
+        except (RaftKVError, grpc.aio.AioRpcError) as e:
+            log.warning("node %d: the start-up check could not run (%s): serving unverified", node.id, e)
+        finally:
+            node.verifying = False
+    interval = settings.corruption_check_interval_s
+    if interval <= 0:
+        return
+    while True:
+        await asyncio.sleep(interval)
+        if node.role != StateRole.LEADER or node.corruption or node.removed:
+            continue
+        try:
+            res = await svc.check_cluster(min(60.0, interval))
+        except RaftKVError as e:
+            log.warning("node %d: the periodic consistency check could not run: %s", node.id, e.message)
+            continue
+        bad = [m.id for m in res.members if m.mismatch]
+        if bad:
+            log.error("node %d: consistency check at index %d: nodes %s differ from the majority", node.id, res.index,
+                      bad)
+        else:
+            log.info("node %d: consistency check at index %d: %s", node.id, res.index,
+                     "every member agrees" if res.ok else "inconclusive")
+
+
+async def _check_through_leader(node: Node, svc: KVServicer, timeout_s: float) -> kv_pb2.CheckClusterResponse:
+    """Wait for a leader, then run one consistency check through it (this node, if it leads)."""
+    tick = node.settings.tick_ms / 1000
+    while not node.leader_id or (node.leader_id == node.id and node.role != StateRole.LEADER):
+        await asyncio.sleep(tick)
+    if node.role == StateRole.LEADER:
+        return await svc.check_cluster(timeout_s)
+    async with grpc.aio.insecure_channel(node.leader_addr(), options=GRPC_OPTIONS) as ch:
+        stub = kv_pb2_grpc.KVStub(ch)  # type: ignore[no-untyped-call]
+        res: kv_pb2.CheckClusterResponse = await stub.CheckCluster(kv_pb2.CheckClusterRequest(), timeout=timeout_s)
+        return res
 
 
 def run(settings: Settings) -> int:

@@ -98,6 +98,14 @@ class Settings:
     only drops log entries (followers that need older ones get a snapshot of the state)."""
     compact_keep_entries: int = 2_000
     """Applied entries kept behind the compaction point, so slightly lagging followers catch up from the log."""
+    corruption_check_interval_s: float = 300.0
+    """How often the leader checks that every member's state is the same (each replica hashes its whole state right
+    after one log entry; a member whose hash differs from the majority's gets its corruption alarm). 0 = never
+    (``raftkv check --cluster`` still runs one by hand)."""
+    startup_check_timeout_s: float = 5.0
+    """At start-up a node that holds data compares its state with the cluster's (a hash check through the leader)
+    before it serves clients; it waits at most this long for a leader and the check, then serves with a warning.
+    0 = no start-up check."""
     log_level: str = "info"
     extra: Mapping[str, Any] = field(default_factory=dict, compare=False, repr=False)
 

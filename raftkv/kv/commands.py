@@ -30,6 +30,7 @@ __all__ = [
     "MAX_OPS",
     "MAX_SIBLINGS",
     "MAX_VALUE_BYTES",
+    "Alarm",
     "Batch",
     "CmpOp",
     "Command",
@@ -39,11 +40,13 @@ __all__ = [
     "DeleteResult",
     "DuplicateResult",
     "ErrorResult",
+    "HashMark",
     "Incr",
     "IncrResult",
     "InvalidCommand",
     "KeyValue",
     "Limits",
+    "NoteResult",
     "Put",
     "PutResult",
     "Result",
@@ -60,6 +63,7 @@ __all__ = [
     "decode_result",
     "encode_batch",
     "encode_result",
+    "is_hash_mark",
     "validate",
 ]
 
@@ -186,7 +190,28 @@ class Txn(NamedTuple):
     failure: tuple[TxnOp, ...]
 
 
-Command: TypeAlias = Put | SiblingPut | Delete | Incr | Txn
+class HashMark(NamedTuple):
+    """No change to the store: a point in the log at which every replica hashes its whole state (the cross-replica
+    consistency check, ``raftkv check --cluster``). The proposer puts it in a log entry of its own."""
+
+    request_id: int
+    client_id: int
+    seq: int
+
+
+class Alarm(NamedTuple):
+    """Raise the corruption alarm of ``member``: its state was found to differ from the majority's (a hash check).
+    Replicated, so the member learns it (and keeps it across restarts) and everyone's status shows it. Cleared when
+    the member is removed and added again."""
+
+    request_id: int
+    client_id: int
+    seq: int
+    member: int
+    message: str
+
+
+Command: TypeAlias = Put | SiblingPut | Delete | Incr | Txn | HashMark | Alarm
 
 
 class InvalidCommand(NamedTuple):
@@ -267,6 +292,13 @@ class ConditionFailedResult(NamedTuple):
     """The current state of ``failed.key``."""
 
 
+class NoteResult(NamedTuple):
+    """The answer to a command that changes no key (``HashMark``, ``Alarm``): done. (Such commands carry no session,
+    so their results are never cached.)"""
+
+    note: str
+
+
 class DuplicateResult(NamedTuple):
     """A late duplicate of a request older than the session's last one: not applied, and its original answer is
     no longer kept."""
@@ -274,6 +306,7 @@ class DuplicateResult(NamedTuple):
 
 Result: TypeAlias = (
     PutResult | DeleteResult | IncrResult | TxnResult | ConditionFailedResult | ErrorResult | DuplicateResult
+    | NoteResult
 )
 
 
@@ -290,6 +323,8 @@ class Batch(NamedTuple):
 _TYPES = codec.KVTypes(
     put=Put,
     sibling_put=SiblingPut,
+    hash_mark=HashMark,
+    alarm=Alarm,
     delete=Delete,
     incr=Incr,
     txn=Txn,
@@ -309,6 +344,8 @@ _TYPES = codec.KVTypes(
 _OP_OF: dict[type, int] = {
     Put: codec.CMD_PUT,
     SiblingPut: codec.CMD_SIBLING_PUT,
+    HashMark: codec.CMD_HASH_MARK,
+    Alarm: codec.CMD_ALARM,
     Delete: codec.CMD_DELETE,
     Incr: codec.CMD_INCR,
     Txn: codec.CMD_TXN,
@@ -351,6 +388,21 @@ def decode_batch_lenient(data: bytes | bytearray | memoryview) -> tuple[int, int
         if type(c) is MalformedCommand:
             commands[i] = InvalidCommand(c.request_id, str(c))
     return proposer, timestamp_ns, commands
+
+
+_HASH_MARK_MAX_BYTES = 64
+
+
+def is_hash_mark(data: bytes) -> bool:
+    """Whether a log entry's data is a hash mark (a batch of one ``HashMark``). Cheap for every other entry: only a
+    tiny one is decoded."""
+    if len(data) > _HASH_MARK_MAX_BYTES or not data:
+        return False
+    try:
+        cmds = decode_batch(data).commands
+    except codec.CodecError:
+        return False
+    return len(cmds) == 1 and type(cmds[0]) is HashMark
 
 
 def _wire_result(r: Result) -> tuple[object, ...]:
@@ -465,6 +517,8 @@ def validate(cmd: Command, limits: Limits = DEFAULT_LIMITS) -> str | None:
         conditions = cmd.conditions
     elif type(cmd) is SiblingPut:
         return _check_key(cmd.key, limits, "put") or _check_value(cmd.value, limits, "put")
+    elif type(cmd) is HashMark or type(cmd) is Alarm:
+        return None
     elif type(cmd) is Delete:
         what = "delete"
         error = _check_key(cmd.key, limits, what)

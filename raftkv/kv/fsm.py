@@ -24,6 +24,7 @@ or ``DictBackend``s (tests and simulations)::
     sessions_by_age  see raftkv.kv.sessions
     members          member id (u64 BE) -> its addresses and role (raftkv.kv.membership)
     members_removed  member id (u64 BE) -> b"": removed and not added again (peers refuse its messages)
+    alarms           member id (u64 BE) -> UTF-8 text: that member's corruption alarm (a failed hash check)
     fsm_meta         b"applied" -> u64 (8 bytes BE): the last entry index applied; entries at or below are skipped
                      b"now_ns"  -> u64: the logical clock, max of the batch timestamps seen (session expiry)
                      b"revision" -> u64: the revision of the last change (0: none yet)
@@ -67,6 +68,7 @@ from .commands import (
     MAX_OPS,
     MAX_SIBLINGS,
     MAX_VALUE_BYTES,
+    Alarm,
     CmpOp,
     Command,
     Condition,
@@ -74,11 +76,13 @@ from .commands import (
     Delete,
     DeleteResult,
     ErrorResult,
+    HashMark,
     Incr,
     IncrResult,
     InvalidCommand,
     KeyValue,
     Limits,
+    NoteResult,
     Put,
     PutResult,
     Result,
@@ -106,7 +110,8 @@ DB_SESSIONS_BY_AGE = b"sessions_by_age"
 DB_META = b"fsm_meta"
 DB_MEMBERS = b"members"
 DB_REMOVED = b"members_removed"
-DB_NAMES = (DB_META, DB_KV, DB_SESSIONS, DB_SESSIONS_BY_AGE, DB_MEMBERS, DB_REMOVED)
+DB_ALARMS = b"alarms"
+DB_NAMES = (DB_META, DB_KV, DB_SESSIONS, DB_SESSIONS_BY_AGE, DB_MEMBERS, DB_REMOVED, DB_ALARMS)
 """The state machine's tables, in sorted order (the order of ``snapshot_items``)."""
 
 _M_APPLIED = b"applied"
@@ -378,6 +383,7 @@ class _Tables(NamedTuple):
     by_age: KVBackend
     members: KVBackend
     removed: KVBackend
+    alarms: KVBackend
 
 
 def _get_u64(table: KVBackend, key: bytes) -> int:
@@ -425,6 +431,9 @@ class KVStateMachine:
         self.max_sessions = max_sessions
         self._ttl_ns = session_ttl_s * 1_000_000_000
         self._store = store
+        self.alarm_applied = False
+        """Set when ``apply`` recorded a corruption alarm: a hint for the driver to look at ``alarms()`` (not state:
+        a retried apply sets it again)."""
         self._dbs: tuple[Any, ...] = ()
         self._dicts: _Tables | None = None
         if store is None:
@@ -448,10 +457,10 @@ class KVStateMachine:
             return self._dicts
         if txn is None:
             raise ValueError("this state machine keeps its state in LMDB: pass the write transaction")
-        meta, kv, sessions, by_age, members, removed = (
+        meta, kv, sessions, by_age, members, removed, alarms = (
             LmdbBackend(txn, db, name) for db, name in zip(self._dbs, DB_NAMES, strict=True)
         )
-        return _Tables(meta, KeyMappingBackend(kv), sessions, by_age, members, removed)
+        return _Tables(meta, KeyMappingBackend(kv), sessions, by_age, members, removed, alarms)
 
     @contextmanager
     def _reading(self, txn: lmdb.Transaction[Any] | None = None) -> Iterator[_Tables]:
@@ -489,7 +498,7 @@ class KVStateMachine:
                 continue
             applied = index
             if entry.type == EntryType.CONF_CHANGE:
-                append(self._apply_member_change(tables.members, tables.removed, index, entry.data))
+                append(self._apply_member_change(tables, index, entry.data))
                 continue
             if entry.type != EntryType.NORMAL or not entry.data:
                 continue
@@ -504,6 +513,9 @@ class KVStateMachine:
             for cmd in commands:
                 if isinstance(cmd, InvalidCommand):
                     append(Applied(index, proposer, cmd.request_id, ErrorResult(_INVALID, cmd.message)))
+                    continue
+                if type(cmd) is HashMark or type(cmd) is Alarm:
+                    append(Applied(index, proposer, cmd.request_id, self._apply_note(tables, cmd)))
                     continue
                 client_id = cmd.client_id
                 if client_id:
@@ -523,9 +535,21 @@ class KVStateMachine:
             meta.put(_M_REVISION, _U64.pack(run.revision))
         return out
 
+    def _apply_note(self, tables: _Tables, cmd: HashMark | Alarm) -> NoteResult:
+        """Commands that change no key: a hash mark (nothing to do here: the driver hashes after its entry), or a
+        corruption alarm (recorded, for the member and everyone's status)."""
+        if type(cmd) is Alarm:
+            key = _U64.pack(cmd.member)
+            if tables.members.get(key) is None:
+                return NoteResult(f"node {cmd.member} is not a member: no alarm raised")
+            tables.alarms.put(key, cmd.message.encode())
+            self.alarm_applied = True
+            return NoteResult(f"alarm raised for node {cmd.member}")
+        return NoteResult("hash mark")
+
     # -- membership -------------------------------------------------------------------------------------------------
     @staticmethod
-    def _apply_member_change(members: KVBackend, removed: KVBackend, index: int, data: bytes) -> Applied:
+    def _apply_member_change(tables: _Tables, index: int, data: bytes) -> Applied:
         """Apply a CONF_CHANGE entry to the member table (the replicated addresses of every member). The core
         adopts the same change (``RawNode.apply_conf_change``) and the store the resulting ConfState, all from the
         same pure ``conf_state_after``, so the three never disagree."""
@@ -533,6 +557,7 @@ class KVStateMachine:
             change = decode_change(data)
         except ValueError as exc:
             return Applied(index, 0, 0, ErrorResult(_INVALID, f"log entry {index}: {exc}"))
+        members = tables.members
         before = conf_state_of(members)
         after = conf_state_after(before, change.conf_change)
         mid = change.member.id
@@ -549,16 +574,30 @@ class KVStateMachine:
             else:
                 m = MemberInfo(mid, m.peer_addr, m.client_addr, mid in after.learners)
             members.put(key, encode_member(m))
-            removed.delete(key)  # (an id may be added again, for a node whose data was wiped)
+            if old is None:
+                # (An id may be added again, for a node whose data was wiped: it starts clean.)
+                tables.removed.delete(key)
+                tables.alarms.delete(key)
         else:
             members.delete(key)
-            removed.put(key, b"")
+            tables.removed.put(key, b"")
+            tables.alarms.delete(key)
         return Applied(index, change.proposer, change.request_id, MemberChangeResult(True, after, ""))
 
     def members(self, *, txn: lmdb.Transaction[Any] | None = None) -> list[MemberInfo]:
         """Every member with its addresses, by id."""
         with self._reading(txn) as t:
             return [decode_member(_U64.unpack(k)[0], v) for k, v in t.members.iter_from(b"")]
+
+    def alarms(self, *, txn: lmdb.Transaction[Any] | None = None) -> dict[int, str]:
+        """The corruption alarms raised (by a hash check) and not cleared: member id -> what was found."""
+        with self._reading(txn) as t:
+            return {_U64.unpack(k)[0]: v.decode("utf-8", "replace") for k, v in t.alarms.iter_from(b"")}
+
+    def state_hash(self, txn: lmdb.Transaction[Any]) -> str:
+        """``checksum`` of the state as ``txn`` sees it, streamed: equal on replicas that applied the same entries
+        (the cross-replica consistency check hashes each replica right after one log entry)."""
+        return _hash_items(self.iter_state(txn))
 
     def removed_members(self, *, txn: lmdb.Transaction[Any] | None = None) -> list[int]:
         """The ids of the nodes removed from the cluster (and not added again since), ascending."""
@@ -716,13 +755,22 @@ class KVStateMachine:
 
     def checksum(self) -> str:
         """sha256 (hex) over every table's sorted contents: equal on replicas that applied the same entries."""
-        h = hashlib.sha256()
-        pack = struct.Struct(">BII").pack
-        for name, key, value in self.snapshot_items():
-            h.update(pack(DB_NAMES.index(name), len(key), len(value)))
-            h.update(key)
-            h.update(value)
-        return h.hexdigest()
+        return _hash_items(self.snapshot_items())
+
+
+_HASH_FRAME = struct.Struct(">BII")
+
+
+def _hash_items(items: Iterable[tuple[bytes, bytes, bytes]]) -> str:
+    """sha256 (hex) over ``(table, key, value)`` records in order, each framed by its table and lengths."""
+    h = hashlib.sha256()
+    pack = _HASH_FRAME.pack
+    table_no = {name: i for i, name in enumerate(DB_NAMES)}
+    for name, key, value in items:
+        h.update(pack(table_no[name], len(key), len(value)))
+        h.update(key)
+        h.update(value)
+    return h.hexdigest()
 
 
 class _Executor:

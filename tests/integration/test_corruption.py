@@ -8,6 +8,7 @@ and that the rest of the cluster goes on serving with nothing lost.
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 from collections.abc import Iterator
@@ -190,3 +191,81 @@ def test_a_node_restored_from_an_older_copy_of_its_data_refuses_to_run(cluster: 
     assert "AssertionError" not in log and "Traceback" not in log, log[-3000:]
     with cluster.client() as c:  # nothing lost; the others serve
         assert all(c.get(f"later/{i}") is not None for i in range(20))
+
+
+def tamper(data_dir: Path, key: bytes, value: bytes) -> None:
+    """Rewrite ``key``'s value in a stopped node's state machine behind Raft's back, with a valid checksum: the
+    divergence a bug or a hand edit would leave, which no per-record check can see."""
+    from raftkv.codec import encode_value_record
+    from raftkv.kv import KVStateMachine
+    from raftkv.storage import LmdbLogStore
+
+    store = LmdbLogStore(data_dir / "raft")
+    try:
+        fsm = KVStateMachine(store)
+        old = fsm.get(key)
+        assert old is not None
+        record = encode_value_record(value, old.create_revision, old.mod_revision, old.version, old.vclock)
+        store.write(apply=lambda txn: fsm._tables(txn).kv.put(key, record))
+    finally:
+        store.close()
+
+
+def start(tmp_path: Path, **settings: object) -> Cluster:
+    return Cluster(localcluster.up(tmp_path / "c", 3, tick_ms=TICK_MS, timeout_s=60, settings=settings))
+
+
+def test_a_replica_altered_behind_raft_is_found_by_the_start_up_check(tmp_path: Path) -> None:
+    c = start(tmp_path)
+    try:
+        with c.client() as cl:
+            for i in range(20):
+                cl.put(f"k{i}", f"v{i}")
+        node3 = c.info.node(3)
+        with c.client([node3.client_addr]) as c3:
+            c.wait(lambda: c3.get("k19", consistency="stale", min_index=0) is not None, "node 3 to catch up")
+        localcluster.stop(c.dir, 3)
+        tamper(node3.data_dir, b"k7", b"tampered")
+        assert c.cli("check", str(node3.data_dir)).returncode == 0  # every record is intact: only a comparison sees it
+        localcluster.restart(c.dir, 3)
+        c.wait(lambda: "hashes to" in c.node_status(3).corruption, "the start-up check to raise node 3's alarm")
+        r = c.cli("--endpoints", node3.client_addr, "get", "k7", "--consistency", "stale")
+        assert r.returncode == 10 and b"tampered" not in r.stdout, (r.returncode, r.stdout, r.stderr)
+        with c.client() as cl:  # the others agree, and serve
+            assert cl.get("k7").value == b"v7"  # type: ignore[union-attr]
+            cl.put("after", "1")
+        st = c.node_status(1)
+        assert not st.corruption and st.role in ("leader", "follower")
+    finally:
+        localcluster.down(c.dir, purge=True)
+
+
+def test_raftkv_check_cluster_finds_the_replica_that_differs(tmp_path: Path) -> None:
+    c = start(tmp_path, startup_check_timeout_s=0)  # no start-up check: the check by hand must find it
+    try:
+        with c.client() as cl:
+            for i in range(20):
+                cl.put(f"k{i}", f"v{i}")
+        r = c.cli("check", "--cluster")
+        assert r.returncode == 0 and r.stdout.count(b"  agrees") == 3, r.stdout
+        node3 = c.info.node(3)
+        with c.client([node3.client_addr]) as c3:
+            c.wait(lambda: c3.get("k19", consistency="stale", min_index=0) is not None, "node 3 to catch up")
+        localcluster.stop(c.dir, 3)
+        tamper(node3.data_dir, b"k3", b"tampered")
+        localcluster.restart(c.dir, 3)
+        with c.client([node3.client_addr]) as c3:  # unverified, it still serves its (wrong) state ...
+            assert c3.get("k3", consistency="stale", min_index=0).value == b"tampered"  # type: ignore[union-attr]
+        r = c.cli("check", "--cluster", "--output", "json")
+        assert r.returncode == 10, (r.returncode, r.stdout, r.stderr)
+        doc = json.loads(r.stdout)
+        assert [m["id"] for m in doc["members"] if m["mismatch"]] == [3] and not doc["ok"]
+        # ... until the check raised its alarm, through the log.
+        c.wait(lambda: bool(c.node_status(3).corruption), "node 3's alarm")
+        r = c.cli("--endpoints", node3.client_addr, "get", "k3", "--consistency", "stale")
+        assert r.returncode == 10 and b"tampered" not in r.stdout
+        # The alarm is replicated state: it survives the node's restart.
+        localcluster.restart(c.dir, 3)
+        assert c.node_status(3).role == "corrupt"
+    finally:
+        localcluster.down(c.dir, purge=True)

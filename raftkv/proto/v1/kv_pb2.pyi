@@ -512,3 +512,49 @@ class StatusResponse(_message.Message):
     corruption: str
     stats: _containers.ScalarMap[str, int]
     def __init__(self, header: _Optional[_Union[Header, _Mapping]] = ..., role: _Optional[str] = ..., commit: _Optional[int] = ..., applied: _Optional[int] = ..., last_index: _Optional[int] = ..., cluster_id: _Optional[str] = ..., members: _Optional[_Iterable[_Union[Member, _Mapping]]] = ..., progress: _Optional[_Iterable[_Union[PeerProgress, _Mapping]]] = ..., vote: _Optional[int] = ..., version: _Optional[str] = ..., read_only: _Optional[bool] = ..., read_only_reason: _Optional[str] = ..., removed: _Optional[bool] = ..., revision: _Optional[int] = ..., corruption: _Optional[str] = ..., stats: _Optional[_Mapping[str, int]] = ...) -> None: ...
+
+class CheckClusterRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class MemberHash(_message.Message):
+    __slots__ = ("id", "hash", "error", "mismatch")
+    ID_FIELD_NUMBER: _ClassVar[int]
+    HASH_FIELD_NUMBER: _ClassVar[int]
+    ERROR_FIELD_NUMBER: _ClassVar[int]
+    MISMATCH_FIELD_NUMBER: _ClassVar[int]
+    id: int
+    hash: str
+    error: str
+    mismatch: bool
+    def __init__(self, id: _Optional[int] = ..., hash: _Optional[str] = ..., error: _Optional[str] = ..., mismatch: _Optional[bool] = ...) -> None: ...
+
+class CheckClusterResponse(_message.Message):
+    __slots__ = ("header", "index", "members", "majority_hash", "ok")
+    HEADER_FIELD_NUMBER: _ClassVar[int]
+    INDEX_FIELD_NUMBER: _ClassVar[int]
+    MEMBERS_FIELD_NUMBER: _ClassVar[int]
+    MAJORITY_HASH_FIELD_NUMBER: _ClassVar[int]
+    OK_FIELD_NUMBER: _ClassVar[int]
+    header: Header
+    index: int
+    members: _containers.RepeatedCompositeFieldContainer[MemberHash]
+    majority_hash: str
+    ok: bool
+    def __init__(self, header: _Optional[_Union[Header, _Mapping]] = ..., index: _Optional[int] = ..., members: _Optional[_Iterable[_Union[MemberHash, _Mapping]]] = ..., majority_hash: _Optional[str] = ..., ok: _Optional[bool] = ...) -> None: ...
+
+class StateHashRequest(_message.Message):
+    __slots__ = ("index",)
+    INDEX_FIELD_NUMBER: _ClassVar[int]
+    index: int
+    def __init__(self, index: _Optional[int] = ...) -> None: ...
+
+class StateHashResponse(_message.Message):
+    __slots__ = ("header", "index", "hash")
+    HEADER_FIELD_NUMBER: _ClassVar[int]
+    INDEX_FIELD_NUMBER: _ClassVar[int]
+    HASH_FIELD_NUMBER: _ClassVar[int]
+    header: Header
+    index: int
+    hash: str
+    def __init__(self, header: _Optional[_Union[Header, _Mapping]] = ..., index: _Optional[int] = ..., hash: _Optional[str] = ...) -> None: ...

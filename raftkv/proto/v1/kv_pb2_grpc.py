@@ -104,6 +104,16 @@ class KVStub:
                 request_serializer=raftkv_dot_proto_dot_v1_dot_kv__pb2.BatchRequest.SerializeToString,
                 response_deserializer=raftkv_dot_proto_dot_v1_dot_kv__pb2.BatchResponse.FromString,
                 _registered_method=True)
+        self.CheckCluster = channel.unary_unary(
+                '/raftkv.v1.KV/CheckCluster',
+                request_serializer=raftkv_dot_proto_dot_v1_dot_kv__pb2.CheckClusterRequest.SerializeToString,
+                response_deserializer=raftkv_dot_proto_dot_v1_dot_kv__pb2.CheckClusterResponse.FromString,
+                _registered_method=True)
+        self.StateHash = channel.unary_unary(
+                '/raftkv.v1.KV/StateHash',
+                request_serializer=raftkv_dot_proto_dot_v1_dot_kv__pb2.StateHashRequest.SerializeToString,
+                response_deserializer=raftkv_dot_proto_dot_v1_dot_kv__pb2.StateHashResponse.FromString,
+                _registered_method=True)
 
 
 class KVServicer:
@@ -194,6 +204,21 @@ class KVServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def CheckCluster(self, request, context):
+        """The cross-replica consistency check (through the leader): every member hashes its state right after one log
+        entry; a member whose hash differs from the majority's gets its corruption alarm.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def StateHash(self, request, context):
+        """This node's state hash right after the hash mark at a log index (what CheckCluster asks each member).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_KVServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -266,6 +291,16 @@ def add_KVServicer_to_server(servicer, server):
                     servicer.Batch,
                     request_deserializer=raftkv_dot_proto_dot_v1_dot_kv__pb2.BatchRequest.FromString,
                     response_serializer=raftkv_dot_proto_dot_v1_dot_kv__pb2.BatchResponse.SerializeToString,
+            ),
+            'CheckCluster': grpc.unary_unary_rpc_method_handler(
+                    servicer.CheckCluster,
+                    request_deserializer=raftkv_dot_proto_dot_v1_dot_kv__pb2.CheckClusterRequest.FromString,
+                    response_serializer=raftkv_dot_proto_dot_v1_dot_kv__pb2.CheckClusterResponse.SerializeToString,
+            ),
+            'StateHash': grpc.unary_unary_rpc_method_handler(
+                    servicer.StateHash,
+                    request_deserializer=raftkv_dot_proto_dot_v1_dot_kv__pb2.StateHashRequest.FromString,
+                    response_serializer=raftkv_dot_proto_dot_v1_dot_kv__pb2.StateHashResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -646,6 +681,60 @@ class KV:
             '/raftkv.v1.KV/Batch',
             raftkv_dot_proto_dot_v1_dot_kv__pb2.BatchRequest.SerializeToString,
             raftkv_dot_proto_dot_v1_dot_kv__pb2.BatchResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CheckCluster(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/raftkv.v1.KV/CheckCluster',
+            raftkv_dot_proto_dot_v1_dot_kv__pb2.CheckClusterRequest.SerializeToString,
+            raftkv_dot_proto_dot_v1_dot_kv__pb2.CheckClusterResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def StateHash(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/raftkv.v1.KV/StateHash',
+            raftkv_dot_proto_dot_v1_dot_kv__pb2.StateHashRequest.SerializeToString,
+            raftkv_dot_proto_dot_v1_dot_kv__pb2.StateHashResponse.FromString,
             options,
             channel_credentials,
             insecure,
