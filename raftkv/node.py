@@ -892,15 +892,20 @@ class Node:
         """Write the state machine as it stands into a snapshot file, from one consistent read transaction (writes
         go on meanwhile). Runs on a worker thread."""
         store = self.store
-        with store.read_txn() as txn:
-            index = store.applied_index_in(txn)
-            header = SnapshotHeader(
-                index=index,
-                term=store.term(index),
-                conf_state=self.fsm.conf_state(txn=txn),
-                cluster_id=self.settings.cluster_id,
-            )
-            info = write_snapshot(self.snapshot_dir, header, self.fsm.iter_state(txn))
+        try:
+            with store.read_txn() as txn:
+                index = store.applied_index_in(txn)
+                header = SnapshotHeader(
+                    index=index,
+                    term=store.term(index),
+                    conf_state=self.fsm.conf_state(txn=txn),
+                    cluster_id=self.settings.cluster_id,
+                )
+                info = write_snapshot(self.snapshot_dir, header, self.fsm.iter_state(txn))
+        except _DAMAGE as e:  # never hand damaged state on: raise the alarm (on the loop), fail this snapshot
+            if self._loop is not None:
+                self._loop.call_soon_threadsafe(self.found_corruption, e)
+            raise
         prune(self.snapshot_dir, keep=3)
         return info
 

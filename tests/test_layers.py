@@ -33,9 +33,11 @@ ALLOWED: dict[str, set[str]] = {
     "client": {"client", "proto", "errors", "kv"},
     "localcluster": {"client", "errors", "settings"},
     "chaos": {"chaos", "client", "errors", "localcluster", "kv"},
-    "cli": {"cli", "client", "server", "errors", "settings", "localcluster", "chaos", "kv", "bench_cmd", "backup"},
+    "cli": {"cli", "client", "server", "errors", "settings", "localcluster", "chaos", "kv", "bench_cmd", "backup",
+            "check"},
     "bench_cmd": set(),
     "backup": {"client", "errors", "kv", "raft", "storage"},
+    "check": {"errors", "kv", "storage"},
     "__main__": {"cli"},
     "__init__": set(),
 }
