@@ -183,6 +183,7 @@ class DictBackend:
 
 
 _CRC = struct.Struct(">I")
+_crc_of = _CRC.unpack_from
 _crc32 = zlib.crc32
 
 
@@ -194,11 +195,12 @@ def seal(key: bytes, value: bytes) -> bytes:
 def unseal(table: bytes, key: bytes, raw: bytes) -> bytes:
     """The value of a stored record, after checking it: DataCorruption if the checksum does not match (a bit flip,
     a torn or overwritten page, a record edited by hand)."""
-    if len(raw) < 4 or _CRC.unpack_from(raw)[0] != _crc32(memoryview(raw)[4:], _crc32(key)):
+    value = raw[4:]
+    if len(raw) < 4 or _crc_of(raw)[0] != _crc32(value, _crc32(key)):
         raise DataCorruption(
             f"the state machine's record {key[:64]!r} in table {table.decode()!r} does not match its checksum"
         )
-    return raw[4:]
+    return value
 
 
 LMDB_DAMAGE: tuple[type[lmdb.Error], ...] = (
