@@ -249,15 +249,15 @@ class Node:
 
     @property
     def role(self) -> StateRole:
-        return self.raw.raft.state
+        return self.raw.role
 
     @property
     def leader_id(self) -> int:
-        return self.raw.raft.lead
+        return self.raw.leader
 
     @property
     def term(self) -> int:
-        return self.raw.raft.term
+        return self.raw.term
 
     def leader_addr(self) -> str:
         return self.client_addrs.get(self.leader_id, "")
@@ -419,7 +419,7 @@ class Node:
             self._waiters.pop(rid, None)
         # Results arrive before their transaction commits (see _DriverIO._write); callers of a membership change
         # read the member table next, so wait until the change is visible.
-        await self.wait_applied(self.raw.raft.log.applying)
+        await self.wait_applied(self.raw.applying)
         if isinstance(result, ErrorResult):
             raise Unavailable(result.message)
         if not isinstance(result, MemberChangeResult):  # pragma: no cover - a result of another kind
@@ -428,10 +428,10 @@ class Node:
 
     def best_transferee(self) -> int:
         """The voter (other than us) whose log matches ours furthest (0 if none)."""
-        r = self.raw.raft
+        st = self.raw.status()
         best, best_match = 0, -1
-        for v in r.trk.voters:
-            pr = r.trk.progress.get(v)
+        for v in st.conf_state.voters:
+            pr = st.progress.get(v)
             if v != self.id and pr is not None and pr.match > best_match:
                 best, best_match = v, pr.match
         return best
@@ -444,7 +444,7 @@ class Node:
         target = to or self.best_transferee()
         if not target:
             raise Unavailable("there is no other voter to hand leadership to")
-        if target not in self.raw.raft.trk.voters:
+        if target not in self.raw.conf_state().voters:
             raise InvalidArgument(f"node {target} is not a voter of this cluster")
         self._transfers.append(target)
         self._wake.set()
@@ -693,7 +693,7 @@ class Node:
         if self._conf_proposals:
             confs, self._conf_proposals = self._conf_proposals, []
             for data, w, force in confs:
-                if not force and shrinks_two_voters_to_one(raw.raft.trk.conf_state(), decode_conf_change(data)):
+                if not force and shrinks_two_voters_to_one(raw.conf_state(), decode_conf_change(data)):
                     # Checked here, against the membership the change would apply to, not when the request came:
                     # a change still pending then may have applied since.
                     if not w.future.done():
@@ -745,8 +745,8 @@ class Node:
 
     def _pipeline_has_room(self) -> bool:
         depth = self.settings.max_inflight_proposals
-        r = self.raw.raft
-        return depth <= 0 or r.state != StateRole.LEADER or r.log.last_index() - r.log.committed < depth
+        raw = self.raw
+        return depth <= 0 or raw.role != StateRole.LEADER or raw.last_index - raw.committed < depth
 
     def _propose_batch(self) -> None:
         props, self._proposals = self._proposals, []
@@ -787,21 +787,21 @@ class Node:
             return
         self.stats.batches_proposed += len(datas)
         self.stats.commands_proposed += len(props)
-        r = raw.raft
-        if r.state != StateRole.LEADER:
+        if raw.role != StateRole.LEADER:
             # Forwarded to the leader: nobody tells this node if the leader drops them, but a leader change is
             # when that happens, and _on_soft_state then fails them (outcome unknown: they may still commit).
             self.stats.commands_forwarded += len(props)
             fwd = self._forwarded_rids
-            lead = r.lead
+            lead = raw.leader
             for c, _ in props:
                 fwd[c.request_id] = lead
         else:
             # Remember where each batch landed: if a different entry is applied there, the batch was lost.
-            last = r.log.last_index()
+            last = raw.last_index
             first = last - len(groups) + 1
+            term = raw.term
             for i, g in enumerate(groups):
-                self._inflight_entries[first + i] = (r.term, [_request_id(c) for c, _ in g])
+                self._inflight_entries[first + i] = (term, [_request_id(c) for c, _ in g])
 
     # -- results ----------------------------------------------------------------------------------------------
     def _on_applied(self, rd: Ready, results: Sequence[Applied] | None) -> None:

@@ -113,3 +113,16 @@ def test_raft_core_uses_no_io_clock_or_global_randomness() -> None:
             elif top != "raftkv" and top not in sys.stdlib_module_names:
                 bad.append(f"{mod} imports third-party {imp}")
     assert not bad, "\n".join(bad)
+
+
+def test_nothing_outside_the_core_reads_its_internals() -> None:
+    """The driver, servicer and tools see the core through ``RawNode``'s public face (its properties, ``status()``,
+    ``read_freshness()`` ...), never through ``RawNode.raft``: the core's insides can change without breaking them."""
+    bad = []
+    for mod, path in _modules():
+        if _part(mod) == "raft":
+            continue
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            if isinstance(node, ast.Attribute) and node.attr == "raft":
+                bad.append(f"{mod}:{node.lineno} reads .raft")
+    assert not bad, "\n".join(bad)

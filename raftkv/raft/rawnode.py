@@ -219,9 +219,45 @@ class RawNode:
                 r.uncommitted_size = max(0, r.uncommitted_size - size)
 
     # -- introspection ----------------------------------------------------------------------------------------
+    # What a driver may read of the core (it never reaches into ``raft``): cheap properties for the hot path, and
+    # ``status()`` for the rest.
     @property
     def id(self) -> int:
         return self.raft.id
+
+    @property
+    def role(self) -> StateRole:
+        return self.raft.state
+
+    @property
+    def leader(self) -> int:
+        """The known leader's id (0: none)."""
+        return self.raft.lead
+
+    @property
+    def term(self) -> int:
+        return self.raft.term
+
+    @property
+    def last_index(self) -> int:
+        return self.raft.log.last_index()
+
+    @property
+    def committed(self) -> int:
+        return self.raft.log.committed
+
+    @property
+    def applying(self) -> int:
+        """The last index handed out in a Ready for applying (it may still be under way)."""
+        return self.raft.log.applying
+
+    def conf_state(self) -> ConfState:
+        """The membership the core works with now."""
+        return self.raft.trk.conf_state()
+
+    def committed_entry_in_current_term(self) -> bool:
+        """As leader: whether an entry of our term is committed (only then is our commit index known current)."""
+        return self.raft.committed_entry_in_current_term()
 
     @property
     def hard_state(self) -> HardState:
