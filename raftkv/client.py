@@ -78,8 +78,6 @@ from .errors import (
     Unavailable,
     from_wire,
 )
-from .kv.vclock import VectorClock
-from .kv.vclock import compare as _vc_compare
 from .proto.v1 import kv_pb2, kv_pb2_grpc
 
 __all__ = [
@@ -301,8 +299,31 @@ class TxnResult:
 
 
 def compare(a: Mapping[int, int], b: Mapping[int, int]) -> str:
-    """Order two vector clocks: "before", "after", "equal" or "concurrent"."""
-    return _vc_compare(VectorClock(a), VectorClock(b)).name.lower()
+    """Order two vector clocks ``{node: counter}``: "before", "after", "equal" or "concurrent" (the causal partial
+    order; a zero counter is the same as an absent one). A node id <= 0, a negative counter or a non-int raises
+    ValueError.
+
+    The same order as ``raftkv.kv.vclock.compare`` (a test checks that they agree), computed here on plain mappings
+    so that the client does not import the state machine package."""
+    da, db = _clock(a), _clock(b)
+    a_ahead = any(c > db.get(n, 0) for n, c in da.items())
+    b_ahead = any(c > da.get(n, 0) for n, c in db.items())
+    if a_ahead and b_ahead:
+        return "concurrent"
+    return "after" if a_ahead else "before" if b_ahead else "equal"
+
+
+def _clock(v: Mapping[int, int]) -> dict[int, int]:
+    """A vector clock's non-zero counters, checked as ``raftkv.kv.vclock.VectorClock`` checks them."""
+    out: dict[int, int] = {}
+    for node, counter in v.items():
+        if type(node) is not int or type(counter) is not int:
+            raise ValueError(f"node ids and counters are ints, got {node!r}: {counter!r}")
+        if node <= 0 or counter < 0:
+            raise ValueError(f"node ids are positive and counters non-negative, got {node}: {counter}")
+        if counter:
+            out[node] = counter
+    return out
 
 
 def _vclock_pb(v: Mapping[int, int]) -> kv_pb2.VectorClock:

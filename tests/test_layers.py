@@ -5,13 +5,20 @@
                                  └──────► raft   (stdlib only: no asyncio, time, random, grpc, lmdb, msgpack)
 
 A new top-level module must be added to ALLOWED, which makes its place in the layering a reviewed decision.
+
+The import statements are one half; what a fresh interpreter really loads is the other (a package's ``__init__``
+runs before any of its submodules, so ``from .kv.vclock import ...`` loads the whole state machine): the client is
+imported in a subprocess and ``sys.modules`` is checked.
 """
 
 from __future__ import annotations
 
 import ast
+import subprocess
 import sys
 from pathlib import Path
+
+import pytest
 
 ROOT = Path(__file__).resolve().parent.parent / "raftkv"
 
@@ -30,7 +37,7 @@ ALLOWED: dict[str, set[str]] = {
     "metrics": set(),
     "server": {"server", "node", "raft", "storage", "transport", "kv", "codec", "errors", "proto", "settings",
                "metrics"},
-    "client": {"client", "proto", "errors", "kv"},
+    "client": {"client", "proto", "errors"},
     "localcluster": {"client", "errors", "settings"},
     "chaos": {"chaos", "client", "errors", "localcluster", "kv"},
     "cli": {"cli", "client", "server", "errors", "settings", "localcluster", "chaos", "kv", "bench_cmd", "backup",
@@ -126,3 +133,37 @@ def test_nothing_outside_the_core_reads_its_internals() -> None:
             if isinstance(node, ast.Attribute) and node.attr == "raft":
                 bad.append(f"{mod}:{node.lineno} reads .raft")
     assert not bad, "\n".join(bad)
+
+
+# What the client side must not load: the daemon (state machine, storage, Raft core, node, server, their libraries).
+SERVER_SIDE = (
+    "lmdb", "msgpack", "uvloop", "raftkv.kv", "raftkv.raft", "raftkv.storage", "raftkv.codec", "raftkv.ready",
+    "raftkv.node", "raftkv.server", "raftkv.transport",
+)
+
+
+def loaded_modules(code: str) -> set[str]:
+    """The modules in ``sys.modules`` after running ``code`` in a fresh interpreter (from the checkout)."""
+    out = subprocess.run(
+        [sys.executable, "-c", f"{code}\nimport sys\nprint('\\n'.join(sys.modules))"],
+        capture_output=True, text=True, cwd=ROOT.parent, timeout=60,
+    )
+    assert out.returncode == 0, out.stderr
+    return set(out.stdout.split())
+
+
+def _matching(loaded: set[str], prefixes: tuple[str, ...]) -> list[str]:
+    return sorted(m for m in loaded if any(m == p or m.startswith(p + ".") for p in prefixes))
+
+
+@pytest.mark.parametrize(
+    ("module", "forbidden"),
+    [
+        ("raftkv.client", (*SERVER_SIDE, "rich", "raftkv.settings", "raftkv.localcluster", "click")),
+    ],
+)
+def test_the_client_side_loads_no_server_side_code(module: str, forbidden: tuple[str, ...]) -> None:
+    loaded = loaded_modules(f"import {module}")
+    assert module in loaded
+    bad = _matching(loaded, forbidden)
+    assert not bad, f"importing {module} loads {bad}"

@@ -13,6 +13,8 @@ from typing import Any, TypeVar
 
 import grpc
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from raftkv.client import (
     CLUSTER_FILE,
@@ -22,6 +24,7 @@ from raftkv.client import (
     PutResult,
     RangeResult,
     SyncClient,
+    compare,
     resolve_endpoints,
 )
 from raftkv.errors import (
@@ -430,6 +433,28 @@ def test_status_and_cluster_status(srv: FakeServer) -> None:
             assert both[0].role == "unreachable" and both[0].error
 
     run(go)
+
+
+# -- the client's own vector clock order ------------------------------------------------------------------------
+_clocks = st.dictionaries(st.integers(1, 4), st.integers(0, 3), max_size=4)
+
+
+@given(_clocks, _clocks)
+def test_compare_orders_clocks_as_the_state_machine_does(a: dict[int, int], b: dict[int, int]) -> None:
+    from raftkv.kv.vclock import VectorClock
+    from raftkv.kv.vclock import compare as fsm_compare
+
+    assert compare(a, b) == fsm_compare(VectorClock(a), VectorClock(b)).name.lower()
+
+
+@pytest.mark.parametrize("bad", [{0: 1}, {-1: 1}, {1: -1}, {1: True}, {"1": 1}])
+def test_compare_refuses_what_a_vector_clock_refuses(bad: Any) -> None:
+    from raftkv.kv.vclock import VectorClock
+
+    with pytest.raises(ValueError):
+        VectorClock(bad)
+    with pytest.raises(ValueError):
+        compare(bad, {})
 
 
 # -- the sync client --------------------------------------------------------------------------------------------
