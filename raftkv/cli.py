@@ -1,10 +1,13 @@
-"""The ``raftkv`` command: run a node, talk to a cluster, run a local cluster. See ``raftkv --help``."""
+"""The ``raftkv`` command: run a node, talk to a cluster, run a local cluster. See ``raftkv --help``.
+
+Importing this module loads click, the client and gRPC, and nothing of the daemon: what only some commands need
+(the local cluster launcher, settings, rich, backups, chaos, the daemon itself) is imported by those commands.
+``tests/test_layers.py`` checks it."""
 
 from __future__ import annotations
 
 import asyncio
 import base64
-import importlib.metadata
 import json
 import os
 import re
@@ -15,8 +18,6 @@ from pathlib import Path
 from typing import Any, NoReturn, TypeVar
 
 import click
-
-import raftkv.localcluster as localcluster
 
 from .client import (
     CONSISTENCY_LEVELS,
@@ -30,7 +31,6 @@ from .client import (
     resolve_endpoints,
 )
 from .errors import ConditionFailed, ExitCode, InvalidArgument, RaftKVError
-from .settings import load_settings
 
 T = TypeVar("T")
 
@@ -65,13 +65,21 @@ Exit codes:
 """
 
 OUTPUT_CHOICE = click.Choice(["text", "json"])
+MAX_LOCAL_NODES = 99
+"""``raftkv.localcluster.MAX_NODES`` (a test checks that they agree; the launcher is imported only when used)."""
 
 
-def _version() -> str:
+def _print_version(ctx: click.Context, _param: click.Parameter, value: bool) -> None:
+    if not value or ctx.resilient_parsing:
+        return
+    import importlib.metadata  # only here: reading the package metadata costs more than the rest of a command
+
     try:
-        return importlib.metadata.version("raftkv")
+        version = importlib.metadata.version("raftkv")
     except importlib.metadata.PackageNotFoundError:
-        return "(not installed)"
+        version = "(not installed)"
+    click.echo(f"raftkv {version}")
+    ctx.exit(ExitCode.OK)
 
 
 # -- errors: one line and an exit code --------------------------------------------------------------------------
@@ -288,7 +296,10 @@ def _status_table(nodes: Sequence[NodeStatus], pids: Sequence[int | None] | None
     help="Seconds a request may take, retries included.",
 )
 @click.option("--output", type=OUTPUT_CHOICE, default="text", show_default=True, help="Output format.")
-@click.version_option(version=_version(), prog_name="raftkv", message="%(prog)s %(version)s")
+@click.option(
+    "--version", is_flag=True, expose_value=False, is_eager=True, callback=_print_version,
+    help="Show the version and exit.",
+)
 @click.pass_context
 def main(ctx: click.Context, endpoints: str | None, cluster_dir: str | None, timeout_s: float, output: str) -> None:
     ctx.obj = Globals(endpoints, cluster_dir, timeout_s, output)
@@ -365,8 +376,10 @@ def serve(
         "join": join,
         "join_cluster_id": join_cluster_id,
     }
+    from .settings import load_settings  # lazily, as the daemon below: the client commands need neither
+
     settings = load_settings(config_file, overrides)
-    from .server import run  # lazily: the client commands do not need the daemon's dependencies
+    from .server import run
 
     ctx.exit(run(settings))
 
@@ -857,6 +870,8 @@ dir_option = click.option(
 
 
 def _cluster_dir(ctx: click.Context, dir_: str | None) -> Path:
+    from . import localcluster
+
     if dir_:
         return Path(dir_)
     g = _globals(ctx)
@@ -1024,7 +1039,7 @@ def cluster() -> None:
 
 
 @cluster.command("up")
-@click.option("--nodes", type=click.IntRange(1, localcluster.MAX_NODES), default=None, help="How many nodes [3].")
+@click.option("--nodes", type=click.IntRange(1, MAX_LOCAL_NODES), default=None, help="How many nodes [3].")
 @dir_option
 @click.option(
     "--base-port",
@@ -1055,6 +1070,8 @@ def cluster_up(
     """Start N nodes in the background and wait until they elect a leader; print the endpoints.
 
     A directory holding a stopped cluster (after `cluster down` without --purge) is started again, data kept."""
+    from . import localcluster
+
     d = _cluster_dir(ctx, dir_)
     info = localcluster.up(
         d, nodes, tick_ms=tick_ms, sync=not no_sync, base_port=base_port, timeout_s=timeout_s, progress=_progress
@@ -1071,6 +1088,8 @@ def cluster_up(
 @click.pass_context
 def cluster_status(ctx: click.Context, dir_: str | None, output: str | None) -> None:
     """Show each node of the local cluster: its process and its Raft state (JSON: the shape of `raftkv status`)."""
+    from . import localcluster
+
     rows = localcluster.status(_cluster_dir(ctx, dir_), timeout_s=min(_globals(ctx).timeout_s, 3.0))
     nodes = [st for _, st in rows]
     if _output(ctx, output) == "json":
@@ -1085,6 +1104,8 @@ def cluster_status(ctx: click.Context, dir_: str | None, output: str | None) -> 
 @click.pass_context
 def cluster_kill(ctx: click.Context, node: int, dir_: str | None) -> None:
     """SIGKILL node NODE (a crash: no clean shutdown)."""
+    from . import localcluster
+
     click.echo(localcluster.kill(_cluster_dir(ctx, dir_), node))
 
 
@@ -1094,6 +1115,8 @@ def cluster_kill(ctx: click.Context, node: int, dir_: str | None) -> None:
 @click.pass_context
 def cluster_stop(ctx: click.Context, node: int, dir_: str | None) -> None:
     """Stop node NODE cleanly (SIGTERM; SIGKILL after 10 s)."""
+    from . import localcluster
+
     click.echo(localcluster.stop(_cluster_dir(ctx, dir_), node))
 
 
@@ -1103,6 +1126,8 @@ def cluster_stop(ctx: click.Context, node: int, dir_: str | None) -> None:
 @click.pass_context
 def cluster_restart(ctx: click.Context, node: int, dir_: str | None) -> None:
     """Start node NODE again with its config and data (stopping it first if it runs)."""
+    from . import localcluster
+
     click.echo(localcluster.restart(_cluster_dir(ctx, dir_), node))
 
 
@@ -1112,6 +1137,8 @@ def cluster_restart(ctx: click.Context, node: int, dir_: str | None) -> None:
 @click.pass_context
 def cluster_add_node(ctx: click.Context, dir_: str | None, learner: bool) -> None:
     """Start one more local node and join it to the cluster (learner, catch up, then voter)."""
+    from . import localcluster
+
     ni = localcluster.add_node(_cluster_dir(ctx, dir_), learner=learner, progress=_progress)
     click.echo(ni.client_addr)
 
@@ -1122,6 +1149,8 @@ def cluster_add_node(ctx: click.Context, dir_: str | None, learner: bool) -> Non
 @click.pass_context
 def cluster_down(ctx: click.Context, dir_: str | None, purge: bool) -> None:
     """Stop every node (SIGTERM; SIGKILL after 10 s). Without --purge the data stays and `cluster up` restarts it."""
+    from . import localcluster
+
     for msg in localcluster.down(_cluster_dir(ctx, dir_), purge=purge):
         click.echo(msg)
 
@@ -1133,6 +1162,8 @@ def cluster_down(ctx: click.Context, dir_: str | None, purge: bool) -> None:
 @click.pass_context
 def cluster_logs(ctx: click.Context, node: int, dir_: str | None, lines: int) -> None:
     """Print the last lines of node NODE's log."""
+    from . import localcluster
+
     text = localcluster.logs(_cluster_dir(ctx, dir_), node, lines)
     if text:
         click.echo(text)

@@ -19,8 +19,6 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import secrets
-import shutil
 import signal
 import socket
 import subprocess
@@ -30,11 +28,16 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .client import CLUSTER_FILE, DEFAULT_CLUSTER_DIR, NodeStatus, SyncClient
 from .errors import ClusterError, RaftKVError
-from .settings import Member, member_toml
+
+if TYPE_CHECKING:
+    from .settings import Member
+
+# Every `raftkv get` of a local cluster loads this module (to check that the cluster runs), so what only some
+# operations need is imported by them: settings (tomllib, hashlib) when writing node configs, secrets, shutil.
 
 __all__ = [
     "ClusterInfo",
@@ -93,6 +96,8 @@ class NodeInfo:
 
     @property
     def member(self) -> Member:
+        from .settings import Member
+
         return Member(self.id, self.peer_addr, self.client_addr)
 
 
@@ -441,6 +446,10 @@ def up(
             )
             for i, (peer, client) in enumerate(addrs)
         )
+        import secrets
+
+        from .settings import member_toml
+
         info = ClusterInfo(d, _now(), node_infos, tick_ms, sync, tuple(serve_cmd) if serve_cmd else None)
         token = f"local-{secrets.token_hex(6)}"
         members = tuple(ni.member for ni in node_infos)
@@ -673,6 +682,8 @@ def add_node(
     """Grow the local cluster by one node: add it as a learner through the leader, start it in join mode (it
     receives the log, or a snapshot of the state if the log was compacted), wait until it has caught up, then
     promote it to voter (unless ``learner``)."""
+    from .settings import Member, member_toml
+
     say = progress or _noop
     info = load(dir)
     if any(n.exec_prefix for n in info.nodes):
@@ -747,6 +758,8 @@ def down(dir: str | os.PathLike[str], *, purge: bool = False, timeout_s: float =
     if not pids:
         msgs.append("no node was running")
     if purge:
+        import shutil
+
         shutil.rmtree(d)
         msgs.append(f"removed {d}")
     else:

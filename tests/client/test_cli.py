@@ -335,6 +335,16 @@ def test_serve_with_bad_settings_is_a_config_error(monkeypatch: pytest.MonkeyPat
 
 
 # -- help -------------------------------------------------------------------------------------------------------
+def test_version_and_the_node_limit() -> None:
+    from raftkv import localcluster
+    from raftkv.cli import MAX_LOCAL_NODES
+
+    assert MAX_LOCAL_NODES == localcluster.MAX_NODES  # the launcher is imported only by the commands that use it
+    r = cli("--version")
+    assert r.exit_code == 0 and r.stdout.startswith("raftkv ")
+
+
+
 def test_help_documents_exit_codes_and_examples() -> None:
     r = cli("--help")
     assert r.exit_code == 0
