@@ -30,7 +30,7 @@ from .client import (
     TxnOp,
     resolve_endpoints,
 )
-from .errors import ConditionFailed, ExitCode, InvalidArgument, RaftKVError
+from .errors import ConditionFailed, ExitCode, InvalidArgument, RaftKVError, Removed, Timeout, Unavailable
 
 T = TypeVar("T")
 
@@ -155,14 +155,31 @@ def _output(ctx: click.Context, output: str | None) -> str:
 
 
 def _with_client(ctx: click.Context, fn: Callable[[Client], Awaitable[T]]) -> T:
+    """Run ``fn`` with a client of the cluster. An error that names the client's call names the command."""
     g = _globals(ctx)
     endpoints = g.endpoint_list()
 
     async def go() -> T:
         async with Client(endpoints, timeout_s=g.timeout_s) as c:
-            return await fn(c)
+            try:
+                return await fn(c)
+            except (Unavailable, Timeout) as e:
+                if not isinstance(e, Removed):
+                    _name_the_command(e, ctx.command_path.partition(" ")[2] or "the request")
+                raise
 
     return asyncio.run(go())
+
+
+_CLIENT_OP = re.compile(r"^[a-z]+(?: [a-z]+)? (?=failed|timed out|did not complete)")
+
+
+def _name_the_command(e: RaftKVError, what: str) -> None:
+    """A client error names its call ("range failed ..."): name the command the user typed instead ("list")."""
+    renamed = _CLIENT_OP.sub(f"{what} ", e.message, count=1)
+    if renamed != e.message:
+        e.message = renamed
+        e.args = (renamed,)
 
 
 def _key_arg(key: str) -> bytes:

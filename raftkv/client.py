@@ -16,7 +16,10 @@ What the client guarantees:
   leader's client address, and the client goes there (the address need not be in the endpoint list). A node that
   cannot be reached, or answers ``Unavailable``, makes the client try the next endpoint, backing off exponentially
   with jitter (50 ms doubling to 1 s) -- all within one overall deadline (``timeout_s``) that no
-  request ever exceeds: every attempt's gRPC deadline is the time that remains.
+  request ever exceeds: every attempt's gRPC deadline is the time that remains. A refused connection moves on to
+  the next endpoint at once, and when every endpoint refused (nothing listens at any of them: no server can have
+  seen the request) the request fails at once with :class:`~raftkv.errors.Unavailable` saying so, instead of
+  waiting out the deadline; while some endpoint answers (an election, a node restarting) it waits.
 * **Exactly-once writes.** Every write carries a session ``(client_id, seq)``; a retry of that write carries the same
   pair, so the cluster applies it at most once. The client owns ``lanes`` sessions (client ids ``base + lane``):
   a write takes an idle lane for its whole life, so at most one request per session id is ever outstanding.
@@ -125,6 +128,9 @@ META_CURRENT_BIN = "raftkv-current-bin"
 """Trailing metadata of a failed condition: the key's current KeyValue (serialized protobuf)."""
 _U32_MAX = (1 << 32) - 1
 
+_OP_NAMES = {"MemberList": "member list", "MemberAdd": "member add", "MemberPromote": "member promote",
+             "MemberRemove": "member remove", "TransferLeader": "leader transfer"}
+"""How errors name the calls whose names are not one word."""
 _BATCH_FIELDS = {"Put": "put", "Get": "get", "Delete": "delete", "Incr": "incr"}
 """The methods whose first attempt goes through the coalescer, and their field in BatchOp / BatchResult."""
 _GRANTED = object()  # a queued operation's turn: it holds a call slot of its endpoint; it sends itself, unary
@@ -451,10 +457,13 @@ def _consistency(c: Consistency | str) -> kv_pb2.Consistency:
         raise InvalidArgument(f"unknown consistency {c!r}: expected one of {', '.join(CONSISTENCY_LEVELS)}") from None
 
 
-def error_from_rpc(e: grpc.aio.AioRpcError, *, write: bool = True) -> RaftKVError:
+def error_from_rpc(e: grpc.aio.AioRpcError, *, write: bool = True, endpoint: str = "") -> RaftKVError:
     """The raftkv error an RPC failure stands for (connection failures become :class:`Unavailable`), with
     ``applied`` as the server said it; a failure that did not come from a raftkv server (a lost connection, a
-    client-side deadline) says "unknown" for a write that may have reached one, "no" otherwise (and for reads)."""
+    client-side deadline) says "unknown" for a write that may have reached one, "no" otherwise (and for reads).
+
+    A failure of the transport itself gets a short message, ``"<endpoint>: connection refused"``, instead of
+    gRPC's own text."""
     md: dict[str, str] = {}
     current: bytes | None = None
     trailing = e.trailing_metadata()
@@ -466,7 +475,11 @@ def error_from_rpc(e: grpc.aio.AioRpcError, *, write: bool = True) -> RaftKVErro
                 current = bytes(v)
     code = e.code()
     name = code.name if code is not None else "UNKNOWN"
-    err = from_wire(name, e.details() or "", md)
+    reason = transport_failure(e)
+    if reason is not None:
+        err = from_wire(name, f"{endpoint}: {reason}" if endpoint else reason, md)
+    else:
+        err = from_wire(name, e.details() or "", md)
     if META_APPLIED not in md:
         err.applied = APPLIED_UNKNOWN if write and not _definitely_not_sent(e, err) else APPLIED_NO
     elif not write:
@@ -497,6 +510,35 @@ def _batch_error_rpc(be: kv_pb2.BatchError) -> grpc.aio.AioRpcError:
     if be.current:
         md.append((META_CURRENT_BIN, be.current))
     return _rpc_error(code, be.message, md)
+
+
+def transport_failure(e: grpc.aio.AioRpcError) -> str | None:
+    """What went wrong, in a few words, when an RPC failed in the transport (no raftkv server answered): "connection
+    refused", "cannot resolve the host name", "no answer within the deadline", "the connection was lost". None
+    for an answer from a server (its own message says what happened)."""
+    if any(k in (META_KIND, META_APPLIED) for k, _ in e.trailing_metadata() or ()):
+        return None
+    code = e.code()
+    d = (e.details() or "").lower()
+    if code == grpc.StatusCode.DEADLINE_EXCEEDED:
+        return "no answer within the deadline"
+    if code != grpc.StatusCode.UNAVAILABLE:
+        return None
+    if "connection refused" in d:
+        return "connection refused"
+    if "resolv" in d or "dns" in d or "name resolution" in d:
+        return "cannot resolve the host name"
+    if "failed to connect" in d:
+        tail = (e.details() or "").rpartition(": ")[2].strip()
+        return f"cannot connect ({tail[:1].lower() + tail[1:]})" if tail else "cannot connect"
+    if "socket closed" in d or "connection reset" in d or "broken pipe" in d or "goaway" in d:
+        return "the connection was lost"
+    return None
+
+
+def _nothing_listening(e: grpc.aio.AioRpcError) -> bool:
+    """The connection was refused, or the host name does not resolve: no server got the request."""
+    return transport_failure(e) in ("connection refused", "cannot resolve the host name")
 
 
 def _definitely_not_sent(e: grpc.aio.AioRpcError, err: RaftKVError) -> bool:
@@ -1123,8 +1165,12 @@ class Client:
         Each attempt gets at most a quarter of the deadline (at least 1 s), so one node that accepts connections
         but never answers (paused, overloaded) cannot use up the whole deadline. The loop gives up as soon as the
         next back-off would pass the deadline, so the last attempt always completed, and the outcome of a write
-        is unknown only if some attempt may really have applied it."""
-        op = method.lower()
+        is unknown only if some attempt may really have applied it.
+
+        A refused connection (or a host name that does not resolve) is followed by the next endpoint at once; once
+        every endpoint refused and none answered anything, the call fails at once: nothing listens there. The
+        error of a call that ran out of time says what each endpoint answered last."""
+        op = _OP_NAMES.get(method) or method.lower()
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self._timeout_s
         outcome_unknown = False
@@ -1133,6 +1179,9 @@ class Client:
         backoff = BACKOFF_MIN_S
         redirected = False
         tried: dict[str, None] = {}
+        why: dict[str, str] = {}  # endpoint -> what its last attempt got, in a few words
+        refused: set[str] = set()  # endpoints where nothing listens (connection refused, unknown host)
+        reached = False  # some attempt may have reached a server
         single = self._single_attempt
         if single:
             endpoint = self._endpoints[0]
@@ -1151,6 +1200,7 @@ class Client:
             tried[ep] = None
             attempts += 1
             attempt_s = min(remaining, max(1.0, self._timeout_s / 4))
+            nothing_there = False
             try:
                 if coalesce and attempts == 1:  # the first attempt may share a Batch RPC with other operations
                     resp = await self._coalesced(ep, method, request(attempt_s), attempt_s)
@@ -1158,9 +1208,15 @@ class Client:
                     _, stub = self._channel(ep)
                     resp = await getattr(stub, method)(request(attempt_s), timeout=attempt_s)
             except grpc.aio.AioRpcError as e:
-                err = error_from_rpc(e, write=write)
+                err = error_from_rpc(e, write=write, endpoint=ep)
                 if write and err.outcome_unknown:
                     outcome_unknown = True
+                why[ep] = transport_failure(e) or err.message
+                nothing_there = _nothing_listening(e)
+                if nothing_there:
+                    refused.add(ep)
+                else:
+                    reached = True
             else:
                 if not isinstance(resp, response_type):
                     raise RaftKVError(f"{ep} answered {method} with {type(resp).__name__}")
@@ -1199,24 +1255,48 @@ class Client:
             else:
                 self._failed(ep)
             redirected = False
+            if nothing_there:
+                live = [e for e in self._endpoints if e not in self._removed]
+                if not reached and all(e in refused for e in live):
+                    # Every endpoint refused the connection: nothing listens there, so waiting out the deadline
+                    # would only hide that (a node that is merely restarting leaves the others answering).
+                    raise Unavailable(f"{op} failed after {_n(attempts, 'attempt')}: {_nothing_at(live, why)}") from err
+                if any(e not in tried for e in live):
+                    continue  # a refused connection cost nothing: try the next endpoint at once
             pause = self._rng.uniform(backoff / 2, backoff)
             if pause >= deadline - loop.time():
                 break  # no attempt could start before the deadline: report the last one's outcome now
             await asyncio.sleep(pause)
             backoff = min(BACKOFF_MAX_S, backoff * 2)
         t = self._timeout_s
+        said = f": {_grouped(why)}" if why else ""
         if write and outcome_unknown:
             raise Timeout(
-                f"{op} did not complete within {t:g}s; its outcome is unknown (it may have been applied)"
-                + (f"; last error: {last.message}" if last else ""),
+                f"{op} did not complete within {t:g}s; its outcome is unknown (it may have been applied){said}",
                 outcome_unknown=True,
             ) from last
         if last is None or isinstance(last, Timeout):
-            raise Timeout(f"{op} timed out after {t:g}s ({attempts} attempt{'s' if attempts != 1 else ''})") from last
-        raise Unavailable(
-            f"{op} failed after {attempts} attempt{'s' if attempts != 1 else ''} in {t:g}s "
-            f"(tried {', '.join(tried)}): {last.message}"
-        ) from last
+            raise Timeout(f"{op} timed out after {t:g}s ({_n(attempts, 'attempt')}){said}") from last
+        raise Unavailable(f"{op} failed after {_n(attempts, 'attempt')} in {t:g}s{said}") from last
+
+
+def _n(count: int, what: str) -> str:
+    return f"{count} {what}{'s' if count != 1 else ''}"
+
+
+def _grouped(why: Mapping[str, str]) -> str:
+    """``a: no leader is known; b, c: connection refused`` -- endpoints grouped by what they answered last."""
+    by_reason: dict[str, list[str]] = {}
+    for ep, reason in why.items():
+        by_reason.setdefault(reason, []).append(ep)
+    return "; ".join(f"{', '.join(eps)}: {reason}" for reason, eps in by_reason.items())
+
+
+def _nothing_at(endpoints: Sequence[str], why: Mapping[str, str]) -> str:
+    reasons = {why.get(e, "") for e in endpoints}
+    if len(reasons) == 1:
+        return f"nothing is listening at {', '.join(endpoints)} ({reasons.pop()})"
+    return f"nothing is listening at any endpoint ({_grouped({e: why.get(e, '') for e in endpoints})})"
 
 
 class _Queued:

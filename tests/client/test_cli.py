@@ -214,6 +214,18 @@ def test_connection_failure_is_one_line_exit_4_without_traceback() -> None:
     assert "failed" in line
 
 
+def test_nothing_listening_fails_at_once_and_says_so() -> None:
+    # A 30 s deadline: waiting it out would end in a message about the deadline, not this one.
+    dead = [f"127.0.0.1:{free_port()}" for _ in range(2)]
+    for args in (("get", "k"), ("put", "k", "v"), ("list",), ("member", "list")):
+        r = cli("--endpoints", ",".join(dead), "--timeout", "30", *args)
+        assert r.exit_code == ExitCode.UNAVAILABLE, args
+        what = " ".join(args[:2]) if args[0] == "member" else args[0]
+        assert one_error_line(r) == (
+            f"error: {what} failed after 2 attempts: nothing is listening at {dead[0]}, {dead[1]} (connection refused)"
+        )
+
+
 def test_write_with_unknown_outcome_says_so(srv: FakeServer) -> None:
     srv.kv.mode = "hang"
     r = cli("--endpoints", srv.addr, "--timeout", "0.5", "put", "k", "v")

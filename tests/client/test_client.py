@@ -435,6 +435,61 @@ def test_status_and_cluster_status(srv: FakeServer) -> None:
     run(go)
 
 
+# -- nothing listening: fail at once; something answering: wait --------------------------------------------------
+def test_a_request_no_endpoint_accepts_fails_at_once_saying_nothing_listens() -> None:
+    dead = [f"127.0.0.1:{free_port()}" for _ in range(3)]
+
+    async def go(op: str) -> None:
+        async with Client(dead, timeout_s=30) as c:  # a deadline the test would notice (no Timeout, no "30s")
+            await (c.put("k", "v") if op == "put" else c.get("k"))
+
+    for op in ("put", "get"):
+        with pytest.raises(Unavailable) as ei:
+            run(lambda: go(op))  # noqa: B023 (run at once)
+        # Each endpoint was tried once, one after the other, and none of gRPC's own text is in the message.
+        assert ei.value.message == f"{op} failed after 3 attempts: nothing is listening at {', '.join(dead)} " \
+            "(connection refused)"
+        assert ei.value.applied == "no"  # never sent: a write that cannot have been applied
+
+
+def test_retries_go_on_while_some_endpoint_answers(srv: FakeServer) -> None:
+    # One node answers "no leader" (an election in progress), the other refuses connections (restarting): the
+    # client waits within its deadline, and says what each endpoint answered.
+    srv.kv.mode = "down"
+    dead = f"127.0.0.1:{free_port()}"
+
+    async def go() -> None:
+        async with Client([dead, srv.addr], timeout_s=1) as c:
+            await c.put("k", "v")
+
+    with pytest.raises(Unavailable) as ei:
+        run(go)
+    assert srv.kv.calls["Put"] >= 2
+    msg = ei.value.message
+    assert msg.startswith("put failed after ") and " in 1s: " in msg
+    assert f"{dead}: connection refused" in msg and f"{srv.addr}: node 1 has no leader" in msg
+    assert "failed to connect" not in msg
+
+
+def test_a_node_that_comes_back_is_waited_for_while_another_answers() -> None:
+    port = free_port()
+    back = FakeServer(FakeKV(node_id=2), port=port)
+    with FakeServer(FakeKV(node_id=1, mode="down")) as electing:
+
+        async def go() -> None:
+            async with Client([f"127.0.0.1:{port}", electing.addr], timeout_s=30) as c:
+                with pytest.raises(Unavailable):  # pinned to the restarting node: refused
+                    await c.status(f"127.0.0.1:{port}")
+                threading.Timer(0.3, back.start).start()  # the node comes back while the put retries
+                await c.put("k", "v")
+
+        try:
+            run(go)
+        finally:
+            back.stop()
+    assert back.kv.applied == 1
+
+
 # -- the client's own vector clock order ------------------------------------------------------------------------
 _clocks = st.dictionaries(st.integers(1, 4), st.integers(0, 3), max_size=4)
 
