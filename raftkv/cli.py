@@ -28,6 +28,7 @@ from .client import (
     NodeStatus,
     SyncClient,
     TxnOp,
+    cluster_health,
     resolve_endpoints,
 )
 from .errors import ConditionFailed, ExitCode, InvalidArgument, RaftKVError, Removed, Timeout, Unavailable
@@ -155,7 +156,8 @@ def _output(ctx: click.Context, output: str | None) -> str:
 
 
 def _with_client(ctx: click.Context, fn: Callable[[Client], Awaitable[T]]) -> T:
-    """Run ``fn`` with a client of the cluster. An error that names the client's call names the command."""
+    """Run ``fn`` with a client of the cluster. A request that fails as unavailable or timed out names the command
+    typed, and says what the cluster says (:func:`_explain`)."""
     g = _globals(ctx)
     endpoints = g.endpoint_list()
 
@@ -165,7 +167,9 @@ def _with_client(ctx: click.Context, fn: Callable[[Client], Awaitable[T]]) -> T:
                 return await fn(c)
             except (Unavailable, Timeout) as e:
                 if not isinstance(e, Removed):
-                    _name_the_command(e, ctx.command_path.partition(" ")[2] or "the request")
+                    what = ctx.command_path.partition(" ")[2] or "the request"
+                    _name_the_command(e, what)
+                    await _explain(c, e, what, g.timeout_s)
                 raise
 
     return asyncio.run(go())
@@ -180,6 +184,30 @@ def _name_the_command(e: RaftKVError, what: str) -> None:
     if renamed != e.message:
         e.message = renamed
         e.args = (renamed,)
+
+
+EXPLAIN_TIMEOUT_S = 1.0
+"""How long a failed request's diagnosis waits for the nodes' Status answers."""
+
+
+async def _explain(c: Client, e: RaftKVError, what: str, timeout_total_s: float) -> None:
+    """Say in ``e``'s message what the cluster says, from every member's Status (asked in parallel, briefly): is
+    a leader known, how many voters answer, which do not and why. When the cluster cannot serve (no leader, no
+    quorum) that is the reason, and replaces the endpoints' answers in the message (a write whose outcome is
+    unknown still says so); otherwise it is added. Nothing changes when no node answers (the message already
+    says what each endpoint did) or when the diagnosis itself fails."""
+    try:
+        statuses = await c.cluster_status(timeout_s=min(timeout_total_s, EXPLAIN_TIMEOUT_S), members=True)
+        health = cluster_health(statuses)
+    except Exception:  # a diagnosis must never hide the error it explains
+        return
+    if not health.answering:
+        return
+    if health.available or e.outcome_unknown:
+        e.message = f"{e.message}; the cluster: {health.describe()}"
+    else:
+        e.message = f"{what} failed after {timeout_total_s:g}s: {health.describe()}"
+    e.args = (e.message,)
 
 
 def _key_arg(key: str) -> bytes:
@@ -859,21 +887,35 @@ Examples:
                                 #             "peer_addr"}, ...]}
 
 \b
-In JSON, role is leader, follower, candidate (pre-candidates count as candidates) or unreachable; the numbers of
-an unreachable node are null. Exits 4 if no node answers."""
+Every member is shown: the endpoints, and the members the nodes that answer know of. In JSON, role is leader,
+follower, candidate (pre-candidates count as candidates) or unreachable; the numbers of an unreachable node are
+null.
+
+\b
+Exit codes: 0 the cluster can serve (a leader is known and a quorum of the voters answers); 4 it cannot: no
+leader is known, or fewer than a quorum (a majority) of the voters answer -- then one line on stderr says which
+members do not answer and why. The table (or JSON) is printed either way."""
 )
 @output_option
 @click.pass_context
 def status(ctx: click.Context, output: str | None) -> None:
-    """Show every node: role, term, commit and applied index, the leader it knows, and whether it answers."""
+    """Show every node: role, term, commit and applied index, the leader it knows, and whether it answers. Exits 4
+    when the cluster cannot serve (no leader, or no quorum)."""
     g = _globals(ctx)
-    nodes = _fill_unreachable(_with_client(ctx, lambda c: c.cluster_status(timeout_s=min(g.timeout_s, 3.0))))
+    endpoints = g.endpoint_list()
+
+    async def ask() -> list[NodeStatus]:
+        async with Client(endpoints, timeout_s=g.timeout_s) as c:
+            return await c.cluster_status(timeout_s=min(g.timeout_s, 3.0), members=True)
+
+    nodes = _fill_unreachable(asyncio.run(ask()))
     if _output(ctx, output) == "json":
         _print_json(status_json(nodes))
     else:
         _status_table(nodes)
-    if not any(n.reachable for n in nodes):
-        ctx.exit(ExitCode.UNAVAILABLE)
+    health = cluster_health(nodes)
+    if not health.available:
+        _die(f"the cluster cannot serve: {health.describe()}", ExitCode.UNAVAILABLE)
 
 
 # -- the local cluster ------------------------------------------------------------------------------------------

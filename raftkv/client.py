@@ -57,7 +57,7 @@ import threading
 import time
 from collections.abc import AsyncIterator, Callable, Coroutine, Mapping, Sequence
 from concurrent.futures import Future
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from types import TracebackType
 from typing import Any, Literal, Protocol, TypeVar
@@ -417,8 +417,115 @@ class NodeStatus:
     members: tuple[tuple[int, str, str], ...] = ()
     """(id, peer_addr, client_addr) of every member this node knows."""
     error: str = ""
+    """Why the node could not be asked (``reachable=False``): "connection refused", "no answer within 1s", ..."""
     stats: Mapping[str, int] = field(default_factory=dict, compare=False)
     """The node's counters since it started (readies, store_syncs, entries_persisted, commands_proposed, ...)."""
+    learners: tuple[int, ...] = ()
+    """The ids of the members that are learners (non-voting), as this node knows them."""
+
+
+@dataclass(frozen=True, slots=True)
+class ClusterHealth:
+    """Whether a cluster can serve, judged from its nodes' statuses (:func:`cluster_health`): a leader is known and
+    a quorum (a majority) of the voters answers.
+
+    ``voters`` are the voting members as the most up-to-date node that answered knows them (every status when no
+    node reported a member list), each with the status of its client address; ``leader_id`` is the leader a node
+    that answered knows (0: none)."""
+
+    voters: tuple[NodeStatus, ...]
+    leader_id: int
+    term: int
+
+    @property
+    def quorum(self) -> int:
+        return len(self.voters) // 2 + 1
+
+    @property
+    def answering(self) -> tuple[NodeStatus, ...]:
+        return tuple(s for s in self.voters if s.reachable)
+
+    @property
+    def unreachable(self) -> tuple[NodeStatus, ...]:
+        return tuple(s for s in self.voters if not s.reachable)
+
+    @property
+    def available(self) -> bool:
+        """A leader is known and a quorum of the voters answers."""
+        return bool(self.leader_id) and len(self.answering) >= self.quorum
+
+    def describe(self) -> str:
+        """One line: is a leader known, how many voters answer against the quorum, which do not answer and why.
+        For example "no leader is known: only 1 of the 3 voters answers, a quorum needs 2; node 2 (h:2) and node 3
+        (h:3) do not answer (connection refused)"."""
+        n, a, q = len(self.voters), len(self.answering), self.quorum
+        if not a:
+            return _not_answering(self.voters)
+        if self.leader_id:
+            leader = next((s for s in self.voters if s.id == self.leader_id), None)
+            head = f"{_node_name(leader) if leader else f'node {self.leader_id}'} is the leader (term {self.term})"
+            sep = ", but " if a < q else ", "
+        else:
+            head, sep = "no leader is known", ": " if a < q else "; "
+        if a < q:
+            count = f"only {a} of the {n} voters answer{'s' if a == 1 else ''}, a quorum needs {q}"
+        elif self.unreachable:
+            count = f"{a} of the {n} voters answer"
+        else:
+            count = f"all {n} voters answer"
+        tail = f"; {_not_answering(self.unreachable)}" if self.unreachable else ""
+        return f"{head}{sep}{count}{tail}"
+
+
+def _node_name(s: NodeStatus) -> str:
+    addr = s.client_addr or s.endpoint
+    return f"node {s.id} ({addr})" if s.id else addr
+
+
+def _not_answering(nodes: Sequence[NodeStatus]) -> str:
+    """``node 2 (a) and node 3 (b) do not answer (connection refused)`` -- grouped by why."""
+    by_reason: dict[str, list[str]] = {}
+    for s in nodes:
+        by_reason.setdefault(s.error or "no answer", []).append(_node_name(s))
+    parts = []
+    for reason, names in by_reason.items():
+        who = names[0] if len(names) == 1 else f"{', '.join(names[:-1])} and {names[-1]}"
+        parts.append(f"{who} {'does' if len(names) == 1 else 'do'} not answer ({reason})")
+    return "; ".join(parts)
+
+
+def cluster_health(statuses: Sequence[NodeStatus]) -> ClusterHealth:
+    """Judge the cluster from these statuses (:meth:`Client.cluster_status` with ``members=True`` asks every
+    member): the member list of the most up-to-date node that answered (a leader's first), its voters each with
+    the status of its client address, and the leader that node knows."""
+    answered = [s for s in statuses if s.reachable and not s.removed]
+    by_addr = {s.endpoint: s for s in statuses}
+    by_addr.update({s.client_addr: s for s in statuses if s.client_addr})
+    best = max(answered, key=lambda s: (s.role == "leader", s.term, s.commit, s.applied), default=None)
+    if best is None or not best.members:
+        voters = tuple(statuses)
+    else:
+        learners = set(best.learners)
+        voters = tuple(
+            _named(by_addr.get(client), mid, peer, client) for mid, peer, client in best.members if mid not in learners
+        )
+    leader_id, term = 0, 0
+    for s in answered:  # the leader known in the newest term
+        lid = s.id if s.role == "leader" else s.leader_id
+        if lid and s.term >= term:
+            leader_id, term = lid, s.term
+    if not leader_id and answered:
+        term = max(s.term for s in answered)
+    return ClusterHealth(voters, leader_id, term)
+
+
+def _named(s: NodeStatus | None, mid: int, peer: str, client: str) -> NodeStatus:
+    """The status of member ``mid``: ``s`` (its client address's), named after the member; unreachable if None."""
+    if s is None:
+        return NodeStatus(client, False, id=mid, client_addr=client, peer_addr=peer, error="not asked")
+    if s.reachable:
+        return s
+    return replace(s, id=mid, client_addr=client, peer_addr=peer)
 
 
 # -- helpers ----------------------------------------------------------------------------------------------------
@@ -940,9 +1047,12 @@ class Client:
         resp = await self._call("Status", lambda _r: req, kv_pb2.StatusResponse, endpoint_box=box)
         return _node_status(box[0] if box else "", resp)
 
-    async def cluster_status(self, *, timeout_s: float | None = None) -> list[NodeStatus]:
+    async def cluster_status(self, *, timeout_s: float | None = None, members: bool = False) -> list[NodeStatus]:
         """The status of every endpoint, asked in parallel (one attempt each); unreachable nodes have
-        ``reachable=False`` and ``error``."""
+        ``reachable=False`` and ``error`` (a few words: "connection refused", "no answer within 1s", ...).
+
+        ``members``: also ask the members that the nodes which answered know of but that are not endpoints (after
+        the endpoints, in id order), so that every member of the cluster is there."""
         t = self._timeout_s if timeout_s is None else timeout_s
 
         async def one(ep: str) -> NodeStatus:
@@ -950,10 +1060,23 @@ class Client:
                 _, stub = self._channel(ep)
                 resp = await stub.Status(kv_pb2.StatusRequest(), timeout=t)
             except grpc.aio.AioRpcError as e:
-                return NodeStatus(ep, False, client_addr=ep, error=error_from_rpc(e).message)
+                reason = transport_failure(e)
+                if reason == "no answer within the deadline":
+                    reason = f"no answer within {t:g}s"
+                return NodeStatus(ep, False, client_addr=ep, error=reason or error_from_rpc(e).message)
             return _node_status(ep, resp)
 
-        return list(await asyncio.gather(*(one(ep) for ep in self._endpoints)))
+        out = list(await asyncio.gather(*(one(ep) for ep in self._endpoints)))
+        if members:
+            asked = set(self._endpoints)
+            more: dict[str, int] = {}
+            for st in out:
+                for mid, _peer, client in st.members:
+                    if client and client not in asked:
+                        more.setdefault(client, mid)
+            extra = sorted(more, key=lambda c: more[c])
+            out += await asyncio.gather(*(one(ep) for ep in extra))
+        return out
 
     # -- internals -------------------------------------------------------------------------------------------
     def _read_options(
@@ -1371,6 +1494,7 @@ def _node_status(endpoint: str, r: kv_pb2.StatusResponse) -> NodeStatus:
         corruption=r.corruption,
         members=members,
         stats=dict(r.stats),
+        learners=tuple(m.id for m in r.members if m.learner),
     )
 
 
@@ -1513,8 +1637,8 @@ class SyncClient:
     def status(self, endpoint: str | None = None) -> NodeStatus:
         return self._run(self._client.status(endpoint))
 
-    def cluster_status(self, *, timeout_s: float | None = None) -> list[NodeStatus]:
-        return self._run(self._client.cluster_status(timeout_s=timeout_s))
+    def cluster_status(self, *, timeout_s: float | None = None, members: bool = False) -> list[NodeStatus]:
+        return self._run(self._client.cluster_status(timeout_s=timeout_s, members=members))
 
     def close(self) -> None:
         if self._closed:

@@ -3,7 +3,7 @@
 In a test::
 
     with FakeServer(FakeKV(node_id=1)) as srv:        # serves on 127.0.0.1:<a free port>, in a background thread
-        srv.kv.mode = "follower"                      # or "leader" (default), "down" (Unavailable), "hang"
+        srv.kv.mode = "follower"                      # or "leader" (default), "down" (Unavailable but Status), "hang"
         srv.kv.inject(Unavailable("boom"))            # the next call fails with this error (a queue of them)
         ... Client([srv.addr]) ...
         srv.kv.calls["Put"], srv.kv.sessions          # what the server saw
@@ -153,7 +153,7 @@ class FakeKV(kv_pb2_grpc.KVServicer):
                 await self._abort(ctx, err)
         if self.mode == "hang":
             await asyncio.Event().wait()  # until the client gives up (the call is cancelled)
-        if self.mode == "down":
+        if self.mode == "down" and method != "Status":  # a node without a leader still answers Status
             await self._abort(ctx, Unavailable(f"node {self.node_id} has no leader"))
         if self.mode == "follower" and write:
             await self._abort(ctx, NotLeader(self.leader_id, self.leader_addr))
@@ -300,7 +300,10 @@ class FakeKV(kv_pb2_grpc.KVServicer):
             applied=self.index,
             last_index=self.index,
             cluster_id="fake",
-            members=[kv_pb2.Member(id=m.id, peer_addr=m.peer_addr, client_addr=m.client_addr) for m in self.members],
+            members=[
+                kv_pb2.Member(id=m.id, peer_addr=m.peer_addr, client_addr=m.client_addr, learner=m.learner)
+                for m in self.members
+            ],
             version="fake",
         )
 

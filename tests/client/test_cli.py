@@ -16,8 +16,8 @@ from click.testing import CliRunner, Result
 
 from raftkv.cli import main
 from raftkv.client import Client
-from raftkv.errors import ExitCode, InvalidArgument, ReadOnly
-from raftkv.settings import Settings
+from raftkv.errors import ExitCode, InvalidArgument, ReadOnly, Unavailable
+from raftkv.settings import Member, Settings
 
 from .fake_server import FakeKV, FakeServer, free_port
 
@@ -170,16 +170,61 @@ def test_list_limit_says_when_more_keys_follow(srv: FakeServer) -> None:
 
 # -- status -----------------------------------------------------------------------------------------------------
 def test_status_table(srv: FakeServer) -> None:
-    dead = f"127.0.0.1:{free_port()}"
+    dead = f"127.0.0.1:{free_port()}"  # not a member: the cluster (node 1 alone) can serve
+    srv.kv.members = (Member(1, "p:1", srv.addr),)
     r = cli("--endpoints", f"{srv.addr},{dead}", "status")
     assert r.exit_code == 0, r.output
     header = r.stdout.splitlines()[0].split()
     assert header == ["node", "address", "role", "term", "commit", "applied", "leader", "reachable"]
     assert "leader" in r.stdout and "unreachable" in r.stdout
+    # Why a node does not answer, in a few words (not gRPC's "failed to connect to all addresses; last error ...").
+    assert f"{dead}: connection refused" in r.stdout
+    assert "failed to connect" not in r.output and r.stderr == ""
+
+
+def _members(srv: FakeServer, *others: str) -> None:
+    """Make ``srv`` node 1 of a cluster whose other members are at ``others`` (nodes 2, 3, ...)."""
+    srv.kv.members = (Member(1, "p:1", srv.addr), *(Member(i, f"p:{i}", a) for i, a in enumerate(others, 2)))
+
+
+@pytest.mark.parametrize("mode", ["down", "leader"])
+def test_status_exits_4_when_a_quorum_of_voters_does_not_answer(srv: FakeServer, mode: str) -> None:
+    # Quorum lost: node 1 answers (with no leader, or still believing it leads), nodes 2 and 3 are gone. Only node
+    # 1 is an endpoint: the others are found in its member list, asked too, and shown.
+    d2, d3 = f"127.0.0.1:{free_port()}", f"127.0.0.1:{free_port()}"
+    _members(srv, d2, d3)
+    srv.kv.mode = mode
+    r = cli("--endpoints", srv.addr, "status", "--output", "json")
+    assert r.exit_code == ExitCode.UNAVAILABLE == 4, r.output
+    nodes = json.loads(r.stdout)["nodes"]
+    assert [(n["id"], n["role"], n["client_addr"]) for n in nodes] == [
+        (1, "candidate" if mode == "down" else "leader", srv.addr), (2, "unreachable", d2), (3, "unreachable", d3)
+    ]
+    head = "no leader is known: only" if mode == "down" else f"node 1 ({srv.addr}) is the leader (term 1), but only"
+    assert one_error_line(r) == (
+        f"error: the cluster cannot serve: {head} 1 of the 3 voters answers, a quorum needs 2; node 2 ({d2}) and "
+        f"node 3 ({d3}) do not answer (connection refused)"
+    )
+
+
+def test_status_exits_0_when_a_quorum_answers_and_a_leader_is_known(srv: FakeServer) -> None:
+    with FakeServer(FakeKV(node_id=2, mode="follower", leader_id=1)) as two:
+        dead = f"127.0.0.1:{free_port()}"
+        _members(srv, two.addr, dead)
+        r = cli("--endpoints", f"{srv.addr},{two.addr}", "status")
+        assert r.exit_code == 0, r.output
+        assert r.stderr == ""
+        assert len(r.stdout.splitlines()) == 1 + 3 + 1  # header, three members, the note on node 3
+
+
+def test_status_help_documents_its_exit_codes() -> None:
+    out = " ".join(cli("status", "--help").stdout.split())
+    assert "Exit codes: 0 the cluster can serve (a leader is known and a quorum of the voters answers); 4" in out
 
 
 def test_status_json_shape(srv: FakeServer) -> None:
     dead = f"127.0.0.1:{free_port()}"
+    srv.kv.members = (Member(1, "p:1", srv.addr),)
     r = cli("--endpoints", f"{srv.addr},{dead}", "status", "--output", "json")
     assert r.exit_code == 0, r.output
     data = json.loads(r.stdout)
@@ -187,7 +232,7 @@ def test_status_json_shape(srv: FakeServer) -> None:
     keys = {"id", "role", "term", "commit", "applied", "revision", "client_addr", "peer_addr"}
     assert all(set(n) == keys for n in data["nodes"])
     up, down = data["nodes"]
-    assert (up["id"], up["role"], up["term"], up["client_addr"]) == (1, "leader", 1, srv.addr)
+    assert (up["id"], up["role"], up["term"], up["client_addr"], up["peer_addr"]) == (1, "leader", 1, srv.addr, "p:1")
     assert (down["role"], down["client_addr"], down["term"]) == ("unreachable", dead, None)
 
 
@@ -201,9 +246,11 @@ def test_status_counts_pre_candidates_as_candidates(srv: FakeServer) -> None:
 
 
 def test_status_exits_4_when_no_node_answers() -> None:
-    r = cli("--endpoints", f"127.0.0.1:{free_port()}", "--timeout", "1", "status", "--output", "json")
+    dead = f"127.0.0.1:{free_port()}"
+    r = cli("--endpoints", dead, "--timeout", "1", "status", "--output", "json")
     assert r.exit_code == ExitCode.UNAVAILABLE
     assert json.loads(r.stdout)["nodes"][0]["role"] == "unreachable"
+    assert one_error_line(r) == f"error: the cluster cannot serve: {dead} does not answer (connection refused)"
 
 
 # -- errors -----------------------------------------------------------------------------------------------------
@@ -224,6 +271,27 @@ def test_nothing_listening_fails_at_once_and_says_so() -> None:
         assert one_error_line(r) == (
             f"error: {what} failed after 2 attempts: nothing is listening at {dead[0]}, {dead[1]} (connection refused)"
         )
+
+
+def test_a_request_that_fails_for_want_of_a_quorum_says_what_the_cluster_says(srv: FakeServer) -> None:
+    # `cluster kill 2; cluster kill 3; raftkv get k`: node 1 answers "no leader"; the error says that there is no
+    # leader and which members do not answer, not how the last connection attempt failed.
+    d2, d3 = f"127.0.0.1:{free_port()}", f"127.0.0.1:{free_port()}"
+    _members(srv, d2, d3)
+    srv.kv.mode = "down"
+    for endpoints in (srv.addr, f"{srv.addr},{d2},{d3}"):
+        r = cli("--endpoints", endpoints, "--timeout", "1", "get", "k")
+        assert r.exit_code == ExitCode.UNAVAILABLE
+        assert one_error_line(r) == (
+            "error: get failed after 1s: no leader is known: only 1 of the 3 voters answers, a quorum needs 2; "
+            f"node 2 ({d2}) and node 3 ({d3}) do not answer (connection refused)"
+        )
+    # A write whose outcome is unknown keeps saying so; what the cluster says is added.
+    srv.kv.mode = "leader"
+    srv.kv.lose_reply = [Unavailable("the leader changed", applied="unknown")] * 1000
+    r = cli("--endpoints", srv.addr, "--timeout", "1", "put", "k", "v")
+    line = one_error_line(r)
+    assert "outcome is unknown" in line and "; the cluster: " in line and f"node 2 ({d2})" in line
 
 
 def test_write_with_unknown_outcome_says_so(srv: FakeServer) -> None:

@@ -8,6 +8,7 @@ import json
 import threading
 import time
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -21,9 +22,11 @@ from raftkv.client import (
     Client,
     DeleteResult,
     KeyValue,
+    NodeStatus,
     PutResult,
     RangeResult,
     SyncClient,
+    cluster_health,
     compare,
     resolve_endpoints,
 )
@@ -39,6 +42,7 @@ from raftkv.errors import (
     Unavailable,
 )
 from raftkv.proto.v1 import kv_pb2
+from raftkv.settings import Member
 
 from .fake_server import FakeKV, FakeServer, free_port, run
 
@@ -435,6 +439,22 @@ def test_status_and_cluster_status(srv: FakeServer) -> None:
     run(go)
 
 
+def test_cluster_status_with_members_asks_the_members_that_are_not_endpoints(srv: FakeServer) -> None:
+    dead = f"127.0.0.1:{free_port()}"
+    srv.kv.members = (Member(1, "p:1", srv.addr), Member(2, "p:2", dead), Member(3, "p:3", "", learner=True))
+
+    async def go() -> None:
+        async with Client([srv.addr], timeout_s=3) as c:
+            assert [s.endpoint for s in await c.cluster_status(timeout_s=1)] == [srv.addr]
+            every = await c.cluster_status(timeout_s=1, members=True)
+            assert [(s.endpoint, s.reachable, s.error) for s in every] == [
+                (srv.addr, True, ""), (dead, False, "connection refused")
+            ]
+            assert every[0].learners == (3,)
+
+    run(go)
+
+
 # -- nothing listening: fail at once; something answering: wait --------------------------------------------------
 def test_a_request_no_endpoint_accepts_fails_at_once_saying_nothing_listens() -> None:
     dead = [f"127.0.0.1:{free_port()}" for _ in range(3)]
@@ -510,6 +530,46 @@ def test_compare_refuses_what_a_vector_clock_refuses(bad: Any) -> None:
         VectorClock(bad)
     with pytest.raises(ValueError):
         compare(bad, {})
+
+
+def _up(nid: int, role: str, leader: int, members: int = 3, term: int = 2) -> NodeStatus:
+    ms = tuple((i, f"p:{i}", f"h:{i}") for i in range(1, members + 1))
+    return NodeStatus(f"h:{nid}", True, id=nid, role=role, leader_id=leader, term=term, client_addr=f"h:{nid}",
+                      members=ms)
+
+
+def _down(nid: int, why: str = "connection refused") -> NodeStatus:
+    return NodeStatus(f"h:{nid}", False, client_addr=f"h:{nid}", error=why)
+
+
+def test_cluster_health() -> None:
+    lost = cluster_health([_up(1, "pre-candidate", 0), _down(2), _down(3)])
+    assert (lost.available, lost.quorum, lost.leader_id, [s.id for s in lost.unreachable]) == (False, 2, 0, [2, 3])
+    assert lost.describe() == (
+        "no leader is known: only 1 of the 3 voters answers, a quorum needs 2; node 2 (h:2) and node 3 (h:3) do "
+        "not answer (connection refused)"
+    )
+    # A leader that has not noticed yet that its followers are gone: no quorum either.
+    stale = cluster_health([_up(1, "leader", 1), _down(2), _down(3, "no answer within 1s")])
+    assert not stale.available
+    assert stale.describe() == (
+        "node 1 (h:1) is the leader (term 2), but only 1 of the 3 voters answers, a quorum needs 2; node 2 (h:2) "
+        "does not answer (connection refused); node 3 (h:3) does not answer (no answer within 1s)"
+    )
+    ok = cluster_health([_up(1, "leader", 1), _up(2, "follower", 1), _down(3)])
+    assert ok.available
+    assert ok.describe() == "node 1 (h:1) is the leader (term 2), 2 of the 3 voters answer; node 3 (h:3) does not " \
+        "answer (connection refused)"
+    assert cluster_health([_up(1, "leader", 1), _up(2, "follower", 1), _up(3, "follower", 1)]).describe() == (
+        "node 1 (h:1) is the leader (term 2), all 3 voters answer"
+    )
+    # Learners do not count; members that are not endpoints were not asked; no member list: the endpoints count.
+    learner = replace(_up(1, "leader", 1, members=2), learners=(2,))
+    assert cluster_health([learner]).available
+    assert not cluster_health([_up(1, "leader", 1)]).available  # nodes 2 and 3: not asked, so not answering
+    nobody = cluster_health([_down(1), _down(2)])
+    assert not nobody.available
+    assert nobody.describe() == "h:1 and h:2 do not answer (connection refused)"
 
 
 # -- the sync client --------------------------------------------------------------------------------------------
