@@ -20,6 +20,7 @@ from typing import Any, NoReturn, TypeVar
 import click
 
 from .client import (
+    CLUSTER_FILE,
     CONSISTENCY_LEVELS,
     Client,
     Compare,
@@ -29,6 +30,7 @@ from .client import (
     SyncClient,
     TxnOp,
     cluster_health,
+    local_cluster_dir,
     resolve_endpoints,
 )
 from .errors import ConditionFailed, ExitCode, InvalidArgument, RaftKVError, Removed, Timeout, Unavailable
@@ -143,7 +145,23 @@ class Globals:
     output: str
 
     def endpoint_list(self) -> list[str]:
-        return resolve_endpoints(self.endpoints, self.cluster_dir)
+        """The endpoints to talk to. Raises Unavailable at once when they come from a local cluster none of whose
+        nodes runs."""
+        eps = resolve_endpoints(self.endpoints, self.cluster_dir)
+        stopped = self.local_cluster_stopped()
+        if stopped:
+            raise Unavailable(stopped)
+        return eps
+
+    def local_cluster_stopped(self) -> str | None:
+        """"the local cluster in DIR is not running: ..." when the endpoints come from a local cluster's directory
+        and none of its nodes runs; else None."""
+        d = local_cluster_dir(self.endpoints, self.cluster_dir)
+        if d is None or not (d / CLUSTER_FILE).is_file():
+            return None
+        from . import localcluster  # only for a local cluster
+
+        return localcluster.not_running(d)
 
 
 def _globals(ctx: click.Context) -> Globals:
@@ -902,7 +920,7 @@ def status(ctx: click.Context, output: str | None) -> None:
     """Show every node: role, term, commit and applied index, the leader it knows, and whether it answers. Exits 4
     when the cluster cannot serve (no leader, or no quorum)."""
     g = _globals(ctx)
-    endpoints = g.endpoint_list()
+    endpoints = resolve_endpoints(g.endpoints, g.cluster_dir)
 
     async def ask() -> list[NodeStatus]:
         async with Client(endpoints, timeout_s=g.timeout_s) as c:
@@ -915,7 +933,9 @@ def status(ctx: click.Context, output: str | None) -> None:
         _status_table(nodes)
     health = cluster_health(nodes)
     if not health.available:
-        _die(f"the cluster cannot serve: {health.describe()}", ExitCode.UNAVAILABLE)
+        stopped = g.local_cluster_stopped()
+        _die(f"the cluster cannot serve: {health.describe()}" + (f"; {stopped}" if stopped else ""),
+             ExitCode.UNAVAILABLE)
 
 
 # -- the local cluster ------------------------------------------------------------------------------------------

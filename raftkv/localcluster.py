@@ -47,6 +47,7 @@ __all__ = [
     "kill",
     "load",
     "logs",
+    "not_running",
     "restart",
     "status",
     "stop",
@@ -338,6 +339,33 @@ def load(dir: str | os.PathLike[str]) -> ClusterInfo:
         )
     except (OSError, ValueError, KeyError, TypeError) as e:
         raise ClusterError(f"{f} is damaged ({type(e).__name__}: {e}); remove the directory to start afresh") from None
+
+
+def not_running(dir: str | os.PathLike[str]) -> str | None:
+    """"the local cluster in DIR is not running: start it with `raftkv cluster up`" when none of the cluster's
+    nodes runs: no pid file names a live process that is the node, and nothing accepts connections at the nodes'
+    client addresses (a node started by hand, ``raftkv serve --config DIR/nodeN/node.toml``, has no pid file).
+    None when some node runs, or when ``dir`` holds no readable cluster (the caller reports that)."""
+    try:
+        info = load(dir)
+    except ClusterError:
+        return None
+    if any(n.running for n in info.nodes):
+        return None
+    if any(_accepts(n.client_addr) for n in info.nodes if not n.exec_prefix):
+        return None
+    hint = "" if info.dir == default_dir().absolute() else f" --dir {info.dir}"
+    return f"the local cluster in {info.dir} is not running: start it with `raftkv cluster up{hint}`"
+
+
+def _accepts(addr: str, timeout_s: float = 0.2) -> bool:
+    """Something accepts TCP connections at ``HOST:PORT`` (on loopback a refusal is immediate)."""
+    host, _, port = addr.rpartition(":")
+    try:
+        with socket.create_connection((host.strip("[]"), int(port)), timeout=timeout_s):
+            return True
+    except (OSError, ValueError):
+        return False
 
 
 # -- ports ------------------------------------------------------------------------------------------------------

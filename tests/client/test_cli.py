@@ -15,7 +15,7 @@ import pytest
 from click.testing import CliRunner, Result
 
 from raftkv.cli import main
-from raftkv.client import Client
+from raftkv.client import CLUSTER_FILE, Client
 from raftkv.errors import ExitCode, InvalidArgument, ReadOnly, Unavailable
 from raftkv.settings import Member, Settings
 
@@ -367,6 +367,46 @@ def test_unexpected_exceptions_are_one_line_with_a_hint(srv: FakeServer, monkeyp
     monkeypatch.setenv("RAFTKV_DEBUG", "1")
     r = kv(srv, "put", "k", "v")
     assert isinstance(r.exception, RuntimeError)
+
+
+# -- a local cluster that is not running -----------------------------------------------------------------------
+def _local_cluster(d: Path, client_addrs: list[str]) -> Path:
+    """A local cluster directory as `raftkv cluster down` leaves it: cluster.json, node dirs, no pid files."""
+    d.mkdir(parents=True)
+    nodes = [{"id": i, "peer_addr": f"127.0.0.1:{free_port()}", "client_addr": a, "dir": f"node{i}", "pid": None}
+             for i, a in enumerate(client_addrs, 1)]
+    for n in nodes:
+        (d / str(n["dir"])).mkdir()
+    (d / CLUSTER_FILE).write_text(json.dumps({"version": 1, "endpoints": client_addrs, "nodes": nodes}))
+    return d
+
+
+def test_a_stopped_local_cluster_is_reported_at_once(tmp_path: Path) -> None:
+    eps = [f"127.0.0.1:{free_port()}" for _ in range(3)]
+    d = _local_cluster(tmp_path / "elsewhere", eps)
+    for args in (("get", "k"), ("put", "k", "v"), ("txn",)):
+        r = cli("--cluster-dir", str(d), "--timeout", "30", *args, input="then put a 1\n")
+        assert r.exit_code == ExitCode.UNAVAILABLE, r.output
+        assert one_error_line(r) == (
+            f"error: the local cluster in {d} is not running: start it with `raftkv cluster up --dir {d}`"
+        )
+    # The default directory (./.raftkv-cluster) needs no --dir; `status` still shows the table, then says so.
+    _local_cluster(tmp_path / ".raftkv-cluster", eps)
+    r = cli("--timeout", "30", "get", "k")
+    assert one_error_line(r) == (
+        f"error: the local cluster in {tmp_path / '.raftkv-cluster'} is not running: start it with `raftkv cluster up`"
+    )
+    r = cli("status", "--output", "json")
+    assert r.exit_code == ExitCode.UNAVAILABLE
+    assert [n["role"] for n in json.loads(r.stdout)["nodes"]] == ["unreachable"] * 3
+    assert one_error_line(r).endswith("is not running: start it with `raftkv cluster up`")
+
+
+def test_a_local_cluster_node_started_by_hand_is_running(srv: FakeServer, tmp_path: Path) -> None:
+    # `raftkv serve --config DIR/node1/node.toml` writes no pid file: its port answering is enough.
+    d = _local_cluster(tmp_path / "c", [srv.addr, f"127.0.0.1:{free_port()}"])
+    r = cli("--cluster-dir", str(d), "get", "k")
+    assert (r.exit_code, one_error_line(r)) == (ExitCode.NOT_FOUND, "error: key 'k' not found")
 
 
 # -- serve ------------------------------------------------------------------------------------------------------

@@ -28,6 +28,7 @@ from raftkv.client import (
     SyncClient,
     cluster_health,
     compare,
+    local_cluster_dir,
     resolve_endpoints,
 )
 from raftkv.errors import (
@@ -570,6 +571,18 @@ def test_cluster_health() -> None:
     nobody = cluster_health([_down(1), _down(2)])
     assert not nobody.available
     assert nobody.describe() == "h:1 and h:2 do not answer (connection refused)"
+
+
+def test_local_cluster_dir(monkeypatch: pytest.MonkeyPatch) -> None:
+    for var in ("RAFTKV_ENDPOINTS", "RAFTKV_CLUSTER_DIR"):
+        monkeypatch.delenv(var, raising=False)
+    assert local_cluster_dir() == Path(".raftkv-cluster")
+    assert local_cluster_dir(None, "d") == Path("d")
+    assert local_cluster_dir("h:1", "d") is None
+    monkeypatch.setenv("RAFTKV_CLUSTER_DIR", "e")
+    assert local_cluster_dir() == Path("e")
+    monkeypatch.setenv("RAFTKV_ENDPOINTS", "h:1")
+    assert local_cluster_dir(None, "d") is None
 
 
 # -- the sync client --------------------------------------------------------------------------------------------

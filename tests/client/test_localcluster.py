@@ -317,3 +317,22 @@ def test_cli_cluster_commands(cdir: Tracker) -> None:
     assert not cdir.dir.exists()
     r = runner.invoke(main, ["cluster", "status", "--dir", d])
     assert r.exit_code == ExitCode.CONFIG and "no local cluster" in r.stderr
+
+
+def test_commands_say_at_once_that_a_stopped_cluster_is_not_running(cdir: Tracker) -> None:
+    up(cdir)
+    d = cdir.dir
+    runner = CliRunner()
+    r = runner.invoke(main, ["--cluster-dir", str(d), "put", "k", "v"])
+    assert (r.exit_code, r.stdout) == (0, "OK revision=1 version=1\n")
+    localcluster.down(d)
+    assert localcluster.not_running(d) == (
+        f"the local cluster in {d} is not running: start it with `raftkv cluster up --dir {d}`"
+    )
+    r = runner.invoke(main, ["--cluster-dir", str(d), "--timeout", "30", "get", "k"])
+    assert r.exit_code == ExitCode.UNAVAILABLE
+    assert r.stderr == f"error: {localcluster.not_running(d)}\n"
+    up(cdir)  # started again: served as before
+    assert localcluster.not_running(d) is None
+    r = runner.invoke(main, ["--cluster-dir", str(d), "get", "k"])
+    assert r.exit_code == ExitCode.NOT_FOUND  # a fake node's data does not survive it; it answered
