@@ -59,12 +59,18 @@ Exit codes:
   {ExitCode.ERROR}  unexpected failure
   {ExitCode.USAGE}  bad command line
   {ExitCode.NOT_FOUND}  get: the key does not exist
-  {ExitCode.UNAVAILABLE}  no leader, unreachable, or timed out (a write's outcome may then be unknown)
+  {ExitCode.UNAVAILABLE}  no leader, unreachable, or timed out (a write's outcome may then be unknown);
+     status: no leader is known, or fewer than a quorum of the voters answer
   {ExitCode.INVALID}  the request was rejected as invalid (e.g. an empty or oversized key)
   {ExitCode.CONFLICT}  a condition did not hold
   {ExitCode.READ_ONLY}  the node refuses writes (e.g. its disk is full)
   {ExitCode.CONFIG}  bad configuration, data directory or local cluster state
   {ExitCode.REMOVED}  the node asked was removed from the cluster (ask another member)
+
+\b
+Shell completion (commands, options, choices), for the current shell; add the line to ~/.bashrc or ~/.zshrc:
+  eval "$(_RAFTKV_COMPLETE=bash_source raftkv)"     # bash; zsh: zsh_source
+  _RAFTKV_COMPLETE=fish_source raftkv | source       # fish
 """
 
 OUTPUT_CHOICE = click.Choice(["text", "json"])
@@ -121,7 +127,7 @@ class RaftKVGroup(click.Group):
         except click.ClickException:
             raise
         except RaftKVError as e:
-            msg = e.message
+            msg = _plain(e.message)
             if e.outcome_unknown and "applied" not in msg:
                 msg += "; the write may or may not have been applied"
             _die(msg, e.exit_code)
@@ -135,6 +141,48 @@ class RaftKVGroup(click.Group):
             if os.environ.get("RAFTKV_DEBUG", "") not in ("", "0"):
                 raise
             _die(f"unexpected {type(e).__name__}: {e} (run with RAFTKV_DEBUG=1 for a traceback)", ExitCode.ERROR)
+
+
+_BYTES_LITERAL = re.compile(r"""\bb('(?:[^'\\\n]|\\.)*'|"(?:[^"\\\n]|\\.)*")""")
+_UNSAFE = re.compile("[\x00-\x1f\x7f-\x9f\\\\\u2028\u2029\udc80-\udcff]")
+_ESCAPES = {"\n": "\\n", "\t": "\\t", "\r": "\\r", "\\": "\\\\"}
+
+
+def _escape_char(m: re.Match[str]) -> str:
+    ch = m.group(0)
+    o = ord(ch)
+    if ch in _ESCAPES:
+        return _ESCAPES[ch]
+    if 0xDC80 <= o <= 0xDCFF:  # a byte that is not UTF-8 (surrogateescape)
+        return f"\\x{o - 0xDC00:02x}"
+    return f"\\x{o:02x}" if o < 0x100 else f"\\u{o:04x}"
+
+
+def _escaped(b: bytes) -> str:
+    """``b`` as one line of text: UTF-8, with backslashes, control characters and bytes that are not UTF-8
+    escaped (``\\n``, ``\\t``, ``\\\\``, ``\\xff``)."""
+    return _UNSAFE.sub(_escape_char, b.decode("utf-8", "surrogateescape"))
+
+
+def _quoted(b: bytes) -> str:
+    """A key (or value) in a message: ``'user:1'``."""
+    return f"'{_escaped(b)}'"
+
+
+def _plain(message: str) -> str:
+    """A message with the Python bytes literals in it (``b'user:1'``: a server that formats keys with ``repr``)
+    shown as the text they stand for (``'user:1'``)."""
+
+    def one(m: re.Match[str]) -> str:
+        import ast  # rarely needed
+
+        try:
+            b = ast.literal_eval(m.group(0))
+        except (ValueError, SyntaxError):
+            return m.group(0)
+        return _quoted(b) if isinstance(b, bytes) else m.group(0)
+
+    return _BYTES_LITERAL.sub(one, message)
 
 
 @dataclass
@@ -581,14 +629,14 @@ def get(
         lambda c: c.get(k, consistency=consistency, min_index=min_index, max_staleness_ms=max_staleness_ms),
     )
     if kv is None:
-        _die(f"key {key!r} not found", ExitCode.NOT_FOUND)
+        _die(f"key {_quoted(k)} not found", ExitCode.NOT_FOUND)
     if _output(ctx, output) == "json":
         _print_json({**_kv_json(kv), "index": kv.index, "revision": kv.revision})
         return
     if kv.siblings:
         clock = json.dumps({str(n): c for n, c in sorted(kv.vclock.items())})
         click.echo(
-            f"warning: key {key!r} holds {len(kv.values)} concurrent values (siblings); this is the newest. "
+            f"warning: key {_quoted(k)} holds {len(kv.values)} concurrent values (siblings); this is the newest. "
             f"--output json shows them all; resolve them with: put {key} VALUE --context '{clock}'",
             err=True,
         )
@@ -646,11 +694,11 @@ def _describe_current(current: Any) -> str:
     if current is None:
         return "the key does not exist"
     v = current.value
-    shown = v.decode("utf-8", "replace") if len(v) <= 60 else v[:57].decode("utf-8", "replace") + "..."
+    shown = _quoted(v) if len(v) <= 60 else _quoted(v[:57]) + "..."
     clock = json.dumps({str(n): c for n, c in sorted(current.vclock.items())})
     more = f", and {len(current.siblings)} sibling value(s)" if current.siblings else ""
     return (f"it is at version {current.version} (mod_revision {current.mod_revision}, vclock {clock}), value "
-            f"{shown!r}{more}")
+            f"{shown}{more}")
 
 
 def _conditional(ctx: click.Context, fn: Callable[[Client], Awaitable[T]]) -> T:
@@ -801,13 +849,31 @@ def _line_op(text: str, n: int) -> TxnOp:
     raise InvalidArgument(f"transaction line {n}: expected get KEY, put KEY VALUE, delete KEY or incr KEY [DELTA]")
 
 
+def _stdin_isatty() -> bool:
+    try:
+        return sys.stdin.isatty()
+    except (AttributeError, ValueError):  # closed or replaced
+        return False
+
+
 @main.command(epilog=_TXN_HELP)
 @output_option
 @click.pass_context
 def txn(ctx: click.Context, output: str | None) -> None:
     """Run a multi-key transaction from stdin: if every compare holds run the `then` ops, else the `else` ops,
-    atomically. Prints "succeeded" or "failed" (which branch ran), then one line per op result."""
+    atomically. Prints "succeeded" or "failed" (which branch ran), then one line per op result. An empty
+    transaction is refused (exit 5)."""
+    if _stdin_isatty():
+        click.echo(
+            "reading the transaction from stdin: lines such as `if value(k) == v`, `then put k v`, `else get k` "
+            "(see `raftkv txn --help`); end it with Ctrl-D",
+            err=True,
+        )
     compares, success, failure = _parse_txn(sys.stdin.read())
+    if not (compares or success or failure):
+        raise InvalidArgument(
+            "the transaction is empty: give it `if`, `then` or `else` lines (or JSON) on stdin; see `raftkv txn --help`"
+        )
     res = _with_client(ctx, lambda c: c.txn(compares, success, failure))
     ran = success if res.succeeded else failure
     if _output(ctx, output) == "json":
@@ -846,15 +912,22 @@ Examples:
   raftkv list                      # every key (up to --limit)
   raftkv list user/ --keys-only
   raftkv list user/ --output json  # [{"key", "value", "create_revision", "mod_revision", "version", "vclock"}, ...]
+  raftkv list blobs/ --output raw  # keys and values as they are, bytes for bytes
 
-Text output is "key<TAB>value" lines: use --output json for values that contain newlines or tabs.""",
+\b
+Text output is "key<TAB>value" lines, one per key: keys and values are shown as UTF-8 with backslashes, control
+characters (newline, tab, ...) and bytes that are not UTF-8 escaped (\\\\, \\n, \\t, \\xff). --output raw prints
+them unescaped; --output json has the exact bytes (base64 for what is not UTF-8).""",
 )
 @click.argument("prefix", default="")
 @click.option("--limit", type=click.IntRange(min=1), default=1000, show_default=True, help="At most this many keys.")
 @click.option("--start-after", default="", help="Begin after this key (to continue a listing).")
 @click.option("--keys-only", is_flag=True, help="Print keys without values.")
 @click.option("--consistency", type=click.Choice(CONSISTENCY_LEVELS), default="linearizable", show_default=True)
-@output_option
+@click.option(
+    "--output", type=click.Choice(["text", "json", "raw"]), default=None,
+    help="Output format [default: the global --output, text]; raw: unescaped bytes.",
+)
 @click.pass_context
 def list_(
     ctx: click.Context,
@@ -884,17 +957,21 @@ def list_(
                 return out, True
 
     kvs, more = _with_client(ctx, collect)
-    if _output(ctx, output) == "json":
+    fmt = _output(ctx, output)
+    if fmt == "json":
         _print_json([_kv_json(kv, with_value=not keys_only) for kv in kvs])
-    else:
+    elif fmt == "raw":
         buf = bytearray()
         for kv in kvs:
             buf += kv.key if keys_only else kv.key + b"\t" + kv.value
             buf += b"\n"
         _write_raw(bytes(buf))
+    else:
+        lines = [_escaped(kv.key) if keys_only else f"{_escaped(kv.key)}\t{_escaped(kv.value)}" for kv in kvs]
+        _write_raw("".join(f"{line}\n" for line in lines).encode("utf-8", "surrogateescape"))
     if more:
-        last = kvs[-1].key.decode("utf-8", "surrogateescape")
-        click.echo(f"(more keys follow: continue with --start-after {last!r}, or raise --limit)", err=True)
+        last = _quoted(kvs[-1].key)
+        click.echo(f"(more keys follow: continue with --start-after {last}, or raise --limit)", err=True)
 
 
 @main.command(

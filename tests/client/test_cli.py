@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import base64
 import json
+import os
+import subprocess
 import sys
 import types
 from collections.abc import Iterator
@@ -14,8 +16,9 @@ from typing import Any
 import pytest
 from click.testing import CliRunner, Result
 
+from raftkv import cli as cli_module
 from raftkv.cli import main
-from raftkv.client import CLUSTER_FILE, Client
+from raftkv.client import CLUSTER_FILE, Client, KeyValue
 from raftkv.errors import ExitCode, InvalidArgument, ReadOnly, Unavailable
 from raftkv.settings import Member, Settings
 
@@ -166,6 +169,17 @@ def test_list_limit_says_when_more_keys_follow(srv: FakeServer) -> None:
     assert "--start-after 'k1'" in r.stderr
     r = kv(srv, "list", "--start-after", "k1", "--keys-only")
     assert r.stdout == "k2\nk3\nk4\n"
+
+
+def test_list_escapes_what_is_not_text_unless_raw(srv: FakeServer) -> None:
+    srv.kv.put_local(b"bin", b"\x00\xff\tx\ny\\z")
+    srv.kv.put_local(b"k\n2", "caf\u00e9".encode())
+    r = kv(srv, "list")
+    assert r.exit_code == 0, r.output
+    assert r.stdout_bytes == b"bin\t\\x00\\xff\\tx\\ny\\\\z\nk\\n2\tcaf\xc3\xa9\n"  # one line per key, UTF-8 kept
+    assert kv(srv, "list", "--keys-only").stdout_bytes == b"bin\nk\\n2\n"
+    raw = kv(srv, "list", "--output", "raw")
+    assert raw.stdout_bytes == b"bin\t\x00\xff\tx\ny\\z\nk\n2\tcaf\xc3\xa9\n"
 
 
 # -- status -----------------------------------------------------------------------------------------------------
@@ -335,6 +349,37 @@ def test_server_errors_become_their_exit_codes(srv: FakeServer) -> None:
     assert (r.exit_code, one_error_line(r)) == (ExitCode.READ_ONLY, "error: disk full")
 
 
+def test_messages_show_keys_as_text_not_python_reprs(srv: FakeServer) -> None:
+    # Whatever formats a key with repr() (an older server's messages), the line shows the key as text.
+    srv.kv.inject(InvalidArgument("incr: the value of b'user:1' is not a 64-bit decimal integer"))
+    r = kv(srv, "incr", "user:1")
+    assert one_error_line(r) == "error: incr: the value of 'user:1' is not a 64-bit decimal integer"
+    srv.kv.inject(InvalidArgument("bad key b'\\xff\\x00k'"))
+    assert one_error_line(kv(srv, "get", "k")) == "error: bad key '\\xff\\x00k'"
+    r = kv(srv, "get", "nope\udcff\n")  # not UTF-8, with a newline
+    assert one_error_line(r) == "error: key 'nope\\xff\\n' not found"
+    current = KeyValue(b"k", b"\xffold\n", 1, 2, 3, {1: 2})
+    assert cli_module._describe_current(current).endswith("""value '\\xffold\\n'""")
+
+
+def test_txn_refuses_an_empty_transaction(srv: FakeServer) -> None:
+    for text in ("", "\n# nothing\n", "{}"):
+        r = kv(srv, "txn", input=text)
+        assert r.exit_code == ExitCode.INVALID, text
+        assert one_error_line(r).startswith("error: the transaction is empty")
+    assert srv.kv.calls["Txn"] == 0
+
+
+def test_txn_at_a_terminal_says_it_reads_stdin(srv: FakeServer, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(cli_module, "_stdin_isatty", lambda: True)
+    r = kv(srv, "txn", input="")  # Ctrl-D at once
+    hint, error = r.stderr.splitlines()
+    assert hint.startswith("reading the transaction from stdin: ") and hint.endswith("end it with Ctrl-D")
+    assert error.startswith("error: the transaction is empty")
+    monkeypatch.setattr(cli_module, "_stdin_isatty", lambda: False)
+    assert one_error_line(kv(srv, "txn", input="")).startswith("error: the transaction is empty")
+
+
 def test_endpoint_errors_are_config_errors() -> None:
     r = cli("get", "k")
     assert r.exit_code == ExitCode.CONFIG
@@ -476,3 +521,47 @@ def test_help_documents_exit_codes_and_examples() -> None:
     assert "Examples" in cli("get", "--help").stdout
     assert "value_base64" in cli("get", "--help").stdout
     assert "cluster up --nodes 3" in cli("cluster", "--help").stdout
+
+
+def test_bench_help_is_in_the_style_of_the_other_commands() -> None:
+    for flag in ("--help", "-h"):
+        r = CliRunner().invoke(main, ["bench", flag], prog_name="raftkv")
+        assert r.exit_code == 0, r.output
+        assert r.stdout.startswith("Usage: raftkv bench [OPTIONS]\n")
+        assert "%%" not in r.stdout and "90 % get-linearizable, 10 % put" in r.stdout
+        assert "  --workload NAME[,NAME...]" in r.stdout and "  --system [raftkv|etcd|noop|both]" in r.stdout
+        assert "What to run:" in r.stdout and "  -h, --help" in r.stdout
+
+
+def test_shell_completion_works_and_is_documented() -> None:
+    assert '_RAFTKV_COMPLETE=bash_source raftkv' in cli("--help").stdout
+    env = {"_RAFTKV_COMPLETE": "bash_complete", "COMP_WORDS": "raftkv clu", "COMP_CWORD": "1"}
+    r = CliRunner().invoke(main, [], env=env, prog_name="raftkv")
+    assert "plain,cluster" in r.stdout.splitlines()
+
+
+def test_the_default_output_directories_are_ignored_by_git() -> None:
+    root = Path(__file__).resolve().parents[2]
+    if not (root / ".git").exists():
+        pytest.skip("not a git checkout")
+    for path in (".raftkv-cluster/cluster.json", "raftkv-chaos/20260101-000000/verdict.json"):
+        out = subprocess.run(["git", "check-ignore", "-q", path], cwd=root, capture_output=True)
+        assert out.returncode == 0, f"{path} is not ignored by .gitignore"
+
+
+def test_a_get_loads_no_server_side_code(srv: FakeServer) -> None:
+    srv.kv.put_local(b"k", b"v")
+    code = (
+        "import sys\nfrom raftkv.cli import main\n"
+        f"try:\n    main(['--endpoints', '{srv.addr}', 'get', 'k'])\nexcept SystemExit as e:\n    code = e.code\n"
+        "print()\nprint(code)\nprint(' '.join(sorted(sys.modules)))"
+    )
+    root = Path(__file__).resolve().parents[2]
+    env = {k: v for k, v in os.environ.items() if not k.startswith("RAFTKV_")}
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=root, env=env, timeout=60)
+    value, code_line, modules = out.stdout.splitlines()[-3:]
+    assert (value, code_line) == ("v", "0"), out.stderr
+    server_side = ("lmdb", "msgpack", "uvloop", "rich", "raftkv.kv", "raftkv.raft", "raftkv.storage", "raftkv.node",
+                   "raftkv.server", "raftkv.codec", "raftkv.settings", "raftkv.localcluster")
+    loaded = [m for m in modules.split() if any(m == p or m.startswith(p + ".") for p in server_side)]
+    assert not loaded

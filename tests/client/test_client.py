@@ -511,7 +511,7 @@ def test_a_node_that_comes_back_is_waited_for_while_another_answers() -> None:
     assert back.kv.applied == 1
 
 
-# -- the client's own vector clock order ------------------------------------------------------------------------
+# -- the client's own vector clock order, and cluster health ----------------------------------------------------
 _clocks = st.dictionaries(st.integers(1, 4), st.integers(0, 3), max_size=4)
 
 
