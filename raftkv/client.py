@@ -654,7 +654,7 @@ def _definitely_not_sent(e: grpc.aio.AioRpcError, err: RaftKVError) -> bool:
     if not isinstance(err, Unavailable) or any(k == META_KIND for k, _ in e.trailing_metadata() or ()):
         return False
     d = (e.details() or "").lower()
-    return "failed to connect" in d or "connection refused" in d or "name resolution" in d or "dns" in d
+    return "failed to connect" in d or "connection refused" in d or "resolv" in d or "dns" in d
 
 
 def resolve_endpoints(endpoints: str | None = None, cluster_dir: str | os.PathLike[str] | None = None) -> list[str]:

@@ -473,6 +473,21 @@ def test_a_request_no_endpoint_accepts_fails_at_once_saying_nothing_listens() ->
         assert ei.value.applied == "no"  # never sent: a write that cannot have been applied
 
 
+def test_a_host_name_that_does_not_resolve_is_nothing_listening() -> None:
+    async def go() -> None:
+        async with Client(["no-such-host.invalid:2379"], timeout_s=10) as c:
+            await c.put("k", "v")
+
+    with pytest.raises(Unavailable) as ei:
+        run(go)
+    if "cannot resolve the host name" not in ei.value.message:
+        pytest.skip(f"this machine's resolver did not say the name does not exist: {ei.value.message}")
+    assert ei.value.message == (
+        "put failed after 1 attempt: nothing is listening at no-such-host.invalid:2379 (cannot resolve the host name)"
+    )
+    assert ei.value.applied == "no"
+
+
 def test_retries_go_on_while_some_endpoint_answers(srv: FakeServer) -> None:
     # One node answers "no leader" (an election in progress), the other refuses connections (restarting): the
     # client waits within its deadline, and says what each endpoint answered.
