@@ -553,7 +553,7 @@ def test_a_get_loads_no_server_side_code(srv: FakeServer) -> None:
     srv.kv.put_local(b"k", b"v")
     code = (
         "import sys\nfrom raftkv.cli import main\n"
-        f"try:\n    main(['--endpoints', '{srv.addr}', 'get', 'k'])\nexcept SystemExit as e:\n    code = e.code\n"
+        f"try:\n    main.main(['--endpoints', '{srv.addr}', 'get', 'k'])\nexcept SystemExit as e:\n    code = e.code\n"
         "print()\nprint(code)\nprint(' '.join(sorted(sys.modules)))"
     )
     root = Path(__file__).resolve().parents[2]
@@ -565,3 +565,37 @@ def test_a_get_loads_no_server_side_code(srv: FakeServer) -> None:
                    "raftkv.server", "raftkv.codec", "raftkv.settings", "raftkv.localcluster")
     loaded = [m for m in modules.split() if any(m == p or m.startswith(p + ".") for p in server_side)]
     assert not loaded
+
+
+def test_the_program_ends_at_once_with_its_output_and_exit_code(srv: FakeServer) -> None:
+    # `raftkv` (python -m raftkv) ends its process without the interpreter's finalization: everything written is
+    # there, and the exit code is the command's.
+    for i in range(3000):
+        srv.kv.put_local(f"key{i:05d}".encode(), b"v" * 50)
+    root = Path(__file__).resolve().parents[2]
+    env = {k: v for k, v in os.environ.items() if not k.startswith("RAFTKV_")}
+
+    def run(*args: str) -> subprocess.CompletedProcess[bytes]:
+        return subprocess.run([sys.executable, "-m", "raftkv", "--endpoints", srv.addr, *args], capture_output=True,
+                              cwd=root, env=env, timeout=60)
+
+    out = run("list", "--limit", "5000")
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.count(b"\n") == 3000 and out.stdout.endswith(b"key02999\t" + b"v" * 50 + b"\n")
+    missing = run("get", "nope")
+    assert (missing.returncode, missing.stderr) == (ExitCode.NOT_FOUND, b"error: key 'nope' not found\n")
+    usage = run("get")
+    assert usage.returncode == ExitCode.USAGE and usage.stderr.startswith(b"error: Missing argument")
+    # The finalization (atexit handlers included) is skipped, unless RAFTKV_DEBUG asks for everything.
+    code = ("import atexit, sys\natexit.register(lambda: sys.stderr.write('finalized'))\nfrom raftkv.cli import main\n"
+            f"main(['--endpoints', '{srv.addr}', 'get', 'key00000'])")
+    fast = subprocess.run([sys.executable, "-c", code], capture_output=True, cwd=root, env=env, timeout=60)
+    assert (fast.returncode, fast.stdout, fast.stderr) == (0, b"v" * 50, b"")
+    debug_env = {**env, "RAFTKV_DEBUG": "1"}
+    debug = subprocess.run([sys.executable, "-c", code], capture_output=True, cwd=root, env=debug_env, timeout=60)
+    assert (debug.returncode, debug.stderr) == (0, b"finalized")
+    closed = subprocess.run(  # a reader that stops early: quiet, exit 0
+        f"{sys.executable} -m raftkv --endpoints {srv.addr} list --limit 5000 | head -n 1",
+        shell=True, capture_output=True, cwd=root, env=env, timeout=60,
+    )
+    assert (closed.returncode, closed.stdout, closed.stderr) == (0, b"key00000\t" + b"v" * 50 + b"\n", b"")
