@@ -333,7 +333,18 @@ def _clock(v: Mapping[int, int]) -> dict[int, int]:
 
 
 def _vclock_pb(v: Mapping[int, int]) -> kv_pb2.VectorClock:
-    pairs = sorted((int(n), int(c)) for n, c in v.items() if c)
+    """A vector clock on the wire; InvalidArgument (nothing is sent) for one no node could hold: node ids are
+    1 .. 2**64-1, counters 0 .. 2**64-1."""
+    try:
+        pairs = sorted((int(n), int(c)) for n, c in v.items())
+    except (TypeError, ValueError, AttributeError):
+        raise InvalidArgument(f"a vector clock maps node ids to counters, both integers; got {v!r}") from None
+    for n, c in pairs:
+        if not 0 < n < _U64 or not 0 <= c < _U64:
+            raise InvalidArgument(
+                f"a vector clock's node ids are positive and its counters non-negative (64-bit); got {n}: {c}"
+            )
+    pairs = [(n, c) for n, c in pairs if c]
     return kv_pb2.VectorClock(nodes=[n for n, _ in pairs], counters=[c for _, c in pairs])
 
 

@@ -319,6 +319,8 @@ def test_write_with_unknown_outcome_says_so(srv: FakeServer) -> None:
     ("args", "code", "fragment"),
     [
         (("put", "", "v"), ExitCode.INVALID, "must not be empty"),
+        (("put", "k", "v", "--context", '{"0": 1}'), ExitCode.INVALID, "vector clock's node ids are positive"),
+        (("put", "k", "v", "--context", '{"1": -1}'), ExitCode.INVALID, "vector clock's node ids are positive"),
         (("get", "k", "--consistency", "sometimes"), ExitCode.USAGE, "--consistency"),
         (("list", "--limit", "0"), ExitCode.USAGE, "--limit"),
         (("put", "k"), ExitCode.USAGE, "VALUE"),

@@ -20,6 +20,7 @@ from hypothesis import strategies as st
 from raftkv.client import (
     CLUSTER_FILE,
     Client,
+    Compare,
     DeleteResult,
     KeyValue,
     NodeStatus,
@@ -487,6 +488,19 @@ def test_a_host_name_that_does_not_resolve_is_nothing_listening() -> None:
         "put failed after 1 attempt: nothing is listening at no-such-host.invalid:2379 (cannot resolve the host name)"
     )
     assert ei.value.applied == "no"
+
+
+@pytest.mark.parametrize("clock", [{0: 1}, {1: -1}, {2**64: 1}, {1: 2**64}, {"x": 1}])
+def test_a_vector_clock_no_node_could_hold_is_refused_before_sending(srv: FakeServer, clock: Any) -> None:
+    async def go() -> None:
+        async with Client([srv.addr], timeout_s=5) as c:
+            with pytest.raises(InvalidArgument, match="vector clock"):
+                await c.put("k", "v", context=clock)
+            with pytest.raises(InvalidArgument, match="vector clock"):
+                await c.txn([Compare("k", "vclock", "==", clock)])
+
+    run(go)
+    assert srv.kv.calls["Put"] == srv.kv.calls["Txn"] == 0
 
 
 def test_retries_go_on_while_some_endpoint_answers(srv: FakeServer) -> None:
