@@ -124,6 +124,7 @@ DEFAULT_CLUSTER_DIR = ".raftkv-cluster"
 BACKOFF_MIN_S = 0.05
 BACKOFF_MAX_S = 1.0
 _U64 = 1 << 64
+_I64 = 1 << 63
 META_CURRENT_BIN = "raftkv-current-bin"
 """Trailing metadata of a failed condition: the key's current KeyValue (serialized protobuf)."""
 _U32_MAX = (1 << 32) - 1
@@ -244,8 +245,8 @@ class Compare:
                 raise InvalidArgument("a vclock compare needs a {node: counter} mapping")
             c.vclock.CopyFrom(_vclock_pb(x))
         else:
-            if isinstance(x, bool) or not isinstance(x, int) or x < 0:
-                raise InvalidArgument(f"a {self.target} compare needs a non-negative integer, got {x!r}")
+            if isinstance(x, bool) or not isinstance(x, int) or not 0 <= x < _U64:
+                raise InvalidArgument(f"a {self.target} compare needs a non-negative 64-bit integer, got {x!r}")
             c.number = x
         return c
 
@@ -280,7 +281,8 @@ class TxnOp:
         t = _TXN_OPS.get(self.kind)
         if t is None:
             raise InvalidArgument(f"unknown transaction operation {self.kind!r}: expected one of {', '.join(_TXN_OPS)}")
-        return kv_pb2.TxnOp(type=t, key=_key(self.key), value=_to_bytes(self.value, "value"), delta=self.delta)
+        delta = _int(self.delta, "an increment", -_I64, _I64)
+        return kv_pb2.TxnOp(type=t, key=_key(self.key), value=_to_bytes(self.value, "value"), delta=delta)
 
 
 @dataclass(frozen=True, slots=True)
@@ -548,6 +550,13 @@ def _to_bytes(v: bytes | str, what: str) -> bytes:
     if isinstance(v, bytearray | memoryview):
         return bytes(v)
     raise InvalidArgument(f"{what} must be bytes or str, not {type(v).__name__}")
+
+
+def _int(x: int, what: str, lo: int, hi: int) -> int:
+    """``x`` if it is an integer with ``lo <= x < hi`` (what the wire can carry), else InvalidArgument."""
+    if isinstance(x, bool) or not isinstance(x, int) or not lo <= x < hi:
+        raise InvalidArgument(f"{what} must be an integer from {lo} to {hi - 1}, got {x!r}")
+    return x
 
 
 def _key(k: bytes | str) -> bytes:
@@ -911,7 +920,7 @@ class Client:
         Retries are exactly-once: a retried increment that already applied is not applied again."""
         k = _key(key)
         async with self._session() as session:
-            req = kv_pb2.IncrRequest(key=k, delta=delta, session=session)
+            req = kv_pb2.IncrRequest(key=k, delta=_int(delta, "an increment", -_I64, _I64), session=session)
             resp = await self._call("Incr", lambda _remaining: req, kv_pb2.IncrResponse, write=True)
         return int(resp.value)
 
@@ -948,17 +957,18 @@ class Client:
     async def member_add(self, node_id: int, peer_addr: str, client_addr: str, *, learner: bool = False) -> MemberList:
         """Add a member (through the leader). Start the new node afterwards with ``raftkv serve --join
         --join-cluster-id <the returned cluster id>``; add it as a learner to let it catch up before it votes."""
+        node_id = _int(node_id, "a node id", 1, _U64)
         req = kv_pb2.MemberAddRequest(id=node_id, peer_addr=peer_addr, client_addr=client_addr, learner=learner)
         resp = await self._call("MemberAdd", lambda _r: req, kv_pb2.MemberChangeResponse, write=True)
         return MemberList(tuple(_member(m) for m in resp.members), resp.cluster_id)
 
     async def member_promote(self, node_id: int) -> MemberList:
-        req = kv_pb2.MemberPromoteRequest(id=node_id)
+        req = kv_pb2.MemberPromoteRequest(id=_int(node_id, "a node id", 1, _U64))
         resp = await self._call("MemberPromote", lambda _r: req, kv_pb2.MemberChangeResponse, write=True)
         return MemberList(tuple(_member(m) for m in resp.members), resp.cluster_id)
 
     async def member_remove(self, node_id: int, *, force: bool = False) -> MemberList:
-        req = kv_pb2.MemberRemoveRequest(id=node_id, force=force)
+        req = kv_pb2.MemberRemoveRequest(id=_int(node_id, "a node id", 1, _U64), force=force)
         resp = await self._call("MemberRemove", lambda _r: req, kv_pb2.MemberChangeResponse, write=True)
         return MemberList(tuple(_member(m) for m in resp.members), resp.cluster_id)
 
@@ -971,7 +981,7 @@ class Client:
 
     async def transfer_leader(self, to: int = 0) -> int:
         """Hand leadership to node ``to`` (0: the most up-to-date voter); returns the new leader's id."""
-        req = kv_pb2.TransferLeaderRequest(to=to)
+        req = kv_pb2.TransferLeaderRequest(to=_int(to, "a node id", 0, _U64))
         resp = await self._call("TransferLeader", lambda _r: req, kv_pb2.TransferLeaderResponse, write=True)
         return int(resp.leader_id)
 
@@ -1006,7 +1016,7 @@ class Client:
         pass 0 to opt out. ``max_staleness_ms`` applies to ``consistency="bounded"``."""
         k = _key(key)
         level = _consistency(consistency)
-        floor = self._seen_index if min_index is None else min_index
+        floor = self._seen_index if min_index is None else _int(min_index, "min_index", 0, _U64)
 
         def request(remaining: float) -> kv_pb2.GetRequest:
             read = self._read_options(level, floor, max_staleness_ms, fail_if_stale, remaining)
@@ -1035,7 +1045,7 @@ class Client:
         if not 1 <= limit <= 10_000:
             raise InvalidArgument(f"limit must be between 1 and 10000, got {limit}")
         level = _consistency(consistency)
-        floor = self._seen_index if min_index is None else min_index
+        floor = self._seen_index if min_index is None else _int(min_index, "min_index", 0, _U64)
 
         def request(remaining: float) -> kv_pb2.RangeRequest:
             read = self._read_options(level, floor, max_staleness_ms, False, remaining)

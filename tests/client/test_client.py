@@ -27,6 +27,7 @@ from raftkv.client import (
     PutResult,
     RangeResult,
     SyncClient,
+    TxnOp,
     cluster_health,
     compare,
     local_cluster_dir,
@@ -501,6 +502,25 @@ def test_a_vector_clock_no_node_could_hold_is_refused_before_sending(srv: FakeSe
 
     run(go)
     assert srv.kv.calls["Put"] == srv.kv.calls["Txn"] == 0
+
+
+def test_numbers_the_wire_cannot_carry_are_refused_before_sending(srv: FakeServer) -> None:
+    big = 2**64
+
+    async def go() -> None:
+        async with Client([srv.addr], timeout_s=5) as c:
+            calls: list[Any] = [
+                c.incr("k", 2**63), c.get("k", min_index=big), c.range("", min_index=-1),
+                c.put("k", "v", if_version=big), c.txn(success=[TxnOp.incr("k", -(2**63) - 1)]),
+                c.member_promote(big), c.member_remove(0),
+                c.transfer_leader(-1),
+            ]
+            for call in calls:
+                with pytest.raises(InvalidArgument, match="integer"):
+                    await call
+
+    run(go)
+    assert sum(srv.kv.calls.values()) == 0
 
 
 def test_retries_go_on_while_some_endpoint_answers(srv: FakeServer) -> None:
