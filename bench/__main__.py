@@ -30,7 +30,7 @@ workloads:
   get-linearizable    linearizable reads (raftkv: read index; etcd: a linearizable Range)
   get-lease           raftkv's leader-lease reads (etcd has none: n/a)
   get-stale           reads served from a node's local state (etcd: a serializable Range)
-  mixed-90-10         90 %% get-linearizable, 10 %% put;  mixed-50-50: half and half
+  mixed-90-10         90 % get-linearizable, 10 % put;  mixed-50-50: half and half
   incr                atomic increments of counters (etcd has none: n/a)
   txn                 one compare + one put per transaction (etcd: Txn)
   cas                 each client puts its own key if its version is the one it last wrote

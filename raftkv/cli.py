@@ -34,7 +34,17 @@ from .client import (
     local_cluster_dir,
     resolve_endpoints,
 )
-from .errors import ConditionFailed, ExitCode, InvalidArgument, RaftKVError, Removed, Timeout, Unavailable
+from .errors import (
+    ConditionFailed,
+    ExitCode,
+    InvalidArgument,
+    RaftKVError,
+    Removed,
+    Timeout,
+    Unavailable,
+    escaped,
+    quoted,
+)
 
 T = TypeVar("T")
 
@@ -155,29 +165,13 @@ class RaftKVGroup(click.Group):
 
 
 _BYTES_LITERAL = re.compile(r"""\bb('(?:[^'\\\n]|\\.)*'|"(?:[^"\\\n]|\\.)*")""")
-_UNSAFE = re.compile("[\x00-\x1f\x7f-\x9f\\\\\u2028\u2029\udc80-\udcff]")
-_ESCAPES = {"\n": "\\n", "\t": "\\t", "\r": "\\r", "\\": "\\\\"}
-
-
-def _escape_char(m: re.Match[str]) -> str:
-    ch = m.group(0)
-    o = ord(ch)
-    if ch in _ESCAPES:
-        return _ESCAPES[ch]
-    if 0xDC80 <= o <= 0xDCFF:  # a byte that is not UTF-8 (surrogateescape)
-        return f"\\x{o - 0xDC00:02x}"
-    return f"\\x{o:02x}" if o < 0x100 else f"\\u{o:04x}"
-
-
 def _escaped(b: bytes) -> str:
-    """``b`` as one line of text: UTF-8, with backslashes, control characters and bytes that are not UTF-8
-    escaped (``\\n``, ``\\t``, ``\\\\``, ``\\xff``)."""
-    return _UNSAFE.sub(_escape_char, b.decode("utf-8", "surrogateescape"))
+    return escaped(b)
 
 
 def _quoted(b: bytes) -> str:
     """A key (or value) in a message: ``'user:1'``."""
-    return f"'{_escaped(b)}'"
+    return quoted(b)
 
 
 def _plain(message: str) -> str:

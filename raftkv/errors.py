@@ -28,6 +28,7 @@ This module imports nothing but the standard library: the client, server and CLI
 
 from __future__ import annotations
 
+import re
 from typing import Any, ClassVar
 
 META_KIND = "raftkv-error"
@@ -38,6 +39,34 @@ META_LEADER_ADDR = "raftkv-leader-addr"
 APPLIED_NO = "no"
 APPLIED_UNKNOWN = "unknown"
 _APPLIED = frozenset({APPLIED_NO, APPLIED_UNKNOWN})
+
+
+_UNSAFE = re.compile("[\x00-\x1f\x7f-\x9f\\\\\u2028\u2029\udc80-\udcff]")
+_ESCAPES = {"\n": "\\n", "\t": "\\t", "\r": "\\r", "\\": "\\\\"}
+
+
+def _escape_char(m: re.Match[str]) -> str:
+    ch = m.group(0)
+    o = ord(ch)
+    if ch in _ESCAPES:
+        return _ESCAPES[ch]
+    if 0xDC80 <= o <= 0xDCFF:  # a byte that is not UTF-8 (surrogateescape)
+        return f"\\x{o - 0xDC00:02x}"
+    return f"\\x{o:02x}" if o < 0x100 else f"\\u{o:04x}"
+
+
+def escaped(b: bytes) -> str:
+    """``b`` as one line of text: UTF-8, with backslashes, control characters and bytes that are not UTF-8
+    escaped (``\\n``, ``\\t``, ``\\\\``, ``\\xff``)."""
+    return _UNSAFE.sub(_escape_char, b.decode("utf-8", "surrogateescape"))
+
+
+def quoted(b: bytes, limit: int = 0) -> str:
+    """A key (or value) as messages show it: ``'user:1'``, escaped, cut to ``limit`` bytes (0: whole) with "...";
+    never a Python ``b'...'`` repr."""
+    if limit and len(b) > limit:
+        return f"'{escaped(b[:limit])}...'"
+    return f"'{escaped(b)}'"
 
 
 class ExitCode:
@@ -253,5 +282,7 @@ __all__ = [
     "Timeout",
     "Unavailable",
     "error_of_kind",
+    "escaped",
     "from_wire",
+    "quoted",
 ]

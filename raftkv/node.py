@@ -32,6 +32,7 @@ from collections import deque
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, cast
 
 from .errors import (
@@ -888,9 +889,10 @@ class Node:
             self._snapshot_status.append((m.to, ok))
             self._wake.set()
 
-    def dump_snapshot(self) -> SnapshotInfo:
+    def dump_snapshot(self, into: Path | None = None) -> SnapshotInfo:
         """Write the state machine as it stands into a snapshot file, from one consistent read transaction (writes
-        go on meanwhile). Runs on a worker thread."""
+        go on meanwhile), in ``into`` (default: the snapshot directory, which keeps the newest three for
+        followers). Runs on a worker thread."""
         store = self.store
         try:
             with store.read_txn() as txn:
@@ -901,12 +903,13 @@ class Node:
                     conf_state=self.fsm.conf_state(txn=txn),
                     cluster_id=self.settings.cluster_id,
                 )
-                info = write_snapshot(self.snapshot_dir, header, self.fsm.iter_state(txn))
+                info = write_snapshot(into or self.snapshot_dir, header, self.fsm.iter_state(txn))
         except _DAMAGE as e:  # never hand damaged state on: raise the alarm (on the loop), fail this snapshot
             if self._loop is not None:
                 self._loop.call_soon_threadsafe(self.found_corruption, e)
             raise
-        prune(self.snapshot_dir, keep=3)
+        if into is None:
+            prune(self.snapshot_dir, keep=3)
         return info
 
     def on_snapshot_received(self, frm: int, path: Any) -> None:

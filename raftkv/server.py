@@ -12,8 +12,10 @@ import functools
 import gc
 import logging
 import os
+import shutil
 import signal
 import sys
+import tempfile
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
@@ -33,6 +35,7 @@ from .errors import (
     Timeout,
     Unavailable,
     error_of_kind,
+    quoted,
 )
 from .kv import (
     Alarm,
@@ -137,7 +140,10 @@ def kv_to_pb(kv: KeyValue, keys_only: bool = False) -> kv_pb2.KeyValue:
 def vclock_from_pb(v: kv_pb2.VectorClock) -> VectorClock:
     if len(v.nodes) != len(v.counters):
         raise InvalidArgument("vector clock: nodes and counters must have the same length")
-    return VectorClock(zip(v.nodes, v.counters, strict=True))
+    try:
+        return VectorClock(zip(v.nodes, v.counters, strict=True))
+    except ValueError as e:
+        raise InvalidArgument(f"vector clock: {e}") from None
 
 
 def conditions_from_pb(compares: Any, default_key: bytes = b"") -> tuple[Condition, ...]:
@@ -180,7 +186,8 @@ def result_error(result: Any) -> RaftKVError | None:
             state = f"version {cur.version}, mod_revision {cur.mod_revision}"
             if cur.siblings:
                 state += f", {len(cur.siblings) + 1} concurrent values"
-        return ConditionFailed(f"condition on the {what} of key {f.key!r} did not hold ({state})", current=cur)
+        return ConditionFailed(f"condition on the {what} of key {quoted(f.key, 80)} did not hold ({state})",
+                               current=cur)
     if isinstance(result, DuplicateResult):
         return InvalidArgument("stale request: this session already moved past this sequence number")
     return None
@@ -579,7 +586,8 @@ class KVServicer(kv_pb2_grpc.KVServicer):
                 results[i] = kv_pb2.BatchResult(error=batch_error(e))
             except Exception as e:  # a bug: fail this operation alone, as its unary RPC would fail (UNKNOWN)
                 log.exception("batch operation failed")
-                results[i] = kv_pb2.BatchResult(error=kv_pb2.BatchError(code="UNKNOWN", message=f"Unexpected {e!r}"))
+                msg = f"unexpected {type(e).__name__}: {e}"
+                results[i] = kv_pb2.BatchResult(error=kv_pb2.BatchError(code="UNKNOWN", message=msg))
         # Every operation has its result by now: a validation error, its write's outcome, or its read group's.
         return kv_pb2.BatchResponse(header=self.header(self.node.applied), results=cast("list[Any]", results))
 
@@ -751,23 +759,30 @@ class KVServicer(kv_pb2_grpc.KVServicer):
         loop = asyncio.get_running_loop()
         node = self.node
         await self._refuse_if_removed(ctx)
+        # A backup is dumped into a directory of its own and removed once streamed: nothing is left in the node's
+        # data directory (its snapshots/ keeps only what followers may need).
+        tmp = Path(tempfile.mkdtemp(prefix="backup-", dir=node.settings.data_dir))
         try:
-            info = await loop.run_in_executor(node._snapshot_pool, node.dump_snapshot)
-        except Exception as e:
-            await self._abort(ctx, StorageError(f"node {node.id} could not take a snapshot: {e}"))
-            return
-        first = True
-        with open(info.path, "rb") as f:
-            while True:
-                chunk = await loop.run_in_executor(None, f.read, 1 << 20)
-                if not chunk and not first:
-                    break
-                yield kv_pb2.SnapshotData(
-                    chunk=chunk, total_bytes=info.size_bytes if first else 0, index=info.header.index if first else 0
-                )
-                first = False
-                if not chunk:
-                    break
+            try:
+                info = await loop.run_in_executor(node._snapshot_pool, node.dump_snapshot, tmp)
+            except Exception as e:
+                await self._abort(ctx, StorageError(f"node {node.id} could not take a snapshot: {e}"))
+                return
+            first = True
+            with open(info.path, "rb") as f:
+                while True:
+                    chunk = await loop.run_in_executor(None, f.read, 1 << 20)
+                    if not chunk and not first:
+                        break
+                    yield kv_pb2.SnapshotData(
+                        chunk=chunk, total_bytes=info.size_bytes if first else 0,
+                        index=info.header.index if first else 0,
+                    )
+                    first = False
+                    if not chunk:
+                        break
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
 
     # -- the cross-replica consistency check ----------------------------------------------------------------------
     async def StateHash(

@@ -59,7 +59,7 @@ from typing import Any, NamedTuple, Protocol
 import lmdb
 
 from raftkv.codec import CodecError, decode_session_record, encode_value_record
-from raftkv.errors import DataCorruption, InvalidArgument
+from raftkv.errors import DataCorruption, InvalidArgument, quoted
 from raftkv.raft.core import conf_state_after
 from raftkv.raft.types import ConfChangeType, ConfState, Entry, EntryType
 
@@ -198,7 +198,7 @@ def unseal(table: bytes, key: bytes, raw: bytes) -> bytes:
     value = raw[4:]
     if len(raw) < 4 or _crc_of(raw)[0] != _crc32(value, _crc32(key)):
         raise DataCorruption(
-            f"the state machine's record {key[:64]!r} in table {table.decode()!r} does not match its checksum"
+            f"the state machine's record {quoted(key, 64)} in table {table.decode()!r} does not match its checksum"
         )
     return value
 
@@ -716,8 +716,9 @@ class KVStateMachine:
                         try:
                             decode(key, value)
                         except (CodecError, ValueError, struct.error) as e:
-                            raise DataCorruption(f"record {key[:64]!r} of table {name.decode()!r} does not decode: "
-                                                 f"{e}") from e
+                            raise DataCorruption(
+                                f"record {quoted(key, 64)} of table {name.decode()!r} does not decode: {e}"
+                            ) from e
                     n += 1
             except DataCorruption as e:
                 problems.append(e.message)
@@ -849,13 +850,14 @@ class _Executor:
         keep = tuple([s for s in candidates if ctx.get(s.node) < s.revision])
         limits = self.limits
         if len(keep) + 1 > limits.max_siblings:
-            return ErrorResult(_INVALID, f"put: key {key!r:.80} would hold {len(keep) + 1} concurrent values, more "
-                                         f"than the limit of {limits.max_siblings}: resolve its siblings first "
-                                         "(put with the context a get returns)")
+            return ErrorResult(_INVALID, f"put: key {quoted(key, 80)} would hold {len(keep) + 1} concurrent values, "
+                                         f"more than the limit of {limits.max_siblings}: resolve its siblings "
+                                         "first (put with the context a get returns)")
         total = len(cmd.value) + sum(len(s.value) for s in keep)
         if total > _SIBLING_BYTES_FACTOR * limits.max_value_bytes:
-            return ErrorResult(_INVALID, f"put: the concurrent values of key {key!r:.80} would total {total} bytes, "
-                                         f"more than {_SIBLING_BYTES_FACTOR} x max_value_bytes: resolve them first")
+            return ErrorResult(_INVALID, f"put: the concurrent values of key {quoted(key, 80)} would total {total} "
+                                         f"bytes, more than {_SIBLING_BYTES_FACTOR} x max_value_bytes: resolve "
+                                         "them first")
         rev = self._rev()
         kv = KeyValue(key, cmd.value, old.create_revision, rev, old.version + 1,
                       old.vclock.advance(self.proposer, rev), keep)
@@ -874,11 +876,11 @@ class _Executor:
         base = 0
         if old is not None:
             if old.siblings:
-                return ErrorResult(_INVALID, f"incr: key {key!r:.80} holds concurrent values (siblings): resolve "
+                return ErrorResult(_INVALID, f"incr: key {quoted(key, 80)} holds concurrent values (siblings): resolve "
                                              "them first")
             parsed = _parse_int(old.value)
             if parsed is None:
-                return ErrorResult(_INVALID, f"incr: the value of {key!r:.80} is not a 64-bit decimal integer")
+                return ErrorResult(_INVALID, f"incr: the value of {quoted(key, 80)} is not a 64-bit decimal integer")
             base = parsed
         n = base + delta
         if not _I64_MIN <= n <= _I64_MAX:

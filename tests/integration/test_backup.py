@@ -22,9 +22,13 @@ def test_save_then_restore_every_member_brings_the_state_back(cluster: Cluster, 
         for i in range(50):
             c.put(f"k{i}", f"v{i}")
         c.incr("counter", 7)
+    before = {n.id: sorted(p.relative_to(n.data_dir) for p in n.data_dir.rglob("*")) for n in cluster.info.nodes}
     r = cluster.cli("snapshot", "save", str(backup))
     assert r.returncode == 0, r.stderr
     assert r.stdout.startswith(b"saved ") and b"crc32" in r.stdout
+    for n in cluster.info.nodes:  # the backup left nothing behind in any node's data directory
+        after = sorted(p.relative_to(n.data_dir) for p in n.data_dir.rglob("*"))
+        assert after == before[n.id], (n.id, set(after) ^ set(before[n.id]))
     with cluster.client() as c:
         c.put("after-backup", "x")
     localcluster.down(cluster.dir)
