@@ -35,6 +35,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, cast
 
+from .clock import Clock, SystemClock
 from .errors import (
     APPLIED_UNKNOWN,
     DataCorruption,
@@ -143,8 +144,20 @@ class _Waiter:
 
 
 class Node:
-    def __init__(self, settings: Settings, store: LmdbLogStore, fsm: KVStateMachine, transport: Transport) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        store: LmdbLogStore,
+        fsm: KVStateMachine,
+        transport: Transport,
+        *,
+        clock: Clock | None = None,
+        rng: random.Random | None = None,
+    ) -> None:
+        """``clock``: where the node reads time (``SystemClock()``; tests pass a ``FakeClock``); ``rng``: the Raft
+        core's randomness (randomized election timeouts; a fresh ``random.Random()`` by default)."""
         self.settings = settings
+        self.clock: Clock = clock or SystemClock()
         self.id = settings.id
         self.store = store
         self.fsm = fsm
@@ -224,7 +237,7 @@ class Node:
                 pre_vote=True,
                 forward_proposals=settings.forward_proposals,
                 decode_conf_change=decode_conf_change,
-                rng=random.Random(),
+                rng=rng or random.Random(),
             ),
             _CoreStorage(store),
         )
@@ -546,20 +559,20 @@ class Node:
         if point is None:
             return False
         tick, commit = point
-        age_s = time.monotonic() - (self._t0 + tick * self._tick_s)
+        age_s = self.clock.monotonic() - (self._t0 + tick * self._tick_s)
         return age_s * 1000.0 < max_staleness_ms and self.applied >= commit
 
     def leader_contact_ms(self) -> int:
         ticks = self.raw.ticks_since_leader_contact()
         if ticks is None:
-            return int((time.monotonic() - self._t0) * 1000) if self._t0 else 0
+            return int((self.clock.monotonic() - self._t0) * 1000) if self._t0 else 0
         return ticks * self.settings.tick_ms
 
     # -- the loop ---------------------------------------------------------------------------------------------
     async def run(self) -> None:
         """Drive the node until ``stop()``. The only task that touches ``self.raw``."""
         self._loop = asyncio.get_running_loop()
-        self._t0 = time.monotonic()
+        self._t0 = self.clock.monotonic()
         io = _DriverIO(self, self._loop)
         ticker = asyncio.create_task(self._ticker(), name=f"raftkv-ticker-{self.id}")
         # Readys taken whose writes are under way, oldest first (None: nothing to write). They are finished strictly
@@ -661,7 +674,7 @@ class Node:
     def _step_inputs(self) -> None:
         raw = self.raw
         # 1. Ticks due by the monotonic clock (none once removed: a removed node must not campaign).
-        due = int((time.monotonic() - self._t0) / self._tick_s) - self._ticks_done
+        due = int((self.clock.monotonic() - self._t0) / self._tick_s) - self._ticks_done
         if due > 0 and not self.removed:
             self._ticks_done += due
             for _ in range(due):
@@ -731,7 +744,7 @@ class Node:
                     if not f.done():
                         f.set_exception(err)
             else:
-                self._read_rounds[ctx] = (time.monotonic(), futs)
+                self._read_rounds[ctx] = (self.clock.monotonic(), futs)
                 self.stats.read_rounds += 1
 
     def _read_request_room(self) -> bool:
@@ -741,7 +754,7 @@ class Node:
             return True
         # A request unanswered for an election timeout was lost (a dropped message): it holds no one back any more
         # (its reads still wait for it, until their deadline or a leader change).
-        oldest_live = time.monotonic() - self.settings.election_ticks * self._tick_s
+        oldest_live = self.clock.monotonic() - self.settings.election_ticks * self._tick_s
         return sum(1 for t, _ in rounds.values() if t > oldest_live) < bound
 
     def _pipeline_has_room(self) -> bool:
@@ -752,7 +765,7 @@ class Node:
     def _propose_batch(self) -> None:
         props, self._proposals = self._proposals, []
         raw = self.raw
-        now_ns = time.time_ns()
+        now_ns = self.clock.time_ns()
         limit = self.settings.max_batch_bytes
         groups: list[list[tuple[Command, _Waiter]]] = [[]]
         size = 0

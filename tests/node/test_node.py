@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 
+from raftkv.clock import Clock
 from raftkv.errors import NotLeader, Unavailable
 from raftkv.kv import Applied, Delete, DeleteResult, KVStateMachine, Put, PutResult
 from raftkv.kv.vclock import VectorClock
@@ -22,8 +23,9 @@ from raftkv.transport import MemoryNetwork, MemoryTransport
 
 
 class Cluster:
-    def __init__(self, tmp: Path, n: int = 3, **settings: Any) -> None:
+    def __init__(self, tmp: Path, n: int = 3, *, clock: Clock | None = None, **settings: Any) -> None:
         self.tmp = tmp
+        self.clock = clock
         self.net = MemoryNetwork()
         self.settings = settings
         self.members = tuple(Member(i, f"127.0.0.1:{7000 + i}", f"127.0.0.1:{8000 + i}") for i in range(1, n + 1))
@@ -45,7 +47,7 @@ class Cluster:
             snapshot_dir=self.tmp / f"n{nid}" / "snapshots", snapshot_sink=SnapshotReceiver.open,
             on_removed=lambda peer, h=holder: h[0].on_removed(peer),
         )
-        node = Node(s, store, KVStateMachine(store), t)
+        node = Node(s, store, KVStateMachine(store), t, clock=self.clock)
         holder.append(node)
         self.nodes[nid] = node
         return node
