@@ -764,7 +764,7 @@ class KVServicer(kv_pb2_grpc.KVServicer):
         tmp = Path(tempfile.mkdtemp(prefix="backup-", dir=node.settings.data_dir))
         try:
             try:
-                info = await loop.run_in_executor(node._snapshot_pool, node.dump_snapshot, tmp)
+                info = await node.backup(tmp)
             except Exception as e:
                 await self._abort(ctx, StorageError(f"node {node.id} could not take a snapshot: {e}"))
                 return

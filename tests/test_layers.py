@@ -1,7 +1,8 @@
 """The layering of ARCHITECTURE.md, enforced: walk every module's imports and check each arrow.
 
     cli ──► client                   (thin: may not import node, raft, storage)
-     └──► server ──► node ──► storage · transport · kv · codec · ready
+     └──► server ──► node ──► writer · storage · transport · kv · codec · clock
+                       └──► replica ──► ready · kv       (no asyncio, clock, threads, randomness, I/O)
                                  └──────► raft   (stdlib only: no asyncio, time, random, grpc, lmdb, msgpack)
 
 A new top-level module must be added to ALLOWED, which makes its place in the layering a reviewed decision.
@@ -33,7 +34,10 @@ ALLOWED: dict[str, set[str]] = {
     "proto": {"proto"},
     "transport": {"transport", "raft", "codec", "proto", "errors"},
     "settings": {"errors"},
-    "node": {"raft", "ready", "storage", "transport", "kv", "codec", "errors", "settings", "metrics", "clock"},
+    "replica": {"raft", "ready", "kv", "errors", "settings"},
+    "writer": {"raft", "storage", "kv", "settings"},
+    "node": {"raft", "replica", "writer", "storage", "transport", "kv", "codec", "errors", "settings", "metrics",
+             "clock"},
     "clock": set(),
     "metrics": set(),
     "server": {"server", "node", "raft", "storage", "transport", "kv", "codec", "errors", "proto", "settings",
@@ -122,6 +126,19 @@ def test_raft_core_uses_no_io_clock_or_global_randomness() -> None:
     assert not bad, "\n".join(bad)
 
 
+# The replica is as pure as the core, but may use the state machine's types (which load msgpack and lmdb modules).
+REPLICA_FORBIDDEN = {"asyncio", "time", "random", "socket", "threading", "concurrent", "os", "io", "datetime",
+                     "uuid", "grpc", "lmdb", "subprocess", "selectors", "signal"}
+
+
+def test_the_replica_uses_no_io_clock_threads_or_randomness() -> None:
+    """``raftkv.replica`` is driven by events with the time passed in: it imports nothing that waits, reads a
+    clock, draws random numbers or touches a socket or a file."""
+    bad = [f"raftkv.replica imports {imp}" for imp in _imports("raftkv.replica", ROOT / "replica.py")
+           if imp.split(".")[0] in REPLICA_FORBIDDEN]
+    assert not bad, "\n".join(bad)
+
+
 def test_nothing_outside_the_core_reads_its_internals() -> None:
     """The driver, servicer and tools see the core through ``RawNode``'s public face (its properties, ``status()``,
     ``read_freshness()`` ...), never through ``RawNode.raft``: the core's insides can change without breaking them."""
@@ -138,7 +155,7 @@ def test_nothing_outside_the_core_reads_its_internals() -> None:
 # What the client side must not load: the daemon (state machine, storage, Raft core, node, server, their libraries).
 SERVER_SIDE = (
     "lmdb", "msgpack", "uvloop", "raftkv.kv", "raftkv.raft", "raftkv.storage", "raftkv.codec", "raftkv.ready",
-    "raftkv.node", "raftkv.server", "raftkv.transport",
+    "raftkv.node", "raftkv.server", "raftkv.transport", "raftkv.replica", "raftkv.writer",
 )
 # What the CLI loads only for the commands that use it (each costs every command start-up time otherwise).
 CLI_LAZY = (

@@ -92,9 +92,9 @@ async def _a_bound_below_one_tick_is_never_met_locally(cluster: Cluster) -> None
         with pytest.raises(Aborted) as e:
             await get(svc, bounded(b"k", 0, fail_if_stale=True))
         assert e.value.code.name == "UNAVAILABLE"
-        rounds = n.stats.read_rounds
+        rounds = n.replica.stats.read_rounds
         resp = await get(svc, bounded(b"k", 0, fail_if_stale=False))
-        assert resp.kv.value == b"v" and n.stats.read_rounds > rounds  # it took a read-index round
+        assert resp.kv.value == b"v" and n.replica.stats.read_rounds > rounds  # it took a read-index round
         resp = await get(svc, bounded(b"k", 5_000, fail_if_stale=True))  # a generous bound is served locally
         assert resp.kv.value == b"v"
 

@@ -53,12 +53,12 @@ def test_no_node_ticks_or_campaigns_until_the_clock_moves(tmp_path: Path) -> Non
             terms = {n.id: n.raw.term for n in c.nodes.values()}  # the bootstrap term
             # Thirty real tick periods, three real election timeouts: on the system clock someone would campaign.
             await asyncio.sleep(30 * TICK_S)
-            assert all(n._ticks_done == 0 for n in c.nodes.values())
+            assert all(n.replica._ticks_done == 0 for n in c.nodes.values())
             now = {n.id: (n.role, n.raw.term) for n in c.nodes.values()}
             assert now == {i: (StateRole.FOLLOWER, t) for i, t in terms.items()}
             async with clock_running(clock):
                 lead = await c.leader(timeout_s=20)
-            assert all(n._ticks_done > 0 for n in c.nodes.values())
+            assert all(n.replica._ticks_done > 0 for n in c.nodes.values())
             assert lead.raw.term >= 1
 
     asyncio.run(main())

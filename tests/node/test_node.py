@@ -124,8 +124,8 @@ async def test_concurrent_puts_are_batched_and_applied_everywhere(cluster: Clust
     )
     results = [a.result for a in applied]
     assert all(isinstance(r, PutResult) for r in results)
-    assert lead.stats.commands_proposed == 200
-    assert lead.stats.batches_proposed < 200  # many commands per log entry
+    assert lead.replica.stats.commands_proposed == 200
+    assert lead.replica.stats.batches_proposed < 200  # many commands per log entry
     # One revision per write, even where several writes share a log entry.
     assert sorted(r.kv.mod_revision for r in results) == list(range(1, 201))  # type: ignore[union-attr]
     assert len({a.index for a in applied}) < 200
@@ -164,8 +164,8 @@ async def test_followers_forward_writes_to_the_leader(cluster: Cluster) -> None:
     # The vector clock names the node that took the write (the proposer in the log entry), not the leader.
     r0 = results[0]
     assert isinstance(r0, PutResult) and r0.kv.vclock == VectorClock({followers[0].id: r0.kv.mod_revision})
-    assert sum(f.stats.commands_forwarded for f in followers) == 100
-    assert lead.stats.commands_forwarded == 0
+    assert sum(f.replica.stats.commands_forwarded for f in followers) == 100
+    assert lead.replica.stats.commands_forwarded == 0
     top = max(a.index for a in applied)
     for node in cluster.nodes.values():
         await asyncio.wait_for(node.wait_applied(top), 5)
@@ -185,7 +185,7 @@ async def test_a_forwarded_write_fails_fast_when_the_leader_changes(cluster: Clu
     with pytest.raises(Unavailable, match="may or may not have been applied"):
         await asyncio.wait_for(pending, 20)
     assert f.leader_id != lead.id
-    assert not f._forwarded_rids  # nothing left behind
+    assert not f.tracked()  # nothing left behind
 
 
 async def _the_leader_keeps_one_batch_in_flight(cluster: Cluster) -> None:
@@ -224,7 +224,7 @@ async def test_linearizable_read_index_on_a_follower_sees_acknowledged_writes(cl
     assert min(reads) >= a.index
     _, kv = f.fsm_get(b"x")
     assert kv is not None and kv.value == b"1"
-    assert f.stats.read_rounds < 20  # concurrent reads share rounds
+    assert f.replica.stats.read_rounds < 20  # concurrent reads share rounds
 
 
 @with_cluster
@@ -235,7 +235,7 @@ async def test_reads_arriving_one_by_one_on_a_follower_share_read_index_requests
     a = await propose_applied(lead, lambda rid: Put(rid, 0, 0, b"y", b"1"))
     f = next(n for n in cluster.nodes.values() if n is not lead)
     cluster.net.delay_s = (0.005, 0.005)  # a round trip to the leader takes 10 ms; a read arrives every millisecond
-    before = f.stats.read_rounds
+    before = f.replica.stats.read_rounds
 
     async def staggered(i: int) -> int:
         await asyncio.sleep(0.001 * i)
@@ -244,7 +244,7 @@ async def test_reads_arriving_one_by_one_on_a_follower_share_read_index_requests
     reads = await asyncio.gather(*(staggered(i) for i in range(60)))
     cluster.net.delay_s = (0.0, 0.0)
     assert min(reads) >= a.index
-    assert f.stats.read_rounds - before <= 15, f.stats.read_rounds - before
+    assert f.replica.stats.read_rounds - before <= 15, f.replica.stats.read_rounds - before
 
 
 @with_cluster
@@ -321,7 +321,7 @@ async def _membership_and_snapshot_catch_up(cluster: Cluster) -> None:
     n4 = cluster.make_node(4, (*cluster.members, m4), join=True, join_cluster_id=lead.settings.cluster_id)
     await cluster.start_node(4)
     await until(lambda: n4.applied >= lead.applied, "node 4 to catch up")
-    assert n4.stats.snapshots_installed >= 1 and lead.stats.snapshots_sent >= 1
+    assert n4.replica.stats.snapshots_installed >= 1 and lead.stats.snapshots_sent >= 1
     _, kv = n4.fsm_get(b"k7")
     assert kv is not None and kv.value == b"v357"
     await lead.change_membership(ConfChangeType.ADD_VOTER, MemberInfo(4, "", ""))
@@ -353,15 +353,12 @@ def test_a_restarted_node_does_not_reuse_request_ids(tmp_path: Path) -> None:
 
     async def main() -> None:
         firsts = []
-        ctxs = []
         for _ in range(3):
             c = Cluster(tmp_path, n=3)
-            node = c.nodes[1]
-            firsts.append(node.new_request_id())
-            ctxs.append(node._next_read_ctx)
+            # Request ids, read ids and read-index contexts all come from one counter of the replica.
+            firsts.append(c.nodes[1].replica.read())
             await c.stop()
         assert len(set(firsts)) == 3, firsts
-        assert len(set(ctxs)) == 3, ctxs
 
     asyncio.run(main())
 
@@ -408,7 +405,7 @@ async def _pipelined_writes_keep_replicas_identical(cluster: Cluster) -> None:
     for node in cluster.nodes.values():
         await asyncio.wait_for(node.wait_applied(top), 5)
     assert len({n.fsm.checksum() for n in cluster.nodes.values()}) == 1
-    assert lead.stats.commands_proposed > 0
+    assert lead.replica.stats.commands_proposed > 0
 
 
 test_pipelined_writes_keep_replicas_identical = with_cluster(

@@ -63,11 +63,12 @@ async def test_a_follower_read_waits_until_the_read_index_is_applied(cluster: Cl
         applied, kv = f.fsm_get(b"k")
         return index, applied, kv
 
-    served = f.stats.reads_served
+    served = f.replica.stats.reads_served
     read = asyncio.ensure_future(linearizable_get())
     try:
         # The leader answered: the follower knows its read index (the futures of the round are resolved) ...
-        await until(lambda: f.stats.reads_served > served, "the leader to answer the follower's read-index request")
+        await until(lambda: f.replica.stats.reads_served > served,
+                    "the leader to answer the follower's read-index request")
         # ... which covers the new write, but the follower has not applied it (it has not even received it) ...
         assert f.applied < new.index <= lead.raw.raft.log.committed
         _, kv = f.fsm_get(b"k")

@@ -49,13 +49,13 @@ async def test_a_batchs_gets_on_a_follower_see_acknowledged_writes_in_one_read_r
     assert [r.WhichOneof("result") for r in resp.results] == ["put"] * 20
     follower = next(n for n in cluster.nodes.values() if n is not lead)
     fsvc = servicer(cluster, follower.id)
-    rounds = follower.stats.read_rounds
+    rounds = follower.replica.stats.read_rounds
     ops = [get_op(b"k%d" % i) for i in range(20)] + [get_op(b"missing"), get_op(b"k3", kv_pb2.STALE)]
     resp = await fsvc.Batch(kv_pb2.BatchRequest(ops=ops), Ctx())  # type: ignore[arg-type]
     got = [r.get for r in resp.results]
     assert [g.kv.value for g in got[:20]] == [b"v%d" % i for i in range(20)]
     assert not got[20].found
-    assert follower.stats.read_rounds - rounds == 1  # 21 linearizable gets, one read-index round
+    assert follower.replica.stats.read_rounds - rounds == 1  # 21 linearizable gets, one read-index round
     assert len({g.header.index for g in got[:21]}) == 1  # one read point, one state
 
 
@@ -74,7 +74,7 @@ async def test_a_batch_without_a_quorum_times_out_every_write_within_its_deadlin
     assert all(e.metadata[META_APPLIED] == "unknown" for e in errors[:5]), errors[0]
     assert errors[5].metadata[META_APPLIED] == "no"
     assert elapsed < 2.0, elapsed
-    assert not lead._waiters  # the abandoned writes are not tracked any more
+    assert not lead.tracked()  # the abandoned writes are not tracked any more
     cluster.net.heal()
 
 
