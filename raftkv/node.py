@@ -58,12 +58,10 @@ from .kv import (
     MemberChangeResult,
     MemberInfo,
     bootstrap_entries,
-    decode_conf_change,
 )
 from .raft import (
     EMPTY_HARD_STATE,
     ConfChangeType,
-    Config,
     HardState,
     LostAcknowledgedEntries,
     Message,
@@ -74,7 +72,7 @@ from .raft import (
     SnapshotMetadata,
     StateRole,
 )
-from .replica import Replica
+from .replica import Replica, core_config
 from .settings import Settings
 from .storage import DurableStorageError, LmdbLogStore, StorageFullError
 from .storage.snapshots import SnapshotHeader, SnapshotInfo, prune, remove_temp_files, write_snapshot
@@ -173,23 +171,7 @@ class Node:
             log.info("node %d: bootstrapped cluster %s with members %s", self.id, settings.cluster_id,
                      [m.id for m in settings.members])
         applied = store.applied_index()
-        raw = RawNode(
-            Config(
-                id=self.id,
-                election_tick=settings.election_ticks,
-                heartbeat_tick=settings.heartbeat_ticks,
-                applied=applied,
-                max_size_per_msg=settings.max_size_per_msg,
-                max_inflight_msgs=settings.max_inflight_msgs,
-                max_inflight_read_rounds=settings.max_inflight_read_rounds,
-                check_quorum=True,
-                pre_vote=True,
-                forward_proposals=settings.forward_proposals,
-                decode_conf_change=decode_conf_change,
-                rng=rng or random.Random(),
-            ),
-            _CoreStorage(store),
-        )
+        raw = RawNode(core_config(settings, applied, rng or random.Random()), _CoreStorage(store))
         self.replica = Replica(settings, raw, fsm, _Effects(self), applied=applied, id_base=_incarnation_base())
         """The node's logic (``raftkv.replica``): everything here but waiting, threads and files."""
         self._check_alarms()  # raised by a hash check before it last stopped: it stays raised
@@ -506,8 +488,12 @@ class Node:
 
     def bounded_read_ok(self, max_staleness_ms: int) -> bool:
         """Whether this node may serve a bounded-staleness read from its applied state now
-        (``Replica.bounded_read_ok``, on this node's monotonic clock)."""
-        return self.replica.bounded_read_ok(max_staleness_ms, self.clock.monotonic())
+        (``Replica.bounded_read_ok``, on this node's monotonic clock). When it may not, the loop asks for a fresh
+        read point at once, for the bounded reads that follow."""
+        ok = self.replica.bounded_read_ok(max_staleness_ms, self.clock.monotonic())
+        if not ok:
+            self._wake.set()
+        return ok
 
     def leader_contact_ms(self) -> int:
         return self.replica.leader_contact_ms(self.clock.monotonic())

@@ -46,6 +46,7 @@ from .kv import (
 )
 from .raft import (
     ConfChangeType,
+    Config,
     EntryType,
     Message,
     MsgType,
@@ -54,15 +55,35 @@ from .raft import (
     Ready,
     StateRole,
 )
+from .raft.config import RandomSource
 from .raft.core import shrinks_two_voters_to_one
 from .ready import finish_ready, start_ready
 from .settings import Settings
 
-__all__ = ["MemberTable", "Replica", "ReplicaIO", "ReplicaStats"]
+__all__ = ["MemberTable", "Replica", "ReplicaIO", "ReplicaStats", "core_config"]
 
 log = logging.getLogger("raftkv.node")
 
 _PROP = MsgType.PROP
+
+
+def core_config(settings: Settings, applied: int, rng: RandomSource) -> Config:
+    """The Raft core's configuration for a node with ``settings`` that has applied up to ``applied``: pre-vote and
+    check-quorum always on (a partitioned node must not disrupt, a partitioned leader must step down)."""
+    return Config(
+        id=settings.id,
+        election_tick=settings.election_ticks,
+        heartbeat_tick=settings.heartbeat_ticks,
+        applied=applied,
+        max_size_per_msg=settings.max_size_per_msg,
+        max_inflight_msgs=settings.max_inflight_msgs,
+        max_inflight_read_rounds=settings.max_inflight_read_rounds,
+        check_quorum=True,
+        pre_vote=True,
+        forward_proposals=settings.forward_proposals,
+        decode_conf_change=decode_conf_change,
+        rng=rng,
+    )
 
 
 class ReplicaIO(Protocol):
@@ -123,6 +144,8 @@ class ReplicaStats:
     """Commands this node proposed as a follower, forwarded to the leader."""
     batches_proposed: int = 0
     read_rounds: int = 0
+    read_refreshes: int = 0
+    """Read-index requests asked with no read waiting: a bounded read found no fresh point (``bounded_read_ok``)."""
     reads_served: int = 0
     entries_applied: int = 0
     snapshots_installed: int = 0
@@ -161,8 +184,9 @@ class Replica:
         self.applied = applied
         self.removed = False
         """This node applied its own removal from the cluster (it then refuses client requests)."""
+        # The address books: every node's addresses known from the configuration and the member tables applied.
         self.client_addrs = {m.id: m.client_addr for m in settings.members}
-        self._peer_addrs = {m.id: m.peer_addr for m in settings.members if m.id != settings.id}
+        self._peer_addrs = {m.id: m.peer_addr for m in settings.members}
         self._table = table
         self._io = io
         self._ready_io = _ReadyIO(io, self._on_applied)
@@ -185,14 +209,19 @@ class Replica:
         self._inflight_entries: dict[int, tuple[int, list[int]]] = {}  # index -> (term, request ids)
         # Read-index requests of this node not yet answered: ctx -> (when it was issued, the reads waiting on it).
         self._read_rounds: dict[bytes, tuple[float, list[int]]] = {}
-        # The peers of the configuration; the replicated member table is adopted at the first membership change or
-        # leader change. Removed nodes are refused from the start, and a node that applied its own removal before it
-        # last stopped stays removed.
-        io.set_peers(dict(self._peer_addrs))
+        self._read_point: tuple[float, int] | None = None  # (when asked, index) of the newest answered request
+        self._refresh = False  # ask for a read index at the next step even with no read waiting
+        # The member table as applied before a restart, if any (members added at run time are in no configuration
+        # file); else the configuration's members. Removed nodes are refused from the start, and a node that applied
+        # its own removal before it last stopped stays removed.
         removed = table.removed_members()
-        io.refuse(removed)
         if self.id in removed:
             self.mark_removed("it applied its own removal before it last stopped")
+        elif table.members():
+            self._refresh_membership()
+        else:
+            io.set_peers({i: a for i, a in self._peer_addrs.items() if i != self.id})
+            io.refuse(removed)
 
     # -- what the driver and the API ask --------------------------------------------------------------------
     @property
@@ -227,18 +256,44 @@ class Replica:
 
     def bounded_read_ok(self, max_staleness_ms: int, now: float) -> bool:
         """Whether a bounded-staleness read may be served from the applied state at monotonic time ``now``: this
-        node knows a read point (``RawNode.read_freshness``) at most ``max_staleness_ms`` old and has applied the
-        commit index of that point. A tick's start stands for the moment a point was taken within it (never later
-        than the moment itself), so the age is never underestimated by the tick granularity; a bound of 0 is never
-        met."""
-        point = self.raw.read_freshness()
-        if point is None:
+        node knows a read point at most ``max_staleness_ms`` old and has applied its index; a bound of 0 is never
+        met. A read point ``(t, index)`` means every entry committed anywhere before ``t`` is at or below ``index``;
+        there are two kinds, both timed on this node's own clock, so a pause or a slow message can only make a point
+        look older than it is, never fresher:
+
+        - the answer to a read-index request of this node (any role), timed from when the request was asked: the
+          leader confirmed its leadership after it received the request, so nothing newer committed before;
+        - on the leader, the start of its newest heartbeat round a majority acknowledged (``RawNode.read_freshness``;
+          a tick's start stands for any moment within it, never later than the moment itself).
+
+        A follower's only points are its requests' answers: the heartbeats a follower receives say nothing about
+        when they were sent (a paused follower would take an old one for news). So when the answer is no, the next
+        step asks for a read index of its own even with no read waiting (``bounded read refreshes``): the next
+        bounded read finds a fresh point."""
+        if self.removed:
             return False
-        tick, commit = point
-        age_s = now - (self._t0 + tick * self._tick_s)
-        return age_s * 1000.0 < max_staleness_ms and self.applied >= commit
+        point = self._read_point
+        if self.raw.role == StateRole.LEADER:
+            lp = self.raw.read_freshness()
+            if lp is not None:
+                at = self._t0 + lp[0] * self._tick_s
+                if point is None or at > point[0]:
+                    point = (at, lp[1])
+        ok = point is not None and (now - point[0]) * 1000.0 < max_staleness_ms and self.applied >= point[1]
+        if not ok and max_staleness_ms > 0:
+            self._refresh = True
+        return ok
+
+    @property
+    def read_point(self) -> tuple[float, int] | None:
+        """(monotonic time it was asked, index) of the newest answered read-index request of this node, if any."""
+        return self._read_point
 
     def lease_read_index(self) -> int | None:
+        """The commit index if this node is the leader and its lease holds (``RawNode.lease_read_index``); None
+        otherwise, and always once removed (a removed node no longer ticks: its lease would never run out)."""
+        if self.removed:
+            return None
         return self.raw.lease_read_index(self.settings.lease_ticks)
 
     def leader_contact_ms(self, now: float) -> int:
@@ -369,9 +424,10 @@ class Replica:
             unknown = Unavailable(
                 f"{err.message}; the write may or may not have been applied (retry it with the same session)",
                 applied=APPLIED_UNKNOWN)
-            for rid in waiting:
+            rids = list(waiting)
+            waiting.clear()  # first: a driver may call back (forget) from inside fail
+            for rid in rids:
                 io.fail(rid, unknown)
-            waiting.clear()
         self._forwarded_rids.clear()
         self._inflight_entries.clear()
         if self._pending_reads:
@@ -425,8 +481,9 @@ class Replica:
             self._transfers.clear()
         # 4. Linearizable reads share one read-index request (and so one heartbeat round); while
         #    max_inflight_read_requests of ours are unanswered, new reads wait and share the next one.
-        if self._pending_reads and self._read_request_room(now):
+        if (self._pending_reads or self._refresh) and self._read_request_room(now):
             ids, self._pending_reads = self._pending_reads, []
+            self._refresh = False
             ctx = self._next_id.to_bytes(8, "big")
             self._next_id += 1
             try:
@@ -439,6 +496,8 @@ class Replica:
             else:
                 self._read_rounds[ctx] = (now, ids)
                 self.stats.read_rounds += 1
+                if not ids:
+                    self.stats.read_refreshes += 1
 
     def _read_request_room(self, now: float) -> bool:
         bound = self.settings.max_inflight_read_requests
@@ -576,33 +635,38 @@ class Replica:
         for rs in rd.read_states:
             issued = self._read_rounds.pop(rs.ctx, None)
             if issued:
-                ids = issued[1]
+                at, ids = issued
+                point = self._read_point
+                if point is None or at > point[0]:
+                    self._read_point = (at, rs.index)
                 self.stats.reads_served += len(ids)
-                self._io.reads_done(ids, rs.index)
+                if ids:
+                    self._io.reads_done(ids, rs.index)
 
     def _refresh_membership(self) -> None:
+        """Adopt the member table as applied: the addresses it names join the address book (kept, not replaced:
+        a node replaying the log passes through tables without the members added later, its leader among them),
+        the transport talks to every known node that was not removed (a removed leader still handing over included:
+        it keeps leading until we all know the change committed, thesis §4.2.2) and refuses the removed ones, and
+        this node stops serving if it applied its own removal."""
         members = self._table.members()
         if not members:
             return
-        self.client_addrs = {m.id: m.client_addr for m in members}
-        peers = {m.id: m.peer_addr for m in members if m.id != self.id}
+        for m in members:
+            self._peer_addrs[m.id] = m.peer_addr
+            self.client_addrs[m.id] = m.client_addr
+        removed = set(self._table.removed_members())
         lead = self.leader_id
-        if lead and lead != self.id and lead not in peers and lead in self._peer_addrs:
-            # A leader that removed itself keeps leading until we all know the change committed (thesis §4.2.2):
-            # keep answering it until the leadership moves on.
-            peers[lead] = self._peer_addrs[lead]
-        self._peer_addrs = peers
+        peers = {i: a for i, a in self._peer_addrs.items() if i != self.id and (i not in removed or i == lead)}
         self._io.set_peers(peers)
-        # Refuse removed nodes, except a removed leader still handing over (above): we must keep answering it.
-        self._io.refuse([n for n in self._table.removed_members() if n not in self.client_addrs and n != lead])
-        if self.id not in self.client_addrs and self.role != StateRole.LEADER:
+        self._io.refuse([n for n in removed if n != lead])
+        if self.id in removed and self.role != StateRole.LEADER:
             self.mark_removed("it applied its own removal")
 
     def _on_soft_state(self, lead: int, role: StateRole) -> None:
         log.info("node %d: %s, leader %s, term %d", self.id, role, lead or "unknown", self.term)
         self._io.leadership_changed(lead, role)
-        if self.client_addrs.keys() != set(self._peer_addrs) | {self.id}:
-            self._refresh_membership()  # drop (or keep) a departed leader's address
+        self._refresh_membership()  # a departed leader that handed over is refused from now on
         if self._forwarded_rids:
             # Requests forwarded to the previous leader may have been dropped with its leadership, or may still
             # commit: their outcome is unknown. Say so now rather than at the deadline; the client retries them

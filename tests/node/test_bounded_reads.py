@@ -1,10 +1,10 @@
 """Bounded-staleness reads through real Nodes and the servicer (README, "Consistency").
 
-A node serves a bounded read locally only if it knows a read point (a heartbeat round a majority confirmed) at most
-``max_staleness_ms`` old in real time, and has applied the leader's commit index as of that point; otherwise the
-read falls back to a linearizable one, or fails with ``fail_if_stale``. The bug these guard against: a follower far
-behind the leader passed the check, because heartbeats carry the follower's own match as the commit index, and the
-check counted ticks (a bound of 0 passed).
+A node serves a bounded read locally only if it knows a read point (the answer to a read-index request it asked, or
+on the leader its newest heartbeat round a majority confirmed) at most ``max_staleness_ms`` old in real time, and
+has applied that point's index; otherwise the read falls back to a linearizable one, or fails with
+``fail_if_stale``. The bugs these guard against: a follower far behind the leader passed the check, because
+heartbeats carry the follower's own match as the commit index, and the check counted ticks (a bound of 0 passed).
 """
 
 from __future__ import annotations
@@ -59,9 +59,15 @@ async def test_a_follower_far_behind_the_leaders_commit_refuses_a_bounded_read(c
     try:
         for i in range(50):
             await propose_applied(lead, lambda rid, i=i: Put(rid, 0, 0, b"k", b"new%d" % i))
-        # A confirmed round started after the writes reaches the follower: it knows it is 50 entries behind.
+        # A bound of 1 ms is never met locally, so each check asks for a fresh read point; the answer to one
+        # asked after the writes tells the follower it is 50 entries behind.
         behind = lead.raw.raft.log.committed
-        await until(lambda: (f.raw.read_freshness() or (0, 0))[1] >= behind, "a read point past the writes")
+
+        def point_past_the_writes() -> bool:
+            f.bounded_read_ok(1)
+            return (f.replica.read_point or (0.0, 0))[1] >= behind
+
+        await until(point_past_the_writes, "a read point past the writes")
         assert f.applied < behind - 40
         assert f.leader_contact_ms() < 1000  # it did hear from the leader recently: that is not enough
         assert not f.bounded_read_ok(60_000)  # whatever the bound: it has not applied what the leader committed

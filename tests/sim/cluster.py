@@ -282,7 +282,18 @@ class Cluster:
         self.reads: dict[bytes, _Read] = {}
         voters = tuple(range(1, self.cfg.nodes + 1))
         universe = max(self.cfg.universe or 0, self.cfg.nodes)
-        self.nodes = {i: SimNode(i, ConfState()) for i in range(1, universe + 1)}
+        self.nodes = {i: self._new_node(i) for i in range(1, universe + 1)}
+        self._bootstrap(voters)
+        for n in self.nodes.values():
+            self._start(n)
+
+    decode_conf = staticmethod(decode_cc)
+    """How a CONF_CHANGE entry's data decodes (the driver's encoding)."""
+
+    def _new_node(self, nid: int) -> SimNode:
+        return SimNode(nid, ConfState())
+
+    def _bootstrap(self, voters: tuple[int, ...]) -> None:
         boot = bootstrap_entries(voters)
         for i in voters:
             # Every initial member starts with the same committed log: one ADD_VOTER entry per initial voter (as
@@ -296,8 +307,6 @@ class Cluster:
             self.applied_global[e.index] = (e.term, e.data)
             self.committed[e.index] = (e.term, e.data)
             self.entry_record[(e.index, e.term)] = (e.data, e.type, 0 if e.index == 1 else 1)
-        for n in self.nodes.values():
-            self._start(n)
 
     # -- lifecycle --------------------------------------------------------------------------------------------
     def _start(self, n: SimNode) -> None:
@@ -452,7 +461,17 @@ class Cluster:
     def complete_write(self, n: SimNode) -> None:
         """The disk finishes the oldest pending write atomically: log, hard state, and the applied entries."""
         coro, w, prev_terms = n.pending.popleft()
-        rd = w.rd
+        self._durable_write(n, w.rd, prev_terms)
+        try:
+            coro.send(None)
+        except StopIteration:
+            pass
+        else:
+            raise AssertionError("handle_ready suspended twice")
+
+    def _durable_write(self, n: SimNode, rd: Ready, prev_terms: list[int]) -> None:
+        """Carry out ``rd``'s write on the node's disk, checking what it makes durable (commit and term never move
+        back, Log Matching on the entries, State Machine Safety on the entries applied)."""
         disk = n.disk
         if not rd.must_sync:
             # Written without a final fsync: durable once a later synced write completes; a power loss before that
@@ -492,16 +511,10 @@ class Cluster:
                     f"(node {n.id})"
                 )
             if e.type == EntryType.CONF_CHANGE:
-                disk.set_conf_state(conf_state_after(disk.conf_state, decode_cc(e.data)))
+                disk.set_conf_state(conf_state_after(disk.conf_state, self.decode_conf(e.data)))
             elif e.data:
                 n.applied.append((e.index, e.data))
             n.applied_index = e.index
-        try:
-            coro.send(None)
-        except StopIteration:
-            pass
-        else:
-            raise AssertionError("handle_ready suspended twice")
 
     def _install_snapshot(self, n: SimNode, snap: Snapshot) -> None:
         """Install a snapshot sent by the leader: it replaces the state machine and the log."""
@@ -789,9 +802,12 @@ class Cluster:
         if rng.random() < c.p_transfer:
             leader = self.current_leader()
             if leader is not None:
-                n = self.nodes[leader]
-                if n.running and not n.pending and n.raw is not None:
-                    n.raw.transfer_leader(rng.choice(ids))
+                self.transfer(leader, rng.choice(ids))
+
+    def transfer(self, leader: int, to: int) -> None:
+        n = self.nodes[leader]
+        if n.running and not n.pending and n.raw is not None:
+            n.raw.transfer_leader(to)
 
     def _random_conf_change(self) -> ConfChange:
         rng = self.rng
