@@ -15,7 +15,7 @@ from raftkv.errors import NotLeader, Unavailable
 from raftkv.kv import Applied, Delete, DeleteResult, KVStateMachine, Put, PutResult
 from raftkv.kv.vclock import VectorClock
 from raftkv.node import Node
-from raftkv.raft import StateRole
+from raftkv.raft import MsgType, StateRole
 from raftkv.settings import Member, Settings
 from raftkv.storage import DurableStorageError, LmdbLogStore
 from raftkv.storage.snapshots import SnapshotReceiver
@@ -252,8 +252,18 @@ async def test_a_lost_read_index_request_does_not_hold_later_reads_back(cluster:
     lead = await cluster.leader()
     f = next(n for n in cluster.nodes.values() if n is not lead)
     cluster.net.block(f.id, lead.id)
-    lost = asyncio.ensure_future(f.read_index())  # its request to the leader is dropped
-    await asyncio.sleep(0.05)
+    sent = asyncio.Event()
+    send = f.transport.send
+
+    def spy(msgs: Any) -> None:
+        if any(m.type == MsgType.READ_INDEX for m in msgs):
+            sent.set()
+        send(msgs)
+
+    f.transport.send = spy  # type: ignore[method-assign]
+    lost = asyncio.ensure_future(f.read_index())
+    await asyncio.wait_for(sent.wait(), 10)  # its request to the leader went out on the blocked link: dropped
+    f.transport.send = send  # type: ignore[method-assign]
     cluster.net.unblock(f.id, lead.id)
     # After an election timeout the lost request no longer counts against max_inflight_read_requests.
     index = await asyncio.wait_for(f.read_index(), 5.0)

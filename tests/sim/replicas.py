@@ -16,7 +16,7 @@ Machine Safety, commit monotonicity, liveness after healing), plus what clients 
 - Linearizable reads (read index, on any node) and lease reads (on the leader): served at an index at or past every
   index known committed anywhere when the read was issued.
 - Bounded-staleness reads: served locally only if the state includes every entry committed anywhere more than the
-  bound (plus one network delay, see ``BOUNDED_SLACK_STEPS``) before the read.
+  bound before the read (with no slack: ``BOUNDED_SLACK_STEPS``).
 - Every read, stale ones included, returns the value the committed log gives the key at the index the node applied.
 
 Not modelled here (the Raft-level simulator covers them for the core): power losses and snapshots (the state machine

@@ -2,8 +2,10 @@
 
     python -m tests.sim.soak --schedules 100000 --jobs 2     # the long soak (about an hour on 2 cores)
     python -m tests.sim.soak --config 5-hunter --seed 313    # replay one schedule, printing its trace
+    python -m tests.sim.soak --replicas --schedules 5000     # the same one level up: the daemon's Replicas
 
-Seeds are spread round-robin over the named configurations (tests/sim/configs.py). Exit status 1 on a violation.
+Seeds are spread round-robin over the named configurations (tests/sim/configs.py, or with ``--replicas``
+``REPLICA_CONFIGS`` in tests/sim/replicas.py). Exit status 1 on a violation.
 """
 
 from __future__ import annotations
@@ -14,14 +16,21 @@ import sys
 import time
 import traceback
 
-from .cluster import Violation, run_schedule
+from .cluster import Cluster, Violation, run_schedule
 from .configs import CONFIGS, TICKS
+from .replicas import REPLICA_CONFIGS, run_replica_schedule
 
 
-def _one(job: tuple[str, int]) -> tuple[str, int, str | None]:
-    name, seed = job
+def _run(replicas: bool, name: str, seed: int) -> Cluster:
+    if replicas:
+        return run_replica_schedule(seed, REPLICA_CONFIGS[name])
+    return run_schedule(seed, CONFIGS[name], ticks=TICKS.get(name, 150))
+
+
+def _one(job: tuple[bool, str, int]) -> tuple[str, int, str | None]:
+    replicas, name, seed = job
     try:
-        run_schedule(seed, CONFIGS[name], ticks=TICKS.get(name, 150))
+        _run(replicas, name, seed)
     except Violation as e:
         return name, seed, str(e)
     except Exception:  # a crash of the code under test is a failure too, with its traceback
@@ -34,20 +43,24 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--schedules", type=int, default=2000)
     p.add_argument("--first-seed", type=int, default=0)
     p.add_argument("--jobs", type=int, default=mp.cpu_count())
-    p.add_argument("--config", choices=sorted(CONFIGS), help="only this configuration")
+    p.add_argument("--replicas", action="store_true", help="run the daemon's Replicas (tests/sim/replicas.py)")
+    p.add_argument("--config", help="only this configuration")
     p.add_argument("--seed", type=int, help="replay one seed (with --config) and print the outcome")
     a = p.parse_args(argv)
-    names = [a.config] if a.config else sorted(CONFIGS)
+    configs: dict[str, object] = REPLICA_CONFIGS if a.replicas else CONFIGS  # type: ignore[assignment]
+    if a.config is not None and a.config not in configs:
+        p.error(f"unknown configuration {a.config!r}; choose from {', '.join(sorted(configs))}")
+    names = [a.config] if a.config else sorted(configs)
     if a.seed is not None:
         name = names[0]
         try:
-            c = run_schedule(a.seed, CONFIGS[name], ticks=TICKS.get(name, 150))
+            c = _run(a.replicas, name, a.seed)
         except Violation as e:
             print(e)
             return 1
         print(c.describe())
         return 0
-    jobs = [(names[i % len(names)], a.first_seed + i) for i in range(a.schedules)]
+    jobs = [(a.replicas, names[i % len(names)], a.first_seed + i) for i in range(a.schedules)]
     t0 = time.monotonic()
     failures = 0
     with mp.Pool(a.jobs) as pool:
