@@ -45,7 +45,9 @@ ALLOWED: dict[str, set[str]] = {
     "client": {"client", "proto", "errors"},
     "localcluster": {"client", "errors", "settings"},
     "chaos": {"chaos", "client", "errors", "localcluster", "kv"},
-    "cli": {"cli", "client", "server", "errors", "settings", "localcluster", "chaos", "bench_cmd", "backup", "check"},
+    "cli": {"cli", "cli_txn", "client", "server", "errors", "settings", "localcluster", "chaos", "bench_cmd", "backup",
+            "check"},
+    "cli_txn": {"client", "errors"},
     "bench_cmd": set(),
     "backup": {"client", "errors", "kv", "raft", "storage"},
     "check": {"errors", "kv", "storage"},
@@ -184,6 +186,7 @@ def _matching(loaded: set[str], prefixes: tuple[str, ...]) -> list[str]:
         ("raftkv.client", (*SERVER_SIDE, "rich", "raftkv.settings", "raftkv.localcluster", "click")),
         ("raftkv.localcluster", (*SERVER_SIDE, "rich", "raftkv.settings")),
         ("raftkv.cli", (*SERVER_SIDE, *CLI_LAZY)),
+        ("raftkv.cli_txn", (*SERVER_SIDE, *CLI_LAZY)),
     ],
 )
 def test_the_client_side_loads_no_server_side_code(module: str, forbidden: tuple[str, ...]) -> None:
