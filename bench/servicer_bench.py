@@ -29,7 +29,7 @@ from raftkv.kv import KVStateMachine
 from raftkv.node import Node
 from raftkv.proto.v1 import kv_pb2
 from raftkv.raft import StateRole
-from raftkv.server import KVServicer
+from raftkv.servicer import KVServicer
 from raftkv.settings import Member, Settings
 from raftkv.storage import LmdbLogStore
 from raftkv.transport import MemoryNetwork, MemoryTransport

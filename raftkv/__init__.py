@@ -5,3 +5,5 @@ command (``raftkv --help``). The consensus core is ``raftkv.raft``.
 """
 
 __version__ = "0.1.0"
+
+__all__ = ["__version__"]

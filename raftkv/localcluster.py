@@ -42,8 +42,10 @@ if TYPE_CHECKING:
 __all__ = [
     "ClusterInfo",
     "NodeInfo",
+    "add_node",
     "default_dir",
     "down",
+    "free_ports",
     "kill",
     "load",
     "logs",

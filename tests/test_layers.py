@@ -1,7 +1,8 @@
 """The layering of ARCHITECTURE.md, enforced: walk every module's imports and check each arrow.
 
-    cli ──► client                   (thin: may not import node, raft, storage)
-     └──► server ──► node ──► writer · storage · transport · kv · codec · clock
+    cli ──► cli_txn ──► client       (thin: may not import node, raft, storage)
+     └──► server ──► servicer ──► pbmap ──► kv
+            └───────────┴──► node ──► writer · storage · transport · kv · codec · clock
                        └──► replica ──► ready · kv       (no asyncio, clock, threads, randomness, I/O)
                                  └──────► raft   (stdlib only: no asyncio, time, random, grpc, lmdb, msgpack)
 
@@ -40,12 +41,16 @@ ALLOWED: dict[str, set[str]] = {
              "clock"},
     "clock": set(),
     "metrics": set(),
-    "server": {"server", "node", "raft", "storage", "transport", "kv", "codec", "errors", "proto", "settings",
-               "metrics"},
+    "pbmap": {"kv", "errors", "proto"},
+    "servicer": {"node", "pbmap", "raft", "kv", "errors", "proto", "settings"},
+    "server": {"server", "servicer", "pbmap", "node", "raft", "storage", "transport", "kv", "codec", "errors", "proto",
+               "settings", "metrics"},
     "client": {"client", "proto", "errors"},
     "localcluster": {"client", "errors", "settings"},
     "chaos": {"chaos", "client", "errors", "localcluster", "kv"},
-    "cli": {"cli", "client", "server", "errors", "settings", "localcluster", "chaos", "bench_cmd", "backup", "check"},
+    "cli": {"cli", "cli_txn", "client", "server", "errors", "settings", "localcluster", "chaos", "bench_cmd", "backup",
+            "check"},
+    "cli_txn": {"client", "errors"},
     "bench_cmd": set(),
     "backup": {"client", "errors", "kv", "raft", "storage"},
     "check": {"errors", "kv", "storage"},
@@ -54,8 +59,8 @@ ALLOWED: dict[str, set[str]] = {
 }
 
 RAFT_FORBIDDEN_STDLIB = {"asyncio", "time", "random", "socket", "threading", "os", "io", "datetime", "uuid"}
-THIRD_PARTY_OWNERS = {"msgpack": {"codec"}, "lmdb": {"storage", "kv"}, "grpc": {"transport", "server", "client",
-                                                                                  "proto", "chaos"}}
+THIRD_PARTY_OWNERS = {"msgpack": {"codec"}, "lmdb": {"storage", "kv"}, "grpc": {"transport", "server", "servicer",
+                                                                                  "client", "proto", "chaos"}}
 
 
 def _modules() -> list[tuple[str, Path]]:
@@ -155,7 +160,8 @@ def test_nothing_outside_the_core_reads_its_internals() -> None:
 # What the client side must not load: the daemon (state machine, storage, Raft core, node, server, their libraries).
 SERVER_SIDE = (
     "lmdb", "msgpack", "uvloop", "raftkv.kv", "raftkv.raft", "raftkv.storage", "raftkv.codec", "raftkv.ready",
-    "raftkv.node", "raftkv.server", "raftkv.transport", "raftkv.replica", "raftkv.writer",
+    "raftkv.node", "raftkv.server", "raftkv.servicer", "raftkv.pbmap", "raftkv.transport", "raftkv.replica",
+    "raftkv.writer",
 )
 # What the CLI loads only for the commands that use it (each costs every command start-up time otherwise).
 CLI_LAZY = (
@@ -184,6 +190,7 @@ def _matching(loaded: set[str], prefixes: tuple[str, ...]) -> list[str]:
         ("raftkv.client", (*SERVER_SIDE, "rich", "raftkv.settings", "raftkv.localcluster", "click")),
         ("raftkv.localcluster", (*SERVER_SIDE, "rich", "raftkv.settings")),
         ("raftkv.cli", (*SERVER_SIDE, *CLI_LAZY)),
+        ("raftkv.cli_txn", (*SERVER_SIDE, *CLI_LAZY)),
     ],
 )
 def test_the_client_side_loads_no_server_side_code(module: str, forbidden: tuple[str, ...]) -> None:

@@ -102,7 +102,16 @@ from .membership import MemberInfo, decode_change, decode_member, encode_member
 from .sessions import SessionRecord, SessionTable
 from .vclock import EMPTY_CLOCK
 
-__all__ = ["DB_NAMES", "Applied", "DictBackend", "FSMStore", "KVBackend", "KVStateMachine", "LmdbBackend"]
+__all__ = [
+    "DB_NAMES",
+    "Applied",
+    "DictBackend",
+    "FSMStore",
+    "KVBackend",
+    "KVStateMachine",
+    "LmdbBackend",
+    "MemberChangeResult",
+]
 
 DB_KV = b"kv"
 DB_SESSIONS = b"sessions"

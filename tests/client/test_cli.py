@@ -564,7 +564,8 @@ def test_a_get_loads_no_server_side_code(srv: FakeServer) -> None:
     value, code_line, modules = out.stdout.splitlines()[-3:]
     assert (value, code_line) == ("v", "0"), out.stderr
     server_side = ("lmdb", "msgpack", "uvloop", "rich", "raftkv.kv", "raftkv.raft", "raftkv.storage", "raftkv.node",
-                   "raftkv.server", "raftkv.codec", "raftkv.settings", "raftkv.localcluster")
+                   "raftkv.server", "raftkv.servicer", "raftkv.pbmap", "raftkv.codec", "raftkv.settings",
+                   "raftkv.localcluster")
     loaded = [m for m in modules.split() if any(m == p or m.startswith(p + ".") for p in server_side)]
     assert not loaded
 

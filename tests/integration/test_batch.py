@@ -15,7 +15,7 @@ from raftkv import localcluster
 from raftkv.client import Client, KeyValue, PutResult
 from raftkv.errors import ConditionFailed, InvalidArgument
 from raftkv.proto.v1 import kv_pb2, kv_pb2_grpc
-from raftkv.server import MAX_BATCH_OPS
+from raftkv.servicer import MAX_BATCH_OPS
 
 from .conftest import Cluster, start_cluster
 

@@ -17,7 +17,7 @@ import pytest
 from raftkv.errors import RaftKVError, Unavailable
 from raftkv.kv import Put
 from raftkv.proto.v1 import kv_pb2
-from raftkv.server import KVServicer
+from raftkv.servicer import KVServicer
 
 from .test_node import Cluster, propose_applied, until, with_cluster
 from .test_read_waits_for_apply import hold_appends

@@ -8,7 +8,7 @@ from typing import Any
 
 from raftkv.errors import META_APPLIED
 from raftkv.proto.v1 import kv_pb2
-from raftkv.server import KVServicer
+from raftkv.servicer import KVServicer
 
 from .test_node import Cluster, with_cluster
 
@@ -81,7 +81,7 @@ async def test_a_batch_without_a_quorum_times_out_every_write_within_its_deadlin
 def test_the_gc_monitor_counts_collections_and_their_pauses() -> None:
     import gc
 
-    from raftkv.server import GcMonitor
+    from raftkv.servicer import GcMonitor
 
     mon = GcMonitor()
     mon.install()

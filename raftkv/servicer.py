@@ -1,0 +1,794 @@
+"""The client gRPC service of a node: ``KVServicer`` validates each request, proposes it or reads through the node,
+and turns raftkv errors into gRPC statuses (with the error's kind and the leader's address in the trailing metadata);
+``GcMonitor`` counts the garbage collector's pauses for its Status."""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import gc
+import logging
+import shutil
+import tempfile
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
+from typing import Any, TypeVar, cast
+
+import grpc
+
+from . import __version__
+from .errors import (
+    ConditionFailed,
+    InvalidArgument,
+    NotLeader,
+    RaftKVError,
+    Removed,
+    StorageError,
+    Timeout,
+    Unavailable,
+)
+from .kv import (
+    Alarm,
+    Applied,
+    CmpOp,
+    Condition,
+    Delete,
+    DeleteResult,
+    ErrorResult,
+    HashMark,
+    Incr,
+    IncrResult,
+    KeyValue,
+    MemberInfo,
+    Put,
+    PutResult,
+    SiblingPut,
+    Target,
+    Txn,
+    TxnOp,
+    TxnOpType,
+    TxnResult,
+)
+from .node import Node
+from .pbmap import PB_TXN_OP, batch_error, conditions_from_pb, kv_to_pb, result_error, vclock_from_pb
+from .proto.v1 import kv_pb2, kv_pb2_grpc
+from .raft import ConfChangeType, StateRole
+from .settings import Settings
+
+__all__ = [
+    "GRPC_OPTIONS",
+    "MAX_BATCH_OPS",
+    "MAX_RANGE_LIMIT",
+    "MAX_TXN_OPS",
+    "META_CURRENT_BIN",
+    "GcMonitor",
+    "KVServicer",
+]
+
+log = logging.getLogger("raftkv.server")  # the servicer's lines keep the name they had when it lived in the server
+
+T = TypeVar("T")
+R = TypeVar("R")
+
+GRPC_OPTIONS = [
+    ("grpc.max_receive_message_length", 64 << 20),
+    ("grpc.max_send_message_length", 64 << 20),
+    ("grpc.so_reuseport", 0),
+]
+MAX_RANGE_LIMIT = 10_000
+_ROLE_NAMES = {
+    StateRole.LEADER: "leader",
+    StateRole.FOLLOWER: "follower",
+    StateRole.CANDIDATE: "candidate",
+    StateRole.PRE_CANDIDATE: "pre-candidate",
+}
+_CONSISTENCY = kv_pb2.Consistency
+META_CURRENT_BIN = "raftkv-current-bin"
+MAX_TXN_OPS = 128
+MAX_BATCH_OPS = 1000
+"""The most operations one Batch RPC may carry (INVALID_ARGUMENT above, and none is carried out)."""
+
+
+_Submitted = tuple[int, "asyncio.Future[Applied]"]
+"""A write handed to the node: its request id and the future of its ``Applied`` (``Node.submit``)."""
+
+
+def _raise_for(result: Any) -> None:
+    err = result_error(result)
+    if err is not None:
+        raise err
+
+
+def _timeout_error(timeout_s: float, write: bool) -> Timeout:
+    return Timeout(
+        f"the request did not complete within {timeout_s:.2f}s"
+        + ("; the write may or may not have been applied (retry with the same session)" if write else ""),
+        outcome_unknown=write,
+    )
+
+
+def _alarm(request_id: int, *, member: int, message: str) -> Alarm:
+    return Alarm(request_id, 0, 0, member, message)
+
+
+def _role_name(node: Node, role: StateRole) -> str:
+    if node.corruption:
+        return "corrupt"
+    if node.removed:
+        return "removed"
+    return _ROLE_NAMES.get(role, str(role))
+
+
+def _removed(node: Node) -> Removed:
+    return node.removed_error()
+
+
+def _expire(fut: asyncio.Future[Any], timeout_s: float, write: bool) -> None:
+    """A request's deadline passed: fail its future with Timeout (outcome unknown for a write)."""
+    if not fut.done():
+        fut.set_exception(_timeout_error(timeout_s, write))
+
+
+class GcMonitor:
+    """Counts the garbage collector's passes and how long they stopped the process (every thread waits while one
+    runs), for Status' stats: ``gc_collections`` and ``gc_pause_us`` (totals), ``gc_pause_max_us``."""
+
+    def __init__(self) -> None:
+        self.collections = 0
+        self.pause_ns = 0
+        self.pause_max_ns = 0
+        self._t0 = 0
+
+    def __call__(self, phase: str, info: dict[str, int]) -> None:
+        if phase == "start":
+            self._t0 = time.perf_counter_ns()
+        elif self._t0:
+            d = time.perf_counter_ns() - self._t0
+            self.collections += 1
+            self.pause_ns += d
+            if d > self.pause_max_ns:
+                self.pause_max_ns = d
+            self._t0 = 0
+
+    def install(self) -> None:
+        if self not in gc.callbacks:
+            gc.callbacks.append(self)
+
+    def uninstall(self) -> None:
+        if self in gc.callbacks:
+            gc.callbacks.remove(self)
+
+    def stats(self) -> dict[str, int]:
+        return {"gc_collections": self.collections, "gc_pause_us": self.pause_ns // 1000,
+                "gc_pause_max_us": self.pause_max_ns // 1000}
+
+
+class KVServicer(kv_pb2_grpc.KVServicer):
+    """The client API. Every method validates, then proposes or reads through the node; every raftkv error
+    becomes a gRPC status with the error's kind (and the leader's address) in the trailing metadata."""
+
+    def __init__(self, node: Node, settings: Settings, gc_monitor: GcMonitor | None = None) -> None:
+        self.node = node
+        self.s = settings
+        self.gc_monitor = gc_monitor
+        self.default_timeout_s = settings.request_timeout_ms / 1000.0
+        # Client API counters, reported in Status' stats beside the node's: unary Put/Get/Delete/Incr RPCs, Batch
+        # RPCs, and the operations those batches carried.
+        self.unary_rpcs = 0
+        self.batch_rpcs = 0
+        self.batched_ops = 0
+
+    # -- helpers ----------------------------------------------------------------------------------------------
+    def _timeout(self, ctx: grpc.aio.ServicerContext[Any, Any], requested_ms: int = 0) -> float:
+        t = self.default_timeout_s if not requested_ms else requested_ms / 1000.0
+        remaining = ctx.time_remaining()
+        if remaining is not None:
+            t = min(t, max(0.0, remaining - 0.005))
+        return t
+
+    @staticmethod
+    async def _run(aw: Awaitable[T], timeout_s: float, write: bool) -> T:
+        """Await ``aw`` within ``timeout_s``; running out of time raises Timeout (outcome unknown for a write)."""
+        try:
+            async with asyncio.timeout(timeout_s):
+                return await aw
+        except TimeoutError:
+            raise _timeout_error(timeout_s, write) from None
+
+    async def _call(
+        self, ctx: grpc.aio.ServicerContext[Any, Any], fn: Callable[[], Awaitable[T]], timeout_s: float, write: bool
+    ) -> T:
+        return await self._unary(ctx, self._run(fn(), timeout_s, write))
+
+    async def _unary(self, ctx: grpc.aio.ServicerContext[Any, Any], aw: Awaitable[T]) -> T:
+        """Await ``aw``; a raftkv error becomes the RPC's status (with the error's trailing metadata)."""
+        try:
+            return await aw
+        except RaftKVError as e:
+            await self._abort(ctx, e)
+        raise AssertionError("unreachable")  # ctx.abort raises
+
+    async def _abort(self, ctx: grpc.aio.ServicerContext[Any, Any], err: RaftKVError) -> None:
+        md: list[tuple[str, str | bytes]] = list(err.metadata())
+        if isinstance(err, ConditionFailed) and isinstance(err.current, KeyValue):
+            md.append((META_CURRENT_BIN, kv_to_pb(err.current).SerializeToString()))
+        await ctx.abort(grpc.StatusCode[err.grpc_code], err.message, trailing_metadata=tuple(md))
+
+    async def _refuse_if_removed(self, ctx: grpc.aio.ServicerContext[Any, Any]) -> None:
+        try:
+            self._serving()
+        except RaftKVError as e:
+            await self._abort(ctx, e)
+
+    def _check_key(self, key: bytes) -> None:
+        if not key:
+            raise InvalidArgument("the key must not be empty")
+        if len(key) > self.s.max_key_bytes:
+            raise InvalidArgument(f"the key is {len(key)} bytes; the limit is {self.s.max_key_bytes} bytes")
+
+    def _check_value(self, value: bytes) -> None:
+        if len(value) > self.s.max_value_bytes:
+            raise InvalidArgument(
+                f"the value is {len(value)} bytes; the limit is {self.s.max_value_bytes} bytes (max_value_bytes)"
+            )
+
+    def header(self, index: int, revision: int = 0) -> kv_pb2.Header:
+        n = self.node
+        return kv_pb2.Header(
+            node_id=n.id, term=n.term, index=index, leader_id=n.leader_id, leader_contact_ms=n.leader_contact_ms(),
+            revision=revision,
+        )
+
+    def _serving(self) -> None:
+        """Every request but Status (and the consistency check's) starts here: a node removed from the cluster, or
+        that found damaged data, refuses it at once; one still comparing its data with the cluster's at start-up
+        asks the client to go elsewhere for a moment."""
+        node = self.node
+        if node.corruption:
+            raise node.corruption_error()
+        if node.removed:
+            raise _removed(node)
+        if node.verifying:
+            raise Unavailable(f"node {node.id} is comparing its data with the cluster's (its start-up check); "
+                              "ask another node, or retry in a moment")
+
+    async def _read_point(self, opts: kv_pb2.ReadOptions) -> None:
+        """Wait until this node may serve a read at the requested consistency (and ``min_index``)."""
+        node = self.node
+        self._serving()
+        c = opts.consistency
+        if c == _CONSISTENCY.LINEARIZABLE:
+            await node.read_index()
+        elif c == _CONSISTENCY.LEASE:
+            if node.role != StateRole.LEADER:
+                raise node.not_leader()
+            index = node.lease_read_index()
+            if index is None:
+                await node.read_index()  # the lease does not hold right now: fall back to a quorum round
+            else:
+                await node.wait_applied(index)
+        elif c == _CONSISTENCY.BOUNDED:
+            bound = opts.max_staleness_ms
+            if not node.bounded_read_ok(bound):
+                if opts.fail_if_stale:
+                    raise Unavailable(
+                        f"node {node.id} cannot serve a read at most {bound} ms stale: it has no confirmed read point "
+                        f"that recent, or has not applied it (last heard from a leader {node.leader_contact_ms()} ms "
+                        "ago)"
+                    )
+                await node.read_index()
+        elif c != _CONSISTENCY.STALE:
+            raise InvalidArgument(f"unknown consistency level {c}")
+        if opts.min_index:
+            await node.wait_applied(opts.min_index)
+
+    # -- the single-key operations: each exists once, for its unary RPC and for Batch ------------------------------
+    # A write is two halves: ``_start_<op>`` validates and submits the command (raising RaftKVError for bad input),
+    # returning the node's future for its result; ``_<op>_response`` turns the result into the response (raising
+    # the error a failed result stands for). A unary RPC awaits one future in between; Batch submits every write
+    # first, then waits for all of them together under one deadline: no task or coroutine per operation.
+    def _start_put(self, req: kv_pb2.PutRequest) -> _Submitted:
+        self._serving()
+        self._check_key(req.key)
+        self._check_value(req.value)
+        conds = conditions_from_pb(req.conditions, req.key) if req.conditions else ()
+        s = req.session
+        key, value, cid, seq = req.key, req.value, s.client_id, s.seq
+        if req.on_conflict == kv_pb2.SIBLINGS:
+            if not req.HasField("context"):
+                raise InvalidArgument("on_conflict=SIBLINGS needs the context (the clock a get returned)")
+            if conds:
+                raise InvalidArgument("a put that keeps siblings takes no conditions besides its context")
+            ctx = vclock_from_pb(req.context)
+            return self.node.submit(lambda rid: SiblingPut(rid, cid, seq, key, value, ctx))
+        if req.on_conflict != kv_pb2.REJECT:
+            raise InvalidArgument(f"unknown on_conflict {req.on_conflict}")
+        if req.HasField("context"):
+            conds = (*conds, Condition(key, Target.VCLOCK, CmpOp.EQ, vclock_from_pb(req.context)))
+        return self.node.submit(lambda rid: Put(rid, cid, seq, key, value, conds))
+
+    def _put_response(self, a: Applied) -> kv_pb2.PutResponse:
+        res = a.result
+        _raise_for(res)
+        kv = res.kv  # type: ignore[union-attr]  # a put's result is a PutResult once _raise_for let it through
+        return kv_pb2.PutResponse(header=self.header(a.index, kv.mod_revision), kv=kv_to_pb(kv))
+
+    def _start_delete(self, req: kv_pb2.DeleteRequest) -> _Submitted:
+        self._serving()
+        self._check_key(req.key)
+        conds = conditions_from_pb(req.conditions, req.key) if req.conditions else ()
+        s = req.session
+        key, cid, seq = req.key, s.client_id, s.seq
+        return self.node.submit(lambda rid: Delete(rid, cid, seq, key, conds))
+
+    def _delete_response(self, a: Applied) -> kv_pb2.DeleteResponse:
+        res = a.result
+        _raise_for(res)
+        assert isinstance(res, DeleteResult)
+        return kv_pb2.DeleteResponse(header=self.header(a.index, res.revision), deleted=res.deleted, index=a.index)
+
+    def _start_incr(self, req: kv_pb2.IncrRequest) -> _Submitted:
+        self._serving()
+        self._check_key(req.key)
+        s = req.session
+        key, delta, cid, seq = req.key, req.delta, s.client_id, s.seq
+        return self.node.submit(lambda rid: Incr(rid, cid, seq, key, delta))
+
+    def _incr_response(self, a: Applied) -> kv_pb2.IncrResponse:
+        res = a.result
+        _raise_for(res)
+        assert isinstance(res, IncrResult)
+        kv = res.kv
+        return kv_pb2.IncrResponse(header=self.header(a.index, kv.mod_revision), value=res.value, kv=kv_to_pb(kv))
+
+    async def _write(self, submitted: _Submitted, timeout_s: float) -> Applied:
+        """Await one submitted write's result within ``timeout_s`` (Timeout, outcome unknown, when it runs out)."""
+        rid, fut = submitted
+        handle = asyncio.get_running_loop().call_later(timeout_s, _expire, fut, timeout_s, True)
+        try:
+            return await fut
+        finally:
+            handle.cancel()
+            self.node.forget(rid)
+
+    async def _writes(self, submitted: list[_Submitted], timeout_s: float) -> None:
+        """Wait until every submitted write has its result, or ``timeout_s`` passed (those left get Timeout)."""
+        futs = [f for _, f in submitted]
+        _, pending = await asyncio.wait(futs, timeout=timeout_s)
+        for f in pending:
+            _expire(f, timeout_s, True)
+        forget = self.node.forget
+        for rid, _ in submitted:
+            forget(rid)
+
+    async def _gets(self, opts: kv_pb2.ReadOptions, keys: list[bytes], timeout_s: float) -> list[kv_pb2.GetResponse]:
+        """Read ``keys`` (already checked) at one read point: one read-index round and one read transaction for
+        all of them."""
+        if opts.consistency != _CONSISTENCY.STALE or opts.min_index:
+            await self._run(self._read_point(opts), timeout_s, write=False)
+        else:
+            self._serving()
+        index, revision, kvs = self.node.fsm_get_many(keys)
+        header = self.header(index, revision)
+        return [
+            kv_pb2.GetResponse(header=header, found=False)
+            if kv is None
+            else kv_pb2.GetResponse(header=header, found=True, kv=kv_to_pb(kv))
+            for kv in kvs
+        ]
+
+    # -- the API ----------------------------------------------------------------------------------------------
+    async def _unary_write(
+        self, ctx: grpc.aio.ServicerContext[Any, Any], start: Callable[[R], _Submitted], req: R,
+        respond: Callable[[Any], T],
+    ) -> T:
+        self.unary_rpcs += 1
+        try:
+            return respond(await self._write(start(req), self._timeout(ctx)))
+        except RaftKVError as e:
+            await self._abort(ctx, e)
+        raise AssertionError("unreachable")  # ctx.abort raises
+
+    async def Put(self, req: kv_pb2.PutRequest, ctx: grpc.aio.ServicerContext[Any, Any]) -> kv_pb2.PutResponse:
+        return await self._unary_write(ctx, self._start_put, req, self._put_response)
+
+    async def Delete(
+        self, req: kv_pb2.DeleteRequest, ctx: grpc.aio.ServicerContext[Any, Any]
+    ) -> kv_pb2.DeleteResponse:
+        return await self._unary_write(ctx, self._start_delete, req, self._delete_response)
+
+    async def Incr(self, req: kv_pb2.IncrRequest, ctx: grpc.aio.ServicerContext[Any, Any]) -> kv_pb2.IncrResponse:
+        return await self._unary_write(ctx, self._start_incr, req, self._incr_response)
+
+    async def Get(self, req: kv_pb2.GetRequest, ctx: grpc.aio.ServicerContext[Any, Any]) -> kv_pb2.GetResponse:
+        self.unary_rpcs += 1
+        try:
+            self._check_key(req.key)
+            return (await self._gets(req.read, [req.key], self._timeout(ctx, req.read.timeout_ms)))[0]
+        except RaftKVError as e:
+            await self._abort(ctx, e)
+        raise AssertionError("unreachable")
+
+    async def Batch(self, req: kv_pb2.BatchRequest, ctx: grpc.aio.ServicerContext[Any, Any]) -> kv_pb2.BatchResponse:
+        """Independent operations, carried out concurrently, each answered as its unary RPC would be. Every write
+        is validated and submitted before any is awaited, so the batch's writes reach the node in the same turn and
+        share a log entry; gets with the same read options share one read point (one read-index round) and one read
+        transaction. One deadline covers the batch; there is no task per operation."""
+        ops = req.ops
+        n = len(ops)
+        await self._refuse_if_removed(ctx)
+        if n > MAX_BATCH_OPS:
+            await self._abort(ctx, InvalidArgument(f"a batch has at most {MAX_BATCH_OPS} operations, not {n}"))
+        self.batch_rpcs += 1
+        self.batched_ops += n
+        timeout_s = self._timeout(ctx)
+        results: list[kv_pb2.BatchResult | None] = [None] * n
+        writes: list[tuple[int, str, Callable[[Any], Any], _Submitted]] = []
+        reads: dict[tuple[int, int, bool, int, int], tuple[kv_pb2.ReadOptions, list[int], list[bytes]]] = {}
+        for i, op in enumerate(ops):
+            try:
+                which = op.WhichOneof("op")
+                if which == "put":
+                    writes.append((i, "put", self._put_response, self._start_put(op.put)))
+                elif which == "get":
+                    g = op.get
+                    self._check_key(g.key)
+                    r = g.read
+                    group = (r.consistency, r.max_staleness_ms, r.fail_if_stale, r.min_index, r.timeout_ms)
+                    entry = reads.get(group)
+                    if entry is None:
+                        entry = reads[group] = (r, [], [])
+                    entry[1].append(i)
+                    entry[2].append(g.key)
+                elif which == "delete":
+                    writes.append((i, "delete", self._delete_response, self._start_delete(op.delete)))
+                elif which == "incr":
+                    writes.append((i, "incr", self._incr_response, self._start_incr(op.incr)))
+                else:
+                    raise InvalidArgument("a batch operation must be a put, get, delete or incr")
+            except RaftKVError as e:
+                results[i] = kv_pb2.BatchResult(error=batch_error(e))
+
+        async def read_group(opts: kv_pb2.ReadOptions, idx: list[int], keys: list[bytes]) -> None:
+            try:
+                resps = await self._gets(opts, keys, self._timeout(ctx, opts.timeout_ms))
+            except RaftKVError as e:
+                err = kv_pb2.BatchResult(error=batch_error(e))
+                for i in idx:
+                    results[i] = err
+                return
+            for i, resp in zip(idx, resps, strict=True):
+                results[i] = kv_pb2.BatchResult(get=resp)
+
+        waits: list[Awaitable[None]] = [read_group(*g) for g in reads.values()]
+        if writes:
+            waits.append(self._writes([w[3] for w in writes], timeout_s))
+        if len(waits) == 1:
+            await waits[0]
+        elif waits:
+            await asyncio.gather(*waits)
+        for i, field, respond, (_, fut) in writes:
+            try:
+                results[i] = kv_pb2.BatchResult(**{field: respond(fut.result())})
+            except RaftKVError as e:
+                results[i] = kv_pb2.BatchResult(error=batch_error(e))
+            except Exception as e:  # a bug: fail this operation alone, as its unary RPC would fail (UNKNOWN)
+                log.exception("batch operation failed")
+                msg = f"unexpected {type(e).__name__}: {e}"
+                results[i] = kv_pb2.BatchResult(error=kv_pb2.BatchError(code="UNKNOWN", message=msg))
+        # Every operation has its result by now: a validation error, its write's outcome, or its read group's.
+        return kv_pb2.BatchResponse(header=self.header(self.node.applied), results=cast("list[Any]", results))
+
+    async def Range(self, req: kv_pb2.RangeRequest, ctx: grpc.aio.ServicerContext[Any, Any]) -> kv_pb2.RangeResponse:
+        limit = req.limit or 1000
+        if limit > MAX_RANGE_LIMIT:
+            await self._abort(ctx, InvalidArgument(f"limit {limit} is above the maximum of {MAX_RANGE_LIMIT}"))
+
+        async def go() -> kv_pb2.RangeResponse:
+            await self._read_point(req.read)
+            index, revision, kvs, more = self.node.fsm_range(req.prefix, req.start_after, limit, req.keys_only)
+            return kv_pb2.RangeResponse(
+                header=self.header(index, revision), kvs=[kv_to_pb(kv, req.keys_only) for kv in kvs], more=more
+            )
+
+        return await self._call(ctx, go, self._timeout(ctx, req.read.timeout_ms), write=False)
+
+    def _txn_ops(self, ops: Any) -> tuple[TxnOp, ...]:
+        out = []
+        for op in ops:
+            t = PB_TXN_OP.get(op.type)
+            if t is None:
+                raise InvalidArgument(f"unknown txn operation type {op.type}")
+            self._check_key(op.key)
+            if t == TxnOpType.PUT:
+                self._check_value(op.value)
+            value = op.value if t == TxnOpType.PUT else b""
+            out.append(TxnOp(t, op.key, value, op.delta if t == TxnOpType.INCR else 0))
+        return tuple(out)
+
+    async def Txn(self, req: kv_pb2.TxnRequest, ctx: grpc.aio.ServicerContext[Any, Any]) -> kv_pb2.TxnResponse:
+        try:
+            self._serving()
+            compares = conditions_from_pb(req.compares)
+            success = self._txn_ops(req.success)
+            failure = self._txn_ops(req.failure)
+            n = len(compares) + len(success) + len(failure)
+            if n > MAX_TXN_OPS:
+                raise InvalidArgument(f"a transaction has at most {MAX_TXN_OPS} compares and operations, not {n}")
+            size = sum(len(o.value) for o in success + failure)
+            if size > self.s.max_batch_bytes:
+                limit = self.s.max_batch_bytes
+                raise InvalidArgument(f"the transaction's values total {size} bytes; the limit is {limit}")
+        except RaftKVError as e:
+            await self._abort(ctx, e)
+        s = req.session
+        try:
+            a = await self._write(
+                self.node.submit(lambda rid: Txn(rid, s.client_id, s.seq, compares, success, failure)),
+                self._timeout(ctx),
+            )
+            _raise_for(a.result)
+        except RaftKVError as e:
+            await self._abort(ctx, e)
+        res = a.result
+        assert isinstance(res, TxnResult)
+        results = []
+        for r in res.results:
+            if r is None:  # GET of a missing key
+                results.append(kv_pb2.TxnOpResult(found=False))
+            elif isinstance(r, KeyValue):
+                results.append(kv_pb2.TxnOpResult(found=True, kv=kv_to_pb(r)))
+            elif isinstance(r, PutResult):
+                results.append(kv_pb2.TxnOpResult(found=True, kv=kv_to_pb(r.kv)))
+            elif isinstance(r, DeleteResult):
+                results.append(kv_pb2.TxnOpResult(found=r.deleted))
+            elif isinstance(r, IncrResult):
+                results.append(kv_pb2.TxnOpResult(found=True, kv=kv_to_pb(r.kv), value=r.value))
+            elif isinstance(r, ErrorResult):
+                results.append(kv_pb2.TxnOpResult(error=r.message))
+            else:  # pragma: no cover - a result type this servicer does not know
+                results.append(kv_pb2.TxnOpResult(error=f"unexpected result {type(r).__name__}"))
+        return kv_pb2.TxnResponse(header=self.header(a.index, res.revision), succeeded=res.succeeded, results=results)
+
+    # -- membership and leadership ---------------------------------------------------------------------------
+    def _members_pb(self) -> list[kv_pb2.Member]:
+        return [
+            kv_pb2.Member(id=m.id, peer_addr=m.peer_addr, client_addr=m.client_addr, learner=m.learner)
+            for m in self.node.members()
+        ]
+
+    async def MemberList(
+        self, req: kv_pb2.MemberListRequest, ctx: grpc.aio.ServicerContext[Any, Any]
+    ) -> kv_pb2.MemberListResponse:
+        """The membership as of a linearizable read point, so a change acknowledged before is in it, whichever node
+        answers. Without a leader (an election, no quorum: no read index within 2 s) the node answers with the
+        membership it has applied."""
+        await self._refuse_if_removed(ctx)
+        try:
+            await self._run(self.node.read_index(), min(2.0, self._timeout(ctx)), write=False)
+        except (NotLeader, Unavailable, Timeout) as e:
+            log.info("member list from node %d's own state: no read index (%s)", self.node.id, e.message)
+        return kv_pb2.MemberListResponse(
+            header=self.header(self.node.applied), members=self._members_pb(), cluster_id=self.s.cluster_id
+        )
+
+    async def _change(
+        self, ctx: grpc.aio.ServicerContext[Any, Any], t: ConfChangeType, member: MemberInfo, force: bool = False
+    ) -> kv_pb2.MemberChangeResponse:
+        res = await self._call(
+            ctx, lambda: self.node.change_membership(t, member, force=force), self._timeout(ctx), write=True
+        )
+        if not res.changed:
+            await self._abort(ctx, InvalidArgument(res.message or "the membership did not change"))
+        return kv_pb2.MemberChangeResponse(
+            header=self.header(self.node.applied), members=self._members_pb(), cluster_id=self.s.cluster_id
+        )
+
+    async def MemberAdd(
+        self, req: kv_pb2.MemberAddRequest, ctx: grpc.aio.ServicerContext[Any, Any]
+    ) -> kv_pb2.MemberChangeResponse:
+        await self._refuse_if_removed(ctx)
+        try:
+            if req.id <= 0:
+                raise InvalidArgument("the new member needs a positive id")
+            if any(m.id == req.id for m in self.node.members()):
+                raise InvalidArgument(f"node {req.id} is already a member (promote or remove it instead)")
+            for what, addr in (("peer", req.peer_addr), ("client", req.client_addr)):
+                host, sep, port = addr.rpartition(":")
+                if not sep or not host or not port.isdigit():
+                    raise InvalidArgument(f"the {what} address must look like HOST:PORT, got {addr!r}")
+        except RaftKVError as e:
+            await self._abort(ctx, e)
+        t = ConfChangeType.ADD_LEARNER if req.learner else ConfChangeType.ADD_VOTER
+        return await self._change(ctx, t, MemberInfo(req.id, req.peer_addr, req.client_addr, req.learner))
+
+    async def MemberPromote(
+        self, req: kv_pb2.MemberPromoteRequest, ctx: grpc.aio.ServicerContext[Any, Any]
+    ) -> kv_pb2.MemberChangeResponse:
+        await self._refuse_if_removed(ctx)
+        m = next((m for m in self.node.members() if m.id == req.id), None)
+        if m is None or not m.learner:
+            what = "not a member" if m is None else "already a voter"
+            await self._abort(ctx, InvalidArgument(f"node {req.id} is {what}"))
+        return await self._change(ctx, ConfChangeType.ADD_VOTER, MemberInfo(req.id, "", ""))
+
+    async def MemberRemove(
+        self, req: kv_pb2.MemberRemoveRequest, ctx: grpc.aio.ServicerContext[Any, Any]
+    ) -> kv_pb2.MemberChangeResponse:
+        await self._refuse_if_removed(ctx)
+        members = self.node.members()
+        m = next((m for m in members if m.id == req.id), None)
+        if m is None:
+            await self._abort(ctx, InvalidArgument(f"node {req.id} is not a member"))
+        voters = [x for x in members if not x.learner]
+        if m is not None and not m.learner and len(voters) <= 2 and not req.force:
+            await self._abort(
+                ctx,
+                InvalidArgument(
+                    f"removing a voter from a {len(voters)}-voter cluster leaves it unable to elect a leader if the "
+                    "departing node fails during the change; add a node first, or pass --force"
+                ),
+            )
+        return await self._change(ctx, ConfChangeType.REMOVE_NODE, MemberInfo(req.id, "", ""), force=req.force)
+
+    async def TransferLeader(
+        self, req: kv_pb2.TransferLeaderRequest, ctx: grpc.aio.ServicerContext[Any, Any]
+    ) -> kv_pb2.TransferLeaderResponse:
+        await self._refuse_if_removed(ctx)
+        leader = await self._call(
+            ctx, lambda: self.node.transfer_leadership(req.to), self._timeout(ctx), write=False
+        )
+        return kv_pb2.TransferLeaderResponse(header=self.header(self.node.applied), leader_id=leader)
+
+    async def Snapshot(
+        self, req: kv_pb2.SnapshotRequest, ctx: grpc.aio.ServicerContext[Any, Any]
+    ) -> AsyncIterator[kv_pb2.SnapshotData]:
+        """A backup: dump the state machine into a snapshot file (a consistent read; writes go on) and stream it."""
+        loop = asyncio.get_running_loop()
+        node = self.node
+        await self._refuse_if_removed(ctx)
+        # A backup is dumped into a directory of its own and removed once streamed: nothing is left in the node's
+        # data directory (its snapshots/ keeps only what followers may need).
+        tmp = Path(tempfile.mkdtemp(prefix="backup-", dir=node.settings.data_dir))
+        try:
+            try:
+                info = await node.backup(tmp)
+            except Exception as e:
+                await self._abort(ctx, StorageError(f"node {node.id} could not take a snapshot: {e}"))
+                return
+            first = True
+            with open(info.path, "rb") as f:
+                while True:
+                    chunk = await loop.run_in_executor(None, f.read, 1 << 20)
+                    if not chunk and not first:
+                        break
+                    yield kv_pb2.SnapshotData(
+                        chunk=chunk, total_bytes=info.size_bytes if first else 0,
+                        index=info.header.index if first else 0,
+                    )
+                    first = False
+                    if not chunk:
+                        break
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+
+    # -- the cross-replica consistency check ----------------------------------------------------------------------
+    async def StateHash(
+        self, req: kv_pb2.StateHashRequest, ctx: grpc.aio.ServicerContext[Any, Any]
+    ) -> kv_pb2.StateHashResponse:
+        async def go() -> kv_pb2.StateHashResponse:
+            if self.node.corruption:
+                raise self.node.corruption_error()
+            digest = await self.node.state_hash(req.index)
+            return kv_pb2.StateHashResponse(header=self.header(self.node.applied), index=req.index, hash=digest)
+
+        return await self._call(ctx, go, self._timeout(ctx), write=False)
+
+    async def CheckCluster(
+        self, req: kv_pb2.CheckClusterRequest, ctx: grpc.aio.ServicerContext[Any, Any]
+    ) -> kv_pb2.CheckClusterResponse:
+        if self.node.corruption or self.node.removed:  # (a node verifying itself at start-up may still run it)
+            await self._refuse_if_removed(ctx)
+        return await self._unary(ctx, self.check_cluster(self._timeout(ctx)))
+
+    async def check_cluster(self, timeout_s: float) -> kv_pb2.CheckClusterResponse:
+        """Run one cross-replica check from this node, the leader: propose a hash mark (a log entry of its own);
+        every replica hashes its state right after applying it; collect the hashes; a member whose hash differs
+        from the one a majority of the members hold gets its corruption alarm, through the log. NotLeader on a
+        follower (the client follows it)."""
+        node = self.node
+        if node.role != StateRole.LEADER:
+            raise node.not_leader()
+        a = await self._write(node.submit(lambda rid: HashMark(rid, 0, 0)), timeout_s)
+        index = a.index
+        mine = await self._run(node.state_hash(index), timeout_s, write=False)
+        members = node.members()
+        hashes: dict[int, tuple[str, str]] = {node.id: (mine, "" if mine else "not taken (busy)")}
+
+        async def ask(m: MemberInfo) -> None:
+            try:
+                async with grpc.aio.insecure_channel(m.client_addr, options=GRPC_OPTIONS) as ch:
+                    stub = kv_pb2_grpc.KVStub(ch)  # type: ignore[no-untyped-call]
+                    r = await stub.StateHash(kv_pb2.StateHashRequest(index=index), timeout=timeout_s)
+                hashes[m.id] = (r.hash, "" if r.hash else "not taken there (a snapshot covered the mark, or busy)")
+            except grpc.aio.AioRpcError as e:
+                hashes[m.id] = ("", f"{e.code().name}: {e.details()}")
+
+        await asyncio.gather(*(ask(m) for m in members if m.id != node.id))
+        tally: dict[str, int] = {}
+        for h, _ in hashes.values():
+            if h:
+                tally[h] = tally.get(h, 0) + 1
+        majority = next((h for h, n in tally.items() if n > len(members) // 2), "")
+        out = kv_pb2.CheckClusterResponse(index=index, majority_hash=majority)
+        bad: list[int] = []
+        for m in sorted(members, key=lambda m: m.id):
+            h, err = hashes.get(m.id, ("", "no answer"))
+            mismatch = bool(majority and h and h != majority)
+            if mismatch:
+                bad.append(m.id)
+            out.members.append(kv_pb2.MemberHash(id=m.id, hash=h, error=err, mismatch=mismatch))
+        for mid in bad:
+            what = (f"its state right after log index {index} hashes to {hashes[mid][0][:16]}..., the majority's to "
+                    f"{majority[:16]}... (a cross-replica check found it different)")
+            log.error("node %d: the consistency check at index %d: node %d differs from the majority; raising its "
+                      "corruption alarm", node.id, index, mid)
+            await self._write(node.submit(functools.partial(_alarm, member=mid, message=what)), timeout_s)
+        out.ok = bool(majority) and not bad
+        out.header.CopyFrom(self.header(node.applied))
+        return out
+
+    async def Status(
+        self, req: kv_pb2.StatusRequest, ctx: grpc.aio.ServicerContext[Any, Any]
+    ) -> kv_pb2.StatusResponse:
+        node = self.node
+        st = node.raw.status()
+        learners = set(st.conf_state.learners)
+        try:
+            members = self._members_pb()
+        except RaftKVError:  # the node's data is damaged: Status still answers, from its settings
+            members = []
+        members = members or [
+            kv_pb2.Member(id=m.id, peer_addr=m.peer_addr, client_addr=m.client_addr, learner=m.id in learners)
+            for m in self.s.members
+        ]
+        progress = [
+            kv_pb2.PeerProgress(id=pid, match=p.match, next=p.next, state=str(p.state).lower(), active=p.recent_active)
+            for pid, p in st.progress.items()
+        ]
+        return kv_pb2.StatusResponse(
+            header=self.header(node.applied),
+            role=_role_name(node, st.role),
+            commit=st.commit,
+            applied=node.applied,
+            last_index=st.last_index,
+            cluster_id=self.s.cluster_id,
+            members=members,
+            progress=progress,
+            vote=st.vote,
+            version=__version__,
+            read_only=bool(node.read_only_reason),
+            read_only_reason=node.read_only_reason,
+            removed=node.removed,
+            corruption=node.corruption,
+            revision=self._revision(),
+            stats=self.stats(),
+        )
+
+    def _revision(self) -> int:
+        if self.node.corruption:
+            return 0
+        try:
+            return self.node.fsm.revision()
+        except RaftKVError as e:  # damaged: Status still answers, with the alarm
+            self.node.found_corruption(e)
+            return 0
+
+    def stats(self) -> dict[str, int]:
+        """The node's counters plus this service's (unary_rpcs, batch_rpcs, batched_ops)."""
+        out = self.node.stats_snapshot()
+        out.update(unary_rpcs=self.unary_rpcs, batch_rpcs=self.batch_rpcs, batched_ops=self.batched_ops)
+        if self.gc_monitor is not None:
+            out.update(self.gc_monitor.stats())
+        return out
