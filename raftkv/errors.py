@@ -33,6 +33,8 @@ from typing import Any, ClassVar
 
 META_KIND = "raftkv-error"
 META_APPLIED = "raftkv-applied"
+META_CURRENT_BIN = "raftkv-current-bin"
+"""Trailing metadata of a failed condition: the key's current value and metadata (a serialized ``KeyValue``)."""
 META_LEADER_ID = "raftkv-leader-id"
 META_LEADER_ADDR = "raftkv-leader-addr"
 
@@ -267,6 +269,7 @@ __all__ = [
     "APPLIED_NO",
     "APPLIED_UNKNOWN",
     "META_APPLIED",
+    "META_CURRENT_BIN",
     "META_KIND",
     "ClusterError",
     "ConditionFailed",

@@ -19,6 +19,7 @@ import grpc
 
 from . import __version__
 from .errors import (
+    META_CURRENT_BIN,
     ConditionFailed,
     InvalidArgument,
     NotLeader,
@@ -84,7 +85,6 @@ _ROLE_NAMES = {
     StateRole.PRE_CANDIDATE: "pre-candidate",
 }
 _CONSISTENCY = kv_pb2.Consistency
-META_CURRENT_BIN = "raftkv-current-bin"
 MAX_TXN_OPS = 128
 MAX_BATCH_OPS = 1000
 """The most operations one Batch RPC may carry (INVALID_ARGUMENT above, and none is carried out)."""

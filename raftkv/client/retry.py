@@ -9,7 +9,6 @@ from collections.abc import Mapping, Sequence
 
 import grpc.aio
 
-from ..errors import APPLIED_UNKNOWN, RaftKVError
 from .rpc_errors import transport_failure
 
 __all__ = ["BACKOFF_MAX_S", "BACKOFF_MIN_S"]
@@ -25,12 +24,6 @@ _OP_NAMES = {"MemberList": "member list", "MemberAdd": "member add", "MemberProm
 def _nothing_listening(e: grpc.aio.AioRpcError) -> bool:
     """The connection was refused, or the host name does not resolve: no server got the request."""
     return transport_failure(e) in ("connection refused", "cannot resolve the host name")
-
-
-def _outcome_unknown(e: grpc.aio.AioRpcError, err: RaftKVError) -> bool:
-    """Whether a failed write attempt may nevertheless have been applied: what the server said (``applied``), or
-    for a failure that did not come from a server, anything but a connection that could not be made."""
-    return err.applied == APPLIED_UNKNOWN
 
 
 def _n(count: int, what: str) -> str:

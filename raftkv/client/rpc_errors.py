@@ -13,6 +13,7 @@ from ..errors import (
     APPLIED_NO,
     APPLIED_UNKNOWN,
     META_APPLIED,
+    META_CURRENT_BIN,
     META_KIND,
     ConditionFailed,
     RaftKVError,
@@ -24,7 +25,6 @@ from .models import _kv
 
 __all__ = ["META_CURRENT_BIN", "error_from_rpc", "transport_failure"]
 
-META_CURRENT_BIN = "raftkv-current-bin"
 """Trailing metadata of a failed condition: the key's current KeyValue (serialized protobuf)."""
 
 
@@ -72,7 +72,7 @@ def _rpc_error(
 
 def _batch_error_rpc(be: kv_pb2.BatchError) -> grpc.aio.AioRpcError:
     """A batch operation's error as the AioRpcError its unary RPC would have raised (same code, details, trailing
-    metadata), so :func:`error_from_rpc` and :func:`_outcome_unknown` judge both alike."""
+    metadata), so :func:`error_from_rpc` (and with it the retry policy) judges both alike."""
     try:
         code = grpc.StatusCode[be.code]
     except KeyError:
