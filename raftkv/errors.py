@@ -199,7 +199,8 @@ class DataCorruption(RaftKVError):
     """A node read back a record that does not match its checksum (or that LMDB cannot read). The node raises its
     corruption alarm: from then on it refuses every request but Status and takes no part in Raft, leaving the
     cluster's decisions to the others. Retryable elsewhere: another member serves the request. To repair the node,
-    remove it, wipe its data directory and add it again (it then catches up from its peers)."""
+    remove it, wipe its data directory and add it under a new id (it then catches up from its peers; a removed id is
+    never a member again)."""
 
     kind = "corruption"
     grpc_code = "DATA_LOSS"

@@ -245,7 +245,7 @@ class Node:
         if not self.corruption:
             self.corruption = exc.message if isinstance(exc, DataCorruption) else f"{type(exc).__name__}: {exc}"
             log.critical("node %d: CORRUPTION ALARM: %s. It refuses every request but status and takes no part in "
-                         "Raft from now on; rebuild it from the cluster (remove it, wipe %s, add it again)",
+                         "Raft from now on; rebuild it from the cluster (remove it, wipe %s, add it under a new id)",
                          self.id, self.corruption, self.settings.data_dir)
             self._fail_all(self.corruption_error())
             self._wake.set()

@@ -573,7 +573,17 @@ class Replica:
         raw = self.raw
         confs, self._conf_proposals = self._conf_proposals, []
         for data, rid, force in confs:
-            if not force and shrinks_two_voters_to_one(raw.conf_state(), decode_conf_change(data)):
+            cc = decode_conf_change(data)
+            if cc.type != ConfChangeType.REMOVE_NODE and cc.node_id in self._table.removed_members():
+                # As etcd: an id, once removed, is never a member again. A node added again under its old id replays
+                # the log from its start, through the configurations of the past, and two such nodes are a majority
+                # of the first one (the replica simulator found two leaders in one term that way). Checked here, as
+                # the next, against the membership as applied, with no other change pending (the core refuses one).
+                self._fail(rid, InvalidArgument(
+                    f"node {cc.node_id} was removed from this cluster, and an id is never a member again: add the "
+                    f"rebuilt node under a new id (its old data directory may not be reused)"))
+                continue
+            if not force and shrinks_two_voters_to_one(raw.conf_state(), cc):
                 # Checked here, against the membership the change would apply to, not when the request came: a
                 # change still pending then may have applied since.
                 self._fail(rid, InvalidArgument(

@@ -586,7 +586,7 @@ class KVStateMachine:
                 m = MemberInfo(mid, m.peer_addr, m.client_addr, mid in after.learners)
             members.put(key, encode_member(m))
             if old is None:
-                # (An id may be added again, for a node whose data was wiped: it starts clean.)
+                # (The leader refuses to add a removed id again; a log written before it did may still hold one.)
                 tables.removed.delete(key)
                 tables.alarms.delete(key)
         else:

@@ -26,8 +26,8 @@ __all__ = [
 ]
 
 RESTORE_ADVICE = (
-    "restore the node from a peer: stop it, wipe its data directory, remove it from the cluster and re-add it "
-    "so the leader sends it a snapshot"
+    "restore the node from a peer: stop it, remove it from the cluster, wipe its data directory and add it back "
+    "under a new id, so it catches up from the others"
 )
 
 

@@ -83,3 +83,22 @@ async def test_a_member_that_applies_its_own_removal_refuses_at_once(cluster: Cl
         await _rpc(servicer(cluster, gone.id).Get,
                    kv_pb2.GetRequest(key=b"k", read=kv_pb2.ReadOptions(consistency=kv_pb2.STALE)))
     assert "removed from the cluster" in str(e.value)
+
+
+@with_cluster
+async def test_a_removed_id_is_never_added_again(cluster: Cluster) -> None:
+    """As etcd: once removed, an id is refused for good (README, "Durability"). A node added again under its old id
+    replays the log from its start through the past configurations; two such nodes can elect a second leader in a
+    term (found by the replica simulator, tests/sim/test_replicas.py)."""
+    lead = await cluster.leader()
+    gone = next(n for n in cluster.nodes.values() if n is not lead)
+    res = await lead.change_membership(ConfChangeType.REMOVE_NODE, MemberInfo(gone.id, "", ""))
+    assert res.changed
+    svc = servicer(cluster, lead.id)
+    m = next(x for x in gone.settings.members if x.id == gone.id)
+    add = kv_pb2.MemberAddRequest(id=gone.id, peer_addr=m.peer_addr, client_addr=m.client_addr, learner=True)
+    with pytest.raises(Aborted) as e:
+        await _rpc(svc.MemberAdd, add)
+    assert e.value.code.name == "INVALID_ARGUMENT", e.value
+    assert f"node {gone.id} was removed from this cluster, and an id is never a member again" in str(e.value)
+    assert gone.id not in {x.id for x in lead.members()}

@@ -74,6 +74,7 @@ class ReplicaSimStats:
     forwarded: int = 0
     batches: int = 0
     commands: int = 0
+    readds_refused: int = 0
 
     def __post_init__(self) -> None:
         self.reads = {"index": 0, "lease": 0, "bounded": 0, "stale": 0}
@@ -173,9 +174,10 @@ class ReplicaCluster(Cluster):
     nodes: dict[int, ReplicaSimNode]  # type: ignore[assignment]
 
     def __init__(self, seed: int, cfg: SimConfig | None = None, *, readd_wiped: bool = False) -> None:
-        """``readd_wiped``: membership changes may add a removed id again, after wiping its node (the documented way
-        to rebuild a member). Known unsafe today (``test_replicas.py``): two wiped members replaying the log from its
-        start pass through the first configuration, in which they are a majority, and can elect a leader of it."""
+        """``readd_wiped``: membership changes may try to add a removed id again, after wiping its node (what an
+        operator rebuilding a member under its old id would do); the leader must refuse it (``test_replicas.py``:
+        two wiped members replaying the log from its start pass through the first configuration, in which they are
+        a majority, and can elect a leader of it)."""
         self.readd_wiped = readd_wiped
         self.node_members: dict[int, tuple[Member, ...]] = {}  # a joiner's configured members (else the initial)
         cfg = cfg or SimConfig()
@@ -397,7 +399,7 @@ class ReplicaCluster(Cluster):
         except RaftKVError:
             return
         n.ops[rid] = _Op("conf", self.now)
-        self._log(f"node {nid} proposes {cc}")
+        self._log(f"node {n.id} proposes {cc}")
 
     def transfer(self, leader: int, to: int) -> None:
         n = self.nodes[leader]
@@ -458,6 +460,8 @@ class ReplicaCluster(Cluster):
         op = n.ops.pop(rid, None)
         if n.replica is not None:
             n.replica.forget(rid)
+        if "is never a member again" in err.message:
+            self.rstats.readds_refused += 1
         if err.applied == APPLIED_NO:
             self.not_applied.add((n.id, rid))
             self.rstats.failed_not_applied += 1
