@@ -40,6 +40,7 @@ ALLOWED: dict[str, set[str]] = {
     "node": {"raft", "replica", "writer", "storage", "transport", "kv", "codec", "errors", "settings", "metrics",
              "clock"},
     "clock": set(),
+    "watch": {"kv"},
     "metrics": set(),
     "pbmap": {"kv", "errors", "proto"},
     "servicer": {"node", "pbmap", "raft", "kv", "errors", "proto", "settings"},
