@@ -32,6 +32,7 @@ module imports nothing above ``raft``)::
         sibling put  [5, request_id, client_id, seq, key, value, vector clock]
         hash mark    [6, request_id, client_id, seq]                  replicas hash their state right after it
         alarm        [7, request_id, client_id, seq, member, message]  member's state is corrupt (a hash check)
+        compact      [8, request_id, client_id, seq, revision]        drop the history older than revision
       condition      [key, target, cmp, operand]                      operand by target: bytes (VALUE), int >= 0
                                                                       (VERSION, MOD_REVISION, CREATE_REVISION),
                                                                       bool (EXISTS), vector clock (VCLOCK)
@@ -51,6 +52,9 @@ module imports nothing above ``raft``)::
       duplicate      [8]
     value record     [2, value, create_revision, mod_revision, version, vector clock, [sibling...]]  one stored key
     session record   [2, last_seq, last_active_ns, encoded result]                                   one session
+    history event    [2, key, value record | nil]     one write of the history: a put (the key's value record as
+                                                      ``kv`` stores it, bytes) or a delete (nil); the revision and
+                                                      position are the record's key, not part of it
 
 A command batch is validated column by column when it is homogeneous (every command a put, or every one a delete,
 or every one an incr, without conditions: the common case) and command by command otherwise. Decoding checks
@@ -93,6 +97,7 @@ from raftkv.raft.types import (
 
 __all__ = [
     "CMD_ALARM",
+    "CMD_COMPACT",
     "CMD_DELETE",
     "CMD_HASH_MARK",
     "CMD_INCR",
@@ -128,6 +133,7 @@ __all__ = [
     "decode_command_batch",
     "decode_conf_state",
     "decode_entry",
+    "decode_event",
     "decode_hard_state",
     "decode_messages",
     "decode_result",
@@ -140,6 +146,7 @@ __all__ = [
     "encode_command_batch",
     "encode_conf_state",
     "encode_entry",
+    "encode_event",
     "encode_hard_state",
     "encode_messages",
     "encode_result",
@@ -528,6 +535,7 @@ CMD_TXN = 4
 CMD_SIBLING_PUT = 5
 CMD_HASH_MARK = 6
 CMD_ALARM = 7
+CMD_COMPACT = 8
 
 TARGET_VALUE = 0
 TARGET_VERSION = 1
@@ -571,6 +579,7 @@ class KVTypes(NamedTuple):
     sibling_put: type[tuple[Any, ...]]
     hash_mark: type[tuple[Any, ...]]
     alarm: type[tuple[Any, ...]]
+    compact: type[tuple[Any, ...]]
     delete: type[tuple[Any, ...]]
     incr: type[tuple[Any, ...]]
     txn: type[tuple[Any, ...]]
@@ -607,11 +616,13 @@ _COMMAND_LAYOUTS = {
     CMD_SIBLING_PUT: "[5, request_id, client_id, seq, key, value, vector clock]",
     CMD_HASH_MARK: "[6, request_id, client_id, seq]",
     CMD_ALARM: "[7, request_id, client_id, seq, member, message]",
+    CMD_COMPACT: "[8, request_id, client_id, seq, revision]",
 }
 _COLUMN_OPS = frozenset({CMD_PUT, CMD_DELETE, CMD_INCR})
 """The ops a homogeneous batch may take the column path for."""
 _COMMAND_LENGTHS = {
     CMD_PUT: 7, CMD_DELETE: 6, CMD_INCR: 6, CMD_TXN: 7, CMD_SIBLING_PUT: 7, CMD_HASH_MARK: 4, CMD_ALARM: 6,
+    CMD_COMPACT: 5,
 }
 _CONDITION_LAYOUT = "[key, target, cmp, operand]"
 _TXN_OP_LAYOUT = "[op, key, value, delta]"
@@ -621,6 +632,7 @@ _SIBLING_LAYOUT = "[value, node, revision] with node > 0 and revision > 0"
 _RESULT_LAYOUT = "[version, [tag, ...]]"
 _VALUE_RECORD_LAYOUT = "[version, value, create_revision, mod_revision, version, vclock, [sibling...]]"
 _SESSION_LAYOUT = "[version, last_seq, last_active_ns, result]"
+_EVENT_LAYOUT = "[version, key, value record | nil]"
 
 
 def encode_command_batch(proposer: int, timestamp_ns: int, commands: Sequence[tuple[Any, ...]]) -> bytes:
@@ -720,6 +732,10 @@ def _command(c: object, types: KVTypes) -> Any:
         if not (_is_index(c[4]) and type(c[5]) is str):
             _fail("alarm", _COMMAND_LAYOUTS[op], c)
         return _new(types.alarm, c[1:])
+    if op == CMD_COMPACT:
+        if not _is_index(c[4]):
+            _fail("compact", _COMMAND_LAYOUTS[op], c)
+        return _new(types.compact, c[1:])
     return _new(types.txn, (*c[1:4], _conditions(c[4], types), _txn_ops(c[5], types), _txn_ops(c[6], types)))
 
 
@@ -888,3 +904,19 @@ def decode_session_record(b: bytes | bytearray | memoryview) -> tuple[int, int, 
     if not (_is_index(last_seq) and _is_index(last_active_ns) and type(result) is bytes):
         _fail("session record", _SESSION_LAYOUT, t)
     return last_seq, last_active_ns, result
+
+
+def encode_event(key: bytes, record: bytes | None) -> bytes:
+    """``[version, key, value record | nil]``: one event of the history, a put (``record`` is the value record the
+    put stored, as ``encode_value_record`` made it) or a delete (``record`` None)."""
+    return _pack((FORMAT_VERSION, key, record))
+
+
+def decode_event(b: bytes | bytearray | memoryview) -> tuple[bytes, bytes | None]:
+    """Inverse of ``encode_event``: ``(key, value record or None)``; the value record stays encoded (decode it with
+    ``decode_value_record`` when it is needed: compaction and hashing only look at the key)."""
+    t = _versioned(_unpack(b, "history event"), "history event", 3, _EVENT_LAYOUT)
+    _, key, record = t
+    if type(key) is not bytes or not (record is None or type(record) is bytes):
+        _fail("history event", _EVENT_LAYOUT, t)
+    return key, record

@@ -8,6 +8,8 @@ with the fields needed to act on it::
      │    └── Removed            this node was removed from the cluster: it serves nothing, ask another member
      ├── Timeout                 the deadline passed
      ├── ConditionFailed         a conditional write's condition did not hold; .current is the key's current state
+     ├── Compacted               a read at (or a watch from) a revision whose history was compacted away;
+     │                           .compacted_revision is the oldest revision still readable
      ├── ReadOnly                the node refuses writes (e.g. its disk is full); .reason
      ├── StorageError            the node's data directory is damaged or unusable (at start-up); .path
      ├── DataCorruption          a record read back does not match its checksum: this node serves nothing more
@@ -35,6 +37,8 @@ META_KIND = "raftkv-error"
 META_APPLIED = "raftkv-applied"
 META_CURRENT_BIN = "raftkv-current-bin"
 """Trailing metadata of a failed condition: the key's current value and metadata (a serialized ``KeyValue``)."""
+META_COMPACTED_REVISION = "raftkv-compacted-revision"
+"""Trailing metadata of a ``Compacted`` error: the compacted revision (decimal)."""
 META_LEADER_ID = "raftkv-leader-id"
 META_LEADER_ADDR = "raftkv-leader-addr"
 
@@ -179,6 +183,24 @@ class ConditionFailed(RaftKVError):
         self.current = current
 
 
+class Compacted(RaftKVError):
+    """A read at a revision older than the compacted one (or a watch from a revision whose events were compacted):
+    the history it needs is gone. ``compacted_revision`` is the compacted revision C: the state at C and after can
+    still be read, the events after C replayed (read the state at C, then watch from C + 1). Not retryable: the
+    same request is refused everywhere (every replica compacts at the same log position). OUT_OF_RANGE, as etcd."""
+
+    kind = "compacted"
+    grpc_code = "OUT_OF_RANGE"
+    exit_code = ExitCode.INVALID
+
+    def __init__(self, message: str, compacted_revision: int = 0, *, applied: str = APPLIED_NO) -> None:
+        super().__init__(message, applied=applied)
+        self.compacted_revision = compacted_revision
+
+    def metadata(self) -> list[tuple[str, str]]:
+        return [*super().metadata(), (META_COMPACTED_REVISION, str(self.compacted_revision))]
+
+
 class ReadOnly(RaftKVError):
     kind = "read-only"
     grpc_code = "RESOURCE_EXHAUSTED"
@@ -223,8 +245,8 @@ class ClusterError(RaftKVError):
 _BY_KIND: dict[str, type[RaftKVError]] = {
     c.kind: c
     for c in (
-        InvalidArgument, NotLeader, Unavailable, Removed, Timeout, ConditionFailed, ReadOnly, StorageError,
-        DataCorruption, ConfigError, ClusterError,
+        InvalidArgument, NotLeader, Unavailable, Removed, Timeout, ConditionFailed, Compacted, ReadOnly,
+        StorageError, DataCorruption, ConfigError, ClusterError,
     )
 }
 
@@ -252,6 +274,12 @@ def from_wire(grpc_code: str, message: str, metadata: dict[str, str]) -> RaftKVE
         except ValueError:
             lid = 0
         return NotLeader(lid, metadata.get(META_LEADER_ADDR, ""), message, applied=applied)
+    if cls is Compacted:
+        try:
+            compacted = int(metadata.get(META_COMPACTED_REVISION, "0") or 0)
+        except ValueError:
+            compacted = 0
+        return Compacted(message, compacted, applied=applied)
     if cls is not None:
         return cls(message, applied=applied)
     # A status that did not come from raftkv's servicer (the transport, a proxy, a dead server).
@@ -270,9 +298,11 @@ __all__ = [
     "APPLIED_NO",
     "APPLIED_UNKNOWN",
     "META_APPLIED",
+    "META_COMPACTED_REVISION",
     "META_CURRENT_BIN",
     "META_KIND",
     "ClusterError",
+    "Compacted",
     "ConditionFailed",
     "ConfigError",
     "DataCorruption",

@@ -324,6 +324,19 @@ def test_value_record_round_trip(value: bytes, create: int, mod: int, version: i
     assert msgpack.unpackb(b, use_list=False) == (2, value, create, mod, version, clock, ())
 
 
+@given(st.binary(max_size=64), st.none() | st.binary(max_size=64))
+def test_history_event_round_trip(key: bytes, record: bytes | None) -> None:
+    b = codec.encode_event(key, record)
+    assert codec.decode_event(b) == (key, record)
+    assert msgpack.unpackb(b, use_list=False) == (2, key, record)
+
+
+@pytest.mark.parametrize("event", [[V, "k", None], [V, b"k", 1], [V, b"k", "v"], [V, None, b"v"], [V, b"k"]])
+def test_malformed_history_events_are_rejected(event: list[Any]) -> None:
+    with pytest.raises(CodecError, match="history event"):
+        codec.decode_event(pack(event))
+
+
 @given(U64, U64, st.binary(max_size=32))
 def test_session_record_round_trip(seq: int, active: int, result: bytes) -> None:
     assert codec.decode_session_record(codec.encode_session_record(seq, active, result)) == (seq, active, result)
@@ -334,6 +347,7 @@ def test_command_batch_round_trip_with_plain_types() -> None:
         (codec.CMD_PUT, 1, 2, 3, b"k", b"v", ((b"k", codec.TARGET_VCLOCK, codec.CMP_EQ, ((1, 2),)),)),
         (codec.CMD_DELETE, 4, 0, 0, b"k", ()),
         (codec.CMD_INCR, 5, 0, 0, b"n", -3),
+        (codec.CMD_COMPACT, 7, 0, 0, 42),
         (codec.CMD_TXN, 6, 0, 0, ((b"k", codec.TARGET_EXISTS, codec.CMP_NE, False),),
          ((codec.TXN_GET, b"k", b"", 0),), ()),
     ]  # fmt: skip
@@ -348,6 +362,7 @@ def test_command_batch_round_trip_with_plain_types() -> None:
         (lambda b: codec.decode_result(b, PLAIN), [V, [8]]),
         (lambda b: codec.decode_value_record(b, PLAIN), [V, b"v", 1, 1, 1, [[1, 1]], []]),
         (codec.decode_session_record, [V, 1, 0, b""]),
+        (codec.decode_event, [V, b"k", None]),
     ],
 )
 def test_kv_encodings_are_version_tagged_and_strict(decode: Any, good: list[Any]) -> None:
@@ -392,6 +407,7 @@ def test_kv_decoders_raise_only_codec_error_on_garbage(garbage: bytes) -> None:
         lambda b: codec.decode_result(b, PLAIN),
         lambda b: codec.decode_value_record(b, PLAIN),
         codec.decode_session_record,
+        codec.decode_event,
     ):
         with contextlib.suppress(CodecError):
             decode(garbage)

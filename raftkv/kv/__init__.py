@@ -1,8 +1,9 @@
 """raftkv.kv: the replicated key-value state machine.
 
 ``KVStateMachine`` applies committed log entries — each a ``Batch`` of commands (``Put``, ``Delete``, ``Incr``,
-``Txn``) from one proposer — deterministically, with exactly-once sessions (``raftkv.kv.sessions``) and per-key
-metadata (create/mod revision, version, ``VectorClock``, siblings). Build entry data with ``encode_batch``; match each
+``Txn``) from one proposer — deterministically, with exactly-once sessions (``raftkv.kv.sessions``), per-key
+metadata (create/mod revision, version, ``VectorClock``, siblings) and the history of every key by revision (reads at
+a revision, ``events``, ``Compact``). Build entry data with ``encode_batch``; match each
 ``Applied`` answer to its request by ``(proposer, request_id)``.
 """
 
@@ -16,12 +17,16 @@ from .commands import (
     Batch,
     CmpOp,
     Command,
+    Compact,
+    CompactResult,
     Condition,
     ConditionFailedResult,
     Delete,
     DeleteResult,
     DuplicateResult,
     ErrorResult,
+    Event,
+    EventType,
     HashMark,
     Incr,
     IncrResult,
@@ -53,10 +58,13 @@ from .fsm import (
     LMDB_DAMAGE,
     Applied,
     DictBackend,
+    DictKeyIndex,
     FSMStore,
+    KeyIndex,
     KVBackend,
     KVStateMachine,
     LmdbBackend,
+    LmdbKeyIndex,
     MemberChangeResult,
 )
 from .membership import MemberChange, MemberInfo, bootstrap_entries, decode_change, decode_conf_change, encode_change
@@ -77,13 +85,18 @@ __all__ = [
     "Batch",
     "CmpOp",
     "Command",
+    "Compact",
+    "CompactResult",
     "Condition",
     "ConditionFailedResult",
     "Delete",
     "DeleteResult",
     "DictBackend",
+    "DictKeyIndex",
     "DuplicateResult",
     "ErrorResult",
+    "Event",
+    "EventType",
     "FSMStore",
     "HashMark",
     "Incr",
@@ -91,9 +104,11 @@ __all__ = [
     "InvalidCommand",
     "KVBackend",
     "KVStateMachine",
+    "KeyIndex",
     "KeyValue",
     "Limits",
     "LmdbBackend",
+    "LmdbKeyIndex",
     "MemberChange",
     "MemberChangeResult",
     "MemberInfo",

@@ -34,12 +34,16 @@ __all__ = [
     "Batch",
     "CmpOp",
     "Command",
+    "Compact",
+    "CompactResult",
     "Condition",
     "ConditionFailedResult",
     "Delete",
     "DeleteResult",
     "DuplicateResult",
     "ErrorResult",
+    "Event",
+    "EventType",
     "HashMark",
     "Incr",
     "IncrResult",
@@ -211,7 +215,19 @@ class Alarm(NamedTuple):
     message: str
 
 
-Command: TypeAlias = Put | SiblingPut | Delete | Incr | Txn | HashMark | Alarm
+class Compact(NamedTuple):
+    """Compact the history at ``revision``: from then on a read at a revision below it is refused (``Compacted``),
+    and the versions only such reads could see are removed, in bounded steps (see raftkv.kv.fsm). Changes no key
+    and takes no revision. Applied without a session (like ``HashMark``): it is idempotent, a compact at or below the
+    compacted revision changes nothing and answers the compacted revision. Refused above the current revision."""
+
+    request_id: int
+    client_id: int
+    seq: int
+    revision: int
+
+
+Command: TypeAlias = Put | SiblingPut | Delete | Incr | Txn | HashMark | Alarm | Compact
 
 
 class InvalidCommand(NamedTuple):
@@ -299,6 +315,34 @@ class NoteResult(NamedTuple):
     note: str
 
 
+class CompactResult(NamedTuple):
+    """The answer to a ``Compact``."""
+
+    compacted: int
+    """The compacted revision afterwards: the one asked for, or the one already compacted if that was higher."""
+
+
+class EventType(IntEnum):
+    """What an ``Event`` did to its key."""
+
+    PUT = 1
+    DELETE = 2
+
+
+class Event(NamedTuple):
+    """One write of the history, as ``KVStateMachine.events`` replays it: events come in revision order, then in
+    the order the command made them (``sub``: a txn may write several keys, or one key twice, in one revision)."""
+
+    revision: int
+    sub: int
+    kind: EventType
+    key: bytes
+    kv: KeyValue | None
+    """A put: the key right after it (its value and metadata); a delete: None."""
+    prev: KeyValue | None = None
+    """If asked for: the key right before this write (None if it did not exist)."""
+
+
 class DuplicateResult(NamedTuple):
     """A late duplicate of a request older than the session's last one: not applied, and its original answer is
     no longer kept."""
@@ -306,7 +350,7 @@ class DuplicateResult(NamedTuple):
 
 Result: TypeAlias = (
     PutResult | DeleteResult | IncrResult | TxnResult | ConditionFailedResult | ErrorResult | DuplicateResult
-    | NoteResult
+    | NoteResult | CompactResult
 )
 
 
@@ -325,6 +369,7 @@ _TYPES = codec.KVTypes(
     sibling_put=SiblingPut,
     hash_mark=HashMark,
     alarm=Alarm,
+    compact=Compact,
     delete=Delete,
     incr=Incr,
     txn=Txn,
@@ -346,6 +391,7 @@ _OP_OF: dict[type, int] = {
     SiblingPut: codec.CMD_SIBLING_PUT,
     HashMark: codec.CMD_HASH_MARK,
     Alarm: codec.CMD_ALARM,
+    Compact: codec.CMD_COMPACT,
     Delete: codec.CMD_DELETE,
     Incr: codec.CMD_INCR,
     Txn: codec.CMD_TXN,
@@ -517,8 +563,8 @@ def validate(cmd: Command, limits: Limits = DEFAULT_LIMITS) -> str | None:
         conditions = cmd.conditions
     elif type(cmd) is SiblingPut:
         return _check_key(cmd.key, limits, "put") or _check_value(cmd.value, limits, "put")
-    elif type(cmd) is HashMark or type(cmd) is Alarm:
-        return None
+    elif type(cmd) is HashMark or type(cmd) is Alarm or type(cmd) is Compact:
+        return None  # (a compact's revision is an index, as decoding checked; the state decides the rest)
     elif type(cmd) is Delete:
         what = "delete"
         error = _check_key(cmd.key, limits, what)

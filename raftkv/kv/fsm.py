@@ -58,8 +58,8 @@ from typing import Any, NamedTuple, Protocol
 
 import lmdb
 
-from raftkv.codec import CodecError, decode_session_record, encode_value_record
-from raftkv.errors import DataCorruption, InvalidArgument, quoted
+from raftkv.codec import CodecError, decode_event, decode_session_record, encode_event, encode_value_record
+from raftkv.errors import Compacted, DataCorruption, InvalidArgument, quoted
 from raftkv.raft.core import conf_state_after
 from raftkv.raft.types import ConfChangeType, ConfState, Entry, EntryType
 
@@ -71,11 +71,15 @@ from .commands import (
     Alarm,
     CmpOp,
     Command,
+    Compact,
+    CompactResult,
     Condition,
     ConditionFailedResult,
     Delete,
     DeleteResult,
     ErrorResult,
+    Event,
+    EventType,
     HashMark,
     Incr,
     IncrResult,
@@ -106,10 +110,13 @@ __all__ = [
     "DB_NAMES",
     "Applied",
     "DictBackend",
+    "DictKeyIndex",
     "FSMStore",
     "KVBackend",
     "KVStateMachine",
+    "KeyIndex",
     "LmdbBackend",
+    "LmdbKeyIndex",
     "MemberChangeResult",
 ]
 
@@ -120,17 +127,27 @@ DB_META = b"fsm_meta"
 DB_MEMBERS = b"members"
 DB_REMOVED = b"members_removed"
 DB_ALARMS = b"alarms"
-DB_NAMES = (DB_META, DB_KV, DB_SESSIONS, DB_SESSIONS_BY_AGE, DB_MEMBERS, DB_REMOVED, DB_ALARMS)
-"""The state machine's tables, in sorted order (the order of ``snapshot_items``)."""
+DB_HISTORY = b"history"
+DB_NAMES = (DB_META, DB_HISTORY, DB_KV, DB_SESSIONS, DB_SESSIONS_BY_AGE, DB_MEMBERS, DB_REMOVED, DB_ALARMS)
+"""The state machine's tables, in the order of ``snapshot_items``. (Not the key index ``key_history``: it is
+derived from ``history``, rebuilt on restore, so snapshots do not carry it.)"""
+DB_KEY_HISTORY = b"key_history"
 
 _M_APPLIED = b"applied"
 _M_NOW = b"now_ns"
 _M_REVISION = b"revision"
+_M_COMPACTED = b"compacted"
+_M_COMPACT_NEXT = b"compact_next"
 _U64 = struct.Struct(">Q")
+_POS = struct.Struct(">QI")
+"""An event's position in the history: its revision (u64 BE), then its sub (u32 BE), 12 bytes."""
+_COMPACT_BUDGET = 1000
 _I64_MIN = -(1 << 63)
 _I64_MAX = (1 << 63) - 1
 _DECIMAL = re.compile(rb"-?[0-9]{1,19}")
 _INVALID = "invalid-argument"
+_SESSIONLESS = frozenset({HashMark, Alarm, Compact})
+"""The commands applied without a session (``KVStateMachine._apply_note``)."""
 
 
 class KVBackend(Protocol):
@@ -307,28 +324,8 @@ class KeyMappingBackend:
         self._b.delete(storage_key(key))
 
     def iter_from(self, start: bytes) -> Iterator[tuple[bytes, bytes]]:
-        """Keys >= ``start`` in exact byte order. Every stored key longer than LONG_KEY_PREFIX that shares one
-        LONG_KEY_PREFIX-byte prefix lies in one contiguous run (hashed ones in hash order): such a run is read
-        whole, sorted by the user key and filtered. Short keys, the common case, stream through untouched."""
-        seek = start if len(start) <= LONG_KEY_PREFIX else start[:LONG_KEY_PREFIX]
-        group: list[tuple[bytes, bytes]] = []
-        gprefix = b""
-        for sk, raw in self._b.iter_from(seek):
-            if len(sk) > LONG_KEY_PREFIX:
-                p = sk[:LONG_KEY_PREFIX]
-                if group and p != gprefix:
-                    yield from _sorted_from(group, start)
-                    group = []
-                gprefix = p
-                group.append(_unwrap(raw) if len(sk) > SHORT_KEY_MAX else (sk, raw))
-                continue
-            if group:
-                yield from _sorted_from(group, start)
-                group = []
-            if sk >= start:
-                yield sk, raw
-        if group:
-            yield from _sorted_from(group, start)
+        """Keys >= ``start`` in exact byte order (see ``_exact_order``)."""
+        return _exact_order(self._b.iter_from(_seek_key(start)), start)
 
     def count(self) -> int:
         return self._b.count()
@@ -337,9 +334,44 @@ class KeyMappingBackend:
         self._b.clear()
 
 
+def _seek_key(start: bytes) -> bytes:
+    """Where to start reading storage keys for the user keys >= ``start``."""
+    return start if len(start) <= LONG_KEY_PREFIX else start[:LONG_KEY_PREFIX]
+
+
+def _exact_order(stored: Iterable[tuple[bytes, bytes]], start: bytes) -> Iterator[tuple[bytes, bytes]]:
+    """``(user key, value)`` for every user key >= ``start`` in exact byte order, from ``(storage key, stored
+    value)`` pairs in storage key order (from ``_seek_key(start)`` on), a long key's value wrapped with its whole
+    key in front (``_wrap``). Every stored key longer than LONG_KEY_PREFIX that shares one LONG_KEY_PREFIX-byte
+    prefix lies in one contiguous run (hashed ones in hash order): such a run is read whole, sorted by the user key
+    and filtered. Short keys, the common case, stream through untouched."""
+    group: list[tuple[bytes, bytes]] = []
+    gprefix = b""
+    for sk, raw in stored:
+        if len(sk) > LONG_KEY_PREFIX:
+            p = sk[:LONG_KEY_PREFIX]
+            if group and p != gprefix:
+                yield from _sorted_from(group, start)
+                group = []
+            gprefix = p
+            group.append(_unwrap(raw) if len(sk) > SHORT_KEY_MAX else (sk, raw))
+            continue
+        if group:
+            yield from _sorted_from(group, start)
+            group = []
+        if sk >= start:
+            yield sk, raw
+    if group:
+        yield from _sorted_from(group, start)
+
+
 def _sorted_from(group: list[tuple[bytes, bytes]], start: bytes) -> Iterator[tuple[bytes, bytes]]:
     group.sort()
     return (kv for kv in group if kv[0] >= start)
+
+
+def _wrap(key: bytes, value: bytes) -> bytes:
+    return _LEN.pack(len(key)) + key + value
 
 
 def _unwrap(raw: bytes) -> tuple[bytes, bytes]:
@@ -347,12 +379,205 @@ def _unwrap(raw: bytes) -> tuple[bytes, bytes]:
     return raw[4 : 4 + n], raw[4 + n :]
 
 
+class KeyIndex(Protocol):
+    """The history's index by key: for each storage key (``storage_key`` of a user key), the positions (``_POS``:
+    revision and sub, 12 bytes) of its events, ascending. One per state machine: ``LmdbKeyIndex`` (production),
+    ``DictKeyIndex`` (tests and simulations); both pass one conformance test."""
+
+    def add(self, skey: bytes, pos: bytes) -> None:
+        """Add ``pos`` to the positions of ``skey`` (no change if there)."""
+
+    def remove(self, skey: bytes, pos: bytes) -> None:
+        """Remove ``pos`` from the positions of ``skey`` (no error if absent)."""
+
+    def before(self, skey: bytes, pos: bytes) -> bytes | None:
+        """The greatest position of ``skey`` below ``pos`` (None: there is none)."""
+
+    def after(self, skey: bytes, pos: bytes) -> bytes | None:
+        """The least position of ``skey`` above ``pos`` (None: there is none)."""
+
+    def keys_from(self, start: bytes) -> Iterator[bytes]:
+        """Every storage key >= ``start`` that has a position, ascending. Do not change the index while
+        iterating."""
+
+    def items(self) -> Iterator[tuple[bytes, bytes]]:
+        """Every ``(storage key, position)``, in order."""
+
+    def count(self) -> int:
+        """Number of positions (O(1))."""
+
+    def clear(self) -> None: ...
+
+
+class DictKeyIndex:
+    """An in-memory ``KeyIndex``: per key a sorted list of positions, and a sorted key list."""
+
+    __slots__ = ("_keys", "_n", "_pos")
+
+    def __init__(self) -> None:
+        self._pos: dict[bytes, list[bytes]] = {}
+        self._keys: list[bytes] = []
+        self._n = 0
+
+    def add(self, skey: bytes, pos: bytes) -> None:
+        held = self._pos.get(skey)
+        if held is None:
+            self._pos[skey] = [pos]
+            self._keys.insert(bisect_left(self._keys, skey), skey)
+        elif pos > held[-1]:
+            held.append(pos)  # the common case: a new event is the key's newest
+        else:
+            i = bisect_left(held, pos)
+            if held[i] == pos:
+                return
+            held.insert(i, pos)
+        self._n += 1
+
+    def remove(self, skey: bytes, pos: bytes) -> None:
+        held = self._pos.get(skey)
+        if held is None:
+            return
+        i = bisect_left(held, pos)
+        if i == len(held) or held[i] != pos:
+            return
+        del held[i]
+        self._n -= 1
+        if not held:
+            del self._pos[skey]
+            del self._keys[bisect_left(self._keys, skey)]
+
+    def before(self, skey: bytes, pos: bytes) -> bytes | None:
+        held = self._pos.get(skey)
+        if held is None:
+            return None
+        i = bisect_left(held, pos)
+        return held[i - 1] if i else None
+
+    def after(self, skey: bytes, pos: bytes) -> bytes | None:
+        held = self._pos.get(skey)
+        if held is None:
+            return None
+        i = bisect_right(held, pos)
+        return held[i] if i < len(held) else None
+
+    def keys_from(self, start: bytes) -> Iterator[bytes]:
+        keys = self._keys
+        i = bisect_left(keys, start)
+        while i < len(keys):
+            key = keys[i]
+            yield key
+            i = i + 1 if i < len(keys) and keys[i] == key else bisect_right(keys, key)
+
+    def items(self) -> Iterator[tuple[bytes, bytes]]:
+        for skey in list(self._keys):
+            for pos in list(self._pos.get(skey, ())):
+                yield skey, pos
+
+    def count(self) -> int:
+        return self._n
+
+    def clear(self) -> None:
+        self._pos.clear()
+        self._keys.clear()
+        self._n = 0
+
+
+_POS_LOW = b"\x00\x00\x00\x00"
+_POS_HIGH = b"\xff\xff\xff\xff"
+
+
+class LmdbKeyIndex:
+    """The ``KeyIndex`` in an LMDB dupsort, dupfixed database (storage key -> its positions, sorted by LMDB), inside
+    a transaction owned by the caller, as ``LmdbBackend``. Each value is the 12-byte position followed by the CRC32
+    of storage key and position (16 bytes): the checksum comes last so values still sort by position, and a damaged
+    value is found when read (DataCorruption), as ``unseal`` finds a damaged record."""
+
+    __slots__ = ("_cur", "_db", "_txn")
+
+    def __init__(self, txn: lmdb.Transaction[Any], db: Any) -> None:
+        self._txn = txn
+        self._db = db
+        self._cur: lmdb.Cursor[Any] | None = None
+
+    def _cursor(self) -> lmdb.Cursor[Any]:
+        cur = self._cur
+        if cur is None:
+            cur = self._cur = self._txn.cursor(self._db)
+        return cur
+
+    @staticmethod
+    def _value(skey: bytes, pos: bytes) -> bytes:
+        return pos + _CRC.pack(_crc32(pos, _crc32(skey)))
+
+    @staticmethod
+    def _pos(skey: bytes, value: bytes) -> bytes:
+        pos = value[:12]
+        if len(value) != 16 or _crc_of(value, 12)[0] != _crc32(pos, _crc32(skey)):
+            raise DataCorruption(
+                f"the history index entry of {quoted(skey, 64)} in table 'key_history' does not match its checksum"
+            )
+        return pos
+
+    def add(self, skey: bytes, pos: bytes) -> None:
+        self._txn.put(skey, self._value(skey, pos), dupdata=True, db=self._db)
+
+    def remove(self, skey: bytes, pos: bytes) -> None:
+        self._txn.delete(skey, self._value(skey, pos), db=self._db)
+
+    def before(self, skey: bytes, pos: bytes) -> bytes | None:
+        try:
+            cur = self._cursor()
+            if cur.set_range_dup(skey, pos + _POS_LOW):  # the first value >= pos: step back from it
+                found = cur.prev_dup()
+            else:  # every value is below pos, or the key has none
+                found = cur.set_key(skey) and cur.last_dup()
+            return self._pos(skey, cur.value()) if found else None
+        except LMDB_DAMAGE as exc:
+            raise _lmdb_failure(DB_KEY_HISTORY, exc) from exc
+
+    def after(self, skey: bytes, pos: bytes) -> bytes | None:
+        try:
+            cur = self._cursor()
+            if not cur.set_range_dup(skey, pos + _POS_HIGH):
+                return None
+            if cur.value()[:12] == pos and not cur.next_dup():  # (pos itself, its checksum all ones)
+                return None
+            return self._pos(skey, cur.value())
+        except LMDB_DAMAGE as exc:
+            raise _lmdb_failure(DB_KEY_HISTORY, exc) from exc
+
+    def keys_from(self, start: bytes) -> Iterator[bytes]:
+        try:
+            cur = self._txn.cursor(self._db)
+            found = cur.set_range(start) if start else cur.first()
+            while found:
+                yield cur.key()
+                found = cur.next_nodup()
+        except LMDB_DAMAGE as exc:
+            raise _lmdb_failure(DB_KEY_HISTORY, exc) from exc
+
+    def items(self) -> Iterator[tuple[bytes, bytes]]:
+        try:
+            cur = self._txn.cursor(self._db)
+            if cur.first():
+                for skey, value in cur.iternext():
+                    yield skey, self._pos(skey, value)
+        except LMDB_DAMAGE as exc:
+            raise _lmdb_failure(DB_KEY_HISTORY, exc) from exc
+
+    def count(self) -> int:
+        return self._txn.stat(self._db)["entries"]
+
+    def clear(self) -> None:
+        self._txn.drop(self._db, delete=False)
+
+
 class FSMStore(Protocol):
     """What the state machine needs from ``raftkv.storage.LmdbLogStore`` (a Protocol: kv may not import storage)."""
 
     env: lmdb.Environment
 
-    def open_db(self, name: bytes, *, dupsort: bool = False) -> Any: ...
+    def open_db(self, name: bytes, *, dupsort: bool = False, dupfixed: bool = False) -> Any: ...
 
     def read_txn(self, *, buffers: bool = False) -> AbstractContextManager[lmdb.Transaction[Any]]: ...
 
@@ -388,13 +613,22 @@ class Applied(NamedTuple):
 
 
 class _Tables(NamedTuple):
+    """The tables of ``DB_NAMES``, in that order (``_named``), then the key index."""
+
     meta: KVBackend
+    history: KVBackend
     kv: KVBackend
     sessions: KVBackend
     by_age: KVBackend
     members: KVBackend
     removed: KVBackend
     alarms: KVBackend
+    by_key: KeyIndex
+
+
+def _named(t: _Tables) -> Iterator[tuple[bytes, KVBackend]]:
+    """``(name, table)`` for every table of ``DB_NAMES`` (the key index apart)."""
+    return zip(DB_NAMES, t[: len(DB_NAMES)], strict=True)  # type: ignore[arg-type]  # (the slice is all KVBackends)
 
 
 def _get_u64(table: KVBackend, key: bytes) -> int:
@@ -419,7 +653,10 @@ class KVStateMachine:
 
     Session expiry (``session_ttl_s``, ``max_sessions``) and the limits (``max_key_bytes``, ``max_value_bytes``,
     ``max_ops``: see ``commands.validate``) are part of the replicated semantics: every replica must use the same
-    values. With LMDB, ``max_key_bytes`` may not exceed LMDB's maximum key size (511): ValueError otherwise."""
+    values. With LMDB, ``max_key_bytes`` may not exceed LMDB's maximum key size (511): ValueError otherwise.
+
+    ``compact_budget`` is not: it bounds the physical compaction work (history events examined) that one ``apply``
+    call does after its entries, and replicas may differ in it (see the module docstring)."""
 
     def __init__(
         self,
@@ -431,9 +668,13 @@ class KVStateMachine:
         max_value_bytes: int = MAX_VALUE_BYTES,
         max_ops: int = MAX_OPS,
         max_siblings: int = MAX_SIBLINGS,
+        compact_budget: int = _COMPACT_BUDGET,
     ) -> None:
         if session_ttl_s <= 0 or max_sessions < 0:
             raise ValueError(f"need session_ttl_s > 0 and max_sessions >= 0, got {session_ttl_s}, {max_sessions}")
+        if compact_budget < 1:
+            raise ValueError(f"compact_budget must be at least 1, got {compact_budget}")
+        self.compact_budget = compact_budget
         self.limits = Limits(max_key_bytes, max_value_bytes, max_ops, max_siblings)
         """Checked by ``commands.validate`` at apply time (commands beyond them get an ErrorResult)."""
         if max_key_bytes < 1 or max_value_bytes < 0 or max_ops < 0 or max_siblings < 1:
@@ -446,13 +687,15 @@ class KVStateMachine:
         """Set when ``apply`` recorded a corruption alarm: a hint for the driver to look at ``alarms()`` (not state:
         a retried apply sets it again)."""
         self._dbs: tuple[Any, ...] = ()
+        self._index_db: Any = None
         self._dicts: _Tables | None = None
         if store is None:
-            self._dicts = _Tables(*(DictBackend() for _ in DB_NAMES))
+            self._dicts = _Tables._make([*(DictBackend() for _ in DB_NAMES), DictKeyIndex()])
         else:
             if store.env.max_key_size() < LONG_KEY_PREFIX + 33:
                 raise ValueError(f"this LMDB build allows keys of only {store.env.max_key_size()} bytes")
             self._dbs = tuple(store.open_db(name) for name in DB_NAMES)
+            self._index_db = store.open_db(DB_KEY_HISTORY, dupsort=True, dupfixed=True)
 
     def __repr__(self) -> str:
         backend = "dict" if self._store is None else "lmdb"
@@ -468,10 +711,11 @@ class KVStateMachine:
             return self._dicts
         if txn is None:
             raise ValueError("this state machine keeps its state in LMDB: pass the write transaction")
-        meta, kv, sessions, by_age, members, removed, alarms = (
+        meta, history, kv, sessions, by_age, members, removed, alarms = (
             LmdbBackend(txn, db, name) for db, name in zip(self._dbs, DB_NAMES, strict=True)
         )
-        return _Tables(meta, KeyMappingBackend(kv), sessions, by_age, members, removed, alarms)
+        index = LmdbKeyIndex(txn, self._index_db)
+        return _Tables(meta, history, KeyMappingBackend(kv), sessions, by_age, members, removed, alarms, index)
 
     @contextmanager
     def _reading(self, txn: lmdb.Transaction[Any] | None = None) -> Iterator[_Tables]:
@@ -500,7 +744,7 @@ class KVStateMachine:
         now_ns = first_now = _get_u64(meta, _M_NOW)
         sessions = SessionTable(tables.sessions, tables.by_age, ttl_ns=self._ttl_ns, max_sessions=self.max_sessions)
         first_revision = _get_u64(meta, _M_REVISION)
-        run = _Executor(tables.kv, self.limits, first_revision)
+        run = _Executor(tables, self.limits, first_revision)
         out: list[Applied] = []
         append = out.append
         for entry in entries:
@@ -525,8 +769,8 @@ class KVStateMachine:
                 if isinstance(cmd, InvalidCommand):
                     append(Applied(index, proposer, cmd.request_id, ErrorResult(_INVALID, cmd.message)))
                     continue
-                if type(cmd) is HashMark or type(cmd) is Alarm:
-                    append(Applied(index, proposer, cmd.request_id, self._apply_note(tables, cmd)))
+                if type(cmd) in _SESSIONLESS:
+                    append(Applied(index, proposer, cmd.request_id, self._apply_note(tables, cmd, run.revision)))
                     continue
                 client_id = cmd.client_id
                 if client_id:
@@ -544,11 +788,16 @@ class KVStateMachine:
             meta.put(_M_NOW, _U64.pack(now_ns))
         if run.revision != first_revision:
             meta.put(_M_REVISION, _U64.pack(run.revision))
+        if meta.get(_M_COMPACT_NEXT) is not None:
+            self._compact_step(tables, self.compact_budget)
         return out
 
-    def _apply_note(self, tables: _Tables, cmd: HashMark | Alarm) -> NoteResult:
-        """Commands that change no key: a hash mark (nothing to do here: the driver hashes after its entry), or a
-        corruption alarm (recorded, for the member and everyone's status)."""
+    def _apply_note(self, tables: _Tables, cmd: Command, revision: int) -> NoteResult | CompactResult | ErrorResult:
+        """Commands that change no key and go through no session: a hash mark (nothing to do here: the driver
+        hashes after its entry), a corruption alarm (recorded, for the member and everyone's status), a compaction
+        (at ``revision``, the current one)."""
+        if type(cmd) is Compact:
+            return self._apply_compact(tables.meta, cmd.revision, revision)
         if type(cmd) is Alarm:
             key = _U64.pack(cmd.member)
             if tables.members.get(key) is None:
@@ -557,6 +806,79 @@ class KVStateMachine:
             self.alarm_applied = True
             return NoteResult(f"alarm raised for node {cmd.member}")
         return NoteResult("hash mark")
+
+    # -- history: compaction ----------------------------------------------------------------------------------------
+    @staticmethod
+    def _apply_compact(meta: KVBackend, target: int, current: int) -> CompactResult | ErrorResult:
+        """The logical effect of ``Compact(target)`` at the current revision ``current``, at once; the physical
+        removal is left to ``_compact_step`` (``compact_next`` says where it is)."""
+        compacted = _get_u64(meta, _M_COMPACTED)
+        if target <= compacted:
+            return CompactResult(compacted)
+        if target > current:
+            return ErrorResult(_INVALID, f"compact: revision {target} is in the future; the current revision is "
+                                         f"{current}")
+        if meta.get(_M_COMPACT_NEXT) is None:  # (else a compaction still under way just goes further)
+            meta.put(_M_COMPACT_NEXT, _POS.pack(compacted + 1, 0))
+        meta.put(_M_COMPACTED, _U64.pack(target))
+        return CompactResult(target)
+
+    def compact_step(self, txn: lmdb.Transaction[Any] | None, budget: int = _COMPACT_BUDGET) -> bool:
+        """Examine up to ``budget`` events of the pending physical compaction, in ``txn`` (a write transaction, as
+        ``apply`` takes: e.g. ``store.write(apply=lambda txn: fsm.compact_step(txn, 1000))`` on an idle writer);
+        return whether more remains. It changes nothing a read, ``events`` or the state hash can see, so a replica
+        may call it whenever it likes. ``apply`` calls it too, after its entries, with ``compact_budget``."""
+        if budget < 1:
+            raise ValueError(f"the budget must be at least 1, got {budget}")
+        return self._compact_step(self._tables(txn), budget)
+
+    def compacted(self, *, txn: lmdb.Transaction[Any] | None = None) -> int:
+        """The compacted revision (0: none): reads at a revision below it are refused, and ``events`` replays only
+        the revisions after it."""
+        with self._reading(txn) as t:
+            return _get_u64(t.meta, _M_COMPACTED)
+
+    def compaction_pending(self, *, txn: lmdb.Transaction[Any] | None = None) -> bool:
+        """Whether the physical removal of a compaction is still under way (``compact_step`` has work)."""
+        with self._reading(txn) as t:
+            return t.meta.get(_M_COMPACT_NEXT) is not None
+
+    @staticmethod
+    def _compact_step(t: _Tables, budget: int) -> bool:
+        """Examine the events from ``compact_next`` on, in order, up to ``budget`` of them and none after the
+        compacted revision C. Invariant: every key has at most one event below ``compact_next``, a put (its
+        newest put so far: the version reads at C or later may need). So an event examined supersedes that one
+        (removed), and is itself removed if it is a delete; a put stays, until a later one up to C supersedes it."""
+        meta = t.meta
+        nxt = meta.get(_M_COMPACT_NEXT)
+        if nxt is None:
+            return False
+        end = _POS.pack(_get_u64(meta, _M_COMPACTED) + 1, 0)
+        stop = end
+        batch: list[tuple[bytes, bytes]] = []
+        history, index = t.history, t.by_key
+        for pos, raw in history.iter_from(nxt):  # (collected first: the table changes below)
+            if pos >= end:
+                break
+            if len(batch) == budget:
+                stop = pos
+                break
+            batch.append((pos, raw))
+        for pos, raw in batch:
+            key, record = _event(pos, raw)
+            skey = storage_key(key)
+            kept = index.before(skey, pos)
+            if kept is not None:
+                history.delete(kept)
+                index.remove(skey, kept)
+            if record is None:
+                history.delete(pos)
+                index.remove(skey, pos)
+        if stop == end:
+            meta.delete(_M_COMPACT_NEXT)
+            return False
+        meta.put(_M_COMPACT_NEXT, stop)
+        return True
 
     # -- membership -------------------------------------------------------------------------------------------------
     @staticmethod
@@ -607,8 +929,9 @@ class KVStateMachine:
 
     def state_hash(self, txn: lmdb.Transaction[Any]) -> str:
         """``checksum`` of the state as ``txn`` sees it, streamed: equal on replicas that applied the same entries
-        (the cross-replica consistency check hashes each replica right after one log entry)."""
-        return _hash_items(self.iter_state(txn))
+        (the cross-replica consistency check hashes each replica right after one log entry), however far each
+        got with the physical removal of a compaction (see the module docstring)."""
+        return _hash_items(_logical_items(self._tables(txn)))
 
     def removed_members(self, *, txn: lmdb.Transaction[Any] | None = None) -> list[int]:
         """The ids of the nodes removed from the cluster (and not added again since), ascending."""
@@ -619,10 +942,22 @@ class KVStateMachine:
     # Each read runs in its own short ``store.read_txn()``, or in ``txn`` if given (LMDB mode: a transaction from
     # ``store.read_txn()`` without buffers, e.g. to read the applied index and the state at one point).
 
-    def get(self, key: bytes, *, txn: lmdb.Transaction[Any] | None = None) -> KeyValue | None:
-        """The key's current value and metadata, or None."""
+    def read_revision(self, rev: int | None = None, *, txn: lmdb.Transaction[Any] | None = None) -> int:
+        """The revision a read at ``rev`` reflects: ``rev``, or the current revision for None or 0. InvalidArgument
+        for a negative revision or one in the future, ``Compacted`` for one below the compacted revision: the
+        checks ``get`` and ``range`` make. (Read it in the same ``txn`` as the answer.)"""
         with self._reading(txn) as t:
-            raw = t.kv.get(key)
+            at = _past_revision(t.meta, rev) if rev else None
+            return _get_u64(t.meta, _M_REVISION) if at is None else at
+
+    def get(
+        self, key: bytes, *, rev: int | None = None, txn: lmdb.Transaction[Any] | None = None
+    ) -> KeyValue | None:
+        """The key's value and metadata (None: absent) now, or right after revision ``rev`` (see
+        ``read_revision``; None or 0: now)."""
+        with self._reading(txn) as t:
+            at = _past_revision(t.meta, rev) if rev else None
+            raw = t.kv.get(key) if at is None else _record_at(t, key, at)
             return None if raw is None else decode_value(raw, key)
 
     def range(
@@ -632,11 +967,13 @@ class KVStateMachine:
         limit: int = 1000,
         keys_only: bool = False,
         *,
+        rev: int | None = None,
         txn: lmdb.Transaction[Any] | None = None,
     ) -> tuple[list[KeyValue], bool]:
         """Up to ``limit`` keys starting with ``prefix`` and greater than ``start_after``, sorted; and whether more
         keys match (continue with ``start_after`` = the last key returned). ``keys_only``: values are b"" (the
-        metadata is still filled in). All from one consistent read transaction."""
+        metadata is still filled in). ``rev``: as the store was right after that revision (see ``read_revision``;
+        None or 0: now). All from one consistent read transaction."""
         if limit < 1:
             raise InvalidArgument(f"the limit must be at least 1, got {limit}")
         start = prefix
@@ -647,7 +984,9 @@ class KVStateMachine:
         out: list[KeyValue] = []
         more = False
         with self._reading(txn) as t:
-            for key, raw in t.kv.iter_from(start):
+            at = _past_revision(t.meta, rev) if rev else None
+            rows = t.kv.iter_from(start) if at is None else _rows_at(t, at, start, prefix)
+            for key, raw in rows:
                 if not key.startswith(prefix):
                     break
                 if len(out) == limit:
@@ -656,6 +995,38 @@ class KVStateMachine:
                 kv = decode_value(raw, key)
                 out.append(kv._replace(value=b"") if keys_only else kv)
         return out, more
+
+    def events(
+        self,
+        start_rev: int,
+        *,
+        prefix: bytes = b"",
+        prev_kv: bool = False,
+        txn: lmdb.Transaction[Any] | None = None,
+    ) -> Iterator[Event]:
+        """Every event of the history from revision ``start_rev`` on, of the keys that start with ``prefix``: in
+        revision order, then in the order their command made them. ``prev_kv``: each with the key as it was right
+        before it (its previous event, if that was a put).
+
+        ``Compacted`` if ``start_rev`` is at or below the compacted revision C (the events up to C are no longer
+        all kept: read the state at C, then replay from C + 1), InvalidArgument if it is below 1; a start after
+        the current revision yields nothing. Both checks are made at once. Streamed from ``txn`` (a read
+        transaction: the events up to the revision it sees), or from a read transaction of the iterator's own,
+        open until it is exhausted or closed (do either soon: an open one delays the growth of the map). Dict mode
+        reads the live tables: a compaction applied meanwhile that removes an event not yet replayed makes the
+        iterator raise ``Compacted`` rather than skip it."""
+        if start_rev < 1:
+            raise InvalidArgument(f"events start at revision 1 or later, got {start_rev}")
+        with self._reading(txn) as t:
+            _check_replay(t.meta, start_rev)
+        return self._events(start_rev, prefix, prev_kv, txn)
+
+    def _events(
+        self, start_rev: int, prefix: bytes, prev_kv: bool, txn: lmdb.Transaction[Any] | None
+    ) -> Iterator[Event]:
+        with self._reading(txn) as t:
+            _check_replay(t.meta, start_rev)  # (again: this may be another transaction than the check's)
+            yield from _replay(t, start_rev, prefix, prev_kv, live=self._store is None)
 
     def count(self, *, txn: lmdb.Transaction[Any] | None = None) -> int:
         """Number of keys (O(1))."""
@@ -693,14 +1064,15 @@ class KVStateMachine:
         """Every ``(table, key, value)`` of the state, tables in ``DB_NAMES`` order, keys sorted: a consistent
         copy taken in one read transaction. (Placeholder quality: it is materialized in memory first.)"""
         with self._reading() as t:
-            items = [(name, k, v) for name, table in zip(DB_NAMES, t, strict=True) for k, v in table.iter_from(b"")]
+            items = [(name, k, v) for name, table in _named(t) for k, v in table.iter_from(b"")]
         return iter(items)
 
     def iter_state(self, txn: lmdb.Transaction[Any]) -> Iterator[tuple[bytes, bytes, bytes]]:
         """Every ``(table, key, value)`` as ``txn`` (a read transaction) sees it, streamed: tables in ``DB_NAMES``
         order, keys sorted. With ``raftkv.storage.snapshots.write_snapshot`` this dumps the state with bounded
-        memory; the transaction gives a consistent view while writes go on."""
-        for name, table in zip(DB_NAMES, self._tables(txn), strict=True):
+        memory; the transaction gives a consistent view while writes go on. The history comes as it is stored, a
+        compaction under way included (the node restored from it carries on with it)."""
+        for name, table in _named(self._tables(txn)):
             for k, v in table.iter_from(b""):
                 yield name, k, v
 
@@ -714,9 +1086,11 @@ class KVStateMachine:
             DB_KV: lambda k, v: decode_value(v, k),
             DB_SESSIONS: lambda k, v: decode_session_record(v),
             DB_MEMBERS: lambda k, v: decode_member(_U64.unpack(k)[0], v),
-            DB_META: lambda k, v: _U64.unpack(v),
+            DB_META: lambda k, v: _POS.unpack(v) if k == _M_COMPACT_NEXT else _U64.unpack(v),
+            DB_HISTORY: _decode_history_record,
         }
-        for name, table in zip(DB_NAMES, self._tables(txn), strict=True):
+        t = self._tables(txn)
+        for name, table in _named(t):
             decode = decoders.get(name)
             n = 0
             try:
@@ -732,6 +1106,7 @@ class KVStateMachine:
             except DataCorruption as e:
                 problems.append(e.message)
             counts[name.decode()] = n
+        _verify_index(t, counts, problems)
         return counts, problems
 
     def conf_state(self, *, txn: lmdb.Transaction[Any] | None = None) -> ConfState:
@@ -744,30 +1119,192 @@ class KVStateMachine:
     ) -> None:
         """Replace the whole state with what ``items()`` yields (streamed from a snapshot file), in ``txn``. ``items``
         is a factory: a retried transaction reads the records again. ValueError for an unknown table."""
-        tables = dict(zip(DB_NAMES, self._tables(txn), strict=True))
-        for table in tables.values():
-            table.clear()
-        for name, key, value in items():
-            target = tables.get(name)
-            if target is None:
-                raise ValueError(f"unknown state machine table {name!r}")
-            target.put(key, value)
+        _restore(self._tables(txn), items())
 
     def restore(self, txn: lmdb.Transaction[Any] | None, items: Sequence[tuple[bytes, bytes, bytes]]) -> None:
         """Replace the whole state with ``items`` (as ``snapshot_items`` produced them), in ``txn`` like ``apply``
         (a Sequence, not an iterator: a retried transaction reads it again). ValueError for an unknown table."""
-        tables = dict(zip(DB_NAMES, self._tables(txn), strict=True))
-        for table in tables.values():
-            table.clear()
-        for name, key, value in items:
-            target = tables.get(name)
-            if target is None:
-                raise ValueError(f"unknown state machine table {name!r}")
-            target.put(key, value)
+        _restore(self._tables(txn), items)
 
     def checksum(self) -> str:
-        """sha256 (hex) over every table's sorted contents: equal on replicas that applied the same entries."""
-        return _hash_items(self.snapshot_items())
+        """sha256 (hex) over every table's sorted logical contents (``state_hash``): equal on replicas that applied
+        the same entries."""
+        with self._reading() as t:
+            return _hash_items(_logical_items(t))
+
+
+def _restore(t: _Tables, items: Iterable[tuple[bytes, bytes, bytes]]) -> None:
+    """Replace every table with ``items``, rebuilding the key index from the history."""
+    tables = dict(_named(t))
+    for table in tables.values():
+        table.clear()
+    index = t.by_key
+    index.clear()
+    for name, key, value in items:
+        target = tables.get(name)
+        if target is None:
+            raise ValueError(f"unknown state machine table {name!r}")
+        target.put(key, value)
+        if name == DB_HISTORY:
+            index.add(storage_key(_event(key, value)[0]), key)
+
+
+def _decode_history_record(pos: bytes, raw: bytes) -> object:
+    key, record = decode_event(raw)
+    _POS.unpack(pos)
+    return decode_value(record, key) if record is not None else None
+
+
+def _verify_index(t: _Tables, counts: dict[str, int], problems: list[str]) -> None:
+    """Check the key index against the history: every position it holds names an event of its key, and it holds
+    one per event."""
+    n = 0
+    try:
+        for skey, pos in t.by_key.items():
+            raw = t.history.get(pos)
+            if raw is None or storage_key(_event(pos, raw)[0]) != skey:
+                rev, sub = _POS.unpack(pos)
+                raise DataCorruption(f"the history index of {quoted(skey, 64)} names the event {rev}.{sub}, "
+                                     "which the history does not hold for that key")
+            n += 1
+        if n != counts.get(DB_HISTORY.decode(), n):
+            problems.append(f"the history index holds {n} events, the history {counts[DB_HISTORY.decode()]}")
+    except DataCorruption as e:
+        problems.append(e.message)
+    counts[DB_KEY_HISTORY.decode()] = n
+
+
+def _past_revision(meta: KVBackend, rev: int | None) -> int | None:
+    """The revision to read the history at for a read at ``rev`` (not 0 or None), or None for the current state
+    (``rev`` is the current revision). Raises as ``KVStateMachine.read_revision`` says."""
+    current = _get_u64(meta, _M_REVISION)
+    if rev is None or rev == current:
+        return None
+    if rev < 0:
+        raise InvalidArgument(f"a revision is 0 (the current one) or more, got {rev}")
+    if rev > current:
+        raise InvalidArgument(f"revision {rev} is in the future; the current revision is {current}")
+    compacted = _get_u64(meta, _M_COMPACTED)
+    if rev < compacted:
+        raise Compacted(f"revision {rev} has been compacted; the oldest readable revision is {compacted}", compacted)
+    return rev
+
+
+def _check_replay(meta: KVBackend, start_rev: int) -> None:
+    """Compacted unless every event from ``start_rev`` on is still kept."""
+    compacted = _get_u64(meta, _M_COMPACTED)
+    if start_rev <= compacted:
+        raise Compacted(
+            f"the events of revision {start_rev} have been compacted: events are kept after revision {compacted} "
+            f"(read the state at {compacted}, then replay from {compacted + 1})",
+            compacted,
+        )
+
+
+def _event(pos: bytes, raw: bytes) -> tuple[bytes, bytes | None]:
+    """The key and value record (None: a delete) of the history event stored at ``pos``."""
+    try:
+        return decode_event(raw)
+    except CodecError as e:
+        rev, sub = _POS.unpack(pos)
+        raise DataCorruption(f"the history event {rev}.{sub} does not decode: {e}") from e
+
+
+def _load_event(history: KVBackend, pos: bytes) -> tuple[bytes, bytes | None]:
+    """The event at ``pos``, which the key index names: DataCorruption if the history does not hold it."""
+    raw = history.get(pos)
+    if raw is None:
+        rev, sub = _POS.unpack(pos)
+        raise DataCorruption(f"the history index names the event {rev}.{sub}, which the history does not hold")
+    return _event(pos, raw)
+
+
+def _record_at(t: _Tables, key: bytes, at: int) -> bytes | None:
+    """The value record ``key`` had right after revision ``at``: that of its newest event up to ``at``, if a put."""
+    pos = t.by_key.before(storage_key(key), _POS.pack(at + 1, 0))
+    if pos is None:
+        return None
+    found, record = _load_event(t.history, pos)
+    return record if found == key else None  # (another long key with the same storage key: a SHA-256 collision)
+
+
+def _rows_at(t: _Tables, at: int, start: bytes, prefix: bytes) -> Iterator[tuple[bytes, bytes]]:
+    """``(key, value record)`` of every key that existed right after revision ``at``, from ``start`` (>=
+    ``prefix``) on, in exact byte order; it stops after the keys that may start with ``prefix``."""
+    return _exact_order(_stored_at(t, at, _seek_key(start), _seek_key(prefix)), start)
+
+
+def _stored_at(t: _Tables, at: int, seek: bytes, stem: bytes) -> Iterator[tuple[bytes, bytes]]:
+    """As ``KeyMappingBackend`` stores them: ``(storage key, value record)``, a long key's record wrapped with the
+    key, for the keys of the index from ``seek`` on while they start with ``stem``, whose newest event up to ``at``
+    is a put."""
+    probe = _POS.pack(at + 1, 0)
+    before = t.by_key.before
+    history = t.history
+    for skey in t.by_key.keys_from(seek):
+        if not skey.startswith(stem):
+            return
+        pos = before(skey, probe)
+        if pos is None:
+            continue
+        key, record = _load_event(history, pos)
+        if record is not None:
+            yield skey, (record if len(skey) <= SHORT_KEY_MAX else _wrap(key, record))
+
+
+def _replay(t: _Tables, start_rev: int, prefix: bytes, prev_kv: bool, live: bool) -> Iterator[Event]:
+    """The events of ``KVStateMachine.events``; ``live``: the tables may change between two events (dict mode)."""
+    history, index, meta = t.history, t.by_key, t.meta
+    need = start_rev  # every event from this revision on must still be kept
+    for pos, raw in history.iter_from(_POS.pack(start_rev, 0)):
+        if live:
+            _check_replay(meta, need)
+        key, record = _event(pos, raw)
+        rev, sub = _POS.unpack(pos)
+        need = rev
+        if prefix and not key.startswith(prefix):
+            continue
+        prev = None
+        if prev_kv:
+            before = index.before(storage_key(key), pos)
+            if before is not None:
+                found, old = _load_event(history, before)
+                if old is not None and found == key:
+                    prev = decode_value(old, key)
+        if record is None:
+            yield Event(rev, sub, EventType.DELETE, key, None, prev)
+        else:
+            yield Event(rev, sub, EventType.PUT, key, decode_value(record, key), prev)
+
+
+def _logical_items(t: _Tables) -> Iterator[tuple[bytes, bytes, bytes]]:
+    """The records the state hash covers: those of ``iter_state`` but the ones physical compaction has yet to
+    remove, and the progress of that removal (see the module docstring)."""
+    compacted = _get_u64(t.meta, _M_COMPACTED)
+    for name, table in _named(t):
+        if name == DB_HISTORY and compacted:
+            for pos, raw in _kept_history(t, compacted):
+                yield name, pos, raw
+            continue
+        for k, v in table.iter_from(b""):
+            if name != DB_META or k != _M_COMPACT_NEXT:
+                yield name, k, v
+
+
+def _kept_history(t: _Tables, compacted: int) -> Iterator[tuple[bytes, bytes]]:
+    """The history as a finished compaction at ``compacted`` leaves it: every event after it, and of the events up
+    to it, each key's newest if it is a put."""
+    end = _POS.pack(compacted + 1, 0)
+    after = t.by_key.after
+    for pos, raw in t.history.iter_from(b""):
+        if pos < end:
+            key, record = _event(pos, raw)
+            if record is None:
+                continue
+            newer = after(storage_key(key), pos)
+            if newer is not None and newer < end:
+                continue
+        yield pos, raw
 
 
 _HASH_FRAME = struct.Struct(">BII")
@@ -786,24 +1323,28 @@ def _hash_items(items: Iterable[tuple[bytes, bytes, bytes]]) -> str:
 
 
 class _Executor:
-    """Runs commands against the ``kv`` table on behalf of ``proposer``, assigning revisions. Built per ``apply``
-    call (it holds no state across calls); ``revision`` is the store's current revision, advanced by each command
-    that changes the store."""
+    """Runs commands against the ``kv`` table on behalf of ``proposer``, assigning revisions and recording every
+    write in the history. Built per ``apply`` call (it holds no state across calls); ``revision`` is the store's
+    current revision, advanced by each command that changes the store."""
 
-    __slots__ = ("_wrote", "kv", "limits", "proposer", "revision")
+    __slots__ = ("_sub", "_wrote", "history", "index", "kv", "limits", "proposer", "revision")
 
-    def __init__(self, kv: KVBackend, limits: Limits, revision: int) -> None:
-        self.kv = kv
+    def __init__(self, tables: _Tables, limits: Limits, revision: int) -> None:
+        self.kv = tables.kv
+        self.history = tables.history
+        self.index = tables.by_key
         self.limits = limits
         self.revision = revision
         self.proposer = 0
         self._wrote = False
+        self._sub = 0
 
     def __call__(self, cmd: Command) -> Result:
         error = validate(cmd, self.limits)
         if error is not None:
             return ErrorResult(_INVALID, error)
         self._wrote = False
+        self._sub = 0
         result = self._run(cmd)
         if self._wrote:
             self.revision += 1  # the command's writes all carried revision + 1 (see _rev)
@@ -833,6 +1374,14 @@ class _Executor:
         raw = self.kv.get(key)
         return None if raw is None else decode_value(raw, key)
 
+    def _record(self, key: bytes, record: bytes | None) -> None:
+        """Append the event of a write of the running command to the history: at the command's revision, after the
+        writes it made before (``sub``); ``record`` is the key's new value record, None for a delete."""
+        pos = _POS.pack(self.revision + 1, self._sub)
+        self._sub += 1
+        self.history.put(pos, encode_event(key, record))
+        self.index.add(storage_key(key), pos)
+
     def _write(self, key: bytes, value: bytes, old: KeyValue | None) -> KeyValue:
         """Set ``key`` to ``value`` alone (siblings are replaced): mod_revision is the command's revision, version
         + 1, the proposer's clock component advances to the revision."""
@@ -843,7 +1392,9 @@ class _Executor:
         else:
             clock = old.vclock if old.mod_revision == rev else old.vclock.advance(p, rev)  # (written earlier in a txn)
             kv = KeyValue(key, value, old.create_revision, rev, old.version + 1, clock)
-        self.kv.put(key, encode_value_record(value, kv.create_revision, rev, kv.version, kv.vclock))
+        record = encode_value_record(value, kv.create_revision, rev, kv.version, kv.vclock)
+        self.kv.put(key, record)
+        self._record(key, record)
         return kv
 
     def _sibling_put(self, cmd: SiblingPut) -> PutResult | ErrorResult:
@@ -870,7 +1421,9 @@ class _Executor:
         rev = self._rev()
         kv = KeyValue(key, cmd.value, old.create_revision, rev, old.version + 1,
                       old.vclock.advance(self.proposer, rev), keep)
-        self.kv.put(key, encode_value_record(cmd.value, kv.create_revision, rev, kv.version, kv.vclock, keep))
+        record = encode_value_record(cmd.value, kv.create_revision, rev, kv.version, kv.vclock, keep)
+        self.kv.put(key, record)
+        self._record(key, record)
         return PutResult(kv)
 
     def _delete(self, key: bytes) -> DeleteResult:
@@ -878,6 +1431,7 @@ class _Executor:
             return DeleteResult(False, self.revision + 1 if self._wrote else self.revision)
         rev = self._rev()
         self.kv.delete(key)
+        self._record(key, None)
         return DeleteResult(True, rev)
 
     def _incr(self, key: bytes, delta: int) -> IncrResult | ErrorResult:

@@ -657,14 +657,15 @@ class LmdbLogStore:
         finally:
             self._gate.release_shared()
 
-    def open_db(self, name: bytes, *, dupsort: bool = False) -> lmdb._Database:
+    def open_db(self, name: bytes, *, dupsort: bool = False, dupfixed: bool = False) -> lmdb._Database:
         """Open (creating) the named database ``name`` in this environment, for another layer. Call it at setup,
-        not from inside ``write(apply=...)``. Returns python-lmdb's database handle."""
+        not from inside ``write(apply=...)``. ``dupsort``: a key holds several values, sorted; ``dupfixed`` (with
+        ``dupsort``): all of one size, packed. Returns python-lmdb's database handle."""
         if name in _RESERVED_DBS:
             raise ValueError(f"database name {name!r} is reserved for the log store")
         with self._write_lock:
             self._check_open()
-            return self.env.open_db(name, dupsort=dupsort)
+            return self.env.open_db(name, dupsort=dupsort, dupfixed=dupfixed)
 
     # -- writes ---------------------------------------------------------------------------------------------------
     def write(

@@ -18,6 +18,7 @@ from raftkv.kv import (
     Batch,
     CmpOp,
     Command,
+    Compact,
     Condition,
     ConditionFailedResult,
     Delete,
@@ -80,6 +81,7 @@ commands: st.SearchStrategy[Command] = st.one_of(
     st.builds(Incr, U64, U64, U64, KEYS, I64),
     st.builds(Txn, U64, U64, U64, cond_tuples, op_tuples, op_tuples),
     st.builds(SiblingPut, U64, U64, U64, KEYS, VALUES, clocks),
+    st.builds(Compact, U64, U64, U64, U64),
 )
 POS = st.integers(1, 2**63)
 siblings = st.lists(st.builds(Sibling, VALUES, POS, POS), max_size=3).map(tuple)
@@ -203,6 +205,9 @@ V = 2  # the encoding version
         ([V, 1, 0, [[1, 5, 9, 3, b"k", b"v", [[b"k", 5, 0, [[0, 1]]]]]]], "vector clock"),  # node 0
         ([V, 1, 0, [[2, 5, 9, 3, b"k", None]]], "malformed command"),
         ([V, 1, 0, [[3, 5, 9, 3, b"k", 1.5]]], "malformed incr"),
+        ([V, 1, 0, [[8, 5, 9, 3, -1]]], "malformed compact"),
+        ([V, 1, 0, [[8, 5, 9, 3, True]]], "malformed compact"),
+        ([V, 1, 0, [[8, 5, 9, 3]]], "malformed command"),
         ([V, 1, 0, [[4, 5, 9, 3, [], [[7, b"k", b"", 0]], []]]], "malformed txn op"),
         ([V, 1, 0, [[4, 5, 9, 3, [], [[1, b"k", b"", 0, 0]], []]]], "malformed txn op"),
         ([V, 1, 0, [[4, 5, 9, 3, [], None, []]]], "malformed txn"),
@@ -276,7 +281,7 @@ def test_corrupted_batches_raise_only_codec_error(cmds: list[Command], data: st.
         out = decode_batch_lenient(bytes(b))
     except CodecError:
         return
-    assert all(type(c) in (Put, SiblingPut, Delete, Incr, Txn, InvalidCommand) for c in out[2])
+    assert all(type(c) in (Put, SiblingPut, Delete, Incr, Txn, Compact, InvalidCommand) for c in out[2])
 
 
 # -- lenient decoding -------------------------------------------------------------------------------------------------

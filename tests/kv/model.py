@@ -1,0 +1,164 @@
+"""A plain-Python model of the KV state machine's semantics, shared by the tests that check it against one."""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from raftkv.kv import (
+    CmpOp,
+    Command,
+    Condition,
+    ConditionFailedResult,
+    Delete,
+    DeleteResult,
+    DuplicateResult,
+    ErrorResult,
+    Incr,
+    IncrResult,
+    KeyValue,
+    Put,
+    PutResult,
+    Result,
+    Sibling,
+    SiblingPut,
+    Target,
+    TxnOpType,
+    TxnResult,
+    VectorClock,
+    validate,
+)
+
+GET, PUT, DEL, INCR = TxnOpType.GET, TxnOpType.PUT, TxnOpType.DELETE, TxnOpType.INCR
+EQ, NE, GT, LT = CmpOp.EQ, CmpOp.NE, CmpOp.GT, CmpOp.LT
+
+
+class Model:
+    """A straightforward re-statement of the semantics: a dict of KeyValue, a revision counter bumped once per
+    command that changed anything, the dot (proposer, revision) of each key's newest value kept on the side,
+    sessions without expiry."""
+
+    def __init__(self) -> None:
+        self.data: dict[bytes, KeyValue] = {}
+        self.dots: dict[bytes, tuple[int, int]] = {}
+        self.sessions: dict[int, tuple[int, Result]] = {}
+        self.revision = 0
+        self.wrote = False
+
+    def holds(self, c: Condition) -> bool:
+        kv = self.data.get(c.key)
+        if c.target == Target.VALUE:
+            cur: Any = None if kv is None or kv.siblings else kv.value
+            if kv is not None and kv.siblings:
+                return c.op == NE
+        elif c.target == Target.EXISTS:
+            cur = kv is not None
+        elif c.target == Target.VCLOCK:
+            cur = VectorClock() if kv is None else kv.vclock
+        else:
+            field = {Target.VERSION: "version", Target.MOD_REVISION: "mod_revision",
+                     Target.CREATE_REVISION: "create_revision"}
+            cur = 0 if kv is None else getattr(kv, field[Target(c.target)])
+        if c.op == EQ:
+            return bool(cur == c.operand)
+        if c.op == NE:
+            return bool(cur != c.operand)
+        return bool(cur > c.operand if c.op == GT else cur < c.operand)
+
+    def rev(self) -> int:
+        self.wrote = True
+        return self.revision + 1
+
+    def write(self, key: bytes, value: bytes, proposer: int, siblings: tuple[Sibling, ...] = ()) -> KeyValue:
+        old = self.data.get(key)
+        rev = self.rev()
+        clock = {} if old is None else dict(old.vclock.pairs())
+        clock[proposer] = rev
+        kv = KeyValue(
+            key, value, rev if old is None else old.create_revision, rev, 1 if old is None else old.version + 1,
+            VectorClock(clock), siblings,
+        )  # fmt: skip
+        self.data[key] = kv
+        self.dots[key] = (proposer, rev)
+        return kv
+
+    def sibling_put(self, cmd: SiblingPut, proposer: int) -> Result:
+        old = self.data.get(cmd.key)
+        if old is None:
+            return PutResult(self.write(cmd.key, cmd.value, proposer))
+        node, rev = self.dots[cmd.key]
+        values = [Sibling(old.value, node, rev), *old.siblings]
+        keep = tuple(s for s in values if cmd.context.get(s.node) < s.revision)
+        if len(keep) >= 16:
+            return ErrorResult("invalid-argument", "")
+        return PutResult(self.write(cmd.key, cmd.value, proposer, keep))
+
+    def current(self) -> int:
+        return self.revision + 1 if self.wrote else self.revision
+
+    def delete(self, key: bytes) -> DeleteResult:
+        if self.data.pop(key, None) is None:
+            return DeleteResult(False, self.current())
+        return DeleteResult(True, self.rev())
+
+    def incr(self, key: bytes, delta: int, proposer: int) -> IncrResult | ErrorResult:
+        old = self.data.get(key)
+        text = b"0" if old is None else old.value
+        if old is not None and old.siblings:
+            return ErrorResult("invalid-argument", "")
+        if not re.fullmatch(rb"-?[0-9]{1,19}", text) or not -(2**63) <= int(text) + delta < 2**63:
+            return ErrorResult("invalid-argument", "")
+        n = int(text) + delta
+        return IncrResult(n, self.write(key, str(n).encode(), proposer))
+
+    def execute(self, cmd: Command, proposer: int) -> Result:
+        if validate(cmd) is not None:
+            return ErrorResult("invalid-argument", "")
+        if isinstance(cmd, SiblingPut):
+            return self.sibling_put(cmd, proposer)
+        if isinstance(cmd, Put | Delete):
+            for c in cmd.conditions:
+                if not self.holds(c):
+                    return ConditionFailedResult(c, self.data.get(c.key))
+            if isinstance(cmd, Put):
+                return PutResult(self.write(cmd.key, cmd.value, proposer))
+            return self.delete(cmd.key)
+        if isinstance(cmd, Incr):
+            return self.incr(cmd.key, cmd.delta, proposer)
+        ok = all(self.holds(c) for c in cmd.compares)
+        out: list[Any] = []
+        for op in cmd.success if ok else cmd.failure:
+            if op.op == GET:
+                out.append(self.data.get(op.key))
+            elif op.op == PUT:
+                out.append(PutResult(self.write(op.key, op.value, proposer)))
+            elif op.op == DEL:
+                out.append(self.delete(op.key))
+            else:
+                out.append(self.incr(op.key, op.delta, proposer))
+        return TxnResult(ok, tuple(out), self.current())
+
+    def apply(self, cmd: Command, index: int, proposer: int) -> Result:
+        if cmd.client_id:
+            last = self.sessions.get(cmd.client_id)
+            if last is not None and cmd.seq < last[0]:
+                return DuplicateResult()
+            if last is not None and cmd.seq == last[0]:
+                return last[1]
+        self.wrote = False
+        result = self.execute(cmd, proposer)
+        if self.wrote:
+            self.revision += 1
+        if cmd.client_id:
+            self.sessions[cmd.client_id] = (cmd.seq, result)
+        return result
+
+
+def erase_messages(r: Result) -> Any:
+    """Error messages are prose: compare only their kinds."""
+    if isinstance(r, ErrorResult):
+        return ErrorResult(r.kind, "")
+    if isinstance(r, TxnResult):
+        items = tuple(erase_messages(x) if x is not None else None for x in r.results)  # type: ignore[arg-type]
+        return TxnResult(r.succeeded, items, r.revision)
+    return r
