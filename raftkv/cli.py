@@ -628,6 +628,7 @@ Examples:
   raftkv get greeting --consistency bounded --max-staleness-ms 500
   raftkv get blob > blob.bin                       # raw bytes, no newline added
   raftkv get greeting --output json
+  raftkv get greeting --rev 41                     # as it was right after revision 41
 
 \b
 JSON: {"key", "value", "create_revision", "mod_revision", "version", "vclock", "index", "revision"}, and
@@ -645,6 +646,8 @@ UTF-8 is null, with its bytes in "key_base64" / "value_base64"."""
 )
 @click.option("--max-staleness-ms", type=click.IntRange(min=0), default=0, help="The bound of --consistency bounded.")
 @click.option("--min-index", type=click.IntRange(min=0), default=None, help="Serve only once this index is applied.")
+@click.option("--rev", type=click.IntRange(min=0), default=0,
+              help="Read the key as it was right after revision N (0: now); refused below the compacted revision.")
 @output_option
 @click.pass_context
 def get(
@@ -653,6 +656,7 @@ def get(
     consistency: str,
     max_staleness_ms: int,
     min_index: int | None,
+    rev: int,
     output: str | None,
 ) -> None:
     """Print the value of KEY: the raw bytes alone (a newline follows only on a terminal), so scripts can use it.
@@ -661,7 +665,8 @@ def get(
     k = _key_arg(key)
     kv = _with_client(
         ctx,
-        lambda c: c.get(k, consistency=consistency, min_index=min_index, max_staleness_ms=max_staleness_ms),
+        lambda c: c.get(k, consistency=consistency, min_index=min_index, max_staleness_ms=max_staleness_ms,
+                        revision=rev),
     )
     if kv is None:
         _die(f"key {_quoted(k)} not found", ExitCode.NOT_FOUND)
@@ -775,6 +780,24 @@ def incr(ctx: click.Context, key: str, delta: int) -> None:
     click.echo(str(_with_client(ctx, lambda c: c.incr(k, delta))))
 
 
+@main.command(epilog="""\b
+Examples:
+  raftkv compact 1000              # reads below revision 1000 are refused from now on
+  raftkv compact 1000 --output json""")
+@click.argument("revision", type=click.IntRange(min=1))
+@output_option
+@click.pass_context
+def compact(ctx: click.Context, revision: int, output: str | None) -> None:
+    """Drop the history below REVISION on every member (through the log: all compact at the same point). Reads at
+    a revision below it (get/list --rev) are refused from then on, with the compacted revision; the current values
+    are kept. Compacting below an earlier compaction changes nothing. Prints the compacted revision."""
+    done = _with_client(ctx, lambda c: c.compact(revision))
+    if _output(ctx, output) == "json":
+        _print_json({"compacted": done})
+    else:
+        click.echo(f"compacted at revision {done}")
+
+
 def _stdin_isatty() -> bool:
     try:
         return sys.stdin.isatty()
@@ -839,6 +862,7 @@ Examples:
   raftkv list user/ --keys-only
   raftkv list user/ --output json  # [{"key", "value", "create_revision", "mod_revision", "version", "vclock"}, ...]
   raftkv list blobs/ --output raw  # keys and values as they are, bytes for bytes
+  raftkv list user/ --rev 41       # the keys as they were right after revision 41
 
 \b
 Text output is "key<TAB>value" lines, one per key: keys and values are shown as UTF-8 with backslashes, control
@@ -850,6 +874,8 @@ them unescaped; --output json has the exact bytes (base64 for what is not UTF-8)
 @click.option("--start-after", default="", help="Begin after this key (to continue a listing).")
 @click.option("--keys-only", is_flag=True, help="Print keys without values.")
 @click.option("--consistency", type=click.Choice(CONSISTENCY_LEVELS), default="linearizable", show_default=True)
+@click.option("--rev", type=click.IntRange(min=0), default=0,
+              help="List the keys as they were right after revision N (0: now; every page reads the same revision).")
 @click.option(
     "--output", type=click.Choice(["text", "json", "raw"]), default=None,
     help="Output format [default: the global --output, text]; raw: unescaped bytes.",
@@ -862,23 +888,27 @@ def list_(
     start_after: str,
     keys_only: bool,
     consistency: str,
+    rev: int,
     output: str | None,
 ) -> None:
-    """List the keys starting with PREFIX (all keys without one), in key order."""
+    """List the keys starting with PREFIX (all keys without one), in key order, all as of one revision."""
     p = _key_arg(prefix) if prefix else b""
     after = _key_arg(start_after) if start_after else b""
 
     async def collect(c: Client) -> tuple[list[KeyValue], bool]:
         out: list[KeyValue] = []
         cursor = after
+        at = rev
         while True:
             page = await c.range(
-                p, start_after=cursor, limit=min(1000, limit - len(out)), keys_only=keys_only, consistency=consistency
+                p, start_after=cursor, limit=min(1000, limit - len(out)), keys_only=keys_only, consistency=consistency,
+                revision=at,
             )
             out.extend(page.kvs)
             if not page.more or not page.kvs:
                 return out, False
             cursor = page.kvs[-1].key
+            at = page.revision  # the next pages read the same revision: one consistent listing
             if len(out) >= limit:
                 return out, True
 

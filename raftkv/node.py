@@ -454,28 +454,34 @@ class Node:
         index, _, (kv,) = self.fsm_get_many((key,))
         return index, kv
 
-    def fsm_get_many(self, keys: Sequence[bytes]) -> tuple[int, int, list[Any]]:
+    def fsm_get_many(self, keys: Sequence[bytes], rev: int = 0) -> tuple[int, int, list[Any]]:
         """``(applied index, revision, [KeyValue | None])`` of several keys, from one read transaction: one
-        consistent state, and the index and revision it reflects."""
+        consistent state, and the index and revision it reflects; at revision ``rev`` of the history if not 0
+        (``Compacted`` below the compacted revision, InvalidArgument beyond the current one)."""
         self._check_intact()
         store = self.store
-        get = self.fsm.get
+        fsm = self.fsm
+        get = fsm.get
         try:
             with store.read_txn() as txn:
-                return store.applied_index_in(txn), self.fsm.revision(txn=txn), [get(k, txn=txn) for k in keys]
+                at = fsm.read_revision(rev, txn=txn)
+                return store.applied_index_in(txn), at, [get(k, rev=rev, txn=txn) for k in keys]
         except _DAMAGE as e:
             raise self.found_corruption(e) from e
 
     def fsm_range(
-        self, prefix: bytes, start_after: bytes, limit: int, keys_only: bool
+        self, prefix: bytes, start_after: bytes, limit: int, keys_only: bool, rev: int = 0
     ) -> tuple[int, int, list[Any], bool]:
-        """``(applied index, revision, kvs, more)`` from one read transaction (see ``KVStateMachine.range``)."""
+        """``(applied index, revision, kvs, more)`` from one read transaction (see ``KVStateMachine.range``), at
+        revision ``rev`` of the history if not 0."""
         self._check_intact()
         store = self.store
+        fsm = self.fsm
         try:
             with store.read_txn() as txn:
-                kvs, more = self.fsm.range(prefix, start_after, limit, keys_only, txn=txn)
-                return store.applied_index_in(txn), self.fsm.revision(txn=txn), kvs, more
+                at = fsm.read_revision(rev, txn=txn)
+                kvs, more = fsm.range(prefix, start_after, limit, keys_only, rev=rev, txn=txn)
+                return store.applied_index_in(txn), at, kvs, more
         except _DAMAGE as e:
             raise self.found_corruption(e) from e
 

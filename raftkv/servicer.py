@@ -33,6 +33,8 @@ from .kv import (
     Alarm,
     Applied,
     CmpOp,
+    Compact,
+    CompactResult,
     Condition,
     Delete,
     DeleteResult,
@@ -335,6 +337,20 @@ class KVServicer(kv_pb2_grpc.KVServicer):
         key, delta, cid, seq = req.key, req.delta, s.client_id, s.seq
         return self.node.submit(lambda rid: Incr(rid, cid, seq, key, delta))
 
+    def _start_compact(self, req: kv_pb2.CompactRequest) -> _Submitted:
+        self._serving()
+        if req.revision <= 0:
+            raise InvalidArgument("compact needs a revision of 1 or more (the history up to it is dropped)")
+        s = req.session
+        rev, cid, seq = req.revision, s.client_id, s.seq
+        return self.node.submit(lambda rid: Compact(rid, cid, seq, rev))
+
+    def _compact_response(self, a: Applied) -> kv_pb2.CompactResponse:
+        res = a.result
+        _raise_for(res)
+        assert isinstance(res, CompactResult)
+        return kv_pb2.CompactResponse(header=self.header(a.index, self.node.fsm.revision()), compacted=res.compacted)
+
     def _incr_response(self, a: Applied) -> kv_pb2.IncrResponse:
         res = a.result
         _raise_for(res)
@@ -362,14 +378,16 @@ class KVServicer(kv_pb2_grpc.KVServicer):
         for rid, _ in submitted:
             forget(rid)
 
-    async def _gets(self, opts: kv_pb2.ReadOptions, keys: list[bytes], timeout_s: float) -> list[kv_pb2.GetResponse]:
+    async def _gets(
+        self, opts: kv_pb2.ReadOptions, keys: list[bytes], timeout_s: float, rev: int = 0
+    ) -> list[kv_pb2.GetResponse]:
         """Read ``keys`` (already checked) at one read point: one read-index round and one read transaction for
-        all of them."""
+        all of them (at revision ``rev`` of the history if not 0)."""
         if opts.consistency != _CONSISTENCY.STALE or opts.min_index:
             await self._run(self._read_point(opts), timeout_s, write=False)
         else:
             self._serving()
-        index, revision, kvs = self.node.fsm_get_many(keys)
+        index, revision, kvs = self.node.fsm_get_many(keys, rev)
         header = self.header(index, revision)
         return [
             kv_pb2.GetResponse(header=header, found=False)
@@ -401,11 +419,16 @@ class KVServicer(kv_pb2_grpc.KVServicer):
     async def Incr(self, req: kv_pb2.IncrRequest, ctx: grpc.aio.ServicerContext[Any, Any]) -> kv_pb2.IncrResponse:
         return await self._unary_write(ctx, self._start_incr, req, self._incr_response)
 
+    async def Compact(
+        self, req: kv_pb2.CompactRequest, ctx: grpc.aio.ServicerContext[Any, Any]
+    ) -> kv_pb2.CompactResponse:
+        return await self._unary_write(ctx, self._start_compact, req, self._compact_response)
+
     async def Get(self, req: kv_pb2.GetRequest, ctx: grpc.aio.ServicerContext[Any, Any]) -> kv_pb2.GetResponse:
         self.unary_rpcs += 1
         try:
             self._check_key(req.key)
-            return (await self._gets(req.read, [req.key], self._timeout(ctx, req.read.timeout_ms)))[0]
+            return (await self._gets(req.read, [req.key], self._timeout(ctx, req.read.timeout_ms), req.revision))[0]
         except RaftKVError as e:
             await self._abort(ctx, e)
         raise AssertionError("unreachable")
@@ -425,7 +448,7 @@ class KVServicer(kv_pb2_grpc.KVServicer):
         timeout_s = self._timeout(ctx)
         results: list[kv_pb2.BatchResult | None] = [None] * n
         writes: list[tuple[int, str, Callable[[Any], Any], _Submitted]] = []
-        reads: dict[tuple[int, int, bool, int, int], tuple[kv_pb2.ReadOptions, list[int], list[bytes]]] = {}
+        reads: dict[tuple[int, int, bool, int, int, int], tuple[kv_pb2.ReadOptions, int, list[int], list[bytes]]] = {}
         for i, op in enumerate(ops):
             try:
                 which = op.WhichOneof("op")
@@ -435,12 +458,12 @@ class KVServicer(kv_pb2_grpc.KVServicer):
                     g = op.get
                     self._check_key(g.key)
                     r = g.read
-                    group = (r.consistency, r.max_staleness_ms, r.fail_if_stale, r.min_index, r.timeout_ms)
+                    group = (r.consistency, r.max_staleness_ms, r.fail_if_stale, r.min_index, r.timeout_ms, g.revision)
                     entry = reads.get(group)
                     if entry is None:
-                        entry = reads[group] = (r, [], [])
-                    entry[1].append(i)
-                    entry[2].append(g.key)
+                        entry = reads[group] = (r, g.revision, [], [])
+                    entry[2].append(i)
+                    entry[3].append(g.key)
                 elif which == "delete":
                     writes.append((i, "delete", self._delete_response, self._start_delete(op.delete)))
                 elif which == "incr":
@@ -450,9 +473,9 @@ class KVServicer(kv_pb2_grpc.KVServicer):
             except RaftKVError as e:
                 results[i] = kv_pb2.BatchResult(error=batch_error(e))
 
-        async def read_group(opts: kv_pb2.ReadOptions, idx: list[int], keys: list[bytes]) -> None:
+        async def read_group(opts: kv_pb2.ReadOptions, rev: int, idx: list[int], keys: list[bytes]) -> None:
             try:
-                resps = await self._gets(opts, keys, self._timeout(ctx, opts.timeout_ms))
+                resps = await self._gets(opts, keys, self._timeout(ctx, opts.timeout_ms), rev)
             except RaftKVError as e:
                 err = kv_pb2.BatchResult(error=batch_error(e))
                 for i in idx:
@@ -487,7 +510,9 @@ class KVServicer(kv_pb2_grpc.KVServicer):
 
         async def go() -> kv_pb2.RangeResponse:
             await self._read_point(req.read)
-            index, revision, kvs, more = self.node.fsm_range(req.prefix, req.start_after, limit, req.keys_only)
+            index, revision, kvs, more = self.node.fsm_range(
+                req.prefix, req.start_after, limit, req.keys_only, req.revision
+            )
             return kv_pb2.RangeResponse(
                 header=self.header(index, revision), kvs=[kv_to_pb(kv, req.keys_only) for kv in kvs], more=more
             )

@@ -319,6 +319,15 @@ class Client:
             resp = await self._call("Incr", lambda _remaining: req, kv_pb2.IncrResponse, write=True)
         return int(resp.value)
 
+    async def compact(self, revision: int) -> int:
+        """Drop the history below ``revision`` on every replica (through the log); returns the compacted revision
+        afterwards (a higher one compacted earlier stays). Reads and watches below it are refused from then on."""
+        rev = _int(revision, "a revision", 1, _U64)
+        async with self._session() as session:
+            req = kv_pb2.CompactRequest(revision=rev, session=session)
+            resp = await self._call("Compact", lambda _remaining: req, kv_pb2.CompactResponse, write=True)
+        return int(resp.compacted)
+
     async def txn(
         self, compares: Sequence[Compare] = (), success: Sequence[TxnOp] = (), failure: Sequence[TxnOp] = ()
     ) -> TxnResult:
@@ -404,18 +413,21 @@ class Client:
         min_index: int | None = None,
         max_staleness_ms: int = 0,
         fail_if_stale: bool = False,
+        revision: int = 0,
     ) -> KeyValue | None:
         """The key's value and metadata, or None if it does not exist.
 
         ``min_index`` defaults to the highest index this client has seen (read-your-writes even on a stale read);
-        pass 0 to opt out. ``max_staleness_ms`` applies to ``consistency="bounded"``."""
+        pass 0 to opt out. ``max_staleness_ms`` applies to ``consistency="bounded"``. ``revision``: the key as it
+        was right after that revision (0: now); :class:`Compacted` below the compacted revision."""
         k = _key(key)
         level = _consistency(consistency)
         floor = self._seen_index if min_index is None else _int(min_index, "min_index", 0, _U64)
+        rev = _int(revision, "a revision", 0, _U64)
 
         def request(remaining: float) -> kv_pb2.GetRequest:
             read = self._read_options(level, floor, max_staleness_ms, fail_if_stale, remaining)
-            return kv_pb2.GetRequest(key=k, read=read)
+            return kv_pb2.GetRequest(key=k, read=read, revision=rev)
 
         resp = await self._call("Get", request, kv_pb2.GetResponse, spread=_local_read(level))
         if not resp.found:
@@ -432,19 +444,23 @@ class Client:
         consistency: Consistency | str = "linearizable",
         min_index: int | None = None,
         max_staleness_ms: int = 0,
+        revision: int = 0,
     ) -> RangeResult:
         """Up to ``limit`` keys starting with ``prefix``, in key order, after ``start_after``. ``more`` says whether
-        more keys match (continue with ``start_after=result.kvs[-1].key``)."""
+        more keys match (continue with ``start_after=result.kvs[-1].key``). ``revision``: as the store was right
+        after that revision (0: now; the result's ``revision`` says which one it reflects)."""
         p = _to_bytes(prefix, "prefix")
         sa = _to_bytes(start_after, "start_after")
         if not 1 <= limit <= 10_000:
             raise InvalidArgument(f"limit must be between 1 and 10000, got {limit}")
         level = _consistency(consistency)
         floor = self._seen_index if min_index is None else _int(min_index, "min_index", 0, _U64)
+        rev = _int(revision, "a revision", 0, _U64)
 
         def request(remaining: float) -> kv_pb2.RangeRequest:
             read = self._read_options(level, floor, max_staleness_ms, False, remaining)
-            return kv_pb2.RangeRequest(prefix=p, start_after=sa, limit=limit, keys_only=keys_only, read=read)
+            return kv_pb2.RangeRequest(prefix=p, start_after=sa, limit=limit, keys_only=keys_only, read=read,
+                                       revision=rev)
 
         resp = await self._call("Range", request, kv_pb2.RangeResponse, spread=_local_read(level))
         idx = resp.header.index
@@ -458,18 +474,22 @@ class Client:
         page_size: int = 1000,
         keys_only: bool = False,
         consistency: Consistency | str = "linearizable",
+        revision: int = 0,
     ) -> AsyncIterator[KeyValue]:
-        """Every key with ``prefix``, page by page (each page is one request, so the whole is not one snapshot)."""
+        """Every key with ``prefix``, page by page, all as of one revision: the first page's (or ``revision``), so
+        the pages together are one consistent state (:class:`Compacted` if that revision is compacted meanwhile)."""
         after = _to_bytes(start_after, "start_after")
         while True:
             page = await self.range(
-                prefix, start_after=after, limit=page_size, keys_only=keys_only, consistency=consistency
+                prefix, start_after=after, limit=page_size, keys_only=keys_only, consistency=consistency,
+                revision=revision,
             )
             for kv in page.kvs:
                 yield kv
             if not page.more or not page.kvs:
                 return
             after = page.kvs[-1].key
+            revision = page.revision
 
     async def status(self, endpoint: str | None = None) -> NodeStatus:
         """The status of one node: ``endpoint``, or else the first one that answers (the leader is asked first).

@@ -134,6 +134,7 @@ class SyncClient:
         min_index: int | None = None,
         max_staleness_ms: int = 0,
         fail_if_stale: bool = False,
+        revision: int = 0,
     ) -> KeyValue | None:
         return self._run(
             self._client.get(
@@ -142,6 +143,7 @@ class SyncClient:
                 min_index=min_index,
                 max_staleness_ms=max_staleness_ms,
                 fail_if_stale=fail_if_stale,
+                revision=revision,
             )
         )
 
@@ -155,6 +157,7 @@ class SyncClient:
         consistency: Consistency | str = "linearizable",
         min_index: int | None = None,
         max_staleness_ms: int = 0,
+        revision: int = 0,
     ) -> RangeResult:
         return self._run(
             self._client.range(
@@ -165,8 +168,12 @@ class SyncClient:
                 consistency=consistency,
                 min_index=min_index,
                 max_staleness_ms=max_staleness_ms,
+                revision=revision,
             )
         )
+
+    def compact(self, revision: int) -> int:
+        return self._run(self._client.compact(revision))
 
     def status(self, endpoint: str | None = None) -> NodeStatus:
         return self._run(self._client.status(endpoint))

@@ -46,6 +46,28 @@ def test_cli_put_get_list_delete(cluster: Cluster) -> None:
     assert {"id", "role", "term", "commit", "applied", "client_addr", "peer_addr"} <= set(nodes[0])
 
 
+def test_cli_reads_the_past_and_compacts_it(cluster: Cluster) -> None:
+    """get/list --rev and compact (README, "History"), with the exit code and the one-line error below the
+    compacted revision."""
+    import json
+
+    revs = []
+    for v in ("one", "two", "three"):
+        r = cluster.cli("put", "h", v, "--output", "json")
+        assert r.returncode == 0, r.stderr
+        revs.append(json.loads(r.stdout)["mod_revision"])
+    assert cluster.cli("get", "h", "--rev", str(revs[0])).stdout == b"one"
+    assert cluster.cli("list", "h", "--rev", str(revs[1])).stdout == b"h\ttwo\n"
+    r = cluster.cli("compact", str(revs[1]))
+    assert (r.returncode, r.stdout) == (0, f"compacted at revision {revs[1]}\n".encode()), r.stderr
+    r = cluster.cli("get", "h", "--rev", str(revs[0]))
+    assert r.returncode == ExitCode.INVALID
+    assert r.stderr.decode().strip() == (
+        f"error: revision {revs[0]} has been compacted; the oldest readable revision is {revs[1]}")
+    assert cluster.cli("get", "h", "--rev", str(revs[1])).stdout == b"two"
+    assert cluster.cli("get", "h").stdout == b"three"
+
+
 def test_killing_the_leader_keeps_every_acknowledged_write(cluster: Cluster) -> None:
     with cluster.client() as c:
         acked = {}

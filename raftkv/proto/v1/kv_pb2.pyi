@@ -166,12 +166,14 @@ class PutResponse(_message.Message):
     def __init__(self, header: _Optional[_Union[Header, _Mapping]] = ..., kv: _Optional[_Union[KeyValue, _Mapping]] = ...) -> None: ...
 
 class GetRequest(_message.Message):
-    __slots__ = ("key", "read")
+    __slots__ = ("key", "read", "revision")
     KEY_FIELD_NUMBER: _ClassVar[int]
     READ_FIELD_NUMBER: _ClassVar[int]
+    REVISION_FIELD_NUMBER: _ClassVar[int]
     key: bytes
     read: ReadOptions
-    def __init__(self, key: _Optional[bytes] = ..., read: _Optional[_Union[ReadOptions, _Mapping]] = ...) -> None: ...
+    revision: int
+    def __init__(self, key: _Optional[bytes] = ..., read: _Optional[_Union[ReadOptions, _Mapping]] = ..., revision: _Optional[int] = ...) -> None: ...
 
 class GetResponse(_message.Message):
     __slots__ = ("header", "found", "kv")
@@ -204,18 +206,20 @@ class DeleteResponse(_message.Message):
     def __init__(self, header: _Optional[_Union[Header, _Mapping]] = ..., deleted: _Optional[bool] = ..., index: _Optional[int] = ...) -> None: ...
 
 class RangeRequest(_message.Message):
-    __slots__ = ("prefix", "start_after", "limit", "keys_only", "read")
+    __slots__ = ("prefix", "start_after", "limit", "keys_only", "read", "revision")
     PREFIX_FIELD_NUMBER: _ClassVar[int]
     START_AFTER_FIELD_NUMBER: _ClassVar[int]
     LIMIT_FIELD_NUMBER: _ClassVar[int]
     KEYS_ONLY_FIELD_NUMBER: _ClassVar[int]
     READ_FIELD_NUMBER: _ClassVar[int]
+    REVISION_FIELD_NUMBER: _ClassVar[int]
     prefix: bytes
     start_after: bytes
     limit: int
     keys_only: bool
     read: ReadOptions
-    def __init__(self, prefix: _Optional[bytes] = ..., start_after: _Optional[bytes] = ..., limit: _Optional[int] = ..., keys_only: _Optional[bool] = ..., read: _Optional[_Union[ReadOptions, _Mapping]] = ...) -> None: ...
+    revision: int
+    def __init__(self, prefix: _Optional[bytes] = ..., start_after: _Optional[bytes] = ..., limit: _Optional[int] = ..., keys_only: _Optional[bool] = ..., read: _Optional[_Union[ReadOptions, _Mapping]] = ..., revision: _Optional[int] = ...) -> None: ...
 
 class RangeResponse(_message.Message):
     __slots__ = ("header", "kvs", "more")
@@ -282,6 +286,22 @@ class TxnResponse(_message.Message):
     succeeded: bool
     results: _containers.RepeatedCompositeFieldContainer[TxnOpResult]
     def __init__(self, header: _Optional[_Union[Header, _Mapping]] = ..., succeeded: _Optional[bool] = ..., results: _Optional[_Iterable[_Union[TxnOpResult, _Mapping]]] = ...) -> None: ...
+
+class CompactRequest(_message.Message):
+    __slots__ = ("revision", "session")
+    REVISION_FIELD_NUMBER: _ClassVar[int]
+    SESSION_FIELD_NUMBER: _ClassVar[int]
+    revision: int
+    session: Session
+    def __init__(self, revision: _Optional[int] = ..., session: _Optional[_Union[Session, _Mapping]] = ...) -> None: ...
+
+class CompactResponse(_message.Message):
+    __slots__ = ("header", "compacted")
+    HEADER_FIELD_NUMBER: _ClassVar[int]
+    COMPACTED_FIELD_NUMBER: _ClassVar[int]
+    header: Header
+    compacted: int
+    def __init__(self, header: _Optional[_Union[Header, _Mapping]] = ..., compacted: _Optional[int] = ...) -> None: ...
 
 class IncrRequest(_message.Message):
     __slots__ = ("key", "delta", "session")

@@ -114,6 +114,11 @@ class KVStub:
                 request_serializer=raftkv_dot_proto_dot_v1_dot_kv__pb2.StateHashRequest.SerializeToString,
                 response_deserializer=raftkv_dot_proto_dot_v1_dot_kv__pb2.StateHashResponse.FromString,
                 _registered_method=True)
+        self.Compact = channel.unary_unary(
+                '/raftkv.v1.KV/Compact',
+                request_serializer=raftkv_dot_proto_dot_v1_dot_kv__pb2.CompactRequest.SerializeToString,
+                response_deserializer=raftkv_dot_proto_dot_v1_dot_kv__pb2.CompactResponse.FromString,
+                _registered_method=True)
 
 
 class KVServicer:
@@ -219,6 +224,14 @@ class KVServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def Compact(self, request, context):
+        """Drop the history below a revision (through the log: every replica compacts at the same point). Reads and
+        watches at a revision below it are refused from then on (OUT_OF_RANGE, kind compacted).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_KVServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -301,6 +314,11 @@ def add_KVServicer_to_server(servicer, server):
                     servicer.StateHash,
                     request_deserializer=raftkv_dot_proto_dot_v1_dot_kv__pb2.StateHashRequest.FromString,
                     response_serializer=raftkv_dot_proto_dot_v1_dot_kv__pb2.StateHashResponse.SerializeToString,
+            ),
+            'Compact': grpc.unary_unary_rpc_method_handler(
+                    servicer.Compact,
+                    request_deserializer=raftkv_dot_proto_dot_v1_dot_kv__pb2.CompactRequest.FromString,
+                    response_serializer=raftkv_dot_proto_dot_v1_dot_kv__pb2.CompactResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -735,6 +753,33 @@ class KV:
             '/raftkv.v1.KV/StateHash',
             raftkv_dot_proto_dot_v1_dot_kv__pb2.StateHashRequest.SerializeToString,
             raftkv_dot_proto_dot_v1_dot_kv__pb2.StateHashResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Compact(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/raftkv.v1.KV/Compact',
+            raftkv_dot_proto_dot_v1_dot_kv__pb2.CompactRequest.SerializeToString,
+            raftkv_dot_proto_dot_v1_dot_kv__pb2.CompactResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -1,0 +1,81 @@
+"""Reads at a revision and compaction through the client service of in-process nodes (README, "History"): every
+replica holds the same history, answers a read at a past revision with what the store held right after it (the
+header says which revision it reflects), refuses one below the compacted revision with OUT_OF_RANGE and the
+compacted revision, and one in the future with INVALID_ARGUMENT."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from raftkv.errors import META_COMPACTED_REVISION
+from raftkv.proto.v1 import kv_pb2
+
+from .test_bounded_reads import AbortCtx, Aborted
+from .test_node import Cluster, with_cluster
+from .test_servicer import servicer
+
+
+class MetaAborted(Aborted):
+    def __init__(self, code: object, details: str, metadata: dict[str, str]) -> None:
+        super().__init__(code, details)
+        self.metadata = metadata
+
+
+class MetaCtx(AbortCtx):
+    async def abort(self, code: object, details: str, trailing_metadata: object = ()) -> None:
+        raise MetaAborted(code, details, dict(trailing_metadata))  # type: ignore[call-overload]
+
+
+def stale(rev: int = 0, key: bytes = b"k") -> kv_pb2.GetRequest:
+    return kv_pb2.GetRequest(key=key, revision=rev, read=kv_pb2.ReadOptions(consistency=kv_pb2.STALE))
+
+
+@with_cluster
+async def test_every_replica_reads_the_same_past_and_refuses_what_was_compacted(cluster: Cluster) -> None:
+    lead = await cluster.leader()
+    svc = servicer(cluster, lead.id)
+    revs = []
+    for i in range(5):
+        r = await svc.Put(kv_pb2.PutRequest(key=b"k", value=b"v%d" % i), MetaCtx(5))  # type: ignore[arg-type]
+        revs.append(r.header.revision)
+    d = await svc.Delete(kv_pb2.DeleteRequest(key=b"k"), MetaCtx(5))  # type: ignore[arg-type]
+    await svc.Put(kv_pb2.PutRequest(key=b"other", value=b"o"), MetaCtx(5))  # type: ignore[arg-type]
+    for n in cluster.nodes.values():
+        await asyncio.wait_for(n.wait_applied(lead.applied), 5)
+        s = servicer(cluster, n.id)
+        for i, rev in enumerate(revs):
+            got = await s.Get(stale(rev), MetaCtx(5))  # type: ignore[arg-type]
+            assert got.found and got.kv.value == b"v%d" % i and got.kv.mod_revision == rev, (n.id, rev)
+            assert got.header.revision == rev
+        gone = await s.Get(stale(d.header.revision), MetaCtx(5))  # type: ignore[arg-type]
+        assert not gone.found
+        listing = await s.Range(kv_pb2.RangeRequest(revision=revs[2], read=kv_pb2.ReadOptions(
+            consistency=kv_pb2.STALE)), MetaCtx(5))  # type: ignore[arg-type]
+        assert [(kv.key, kv.value) for kv in listing.kvs] == [(b"k", b"v2")] and listing.header.revision == revs[2]
+    # A batch's gets at different revisions are answered each at its own.
+    ops = [kv_pb2.BatchOp(get=stale(r)) for r in (revs[0], revs[3], 0)]
+    resp = await svc.Batch(kv_pb2.BatchRequest(ops=ops), MetaCtx(5))  # type: ignore[arg-type]
+    assert [(r.get.found, r.get.kv.value) for r in resp.results] == [(True, b"v0"), (True, b"v3"), (False, b"")]
+
+    c = await svc.Compact(kv_pb2.CompactRequest(revision=revs[3]), MetaCtx(5))  # type: ignore[arg-type]
+    assert c.compacted == revs[3]
+    again = await svc.Compact(kv_pb2.CompactRequest(revision=revs[1]), MetaCtx(5))  # type: ignore[arg-type]
+    assert again.compacted == revs[3]  # an earlier point changes nothing
+    for n in cluster.nodes.values():
+        await asyncio.wait_for(n.wait_applied(lead.applied), 5)
+        s = servicer(cluster, n.id)
+        with pytest.raises(MetaAborted) as e:
+            await s.Get(stale(revs[2]), MetaCtx(5))  # type: ignore[arg-type]
+        assert e.value.code.name == "OUT_OF_RANGE", e.value  # type: ignore[attr-defined]
+        assert f"revision {revs[2]} has been compacted" in str(e.value)
+        assert e.value.metadata[META_COMPACTED_REVISION] == str(revs[3])
+        kept = await s.Get(stale(revs[3]), MetaCtx(5))  # type: ignore[arg-type]
+        assert kept.kv.value == b"v3"  # the compacted revision itself stays readable
+    with pytest.raises(MetaAborted) as e:
+        await svc.Get(stale(10**6), MetaCtx(5))  # type: ignore[arg-type]
+    assert e.value.code.name == "INVALID_ARGUMENT" and "in the future" in str(e.value)  # type: ignore[attr-defined]
+    with pytest.raises(MetaAborted) as e:
+        await svc.Compact(kv_pb2.CompactRequest(revision=10**6), MetaCtx(5))  # type: ignore[arg-type]
+    assert e.value.code.name == "INVALID_ARGUMENT" and "in the future" in str(e.value)  # type: ignore[attr-defined]
