@@ -142,6 +142,7 @@ class Node:
         self.snapshot_dir.mkdir(parents=True, exist_ok=True)
         remove_temp_files(self.snapshot_dir)
         self._snapshot_tasks: dict[int, asyncio.Task[None]] = {}
+        self._history_job: asyncio.Future[bool] | None = None  # an idle-writer step of a history compaction
         self._snapshot_pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"raftkv-snapshot-{self.id}")
         self.state_hashes: dict[int, str] = {}
         """The state hashes taken at hash marks (log index -> sha256 hex, or "" when it was skipped), the newest
@@ -560,6 +561,8 @@ class Node:
                             fut.add_done_callback(written)
                         inflight.append((rd, fut))
                     else:
+                        if not inflight and self.writer.history_pending and self._history_job is None:
+                            self._start_history_step()
                         break
         except LostAcknowledgedEntries as e:
             what = (f"node {self.id} refuses to run: {e}. Its data directory ({self.settings.data_dir}) is older than "
@@ -569,7 +572,7 @@ class Node:
             raise StorageError(what, str(self.settings.data_dir)) from None
         finally:
             ticker.cancel()
-            for _, fut in inflight:  # let the writes under way finish before the store is closed
+            for fut in [f for _, f in inflight] + [self._history_job]:  # let the writes under way finish first
                 if fut is not None:
                     with contextlib.suppress(Exception):
                         await asyncio.shield(fut)
@@ -601,6 +604,25 @@ class Node:
                     log.warning("node %d: the event loop was %.1fs late (a stalled loop or a paused process)",
                                 self.id, lag)
             self._wake.set()
+
+    def _start_history_step(self) -> None:
+        """The writer is idle and a history compaction still has records to remove: one bounded step on the writer
+        thread (a Ready taken meanwhile queues behind it there, in order)."""
+        assert self._loop is not None
+        job = self._loop.run_in_executor(self._writer_pool, self.writer.history_step)
+        self._history_job = job
+
+        def done(f: asyncio.Future[bool]) -> None:
+            self._history_job = None
+            if f.cancelled():
+                return
+            exc = f.exception()
+            if exc is not None:
+                self.writer.history_pending = False  # the next write will meet the same trouble, and say so
+                log.warning("node %d: a history compaction step failed: %s", self.id, exc)
+            self._wake.set()
+
+        job.add_done_callback(done)
 
     def _turn(self) -> None:
         t0 = time.perf_counter_ns()

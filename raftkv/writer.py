@@ -28,12 +28,17 @@ __all__ = ["COMPACT_CHUNK", "ReadyWriter", "WriterStats"]
 COMPACT_CHUNK = 5_000
 """Most log entries one compaction step deletes (keeps every write transaction short)."""
 
+HISTORY_STEP = 2_000
+"""Most history events one idle step of a history compaction examines (``ReadyWriter.history_step``)."""
+
 
 @dataclass
 class WriterStats:
     writes: int = 0
     entries_persisted: int = 0
     compactions: int = 0
+    history_steps: int = 0
+    """Idle-writer steps of a history compaction (``history_step``); ``apply`` makes bounded steps of its own."""
     write_us: int = 0
     """Total time spent inside store.write on the writer thread, in µs."""
     write_cpu_us: int = 0
@@ -63,6 +68,8 @@ class ReadyWriter:
         self.stats = WriterStats()
         self.failed: BaseException | None = None
         """The first write that failed (every later one fails with it)."""
+        self.history_pending = fsm.compaction_pending()
+        """A history compaction's physical removal is under way (a restarted node carries on with it)."""
 
     def write(self, rd: Ready) -> Any:
         """Carry out ``rd``'s write; returns the state machine's results (a list of ``Applied``) or None."""
@@ -122,12 +129,28 @@ class ReadyWriter:
         else:
             result = self._write_split(rd, ents, marks, restore_path)
         self._maybe_compact()
+        if ents:
+            self.history_pending = fsm.compaction_pending()
         st = self.stats
         st.write_us += (time.perf_counter_ns() - t0) // 1000
         st.write_cpu_us += (time.thread_time_ns() - c0) // 1000
         st.writes += 1
         st.entries_persisted += len(rd.entries)
         return result
+
+    def history_step(self, budget: int = HISTORY_STEP) -> bool:
+        """One bounded step of a pending history compaction, in a write transaction of its own with no sync (the
+        removal changes nothing a read can see; a crash only leaves it to be done again); returns whether more
+        remains. For an idle writer: ``apply`` makes steps too, so compaction goes on under writes as without."""
+        if self.failed is not None:
+            raise DurableStorageError(f"an earlier write failed ({self.failed})", str(self.store.path))
+        t0 = time.perf_counter_ns()
+        fsm = self.fsm
+        more = bool(self.store.write(apply=lambda txn: fsm.compact_step(txn, budget), sync=False))
+        self.history_pending = more
+        self.stats.history_steps += 1
+        self.stats.write_us += (time.perf_counter_ns() - t0) // 1000
+        return more
 
     def _write_split(self, rd: Ready, ents: Sequence[Any], marks: list[int], restore_path: Any) -> list[Applied]:
         """The write of a Ready whose committed entries hold hash marks: one transaction per part, each part ending

@@ -5,15 +5,13 @@ compacted revision, and one in the future with INVALID_ARGUMENT."""
 
 from __future__ import annotations
 
-import asyncio
-
 import pytest
 
 from raftkv.errors import META_COMPACTED_REVISION
 from raftkv.proto.v1 import kv_pb2
 
 from .test_bounded_reads import AbortCtx, Aborted
-from .test_node import Cluster, with_cluster
+from .test_node import Cluster, until, with_cluster
 from .test_servicer import servicer
 
 
@@ -41,9 +39,10 @@ async def test_every_replica_reads_the_same_past_and_refuses_what_was_compacted(
         r = await svc.Put(kv_pb2.PutRequest(key=b"k", value=b"v%d" % i), MetaCtx(5))  # type: ignore[arg-type]
         revs.append(r.header.revision)
     d = await svc.Delete(kv_pb2.DeleteRequest(key=b"k"), MetaCtx(5))  # type: ignore[arg-type]
-    await svc.Put(kv_pb2.PutRequest(key=b"other", value=b"o"), MetaCtx(5))  # type: ignore[arg-type]
+    last = await svc.Put(kv_pb2.PutRequest(key=b"other", value=b"o"), MetaCtx(5))  # type: ignore[arg-type]
     for n in cluster.nodes.values():
-        await asyncio.wait_for(n.wait_applied(lead.applied), 5)
+        # (A result is answered before its transaction commits: wait until the last write is visible.)
+        await until(lambda n=n: n.fsm.revision() >= last.header.revision, "the writes to apply everywhere")
         s = servicer(cluster, n.id)
         for i, rev in enumerate(revs):
             got = await s.Get(stale(rev), MetaCtx(5))  # type: ignore[arg-type]
@@ -64,7 +63,7 @@ async def test_every_replica_reads_the_same_past_and_refuses_what_was_compacted(
     again = await svc.Compact(kv_pb2.CompactRequest(revision=revs[1]), MetaCtx(5))  # type: ignore[arg-type]
     assert again.compacted == revs[3]  # an earlier point changes nothing
     for n in cluster.nodes.values():
-        await asyncio.wait_for(n.wait_applied(lead.applied), 5)
+        await until(lambda n=n: n.fsm.compacted() == revs[3], "the compaction to apply everywhere")
         s = servicer(cluster, n.id)
         with pytest.raises(MetaAborted) as e:
             await s.Get(stale(revs[2]), MetaCtx(5))  # type: ignore[arg-type]
@@ -79,3 +78,29 @@ async def test_every_replica_reads_the_same_past_and_refuses_what_was_compacted(
     with pytest.raises(MetaAborted) as e:
         await svc.Compact(kv_pb2.CompactRequest(revision=10**6), MetaCtx(5))  # type: ignore[arg-type]
     assert e.value.code.name == "INVALID_ARGUMENT" and "in the future" in str(e.value)  # type: ignore[attr-defined]
+
+
+@with_cluster
+async def test_an_idle_writer_finishes_a_compaction_in_bounded_steps(cluster: Cluster) -> None:
+    """After the Compact applies, no write comes: the node's writer removes the compacted history on its own, one
+    bounded step at a time (``ReadyWriter.history_step``), until only the newest version of each key is left below
+    the compacted revision."""
+    lead = await cluster.leader()
+    svc = servicer(cluster, lead.id)
+    ops = [kv_pb2.BatchOp(put=kv_pb2.PutRequest(key=b"k%d" % (i % 10), value=b"v%d" % i)) for i in range(500)]
+    for _ in range(10):
+        resp = await svc.Batch(kv_pb2.BatchRequest(ops=ops), MetaCtx(10))  # type: ignore[arg-type]
+    top = max(r.put.header.revision for r in resp.results)
+    assert top == 5000
+    for n in cluster.nodes.values():
+        n.fsm.compact_budget = 50  # apply's own steps: too small to finish with the Compact's entry alone
+    await svc.Compact(kv_pb2.CompactRequest(revision=top), MetaCtx(5))  # type: ignore[arg-type]
+    for n in cluster.nodes.values():
+        # (A result is answered before its transaction commits: wait until the compaction is visible.)
+        await until(lambda n=n: n.fsm.compacted() == top, "the compaction to apply")
+        await until(lambda n=n: not n.writer.history_pending, "the writer to finish the compaction")
+        assert n.writer.stats.history_steps >= 2  # 5,000 events, at most HISTORY_STEP (2,000) a step
+        with n.store.read_txn() as txn:
+            left = sum(1 for table, _, _ in n.fsm.iter_state(txn) if table == b"history")
+        assert left == 10, (n.id, left)  # one version per key survives, the newest
+
