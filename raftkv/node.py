@@ -77,6 +77,7 @@ from .settings import Settings
 from .storage import DurableStorageError, LmdbLogStore, StorageFullError
 from .storage.snapshots import SnapshotHeader, SnapshotInfo, prune, remove_temp_files, write_snapshot
 from .transport import Transport
+from .watchfeed import WatchFeed
 from .writer import ReadyWriter
 
 log = logging.getLogger("raftkv.node")
@@ -143,6 +144,8 @@ class Node:
         remove_temp_files(self.snapshot_dir)
         self._snapshot_tasks: dict[int, asyncio.Task[None]] = {}
         self._history_job: asyncio.Future[bool] | None = None  # an idle-writer step of a history compaction
+        self.watches = WatchFeed(store, fsm)
+        """The watchers of this node, fed from the history after every applied batch (``raftkv.watchfeed``)."""
         self._snapshot_pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"raftkv-snapshot-{self.id}")
         self.state_hashes: dict[int, str] = {}
         """The state hashes taken at hash marks (log index -> sha256 hex, or "" when it was skipped), the newest
@@ -637,6 +640,11 @@ class Node:
         if self.fsm.alarm_applied:
             self.fsm.alarm_applied = False
             self._check_alarms()
+        if len(self.watches):
+            try:
+                self.watches.publish_applied()
+            except _DAMAGE as e:
+                self.found_corruption(e)
         aw = self._applied_waiters
         applied = self.applied
         while aw and aw[0][0] <= applied:
@@ -721,6 +729,7 @@ class Node:
     def _fail_all(self, err: RaftKVError) -> None:
         """Fail every request under way (the replica says how), and everyone waiting for an index."""
         self.replica.fail_all(err)
+        self.watches.cancel_all(err.message)
         for fut in self._futures.values():  # none left, unless the replica lost track of one
             if not fut.done():
                 fut.set_exception(err)

@@ -58,6 +58,7 @@ from .pbmap import PB_TXN_OP, batch_error, conditions_from_pb, kv_to_pb, result_
 from .proto.v1 import kv_pb2, kv_pb2_grpc
 from .raft import ConfChangeType, StateRole
 from .settings import Settings
+from .watch import KeyRange, Watcher, prefix_end
 
 __all__ = [
     "GRPC_OPTIONS",
@@ -665,6 +666,75 @@ class KVServicer(kv_pb2_grpc.KVServicer):
             ctx, lambda: self.node.transfer_leadership(req.to), self._timeout(ctx), write=False
         )
         return kv_pb2.TransferLeaderResponse(header=self.header(self.node.applied), leader_id=leader)
+
+    def _watch_range(self, req: kv_pb2.WatchRequest) -> KeyRange:
+        if req.prefix:
+            if req.range_end:
+                raise InvalidArgument("a watch takes a prefix or a range_end, not both")
+            if len(req.key) > self.s.max_key_bytes:
+                raise InvalidArgument(f"the prefix is {len(req.key)} bytes; the limit is {self.s.max_key_bytes} bytes")
+            return KeyRange(req.key, prefix_end(req.key))
+        if not req.range_end:
+            self._check_key(req.key)
+        elif req.range_end != b"\0" and req.range_end <= req.key:
+            raise InvalidArgument("a watch's range_end must be above its key (or \\0: every key from key on)")
+        return KeyRange(req.key, req.range_end)
+
+    def _watch_response(self, w: Watcher, events: list[Any], upto: int) -> kv_pb2.WatchResponse:
+        out = []
+        want_prev = w.prev_kv
+        for ev in events:
+            if ev.kv is not None:
+                pb = kv_pb2.WatchEvent(type=kv_pb2.WatchEvent.PUT, kv=kv_to_pb(ev.kv))
+            else:
+                pb = kv_pb2.WatchEvent(type=kv_pb2.WatchEvent.DELETE,
+                                       kv=kv_pb2.KeyValue(key=ev.key, mod_revision=ev.revision))
+            if want_prev and ev.prev is not None:
+                pb.prev_kv.CopyFrom(kv_to_pb(ev.prev))
+            out.append(pb)
+        return kv_pb2.WatchResponse(header=self.header(self.node.applied, upto), events=out)
+
+    async def Watch(
+        self, req: kv_pb2.WatchRequest, ctx: grpc.aio.ServicerContext[Any, Any]
+    ) -> AsyncIterator[kv_pb2.WatchResponse]:
+        """One watch per stream: a first response (``created``), then the events in revision order (replayed from
+        the history, then live), progress responses while idle if asked, and a last one (``canceled``) if the
+        node ends it (too slow a reader, a compaction, the node stopping)."""
+        feed = self.node.watches
+        try:
+            self._serving()
+            rng = self._watch_range(req)
+            w, signal = feed.watch(rng, req.start_revision, no_put=req.no_put, no_delete=req.no_delete,
+                                   prev_kv=req.prev_kv)
+        except RaftKVError as e:
+            await self._abort(ctx, e)
+            return
+        hub = feed.hub
+        progress_s = req.progress_notify_ms / 1000.0 if req.progress_notify_ms else None
+        try:
+            yield kv_pb2.WatchResponse(header=self.header(self.node.applied, hub.revision), created=True)
+            while True:
+                if not w.synced and not w.cancelled:
+                    feed.catch_up(w)
+                events = hub.take(w)
+                if events:
+                    upto = hub.revision if w.synced else w.next_revision - 1
+                    yield self._watch_response(w, events, upto)
+                    continue
+                if w.cancelled:
+                    yield kv_pb2.WatchResponse(header=self.header(self.node.applied, hub.revision), canceled=True,
+                                               cancel_reason=w.reason, compact_revision=w.compact_revision)
+                    return
+                if not w.synced:
+                    await asyncio.sleep(0)  # another chunk of history next, after the loop had a turn
+                    continue
+                signal.clear()
+                try:
+                    await asyncio.wait_for(signal.wait(), progress_s)
+                except TimeoutError:
+                    yield kv_pb2.WatchResponse(header=self.header(self.node.applied, hub.revision))
+        finally:
+            feed.done(w)
 
     async def Snapshot(
         self, req: kv_pb2.SnapshotRequest, ctx: grpc.aio.ServicerContext[Any, Any]

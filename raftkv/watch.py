@@ -13,8 +13,9 @@ and its events start at that revision.
 
 Matching is by key: a watcher of one key sits in a dict under that key, a watcher of a prefix in a dict under the
 prefix (an event looks up each prefix length in use), any other range in a short list scanned per event. The same
-event object goes to every watcher (nothing is copied per watcher); whether its ``prev_kv`` is shown is the
-watcher's option, applied when the shell serializes it.
+event object (``raftkv.kv.Event``, as the state machine's history gives it) goes to every watcher: nothing is
+copied per watcher; whether its previous value is shown is the watcher's option, applied when the shell
+serializes it.
 
 A watcher whose buffer would hold more than ``max_events`` events is cancelled (``reason``): a slow consumer never
 slows the apply, the hub or the other watchers, and its memory is bounded. It resumes by watching again from the
@@ -27,24 +28,11 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Sequence
 from typing import NamedTuple
 
-from .kv import KeyValue
+from .kv import Event, EventType
 
-__all__ = ["DELETE", "PUT", "KeyRange", "WatchEvent", "WatchHub", "Watcher", "prefix_end"]
+__all__ = ["KeyRange", "WatchHub", "Watcher", "prefix_end"]
 
-PUT = 0
-DELETE = 1
-
-
-class WatchEvent(NamedTuple):
-    """One change of one key: ``revision`` and ``sub`` (its place among the writes of that revision) order the
-    events of the store. ``kv``: the key after a put (None after a delete); ``prev_kv``: the key before, if any."""
-
-    revision: int
-    sub: int
-    type: int
-    key: bytes
-    kv: KeyValue | None
-    prev_kv: KeyValue | None = None
+PUT = EventType.PUT
 
 
 def prefix_end(prefix: bytes) -> bytes:
@@ -87,6 +75,7 @@ class Watcher:
     __slots__ = (
         "_events",
         "cancelled",
+        "compact_revision",
         "id",
         "next_revision",
         "no_delete",
@@ -110,7 +99,9 @@ class Watcher:
         self.synced = False
         self.cancelled = False
         self.reason = ""
-        self._events: list[WatchEvent] = []
+        self.compact_revision = 0
+        """Set when it was cancelled because the history it needed was compacted: the compacted revision."""
+        self._events: list[Event] = []
 
     @property
     def pending(self) -> int:
@@ -118,7 +109,7 @@ class Watcher:
         return len(self._events)
 
     @property
-    def buffered(self) -> tuple[WatchEvent, ...]:
+    def buffered(self) -> tuple[Event, ...]:
         """The events buffered, not yet taken (a copy)."""
         return tuple(self._events)
 
@@ -165,7 +156,7 @@ class WatchHub:
             self._sync(w)
         return w
 
-    def catch_up(self, w: Watcher, events: Iterable[WatchEvent], upto: int) -> bool:
+    def catch_up(self, w: Watcher, events: Iterable[Event], upto: int) -> bool:
         """Hand an unsynced watcher the history's events of revisions ``[w.next_revision, upto]`` (every one of
         them, in order, as read from the state machine: a chunk read must end at a whole revision; those the
         watcher does not match are skipped here). Once ``upto``
@@ -184,7 +175,7 @@ class WatchHub:
                 continue
             if r > upto:
                 break
-            if (no_put if ev.type == PUT else no_delete) or not rng.contains(ev.key):
+            if (no_put if ev.kind == PUT else no_delete) or not rng.contains(ev.key):
                 continue
             w._events.append(ev)
         w.next_revision = upto + 1
@@ -197,19 +188,23 @@ class WatchHub:
             self._wake(w)
         return w.synced
 
-    def cancel(self, w: Watcher, reason: str = "") -> None:
+    def watchers(self) -> list[Watcher]:
+        return list(self._watchers.values())
+
+    def cancel(self, w: Watcher, reason: str = "", compact_revision: int = 0) -> None:
         """End a watch (its client's or the shell's decision); its buffer is dropped."""
         if w.cancelled:
             return
         w.cancelled = True
         w.reason = reason
+        w.compact_revision = compact_revision
         w._events.clear()
         self._watchers.pop(w.id, None)
         if w.synced:
             self._unindex(w)
         self._wake(w)
 
-    def take(self, w: Watcher) -> list[WatchEvent]:
+    def take(self, w: Watcher) -> list[Event]:
         """The watcher's buffered events, oldest first, removed from its buffer."""
         events = w._events
         w._events = []
@@ -221,7 +216,7 @@ class WatchHub:
         return [w for w in self._watchers.values() if w.synced and not w._events]
 
     # -- events -----------------------------------------------------------------------------------------------
-    def publish(self, events: Sequence[WatchEvent], revision: int) -> None:
+    def publish(self, events: Sequence[Event], revision: int) -> None:
         """Every event of the revisions after ``self.revision`` up to ``revision``, in (revision, sub) order, from
         one applied batch: fan them out to the synced watchers, then wake each watcher that got something."""
         if revision < self.revision:
@@ -231,7 +226,7 @@ class WatchHub:
         for ev in events:
             key = ev.key
             r = ev.revision
-            is_put = ev.type == PUT
+            is_put = ev.kind == PUT
             ws = by_key.get(key)
             if ws is not None:
                 for w in ws:

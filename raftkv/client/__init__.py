@@ -76,6 +76,8 @@ from .models import (
     TxnOp,
     TxnOpOutcome,
     TxnResult,
+    WatchBatch,
+    WatchEvent,
     cluster_health,
     compare,
 )
@@ -106,6 +108,8 @@ __all__ = [
     "TxnOp",
     "TxnOpOutcome",
     "TxnResult",
+    "WatchBatch",
+    "WatchEvent",
     "cluster_health",
     "compare",
     "error_from_rpc",

@@ -18,6 +18,7 @@ import grpc.aio
 
 from ..errors import (
     APPLIED_UNKNOWN,
+    Compacted,
     ConditionFailed,
     ConfigError,
     DataCorruption,
@@ -46,6 +47,7 @@ from .models import (
     TxnOp,
     TxnOpOutcome,
     TxnResult,
+    WatchBatch,
     _int,
     _key,
     _kv,
@@ -54,6 +56,7 @@ from .models import (
     _to_bytes,
     _vclock,
     _vclock_pb,
+    _watch_event,
 )
 from .retry import _OP_NAMES, BACKOFF_MAX_S, BACKOFF_MIN_S, _grouped, _n, _nothing_at, _nothing_listening
 from .rpc_errors import _batch_error_rpc, _rpc_error, error_from_rpc, transport_failure
@@ -404,6 +407,59 @@ class Client:
         except grpc.aio.AioRpcError as e:
             raise error_from_rpc(e) from None
         return index
+
+    async def watch(
+        self,
+        key: bytes | str,
+        *,
+        prefix: bool = False,
+        range_end: bytes | str = b"",
+        start_revision: int = 0,
+        prev_kv: bool = False,
+        no_put: bool = False,
+        no_delete: bool = False,
+        progress_notify_ms: int = 0,
+    ) -> AsyncIterator[WatchBatch]:
+        """Follow the changes of ``key`` (with ``prefix``: of every key starting with it; with ``range_end``: of the
+        keys ``[key, range_end)``, b"\\0" for every key from ``key`` on), from ``start_revision`` (0: from now).
+        Yields batches of events in revision order, each event once, with no gap: when a node fails or ends the
+        watch (the node stopping, this reader too slow), it watches again on another node from the revision after
+        the last one delivered. Raises :class:`Compacted` if the history it needs was compacted (read the state at
+        ``compacted_revision``, then watch from the next revision), :class:`InvalidArgument` for a bad range."""
+        k = _to_bytes(key, "key")
+        end = _to_bytes(range_end, "range_end")
+        next_rev = _int(start_revision, "a start revision", 0, _U64)
+        progress = _int(progress_notify_ms, "progress_notify_ms", 0, 1 << 32)
+        backoff = BACKOFF_MIN_S
+        while True:
+            ep = self._pick()
+            _, stub = self._channel(ep)
+            req = kv_pb2.WatchRequest(key=k, range_end=end, prefix=prefix, start_revision=next_rev, prev_kv=prev_kv,
+                                      no_put=no_put, no_delete=no_delete, progress_notify_ms=progress)
+            call = stub.Watch(req)
+            try:
+                async for resp in call:
+                    backoff = BACKOFF_MIN_S
+                    if resp.created:
+                        if not next_rev:
+                            next_rev = resp.header.revision + 1  # "from now" means from here on, also on resume
+                        continue
+                    if resp.canceled:
+                        if resp.compact_revision:
+                            raise Compacted(resp.cancel_reason, resp.compact_revision)
+                        break  # the node ended it (stopping, or we read too slowly): watch again from next_rev
+                    events = tuple(_watch_event(ev, resp.header) for ev in resp.events)
+                    next_rev = max(next_rev, resp.header.revision + 1)
+                    yield WatchBatch(events, resp.header.revision)
+            except grpc.aio.AioRpcError as e:
+                err = error_from_rpc(e, write=False, endpoint=ep)
+                if isinstance(err, (InvalidArgument, Compacted)):
+                    raise err from None
+                self._failed(ep)
+            finally:
+                call.cancel()
+            await asyncio.sleep(self._rng.uniform(backoff / 2, backoff))
+            backoff = min(BACKOFF_MAX_S, backoff * 2)
 
     async def get(
         self,

@@ -28,6 +28,8 @@ __all__ = [
     "TxnOp",
     "TxnOpOutcome",
     "TxnResult",
+    "WatchBatch",
+    "WatchEvent",
     "cluster_health",
     "compare",
 ]
@@ -260,6 +262,29 @@ def _member(m: kv_pb2.Member) -> Member:
 
 
 @dataclass(frozen=True, slots=True)
+class WatchEvent:
+    """One change: ``type`` "put" (``kv``: the key after it) or "delete" (``kv``: the key, with the delete's
+    revision as ``mod_revision``); ``prev_kv``: the key before it, with ``prev_kv=True`` (None if it did not exist)."""
+
+    type: Literal["put", "delete"]
+    kv: KeyValue
+    prev_kv: KeyValue | None = None
+
+    @property
+    def revision(self) -> int:
+        return self.kv.mod_revision
+
+
+@dataclass(frozen=True, slots=True)
+class WatchBatch:
+    """The events of one response, in revision order; ``revision``: every event up to it has been delivered (an
+    empty batch is a progress notification: the watch is up to date as of ``revision``)."""
+
+    events: tuple[WatchEvent, ...]
+    revision: int
+
+
+@dataclass(frozen=True, slots=True)
 class RangeResult:
     kvs: tuple[KeyValue, ...]
     more: bool
@@ -444,6 +469,11 @@ def _kv(pb: kv_pb2.KeyValue, header: kv_pb2.Header | None = None) -> KeyValue:
     siblings = tuple(s.value for s in pb.siblings) if pb.siblings else ()
     return KeyValue(pb.key, pb.value, pb.create_revision, pb.mod_revision, pb.version, _vclock(pb.vclock), index,
                     revision, siblings)
+
+
+def _watch_event(pb: kv_pb2.WatchEvent, header: kv_pb2.Header) -> WatchEvent:
+    prev = _kv(pb.prev_kv, header) if pb.HasField("prev_kv") else None
+    return WatchEvent("delete" if pb.type == kv_pb2.WatchEvent.DELETE else "put", _kv(pb.kv, header), prev)
 
 
 def _node_status(endpoint: str, r: kv_pb2.StatusResponse) -> NodeStatus:

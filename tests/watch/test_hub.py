@@ -13,9 +13,11 @@ from hypothesis import settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule
 
-from raftkv.kv import KeyValue
+from raftkv.kv import Event, EventType, KeyValue
 from raftkv.kv.vclock import EMPTY_CLOCK
-from raftkv.watch import DELETE, PUT, KeyRange, Watcher, WatchEvent, WatchHub, prefix_end
+from raftkv.watch import KeyRange, Watcher, WatchHub, prefix_end
+
+PUT, DELETE = EventType.PUT, EventType.DELETE
 
 KEYS = [b"", b"a", b"ab", b"abc", b"b", b"ba", b"\xff", b"\xff\xff", b"c"]
 
@@ -39,9 +41,9 @@ def test_prefix_end_follows_etcds_convention() -> None:
 class HubModel(RuleBasedStateMachine):
     def __init__(self) -> None:
         super().__init__()
-        self.history: list[WatchEvent] = []
+        self.history: list[Event] = []
         self.woken: set[int] = set()
-        self.received: dict[int, list[WatchEvent]] = {}
+        self.received: dict[int, list[Event]] = {}
         self.watchers: list[Watcher] = []
 
     @initialize(start=st.integers(0, 3), max_events=st.sampled_from([2, 5, 1000]))
@@ -54,7 +56,7 @@ class HubModel(RuleBasedStateMachine):
     def _wake(self, w: Watcher) -> None:
         self.woken.add(w.id)
 
-    def _grow(self, revisions: int, subs: int) -> list[WatchEvent]:
+    def _grow(self, revisions: int, subs: int) -> list[Event]:
         batch = []
         rev = self.hub.revision
         for r in range(rev + 1, rev + 1 + revisions):
@@ -62,7 +64,7 @@ class HubModel(RuleBasedStateMachine):
                 key = KEYS[(r * 7 + sub * 3) % len(KEYS)]
                 kind = DELETE if (r + sub) % 4 == 0 else PUT
                 kv = None if kind == DELETE else KeyValue(key, b"v%d" % r, r, r, 1, EMPTY_CLOCK)
-                batch.append(WatchEvent(r, sub, kind, key, kv))
+                batch.append(Event(r, sub, kind, key, kv))
         self.history.extend(batch)
         self.hub.publish(batch, rev + revisions)
         return batch
@@ -100,10 +102,10 @@ class HubModel(RuleBasedStateMachine):
         self.hub.cancel(w, "client")
         assert w.cancelled and w.reason == "client" and self.hub.get(w.id) is None
 
-    def _expected(self, w: Watcher, upto: int) -> list[WatchEvent]:
+    def _expected(self, w: Watcher, upto: int) -> list[Event]:
         return [e for e in self.history
                 if w.start_revision <= e.revision <= upto and w.range.contains(e.key)
-                and not (w.no_put if e.type == PUT else w.no_delete)]
+                and not (w.no_put if e.kind == PUT else w.no_delete)]
 
     @invariant()
     def every_watcher_has_exactly_its_slice(self) -> None:
@@ -134,7 +136,7 @@ def test_one_publish_reaches_key_prefix_and_range_watchers_with_the_same_event_o
     hub = WatchHub(10, lambda w: woken.append(w.id))
     one, pre, rng, other = (hub.watch(KeyRange(b"ab")), hub.watch(KeyRange.prefix(b"a")),
                             hub.watch(KeyRange(b"aa", b"b")), hub.watch(KeyRange(b"b")))
-    ev = WatchEvent(11, 0, PUT, b"ab", None)
+    ev = Event(11, 0, PUT, b"ab", None)
     hub.publish([ev], 11)
     assert [hub.take(w) for w in (one, pre, rng, other)] == [[ev], [ev], [ev], []]
     assert hub.take(one) == [] and sorted(woken) == sorted([one.id, pre.id, rng.id])
@@ -145,7 +147,7 @@ def test_a_slow_watcher_is_cancelled_with_a_reason_and_the_others_go_on() -> Non
     hub = WatchHub(0, lambda w: None, max_events=3)
     slow, fast = hub.watch(KeyRange.prefix(b"")), hub.watch(KeyRange.prefix(b""))
     for r in range(1, 6):
-        hub.publish([WatchEvent(r, 0, PUT, b"k", None)], r)
+        hub.publish([Event(r, 0, PUT, b"k", None)], r)
         assert len(hub.take(fast)) == 1
     assert slow.cancelled and "fell more than 3 events behind" in slow.reason and slow.pending == 0
     assert not fast.cancelled and len(hub) == 1

@@ -303,6 +303,58 @@ class CompactResponse(_message.Message):
     compacted: int
     def __init__(self, header: _Optional[_Union[Header, _Mapping]] = ..., compacted: _Optional[int] = ...) -> None: ...
 
+class WatchRequest(_message.Message):
+    __slots__ = ("key", "range_end", "prefix", "start_revision", "prev_kv", "no_put", "no_delete", "progress_notify_ms")
+    KEY_FIELD_NUMBER: _ClassVar[int]
+    RANGE_END_FIELD_NUMBER: _ClassVar[int]
+    PREFIX_FIELD_NUMBER: _ClassVar[int]
+    START_REVISION_FIELD_NUMBER: _ClassVar[int]
+    PREV_KV_FIELD_NUMBER: _ClassVar[int]
+    NO_PUT_FIELD_NUMBER: _ClassVar[int]
+    NO_DELETE_FIELD_NUMBER: _ClassVar[int]
+    PROGRESS_NOTIFY_MS_FIELD_NUMBER: _ClassVar[int]
+    key: bytes
+    range_end: bytes
+    prefix: bool
+    start_revision: int
+    prev_kv: bool
+    no_put: bool
+    no_delete: bool
+    progress_notify_ms: int
+    def __init__(self, key: _Optional[bytes] = ..., range_end: _Optional[bytes] = ..., prefix: _Optional[bool] = ..., start_revision: _Optional[int] = ..., prev_kv: _Optional[bool] = ..., no_put: _Optional[bool] = ..., no_delete: _Optional[bool] = ..., progress_notify_ms: _Optional[int] = ...) -> None: ...
+
+class WatchEvent(_message.Message):
+    __slots__ = ("type", "kv", "prev_kv")
+    class Type(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+        __slots__ = ()
+        PUT: _ClassVar[WatchEvent.Type]
+        DELETE: _ClassVar[WatchEvent.Type]
+    PUT: WatchEvent.Type
+    DELETE: WatchEvent.Type
+    TYPE_FIELD_NUMBER: _ClassVar[int]
+    KV_FIELD_NUMBER: _ClassVar[int]
+    PREV_KV_FIELD_NUMBER: _ClassVar[int]
+    type: WatchEvent.Type
+    kv: KeyValue
+    prev_kv: KeyValue
+    def __init__(self, type: _Optional[_Union[WatchEvent.Type, str]] = ..., kv: _Optional[_Union[KeyValue, _Mapping]] = ..., prev_kv: _Optional[_Union[KeyValue, _Mapping]] = ...) -> None: ...
+
+class WatchResponse(_message.Message):
+    __slots__ = ("header", "events", "created", "canceled", "cancel_reason", "compact_revision")
+    HEADER_FIELD_NUMBER: _ClassVar[int]
+    EVENTS_FIELD_NUMBER: _ClassVar[int]
+    CREATED_FIELD_NUMBER: _ClassVar[int]
+    CANCELED_FIELD_NUMBER: _ClassVar[int]
+    CANCEL_REASON_FIELD_NUMBER: _ClassVar[int]
+    COMPACT_REVISION_FIELD_NUMBER: _ClassVar[int]
+    header: Header
+    events: _containers.RepeatedCompositeFieldContainer[WatchEvent]
+    created: bool
+    canceled: bool
+    cancel_reason: str
+    compact_revision: int
+    def __init__(self, header: _Optional[_Union[Header, _Mapping]] = ..., events: _Optional[_Iterable[_Union[WatchEvent, _Mapping]]] = ..., created: _Optional[bool] = ..., canceled: _Optional[bool] = ..., cancel_reason: _Optional[str] = ..., compact_revision: _Optional[int] = ...) -> None: ...
+
 class IncrRequest(_message.Message):
     __slots__ = ("key", "delta", "session")
     KEY_FIELD_NUMBER: _ClassVar[int]

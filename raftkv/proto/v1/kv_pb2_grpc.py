@@ -119,6 +119,11 @@ class KVStub:
                 request_serializer=raftkv_dot_proto_dot_v1_dot_kv__pb2.CompactRequest.SerializeToString,
                 response_deserializer=raftkv_dot_proto_dot_v1_dot_kv__pb2.CompactResponse.FromString,
                 _registered_method=True)
+        self.Watch = channel.unary_stream(
+                '/raftkv.v1.KV/Watch',
+                request_serializer=raftkv_dot_proto_dot_v1_dot_kv__pb2.WatchRequest.SerializeToString,
+                response_deserializer=raftkv_dot_proto_dot_v1_dot_kv__pb2.WatchResponse.FromString,
+                _registered_method=True)
 
 
 class KVServicer:
@@ -232,6 +237,14 @@ class KVServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def Watch(self, request, context):
+        """Follow the changes of a key, a prefix or a range, from a revision of the history (replayed, then live) or from
+        now: every event once, in revision order, with no gap. Any node serves it from its applied state.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_KVServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -319,6 +332,11 @@ def add_KVServicer_to_server(servicer, server):
                     servicer.Compact,
                     request_deserializer=raftkv_dot_proto_dot_v1_dot_kv__pb2.CompactRequest.FromString,
                     response_serializer=raftkv_dot_proto_dot_v1_dot_kv__pb2.CompactResponse.SerializeToString,
+            ),
+            'Watch': grpc.unary_stream_rpc_method_handler(
+                    servicer.Watch,
+                    request_deserializer=raftkv_dot_proto_dot_v1_dot_kv__pb2.WatchRequest.FromString,
+                    response_serializer=raftkv_dot_proto_dot_v1_dot_kv__pb2.WatchResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -780,6 +798,33 @@ class KV:
             '/raftkv.v1.KV/Compact',
             raftkv_dot_proto_dot_v1_dot_kv__pb2.CompactRequest.SerializeToString,
             raftkv_dot_proto_dot_v1_dot_kv__pb2.CompactResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Watch(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/raftkv.v1.KV/Watch',
+            raftkv_dot_proto_dot_v1_dot_kv__pb2.WatchRequest.SerializeToString,
+            raftkv_dot_proto_dot_v1_dot_kv__pb2.WatchResponse.FromString,
             options,
             channel_credentials,
             insecure,
