@@ -19,7 +19,15 @@ Guarantees every implementation gives the node driver:
   (``MsgType.UNREACHABLE``: stop pipelining appends to that follower and probe instead); it is coalesced — at most
   one pending notification per peer — so a burst of drops costs one callback, not one per frame.
 * **Messages addressed to the local node are dropped** (with a debug log): the core never sends to itself.
-* **No stray tasks.** ``stop()`` cancels and awaits every task the transport started; it is idempotent.
+* **Local-only message types never cross** (``LOCAL_MESSAGES``): the receiver drops them; a batch left empty is not
+  delivered.
+* **No stray tasks.** ``stop()`` cancels and awaits every task the transport started; it is idempotent. Once it
+  returned no callback runs any more.
+* **Membership.** ``set_peers`` may be called before ``start()`` and again at any time: a new peer is connected, a
+  removed one closed — what was queued for it is dropped (never delivered later, even if it is added back), its
+  ``peer_status`` entry goes and sending to it is sending to a node with no address — and a changed address is
+  reconnected. The local node's own id is ignored. A node also hears from nodes it has no address for (a joining
+  node hears from the leader before it knows the membership); they show in ``peer_status``.
 * **Removed members are told.** After ``refuse(ids)``, nothing from those nodes is delivered, and each is told, on
   its next attempt to send, that it was removed from the cluster: its transport calls its ``on_removed(peer)``
   (``peer``: the node that refused it). That is how a node removed while it was cut off, or before it applied its
@@ -73,8 +81,9 @@ class Transport(Protocol):
 
     def set_peers(self, peers: Mapping[int, str]) -> None:
         """Set the peers: node id -> "host:port" of its peer listener. May be called again at any time (membership
-        changes): new peers get connections, removed ones are closed (their queued messages dropped), a changed
-        address reconnects. The local node's own id, if present, is ignored. Callable before ``start()``."""
+        changes): new peers get connections, removed ones are closed (their queued messages dropped, their status
+        entries removed), a changed address reconnects. The local node's own id, if present, is ignored. Callable
+        before ``start()``."""
         ...
 
     def send(self, msgs: Sequence[Message]) -> None:
@@ -92,8 +101,8 @@ class Transport(Protocol):
         ...
 
     async def stop(self) -> None:
-        """Close streams and the listener, cancel and await every task started; afterwards nothing is delivered.
-        Idempotent."""
+        """Close streams and the listener, cancel and await every task started; afterwards nothing is delivered
+        and no callback runs. Idempotent."""
         ...
 
     def peer_status(self) -> dict[int, PeerStatus]:

@@ -79,7 +79,7 @@ class MemoryNetwork:
         self.delay_s = delay_s
         self.roundtrip_codec = roundtrip_codec
         self.frames_delivered = 0
-        self.frames_lost = 0  # lost to drop_rate, or in flight when a link was cut or the receiver stopped
+        self.frames_lost = 0  # lost to drop_rate, or in flight when a link was cut, its receiver stopped or left
         self._rng = random.Random(seed)
         self._nodes: dict[int, MemoryTransport] = {}  # the running transports
         self._group_of: dict[int, int] | None = None
@@ -144,12 +144,19 @@ class MemoryNetwork:
         if self._nodes.get(t.node_id) is t:
             del self._nodes[t.node_id]
         for link in self._links.values():  # what was in flight to it is lost
-            if link.to == t.node_id and link.queue:
-                self.frames_lost += len(link.queue)
-                link.queue.clear()
-                if link.handle is not None:
-                    link.handle.cancel()
-                    link.handle = None
+            if link.to == t.node_id:
+                self._drop_in_flight(link.frm, link.to)
+
+    def _drop_in_flight(self, frm: int, to: int) -> None:
+        """Lose what is on the way from ``frm`` to ``to`` (``to`` stopped, or ``frm`` removed it from its peers)."""
+        link = self._links.get((frm, to))
+        if link is None or not link.queue:
+            return
+        self.frames_lost += len(link.queue)
+        link.queue.clear()
+        if link.handle is not None:
+            link.handle.cancel()
+            link.handle = None
 
     def _transmit(self, sender: MemoryTransport, to: int, batch: list[Message]) -> str:
         """Put ``batch`` on the wire; return "" if it left, else why it was refused (the sender counts it)."""
@@ -260,10 +267,13 @@ class MemoryTransport:
         return self._running
 
     def set_peers(self, peers: Mapping[int, str]) -> None:
+        """See ``Transport.set_peers``: a removed peer's counters go, and so do the batches still on the way to it
+        (what ``GrpcTransport`` had not written yet when its sender was closed)."""
         new = {pid: addr for pid, addr in peers.items() if pid != self.node_id}
         for pid in set(self._peers) - set(new):
             for counters in (self._sent, self._dropped, self._received, self._last_recv, self._last_error):
                 counters.pop(pid, None)
+            self.network._drop_in_flight(self.node_id, pid)
         self._peers = new
 
     def send(self, msgs: Sequence[Message]) -> None:

@@ -1,0 +1,48 @@
+"""Runs the one ``Transport`` conformance suite against every implementation."""
+
+from __future__ import annotations
+
+import itertools
+
+import pytest
+
+from raftkv.transport import GrpcTransport, MemoryNetwork, MemoryTransport
+
+from .conformance import Built, MakeTransport, TransportConformance, Wiring
+from .helpers import free_port
+
+
+def _memory(network: MemoryNetwork) -> MakeTransport:
+    serial = itertools.count(1)
+
+    def make(node_id: int, w: Wiring, addr: str | None) -> Built:
+        t = MemoryTransport(
+            network, node_id, w.on_messages, w.on_unreachable, on_removed=w.on_removed,
+            on_snapshot=w.on_snapshot, snapshot_dir=w.snapshot_dir, snapshot_sink=w.snapshot_sink,
+        )  # fmt: skip
+        return Built(t, addr or f"mem:{node_id}.{next(serial)}")
+
+    return make
+
+
+class TestMemoryTransport(TransportConformance):
+    @pytest.fixture
+    def make_transport(self) -> MakeTransport:
+        return _memory(MemoryNetwork())
+
+
+class TestGrpcTransport(TransportConformance):
+    """On 127.0.0.1, ports picked free at run time, with a short reconnection back-off."""
+
+    @pytest.fixture
+    def make_transport(self) -> MakeTransport:
+        def make(node_id: int, w: Wiring, addr: str | None) -> Built:
+            addr = addr or f"127.0.0.1:{free_port()}"
+            t = GrpcTransport(
+                node_id, "conformance", addr, w.on_messages, w.on_unreachable, reconnect_backoff_s=(0.02, 0.2),
+                on_removed=w.on_removed, on_snapshot=w.on_snapshot, snapshot_dir=w.snapshot_dir,
+                snapshot_sink=w.snapshot_sink,
+            )  # fmt: skip
+            return Built(t, addr)
+
+        return make
