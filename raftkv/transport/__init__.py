@@ -32,6 +32,19 @@ Guarantees every implementation gives the node driver:
   its next attempt to send, that it was removed from the cluster: its transport calls its ``on_removed(peer)``
   (``peer``: the node that refused it). That is how a node removed while it was cut off, or before it applied its
   own removal, learns of it.
+* **Snapshots** (``send_snapshot``) cross in chunks of at most ``chunk_bytes``, so both ends hold a few chunks,
+  never the file; the messages keep flowing, in order, meanwhile; at most one transfer per peer runs at a time.
+  ``True`` means the peer verified the file, made it durable under its final name in its snapshot directory and
+  gave it to its ``on_snapshot`` (before ``send_snapshot`` returned). ``False`` (or ``CancelledError``, when the
+  caller was cancelled) means the transfer is not known to have succeeded, *not* that the peer has nothing: a
+  sender that gives up while the receiver finishes the file cannot take the file back, only the answer is lost,
+  and the receiver gives the whole, verified file to ``on_snapshot`` all the same. Raft tolerates that, as etcd's
+  does a snapshot reported failed that arrived anyway: the node sends the ``MsgSnap`` naming the file only after
+  ``True``, and a follower installs a snapshot only when that message arrives. What is promised is that nothing
+  is orphaned: once the receiver is done with a transfer, whatever its outcome (refused, failed, cancelled, timed
+  out, either end stopped), its snapshot directory holds no temporary file of it and no file its ``on_snapshot``
+  was not given. A transfer abandoned before the receiver had the whole file leaves nothing; a receiver that stops
+  before it could tell ``on_snapshot`` removes the file.
 """
 
 from __future__ import annotations
@@ -112,8 +125,10 @@ class Transport(Protocol):
     async def send_snapshot(
         self, peer: int, path: Path, *, chunk_bytes: int = 1 << 20, timeout_s: float | None = None
     ) -> bool:
-        """Stream a snapshot file to ``peer`` in chunks (bounded memory); True once the peer verified and kept it.
-        At most one transfer per peer at a time (another returns False at once)."""
+        """Stream a snapshot file to ``peer`` in chunks of at most ``chunk_bytes`` (bounded memory); True once the
+        peer verified and kept it and its ``on_snapshot`` was given it; False on any failure, at once while another
+        transfer to that peer runs. A False transfer may still have been delivered, never half: see the module
+        docstring. ValueError if ``chunk_bytes`` is not positive."""
         ...
 
 

@@ -26,6 +26,7 @@ import asyncio
 import itertools
 import os
 import threading
+import tracemalloc
 from collections.abc import Callable, Coroutine, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,7 +35,7 @@ from typing import Any, Literal
 import pytest
 
 from raftkv.raft.types import LOCAL_MESSAGES, Message, MsgType
-from raftkv.storage.snapshots import SnapshotInfo, SnapshotReceiver
+from raftkv.storage.snapshots import SnapshotInfo, SnapshotReceiver, verify
 from raftkv.transport import OnMessages, OnRemoved, OnUnreachable, Transport
 from raftkv.transport.grpc_transport import OnSnapshot, OpenSnapshotSink
 
@@ -681,5 +682,178 @@ class TransportConformance:
             assert got == sorted(set(got))
             assert a.t.peer_status()[2].addr == b2.addr
             await net.wait_until(lambda: a.connected_to(b2), "connected at the new address")
+
+        net.run(test)
+
+    # -- snapshots -------------------------------------------------------------------------------------------
+
+    def test_a_snapshot_arrives_identical_and_verified_with_bounded_memory(
+        self, net: Net, large_snapshot: SnapshotInfo
+    ) -> None:
+        """``True`` once the peer verified and kept the file, and only after its ``on_snapshot`` was told; the
+        file crosses in chunks of at most ``chunk_bytes`` and the two ends together hold a few chunks, never the
+        file (Python allocations, traced)."""
+        src = large_snapshot
+        chunk = 256 << 10
+
+        async def test() -> None:
+            a, b = await net.cluster(2)
+            tracemalloc.start()
+            try:
+                ok = await a.t.send_snapshot(2, src.path, chunk_bytes=chunk)
+                _, peak = tracemalloc.get_traced_memory()
+            finally:
+                tracemalloc.stop()
+            assert ok
+            assert b.snapshots == [(1, b.snapshot_dir / src.path.name)], "told before send_snapshot returned True"
+            assert peak < 3 << 20, (peak, src.size_bytes)
+            [sink] = b.probe.sinks
+            assert max(sink.chunks) <= chunk and sum(sink.chunks) == src.size_bytes and sink.state == "finished"
+            await net.settled(b)
+
+        net.run(test)
+        got = net.members[1].snapshot_dir / src.path.name
+        assert got.read_bytes() == src.path.read_bytes()
+        assert verify(got) == SnapshotInfo(got, src.header, src.records, src.size_bytes, src.crc32)
+
+    def test_messages_keep_flowing_in_order_during_a_transfer(self, net: Net, small_snapshot: SnapshotInfo) -> None:
+        async def test() -> None:
+            a, b = await net.cluster(2)
+            b.probe.before_write.close()
+            transfer = asyncio.create_task(a.t.send_snapshot(2, small_snapshot.path, chunk_bytes=64 << 10))
+            await net.wait_until(b.probe.before_write.reached.is_set, "the transfer is under way")
+            for i in range(1, 21):
+                a.send(heartbeat(1, 2, i))
+                b.send(heartbeat(2, 1, i))
+            await net.wait_until(lambda: len(b.got()) == len(a.got()) == 20, "delivered while the file is held")
+            assert b.got() == a.got() == list(range(1, 21))
+            assert not transfer.done()
+            b.probe.before_write.open()
+            assert await transfer
+            await net.settled(b)
+
+        net.run(test)
+
+    def test_one_transfer_per_peer_at_a_time(self, net: Net, small_snapshot: SnapshotInfo) -> None:
+        path = small_snapshot.path
+
+        async def test() -> None:
+            a, b, c = await net.cluster(3)
+            b.probe.before_write.close()
+            first = asyncio.create_task(a.t.send_snapshot(2, path))
+            await net.wait_until(b.probe.before_write.reached.is_set, "the first transfer is under way")
+            async with asyncio.timeout(DEADLINE_S):
+                assert not await a.t.send_snapshot(2, path), "a second transfer to that peer returns False at once"
+                assert await a.t.send_snapshot(3, path), "one to another peer goes meanwhile"
+            assert not first.done()
+            b.probe.before_write.open()
+            assert await first
+            assert await a.t.send_snapshot(2, path), "the peer is free again"
+            assert len(b.probe.sinks) == 2, "the refused transfer never reached the peer"
+            assert b.told() == [path.name] and c.told() == [path.name]
+            await net.settled(b)
+            await net.settled(c)
+
+        net.run(test)
+
+    def test_transfers_that_cannot_succeed_return_false_and_leave_nothing(
+        self, net: Net, small_snapshot: SnapshotInfo, tmp_path: Path
+    ) -> None:
+        raw = bytearray(small_snapshot.path.read_bytes())
+        raw[len(raw) // 2] ^= 1
+        corrupt = tmp_path / "corrupt.rkvs"
+        corrupt.write_bytes(raw)
+        path = small_snapshot.path
+
+        async def test() -> None:
+            a, b = net.member(1), net.member(2)
+            c = net.member(3, snapshots=False)
+            d = net.member(4)
+            net.connect(a, b, c)
+            d.t.set_peers({2: b.addr})
+            await net.start(a, b, c)
+            async with asyncio.timeout(DEADLINE_S):
+                assert not await a.t.send_snapshot(2, corrupt), "a corrupt file"
+                assert not await a.t.send_snapshot(3, path), "a node that takes no snapshots"
+                assert not await a.t.send_snapshot(2, tmp_path / "missing.rkvs"), "no such file"
+                assert not await a.t.send_snapshot(9, path), "a node without an address"
+                assert not await d.t.send_snapshot(2, path), "a sender that is not started"
+                with pytest.raises(ValueError):
+                    await a.t.send_snapshot(2, path, chunk_bytes=0)
+                await net.settled(b)
+                assert b.snapshots == [] and b.files() == [] and c.files() == []
+                await net.stop(b)
+                assert not await a.t.send_snapshot(2, path), "a receiver that is down"
+                await net.stop(a)
+                assert not await a.t.send_snapshot(3, path), "a sender that is stopped"
+            assert c.files() == []
+
+        net.run(test)
+
+    @pytest.mark.parametrize(
+        ("how", "phase", "chunk_bytes"),
+        [
+            ("cancel", "writing", 1 << 20),  # the file's only chunk
+            ("cancel", "writing", 64 << 10),  # the first of several
+            ("cancel", "finishing", 1 << 20),
+            ("timeout", "writing", 1 << 20),
+            ("timeout", "finishing", 1 << 20),
+        ],
+    )
+    def test_an_abandoned_transfer_leaves_no_file_nobody_was_told_of(
+        self, net: Net, small_snapshot: SnapshotInfo, how: str, phase: str, chunk_bytes: int
+    ) -> None:
+        """The sender gives up (cancelled, or ``timeout_s`` passes) while the receiver is held before writing a
+        chunk or before finishing the file. Whatever the receiver had, once it settles its snapshot directory holds
+        only files its ``on_snapshot`` was given (a file finished as the sender gave up may be delivered: the
+        answer was lost, not the file), and the peer takes the next transfer."""
+        path = small_snapshot.path
+
+        async def test() -> None:
+            a, b = await net.cluster(2)
+            gate = b.probe.before_write if phase == "writing" else b.probe.before_finish
+            gate.close()
+            timeout_s = 0.5 if how == "timeout" else None
+            transfer = asyncio.create_task(a.t.send_snapshot(2, path, chunk_bytes=chunk_bytes, timeout_s=timeout_s))
+            await net.wait_until(lambda: gate.reached.is_set() or transfer.done(), "the receiver reaches the gate")
+            assert gate.reached.is_set(), "the transfer ended before the receiver got to the gate"
+            if how == "cancel":
+                transfer.cancel()
+                with pytest.raises(asyncio.CancelledError):
+                    await transfer
+            else:
+                assert await transfer is False
+            await net.wait_until(lambda: b.receiving() == 0, "the receiver lets go of the abandoned transfer")
+            gate.open()  # only now can the receiver's worker carry on
+            await net.settled(b)
+            assert b.told() in ([], [path.name])
+            assert await a.t.send_snapshot(2, path), "the peer takes the next transfer"
+            await net.settled(b)
+            assert b.told() == [path.name]
+
+        net.run(test)
+
+    @pytest.mark.parametrize("who", ["receiver", "sender"])
+    @pytest.mark.parametrize("phase", ["writing", "finishing"])
+    def test_a_transfer_cut_short_by_a_stop_leaves_no_file_nobody_was_told_of(
+        self, net: Net, small_snapshot: SnapshotInfo, who: str, phase: str
+    ) -> None:
+        """One end stops while the receiver is held; the transfer returns False, the receiver keeps no file it was
+        not told of (a stopped receiver is told nothing, so it keeps none) and no task is left."""
+
+        async def test() -> None:
+            a, b = await net.cluster(2)
+            gate = b.probe.before_write if phase == "writing" else b.probe.before_finish
+            gate.close()
+            transfer = asyncio.create_task(a.t.send_snapshot(2, small_snapshot.path))
+            await net.wait_until(gate.reached.is_set, "the receiver reaches the gate")
+            await net.stop(b if who == "receiver" else a)
+            await net.wait_until(lambda: b.receiving() == 0, "the receiver lets go of the transfer")
+            gate.open()
+            async with asyncio.timeout(DEADLINE_S):
+                assert await transfer is False
+            await net.settled(b)
+            if who == "receiver":
+                assert b.files() == []
 
         net.run(test)

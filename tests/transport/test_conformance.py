@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+from typing import Any
 
 import pytest
 
@@ -43,6 +44,20 @@ class TestGrpcTransport(TransportConformance):
                 on_removed=w.on_removed, on_snapshot=w.on_snapshot, snapshot_dir=w.snapshot_dir,
                 snapshot_sink=w.snapshot_sink,
             )  # fmt: skip
-            return Built(t, addr)
+            # The server learns that a sender gave up only when gRPC cancels the handler: count the handlers still
+            # running, so that a test can wait until the receiver let go before it lets the sink carry on.
+            active = 0
+            receive = t._receive_snapshot
+
+            async def counted(chunks: Any, context: Any) -> Any:
+                nonlocal active
+                active += 1
+                try:
+                    return await receive(chunks, context)
+                finally:
+                    active -= 1
+
+            t._receive_snapshot = counted  # type: ignore[method-assign]
+            return Built(t, addr, lambda: active)
 
         return make
