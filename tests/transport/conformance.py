@@ -1,9 +1,10 @@
 """One conformance suite for every ``Transport``: subclass ``TransportConformance`` and provide ``make_transport``.
 
 ``make_transport(node_id, wiring, addr)`` builds one transport for ``node_id``, not started, with the callbacks and
-snapshot arguments of ``wiring``, and returns it with the address its peers reach it at: ``addr`` when one is given
-(the node restarted in place), else a new one (for gRPC, a port picked free at run time). The suite drives the
-transports only through the ``Transport`` protocol and checks the guarantees of ``raftkv.transport``'s docstring.
+snapshot arguments of ``wiring``, and returns a ``Built``: the transport and the address its peers reach it at
+(``addr`` when one is given: the node restarted in place; else a new one, for gRPC a port picked free at run time),
+with a hook that says when its receiving side let go of a snapshot transfer. The suite drives the transports only
+through the ``Transport`` protocol and checks the guarantees of ``raftkv.transport``'s docstring.
 
 Every test runs on an event loop of its own through ``Net.run``. Afterwards ``run`` opens every gate still closed,
 stops every transport the test built (also when the test failed), and fails if a task is left running or if a
