@@ -19,11 +19,32 @@ Guarantees every implementation gives the node driver:
   (``MsgType.UNREACHABLE``: stop pipelining appends to that follower and probe instead); it is coalesced — at most
   one pending notification per peer — so a burst of drops costs one callback, not one per frame.
 * **Messages addressed to the local node are dropped** (with a debug log): the core never sends to itself.
-* **No stray tasks.** ``stop()`` cancels and awaits every task the transport started; it is idempotent.
+* **Local-only message types never cross** (``LOCAL_MESSAGES``): the receiver drops them; a batch left empty is not
+  delivered.
+* **No stray tasks.** ``stop()`` cancels and awaits every task the transport started; it is idempotent. Once it
+  returned no callback runs any more.
+* **Membership.** ``set_peers`` may be called before ``start()`` and again at any time: a new peer is connected, a
+  removed one closed — what was queued for it is dropped (never delivered later, even if it is added back), its
+  ``peer_status`` entry goes and sending to it is sending to a node with no address — and a changed address is
+  reconnected. The local node's own id is ignored. A node also hears from nodes it has no address for (a joining
+  node hears from the leader before it knows the membership); they show in ``peer_status``.
 * **Removed members are told.** After ``refuse(ids)``, nothing from those nodes is delivered, and each is told, on
   its next attempt to send, that it was removed from the cluster: its transport calls its ``on_removed(peer)``
   (``peer``: the node that refused it). That is how a node removed while it was cut off, or before it applied its
   own removal, learns of it.
+* **Snapshots** (``send_snapshot``) cross in chunks of at most ``chunk_bytes``, so both ends hold a few chunks,
+  never the file; the messages keep flowing, in order, meanwhile; at most one transfer per peer runs at a time.
+  ``True`` means the peer verified the file, made it durable under its final name in its snapshot directory and
+  gave it to its ``on_snapshot`` (before ``send_snapshot`` returned). ``False`` (or ``CancelledError``, when the
+  caller was cancelled) means the transfer is not known to have succeeded, *not* that the peer has nothing: a
+  sender that gives up while the receiver finishes the file cannot take the file back, only the answer is lost,
+  and the receiver gives the whole, verified file to ``on_snapshot`` all the same. Raft tolerates that, as etcd's
+  does a snapshot reported failed that arrived anyway: the node sends the ``MsgSnap`` naming the file only after
+  ``True``, and a follower installs a snapshot only when that message arrives. What is promised is that nothing
+  is orphaned: once the receiver is done with a transfer, whatever its outcome (refused, failed, cancelled, timed
+  out, either end stopped), its snapshot directory holds no temporary file of it and no file its ``on_snapshot``
+  was not given. A transfer abandoned before the receiver had the whole file leaves nothing; a receiver that stops
+  before it could tell ``on_snapshot`` removes the file.
 """
 
 from __future__ import annotations
@@ -73,8 +94,9 @@ class Transport(Protocol):
 
     def set_peers(self, peers: Mapping[int, str]) -> None:
         """Set the peers: node id -> "host:port" of its peer listener. May be called again at any time (membership
-        changes): new peers get connections, removed ones are closed (their queued messages dropped), a changed
-        address reconnects. The local node's own id, if present, is ignored. Callable before ``start()``."""
+        changes): new peers get connections, removed ones are closed (their queued messages dropped, their status
+        entries removed), a changed address reconnects. The local node's own id, if present, is ignored. Callable
+        before ``start()``."""
         ...
 
     def send(self, msgs: Sequence[Message]) -> None:
@@ -92,8 +114,8 @@ class Transport(Protocol):
         ...
 
     async def stop(self) -> None:
-        """Close streams and the listener, cancel and await every task started; afterwards nothing is delivered.
-        Idempotent."""
+        """Close streams and the listener, cancel and await every task started; afterwards nothing is delivered
+        and no callback runs. Idempotent."""
         ...
 
     def peer_status(self) -> dict[int, PeerStatus]:
@@ -103,8 +125,10 @@ class Transport(Protocol):
     async def send_snapshot(
         self, peer: int, path: Path, *, chunk_bytes: int = 1 << 20, timeout_s: float | None = None
     ) -> bool:
-        """Stream a snapshot file to ``peer`` in chunks (bounded memory); True once the peer verified and kept it.
-        At most one transfer per peer at a time (another returns False at once)."""
+        """Stream a snapshot file to ``peer`` in chunks of at most ``chunk_bytes`` (bounded memory); True once the
+        peer verified and kept it and its ``on_snapshot`` was given it; False on any failure, at once while another
+        transfer to that peer runs. A False transfer may still have been delivered, never half: see the module
+        docstring. ValueError if ``chunk_bytes`` is not positive."""
         ...
 
 

@@ -68,9 +68,14 @@ holds about one chunk; at most one transfer per peer runs at a time. The receivi
 the destination as for frames (call metadata, then every chunk), hands each chunk to a ``SnapshotSink`` that writes
 it to a temporary file in ``snapshot_dir`` (a worker thread again: the event loop never waits for the disk; gRPC's
 flow control holds the sender back meanwhile, so the receiver too holds about one chunk), and on the last chunk has
-the sink fsync, verify and rename the file. Only then does it answer ``ok`` and call ``on_snapshot(from_id, path)``
-on the event loop. Any failure (refusal, a broken or incomplete stream, a corrupt file, a deadline) removes the
-temporary file, answers ``ok=False`` with the reason when it still can, and makes ``send_snapshot`` return False.
+the sink fsync, verify and rename the file. Only then does it call ``on_snapshot(from_id, path)`` on the event loop
+and answer ``ok``. Any failure (refusal, a broken or incomplete stream, a corrupt file, a deadline) removes the
+temporary file, answers ``ok=False`` with the reason when it still can, and makes ``send_snapshot`` return False. A
+call cancelled while the sink finishes the file (the sender gave up, or this node stops) still leaves a whole,
+verified file once the sink is done: it is given to ``on_snapshot`` all the same (the sender's answer was lost, not
+the file), or removed if this transport has stopped, so the snapshot directory never keeps a file ``on_snapshot``
+was not given. ``send_snapshot`` returns False, too, when gRPC cancels the call itself because its channel closed
+(this transport stops, or the peer was removed); it raises ``CancelledError`` only when its caller was cancelled.
 The transport never imports the storage layer: the composition root passes ``SnapshotReceiver.open`` as
 ``snapshot_sink``.
 
@@ -209,10 +214,12 @@ class _Blocking:
             last.add_done_callback(lambda _: fn())
 
     def dispose_result(self, fn: Callable[[Any], object]) -> None:
-        """If the last call is still running (its caller gave up on it), pass what it returns to ``fn`` once it
-        returns: a file or sink opened for nobody must still be closed."""
+        """The caller gave up on the last call (it was cancelled while awaiting it): pass what the call returns to
+        ``fn`` — at once if it already returned (before its caller could resume), else when it returns, on the
+        worker thread. A file or sink opened for nobody must still be closed; a file finished for nobody must still
+        be dealt with. Nothing if the call raised."""
         last = self._last
-        if last is not None and not last.done():
+        if last is not None:
             last.add_done_callback(lambda f: None if f.cancelled() or f.exception() is not None else fn(f.result()))
 
 
@@ -805,8 +812,10 @@ class GrpcTransport:
         Returns True once the peer answered that the file arrived whole, verified and durable; False on any
         failure, logged at WARNING with the peer, the size and the error: the peer is not configured or down, the
         file cannot be read, the peer refused it (another cluster, no snapshot directory, a corrupt file), the
-        stream broke, or ``timeout_s`` (the whole transfer's deadline) passed. Also False, at once, while another
-        transfer to the same peer runs. The normal message stream to the peer is neither blocked nor reordered.
+        stream broke, the channel closed, or ``timeout_s`` (the whole transfer's deadline) passed. Also False, at
+        once, while another transfer to the same peer runs. False does not prove that the peer has nothing: one
+        that had the whole file when we gave up keeps it (see "Snapshots"). The normal message stream to the peer
+        is neither blocked nor reordered.
         ValueError if ``chunk_bytes`` is not positive or over the gRPC message limit."""
         if not 0 < chunk_bytes <= self._max_payload_bytes:
             raise ValueError(f"chunk_bytes must be in 1..{self._max_payload_bytes}, got {chunk_bytes}")
@@ -881,6 +890,13 @@ class GrpcTransport:
         except TimeoutError:
             self._snapshot_failed(out.peer_id, path, size, sent, f"no answer within {timeout_s:g} s")
             return False
+        except asyncio.CancelledError:
+            task = asyncio.current_task()
+            if task is None or task.cancelling():
+                raise  # our caller cancelled us
+            # gRPC cancelled the call itself: its channel closed (this transport stops, or the peer was removed)
+            self._snapshot_failed(out.peer_id, path, size, sent, "the channel to the peer was closed")
+            return False
         except Exception as exc:  # AioRpcError, InvalidStateError (the peer answered early), OSError
             why = await _early_reply(call) if call is not None and call.done() else ""
             self._snapshot_failed(out.peer_id, path, size, sent, why or _describe(exc))
@@ -929,6 +945,7 @@ class GrpcTransport:
         io = _Blocking(self._snapshot_executor())
         sink: SnapshotSink | None = None
         received: ReceivedSnapshot | None = None
+        finishing = False
         nbytes = 0
         why = ""
         try:
@@ -953,6 +970,7 @@ class GrpcTransport:
                     nbytes += len(data)
                 del data
                 if chunk.last:
+                    finishing = True
                     received = await io.run(sink.finish)
                     break
             else:
@@ -961,6 +979,8 @@ class GrpcTransport:
             why = _describe(exc)
         finally:
             if sink is not None and received is None:
+                if finishing:  # the call was cancelled (the sender gave up, or we stop) while the file was finished
+                    io.dispose_result(lambda info: self._snapshot_abandoned(frm, info.path))
                 io.cleanup(sink.abort)
             elif sink is None:
                 io.dispose_result(lambda opened: opened.abort())
@@ -968,11 +988,36 @@ class GrpcTransport:
             log.warning("node %d: snapshot from node %d failed after %d bytes: %s", me, frm, nbytes, why)
             return _refused(why)
         log.info("node %d: received snapshot %s (%d bytes) from node %d", me, received.path.name, nbytes, frm)
-        try:
-            self._on_snapshot(frm, received.path)
-        except Exception:
-            log.exception("node %d: on_snapshot raised on a snapshot from node %d", me, frm)
+        self._snapshot_received(frm, received.path)
         return raft_pb2.SnapshotReply(ok=True)
+
+    def _snapshot_received(self, frm: int, path: Path) -> None:
+        assert self._on_snapshot is not None
+        try:
+            self._on_snapshot(frm, path)
+        except Exception:
+            log.exception("node %d: on_snapshot raised on a snapshot from node %d", self.node_id, frm)
+
+    def _snapshot_abandoned(self, frm: int, path: Path) -> None:
+        """The sink finished a file after its call was cancelled (any thread). The file is whole and verified: keep
+        it as delivered, on the loop — the sender's answer was lost, not the file — unless this transport stopped,
+        which tells nobody any more: then remove it. Either way no file is left that ``on_snapshot`` was not
+        given."""
+        loop = self._loop
+        if self._state is _RUNNING and loop is not None:
+            try:
+                loop.call_soon_threadsafe(self._keep_abandoned, frm, path)
+                return
+            except RuntimeError:  # the loop is closed
+                pass
+        _remove_file(path)
+
+    def _keep_abandoned(self, frm: int, path: Path) -> None:
+        if self._state is not _RUNNING:
+            _remove_file(path)  # stopped since the sink finished (rare: one unlink on the loop)
+            return
+        log.info("node %d: kept snapshot %s although node %d gave up on sending it", self.node_id, path.name, frm)
+        self._snapshot_received(frm, path)
 
     # -- receiving --------------------------------------------------------------------------------------------------
 
@@ -1019,6 +1064,15 @@ class GrpcTransport:
             self._on_messages(msgs)
         except Exception:
             log.exception("node %d: on_messages raised on a batch from node %d", self.node_id, frm)
+
+
+def _remove_file(path: Path) -> None:
+    try:
+        os.unlink(path)
+    except FileNotFoundError:
+        pass
+    except OSError as exc:
+        log.warning("cannot remove the snapshot file %s nobody was told of: %s", path, exc)
 
 
 def _open_for_reading(path: Path) -> BinaryIO:

@@ -26,13 +26,17 @@ Snapshots: ``send_snapshot`` copies the file, a chunk at a time on a worker thre
 ``SnapshotSink`` into its ``snapshot_dir`` (so it is verified exactly as ``GrpcTransport`` verifies it), then calls
 the receiver's ``on_snapshot`` on the loop. It returns False (with a WARNING) when the sender is stopped, the peer has
 no address, is not running, is cut off (checked before and after the copy), takes no snapshots or refuses the file,
-when ``timeout_s`` passes, or while another transfer to that peer runs. A copy that fails or is cancelled leaves no
-file behind.
+when ``timeout_s`` passes, or while another transfer to that peer runs. A copy that fails, or that the sender gives
+up on (cancelled, timed out) before the file is finished, leaves no file behind; the copy checks for that before
+every chunk and before finishing. A file finished as the sender gave up is given to the receiver's ``on_snapshot``
+all the same (the answer was lost, not the file), and one finished after the receiver stopped is removed: the
+receiver never keeps a file it was not told of.
 """
 
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import os
 import random
@@ -79,7 +83,7 @@ class MemoryNetwork:
         self.delay_s = delay_s
         self.roundtrip_codec = roundtrip_codec
         self.frames_delivered = 0
-        self.frames_lost = 0  # lost to drop_rate, or in flight when a link was cut or the receiver stopped
+        self.frames_lost = 0  # lost to drop_rate, or in flight when a link was cut, its receiver stopped or left
         self._rng = random.Random(seed)
         self._nodes: dict[int, MemoryTransport] = {}  # the running transports
         self._group_of: dict[int, int] | None = None
@@ -144,12 +148,19 @@ class MemoryNetwork:
         if self._nodes.get(t.node_id) is t:
             del self._nodes[t.node_id]
         for link in self._links.values():  # what was in flight to it is lost
-            if link.to == t.node_id and link.queue:
-                self.frames_lost += len(link.queue)
-                link.queue.clear()
-                if link.handle is not None:
-                    link.handle.cancel()
-                    link.handle = None
+            if link.to == t.node_id:
+                self._drop_in_flight(link.frm, link.to)
+
+    def _drop_in_flight(self, frm: int, to: int) -> None:
+        """Lose what is on the way from ``frm`` to ``to`` (``to`` stopped, or ``frm`` removed it from its peers)."""
+        link = self._links.get((frm, to))
+        if link is None or not link.queue:
+            return
+        self.frames_lost += len(link.queue)
+        link.queue.clear()
+        if link.handle is not None:
+            link.handle.cancel()
+            link.handle = None
 
     def _transmit(self, sender: MemoryTransport, to: int, batch: list[Message]) -> str:
         """Put ``batch`` on the wire; return "" if it left, else why it was refused (the sender counts it)."""
@@ -260,10 +271,13 @@ class MemoryTransport:
         return self._running
 
     def set_peers(self, peers: Mapping[int, str]) -> None:
+        """See ``Transport.set_peers``: a removed peer's counters go, and so do the batches still on the way to it
+        (what ``GrpcTransport`` had not written yet when its sender was closed)."""
         new = {pid: addr for pid, addr in peers.items() if pid != self.node_id}
         for pid in set(self._peers) - set(new):
             for counters in (self._sent, self._dropped, self._received, self._last_recv, self._last_error):
                 counters.pop(pid, None)
+            self.network._drop_in_flight(self.node_id, pid)
         self._peers = new
 
     def send(self, msgs: Sequence[Message]) -> None:
@@ -333,19 +347,22 @@ class MemoryTransport:
             return self._snapshot_failed(peer, path, "another snapshot transfer to it is still running")
         self._snapshot_peers.add(peer)
         cancel = threading.Event()
+        copy = asyncio.get_running_loop().run_in_executor(None, _copy_through_sink, receiver, path, chunk_bytes, cancel)
+        received: Path | None = None
         try:
             async with asyncio.timeout(timeout_s):
-                received = await asyncio.to_thread(_copy_through_sink, receiver, path, chunk_bytes, cancel)
+                received = await asyncio.shield(copy)  # giving up tells the copy to stop; it is not left unseen
         except TimeoutError:
             return self._snapshot_failed(peer, path, f"not done within {timeout_s:g} s")
         except Exception as exc:
             return self._snapshot_failed(peer, path, f"{type(exc).__name__}: {exc}")
         finally:
-            cancel.set()  # stops a copy that is still running (cancelled or timed out) at its next chunk
+            cancel.set()  # stops a copy that is still running (cancelled or timed out) at its next step
             self._snapshot_peers.discard(peer)
-        if self.network._nodes.get(peer) is not receiver or not receiver._running:
+            if received is None:
+                copy.add_done_callback(functools.partial(receiver._snapshot_abandoned, self.node_id))
+        if not receiver._keep_snapshot(self.node_id, received):
             return self._snapshot_failed(peer, path, f"node {peer} stopped during the transfer")
-        receiver._snapshot_received(self.node_id, received)
         _, why = self._snapshot_route(peer)
         if why:
             return self._snapshot_failed(peer, path, why)  # the answer is lost; the receiver has the file anyway
@@ -370,12 +387,27 @@ class MemoryTransport:
         log.warning("node %d: snapshot %s to peer %d failed: %s", self.node_id, path, peer, why)
         return False
 
-    def _snapshot_received(self, frm: int, path: Path) -> None:
+    def _keep_snapshot(self, frm: int, path: Path) -> bool:
+        """A snapshot file from ``frm`` was finished in our snapshot directory: give it to ``on_snapshot``, or, if
+        this transport stopped meanwhile (it tells nobody any more), remove it. Whether it was kept."""
+        if not self._running:
+            _remove(path)
+            return False
         assert self._on_snapshot is not None
         try:
             self._on_snapshot(frm, path)
         except Exception:
             log.exception("node %d: on_snapshot raised on a snapshot from node %d", self.node_id, frm)
+        return True
+
+    def _snapshot_abandoned(self, frm: int, copy: asyncio.Future[Path]) -> None:
+        """The copy of a transfer ``frm`` gave up on ended. If it still finished the file (the sender gave up as it
+        was being finished), keep it as a delivered snapshot whose answer was lost."""
+        if copy.cancelled() or copy.exception() is not None:
+            return  # the sink removed what it wrote
+        path = copy.result()
+        if self._keep_snapshot(frm, path):
+            log.info("node %d: kept snapshot %s although node %d gave up on sending it", self.node_id, path.name, frm)
 
     # -- internals --------------------------------------------------------------------------------------------------
 
@@ -428,8 +460,8 @@ class _TransferCancelled(Exception):
 
 
 def _copy_through_sink(receiver: MemoryTransport, path: Path, chunk_bytes: int, cancel: threading.Event) -> Path:
-    """Copy ``path`` into ``receiver``'s snapshot directory through its sink, a chunk at a time (a worker thread).
-    Returns the received file's path; on any failure the sink has removed what it wrote."""
+    """Copy ``path`` into ``receiver``'s snapshot directory through its sink, a chunk at a time (a worker thread),
+    until ``cancel`` is set. Returns the received file's path; on any failure the sink has removed what it wrote."""
     open_sink, snapshot_dir = receiver._snapshot_sink, receiver._snapshot_dir
     assert open_sink is not None and snapshot_dir is not None
     with open(path, "rb") as f:
@@ -439,7 +471,18 @@ def _copy_through_sink(receiver: MemoryTransport, path: Path, chunk_bytes: int, 
                 if cancel.is_set():
                     raise _TransferCancelled(f"the transfer of {path} was abandoned")
                 sink.write_chunk(chunk)
+            if cancel.is_set():  # abandoned while the last chunk was being written: not worth finishing
+                raise _TransferCancelled(f"the transfer of {path} was abandoned")
             return sink.finish().path
         except BaseException:
             sink.abort()
             raise
+
+
+def _remove(path: Path) -> None:
+    try:
+        os.unlink(path)
+    except FileNotFoundError:
+        pass
+    except OSError as exc:
+        log.warning("cannot remove the snapshot file %s nobody was told of: %s", path, exc)

@@ -1,26 +1,19 @@
-"""MemoryNetwork / MemoryTransport: in-loop delivery with the same guarantees as GrpcTransport, and the fault hooks
-(partition, one-way block, heal, drop rate, delay, crashed nodes) that node-level tests rely on."""
+"""MemoryNetwork / MemoryTransport beyond the shared conformance suite (``conformance.py``, run by
+``test_conformance.py``): the fault hooks (partition, one-way block, heal, drop rate, delay, crashed nodes) that
+node-level tests rely on, the codec round trip, and what is particular to this implementation."""
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Coroutine
-from typing import Any
+from pathlib import Path
 
 import pytest
 
 from raftkv.raft.types import Entry, Message, MsgType
-from raftkv.transport import MemoryNetwork, MemoryTransport, Transport
+from raftkv.storage.snapshots import SnapshotInfo, SnapshotReceiver
+from raftkv.transport import MemoryNetwork, MemoryTransport
 
-
-def run(test: Callable[[], Coroutine[Any, Any, None]], timeout_s: float = 10.0) -> None:
-    async def main() -> None:
-        async with asyncio.timeout(timeout_s):
-            await test()
-        leftover = {t for t in asyncio.all_tasks() if t is not asyncio.current_task()}
-        assert not leftover, f"tasks left running: {leftover}"
-
-    asyncio.run(main())
+from .helpers import run
 
 
 class Node:
@@ -59,35 +52,6 @@ def send_all(nodes: list[Node], seq: int) -> None:
     """Every node sends one heartbeat to every other node, in one send() call."""
     for x in nodes:
         x.t.send([hb(x.id, y.id, seq) for y in nodes if y is not x])
-
-
-def test_is_a_transport() -> None:
-    assert isinstance(MemoryTransport(MemoryNetwork(), 1, print, print), Transport)
-
-
-def test_delivers_in_order_and_never_from_inside_send() -> None:
-    async def test() -> None:
-        net = MemoryNetwork()
-        a, b, c = await cluster(net)
-        ents = (Entry(1, 1, data=b"x" * 100), Entry(1, 2, data=b"y"))
-        a.t.send([Message(MsgType.APP, to=2, frm=1, index=0, entries=ents), hb(1, 3, 1), hb(1, 2, 2)])
-        assert b.batches == [] and c.batches == [], "delivery is scheduled, not done inside send()"
-        await settle()
-        assert b.got() == [0, 2] and b.batches[0][0].entries == ents
-        assert c.got() == [1]
-        assert len(b.batches) == 1, "one batch per destination per send() call"
-        for i in range(100):
-            a.t.send([hb(1, 2, 100 + i)])
-        await settle()
-        assert b.got()[2:] == list(range(100, 200))
-        st = a.t.peer_status()
-        assert st[2].frames_sent == 101 and st[2].connected and st[3].frames_sent == 1
-        assert b.t.peer_status()[1].frames_received == 101
-        assert b.t.peer_status()[1].last_recv_monotonic is not None
-        for x in (a, b, c):
-            await x.t.stop()
-
-    run(test)
 
 
 def test_order_is_kept_per_link_even_with_random_delays() -> None:
@@ -237,40 +201,47 @@ def test_drop_rate_loses_silently_and_is_seeded() -> None:
     run(test)
 
 
-def test_unknown_peer_self_and_local_messages() -> None:
+def test_roundtrip_codec_sends_every_batch_through_the_wire_format() -> None:
     async def test() -> None:
         net = MemoryNetwork(roundtrip_codec=True)
         a, b = await cluster(net, 2)
-        a.t.send([hb(1, 1, 1)])  # to itself: dropped quietly
-        a.t.send([hb(1, 9, 1)])  # no address for node 9
-        a.t.send([Message(MsgType.HUP, to=2, frm=1), hb(1, 2, 7)])  # local-only types never cross
+        sent = Message(MsgType.APP, to=2, frm=1, index=3, entries=(Entry(1, 4, data=b"x" * 100),))
+        a.t.send([sent, Message(MsgType.HUP, to=2, frm=1)])
         await settle()
-        assert a.got() == [] and b.got() == [7]
-        assert a.unreachable == [9] and "no address" in a.t.peer_status()[9].last_error
-        a.t.set_peers({})  # removing peers: their status goes, sends are dropped
-        assert 2 not in a.t.peer_status()
-        a.t.send([hb(1, 2, 8)])
-        await settle()
-        assert b.got() == [7] and a.unreachable == [9, 2]
+        assert b.batches == [[sent]] and b.batches[0][0] is not sent, "decoded: an equal copy"
         await a.t.stop()
         await b.t.stop()
 
     run(test)
 
 
-def test_unreachable_reports_are_coalesced_per_peer() -> None:
+def test_snapshot_arguments_go_together(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="go together"):
+        MemoryTransport(MemoryNetwork(), 1, print, print, snapshot_dir=tmp_path)
+
+
+def test_no_snapshot_crosses_a_cut_link(tmp_path: Path, small_snapshot: SnapshotInfo) -> None:
+    net = MemoryNetwork()
+    told: list[Path] = []
+    a = MemoryTransport(net, 1, print, print)
+    b = MemoryTransport(
+        net, 2, print, print, on_snapshot=lambda frm, p: told.append(p), snapshot_dir=tmp_path / "b",
+        snapshot_sink=SnapshotReceiver.open,
+    )  # fmt: skip
+
     async def test() -> None:
-        net = MemoryNetwork()
-        a, b = await cluster(net, 2)
-        await b.t.stop()
-        for i in range(50):
-            a.t.send([hb(1, 2, i)])
-        await settle()
-        assert a.unreachable == [2], "one report for a burst, not one per frame"
-        a.t.send([hb(1, 2, 99)])
-        await settle()
-        assert a.unreachable == [2, 2]
-        assert a.t.peer_status()[2].frames_dropped == 51
-        await a.t.stop()
+        for t in (a, b):
+            t.set_peers({1: "a", 2: "b"})
+            await t.start()
+        net.partition([[1], [2]])
+        assert not await a.send_snapshot(2, small_snapshot.path), "partitioned away"
+        net.heal()
+        net.block(1, 2)
+        assert not await a.send_snapshot(2, small_snapshot.path), "blocked one way"
+        net.heal()
+        assert await a.send_snapshot(2, small_snapshot.path)
+        for t in (a, b):
+            await t.stop()
 
     run(test)
+    assert told == [tmp_path / "b" / small_snapshot.path.name]
