@@ -284,6 +284,14 @@ class KVServicer(kv_pb2_grpc.KVServicer):
         elif c != _CONSISTENCY.STALE:
             raise InvalidArgument(f"unknown consistency level {c}")
         if opts.min_index:
+            if opts.min_index > node.applied and node.read_only_reason:
+                # It applies nothing more: the index would never come. (A write's result is answered as it is
+                # applied, before its transaction commits; on a disk that filled up meanwhile it stays unapplied
+                # here until the node restarts, though it is durable in the log.)
+                raise Unavailable(
+                    f"node {node.id} has applied up to index {node.applied}, below the {opts.min_index} asked for, and "
+                    f"applies nothing more ({node.read_only_reason}); ask another node, or read without min_index"
+                )
             await node.wait_applied(opts.min_index)
 
     # -- the single-key operations: each exists once, for its unary RPC and for Batch ------------------------------

@@ -64,7 +64,11 @@ def test_full_disk_makes_the_node_read_only_and_loses_nothing(small_disk_cluster
             cl.put("more", "x")
         st = cl.status()
         assert st.read_only and "disk is full" in st.read_only_reason
-        assert cl.get("k0", consistency="stale") is not None  # still serving what it has
+        # Still serving what it has (min_index=0: the client's own floor may be the write the disk refused to apply,
+        # answered as it was applied, durable in the log, applied again at restart).
+        assert cl.get("k0", consistency="stale", min_index=0) is not None
+        with pytest.raises(Unavailable, match="applies nothing more"):  # at once, not after the deadline
+            cl.get("k0", consistency="stale", min_index=10**9)
     log = c.info.node(1).log.read_text()
     assert "refuses writes" in log and "Traceback" not in log
     # Make room and restart: everything acknowledged is there, and writes work again.

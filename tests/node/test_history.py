@@ -89,7 +89,9 @@ async def test_an_idle_writer_finishes_a_compaction_in_bounded_steps(cluster: Cl
     svc = servicer(cluster, lead.id)
     ops = [kv_pb2.BatchOp(put=kv_pb2.PutRequest(key=b"k%d" % (i % 10), value=b"v%d" % i)) for i in range(500)]
     for _ in range(10):
-        resp = await svc.Batch(kv_pb2.BatchRequest(ops=ops), MetaCtx(10))  # type: ignore[arg-type]
+        resp = await svc.Batch(kv_pb2.BatchRequest(ops=ops), MetaCtx(30))  # type: ignore[arg-type]
+        failed = [r.error for r in resp.results if r.WhichOneof("result") != "put"]
+        assert not failed, failed[0]
     top = max(r.put.header.revision for r in resp.results)
     assert top == 5000
     for n in cluster.nodes.values():
