@@ -170,6 +170,13 @@ class KVBackend(Protocol):
     def clear(self) -> None: ...
 
 
+class HistoryBackend(KVBackend, Protocol):
+    """The history table: a ``KVBackend`` whose writes come in key order."""
+
+    def append(self, key: bytes, value: bytes) -> None:
+        """Put ``key``, greater than every key of the table (ValueError otherwise)."""
+
+
 class DictBackend:
     """An in-memory ``KVBackend``: a dict plus a sorted key list (inserts are O(n): for tests and simulations)."""
 
@@ -190,6 +197,13 @@ class DictBackend:
     def delete(self, key: bytes) -> None:
         if self._data.pop(key, None) is not None:
             del self._keys[bisect_left(self._keys, key)]
+
+    def append(self, key: bytes, value: bytes) -> None:
+        keys = self._keys
+        if keys and key <= keys[-1]:
+            raise ValueError(f"{key!r} is not above every key of the table")
+        keys.append(key)
+        self._data[key] = value
 
     def iter_from(self, start: bytes) -> Iterator[tuple[bytes, bytes]]:
         keys = self._keys
@@ -266,6 +280,11 @@ class LmdbBackend:
 
     def put(self, key: bytes, value: bytes) -> None:
         self._txn.put(key, seal(key, value), db=self._db)
+
+    def append(self, key: bytes, value: bytes) -> None:
+        """``put`` in LMDB's append mode (no search; pages are left full, not split in half)."""
+        if not self._txn.put(key, seal(key, value), append=True, db=self._db):
+            raise ValueError(f"{key!r} is not above every key of table {self._name.decode()!r}")
 
     def delete(self, key: bytes) -> None:
         self._txn.delete(key, db=self._db)
@@ -616,7 +635,7 @@ class _Tables(NamedTuple):
     """The tables of ``DB_NAMES``, in that order (``_named``), then the key index."""
 
     meta: KVBackend
-    history: KVBackend
+    history: HistoryBackend
     kv: KVBackend
     sessions: KVBackend
     by_age: KVBackend
@@ -1379,7 +1398,7 @@ class _Executor:
         writes it made before (``sub``); ``record`` is the key's new value record, None for a delete."""
         pos = _POS.pack(self.revision + 1, self._sub)
         self._sub += 1
-        self.history.put(pos, encode_event(key, record))
+        self.history.append(pos, encode_event(key, record))
         self.index.add(storage_key(key), pos)
 
     def _write(self, key: bytes, value: bytes, old: KeyValue | None) -> KeyValue:
