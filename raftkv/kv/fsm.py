@@ -1,10 +1,12 @@
 """``KVStateMachine``: the replicated key-value state machine that committed log entries are applied to.
 
-Determinism (the property everything else rests on): applying the same entries in the same order yields
-byte-identical state on every replica. ``apply`` depends only on each entry's index and bytes, on the state the
-previous entries produced, and on settings every replica must share (``Limits``, ``session_ttl_s``,
-``max_sessions``). It reads no clock (time is the leader-written batch timestamp), no random source, no node id
-(a write advances the vector clock component of the batch's PROPOSER), and iterates only over sorted tables.
+Determinism (the property everything else rests on): applying the same entries in the same order yields the same
+state on every replica, byte for byte, but for one thing: how far the physical removal of a compaction has got
+(see "Compaction" below), which nothing a client can see depends on, and which the state hash leaves out. ``apply``
+depends only on each entry's index and bytes, on the state the previous entries produced, and on settings every
+replica must share (``Limits``, ``session_ttl_s``, ``max_sessions``). It reads no clock (time is the leader-written
+batch timestamp), no random source, no node id (a write advances the vector clock component of the batch's
+PROPOSER), and iterates only over sorted tables. Its answers never depend on the physical progress of a compaction.
 
 Revisions: the store keeps one cluster-wide counter, ``revision``, persisted with the data. Every command that
 changes the store (a put, an incr, a delete that deleted, a txn whose branch wrote anything: a txn is one unit) takes
@@ -15,11 +17,15 @@ index) get one revision each. A key's ``mod_revision`` is the revision of its la
 of the write that created it: a condition ``mod_revision == N`` holds only if no write touched the key since the
 write that gave it N. The applied log index is a different number: a session token (``min_index``), not a version.
 
-Storage: four tables behind the ``KVBackend`` protocol, either LMDB databases in the log store's environment
-(production: the data, the session table and the applied index change in the same transaction as the Raft log)
-or ``DictBackend``s (tests and simulations)::
+Storage: the tables of ``DB_NAMES`` behind the ``KVBackend`` protocol and the history's key index behind
+``KeyIndex``, either LMDB databases in the log store's environment (production: the data, the session table and the
+applied index change in the same transaction as the Raft log) or ``DictBackend``s and a ``DictKeyIndex`` (tests and
+simulations)::
 
     kv               key -> encode_value_record(value, create_revision, mod_revision, version, vclock, siblings)
+    history          revision (u64 BE) + sub (u32 BE) -> encode_event(key, value record | None): every write
+    key_history      storage_key(key) -> the 12-byte positions (revision + sub) of its events, ascending: an LMDB
+                     dupsort, dupfixed database whose values carry a CRC32 after the position (``LmdbKeyIndex``)
     sessions         see raftkv.kv.sessions
     sessions_by_age  see raftkv.kv.sessions
     members          member id (u64 BE) -> its addresses and role (raftkv.kv.membership)
@@ -28,6 +34,36 @@ or ``DictBackend``s (tests and simulations)::
     fsm_meta         b"applied" -> u64 (8 bytes BE): the last entry index applied; entries at or below are skipped
                      b"now_ns"  -> u64: the logical clock, max of the batch timestamps seen (session expiry)
                      b"revision" -> u64: the revision of the last change (0: none yet)
+                     b"compacted" -> u64: the compacted revision (0: none)
+                     b"compact_next" -> 12 bytes: while a compaction's physical removal is under way, the position
+                     of the next event to examine (absent otherwise)
+
+History: every write is also an event in ``history``, at its command's revision and its place among the command's
+writes (``sub``: 0, 1, ... in the order a txn makes them; a txn that writes a key twice makes two events). A put's
+event holds the key and the very value record ``kv`` got; a delete's the key and nil. Events are appended (their
+positions only grow) and ``key_history`` lists each key's positions. So the store right after revision R holds, for
+each key, what its newest event at or below R says (absent if none, or a delete): ``get``/``range`` with ``rev`` read
+that (one floor lookup in ``key_history`` and one event per key; a range walks ``key_history``'s keys in exact byte
+order as ``kv``'s, long keys included), and ``events`` replays ``history`` from a revision in order.
+
+Compaction (``Compact(revision)``, through the log, so every replica compacts at the same revision C at the same log
+position): its logical effect is at once (``compacted`` set: reads below C are refused, ``events`` from C or below
+too, since the events of C itself are no longer all kept). Physically, history keeps for each key its newest event
+at or below C if that is a put (reads at C or later may need it), and every event after C; the rest goes, in bounded
+steps: at most ``compact_budget`` events examined at the end of each ``apply`` call, in its transaction, and as many
+as asked by ``compact_step`` (an idle writer). A step examines events from ``compact_next`` on in order; every key
+keeps at most one event below that point, the put a read at C may need, so the event examined supersedes it
+(removed), and is removed itself if it is a delete. The work is the events written since the previous compaction,
+not the survivors. Apply call boundaries differ between replicas, so physical progress does too.
+
+The hash rule: ``state_hash``/``checksum`` cover the logical state only, the records of ``iter_state`` less
+``fsm_meta``'s ``compact_next`` and less the history events that physical compaction has yet to remove, computed
+from what is stored: every event after C, and of those at or below C each key's newest, if a put (``key_history``
+says which is newest). Replicas that applied the same entries have the same logical state, so the same hash however
+far each got; a logical difference (a value, a key, a past version still readable, the compacted revision) is in
+the hashed records, so it changes the hash. Snapshots (``iter_state``, ``snapshot_items``) carry the history as
+stored, ``compact_next`` included: a node restored from one goes on with the compaction; ``key_history`` is derived
+from ``history`` and rebuilt on restore, so snapshots do not carry it.
 
 Long keys: LMDB keys are at most 511 bytes, user keys up to ``commands.MAX_KEY_BYTES`` (4 KiB). A key of at most
 ``SHORT_KEY_MAX`` (479) bytes is stored as itself; a longer one under its first ``LONG_KEY_PREFIX`` (447) bytes, a
@@ -170,6 +206,13 @@ class KVBackend(Protocol):
     def clear(self) -> None: ...
 
 
+class HistoryBackend(KVBackend, Protocol):
+    """The history table: a ``KVBackend`` whose writes come in key order."""
+
+    def append(self, key: bytes, value: bytes) -> None:
+        """Put ``key``, greater than every key of the table (ValueError otherwise)."""
+
+
 class DictBackend:
     """An in-memory ``KVBackend``: a dict plus a sorted key list (inserts are O(n): for tests and simulations)."""
 
@@ -190,6 +233,13 @@ class DictBackend:
     def delete(self, key: bytes) -> None:
         if self._data.pop(key, None) is not None:
             del self._keys[bisect_left(self._keys, key)]
+
+    def append(self, key: bytes, value: bytes) -> None:
+        keys = self._keys
+        if keys and key <= keys[-1]:
+            raise ValueError(f"{key!r} is not above every key of the table")
+        keys.append(key)
+        self._data[key] = value
 
     def iter_from(self, start: bytes) -> Iterator[tuple[bytes, bytes]]:
         keys = self._keys
@@ -266,6 +316,11 @@ class LmdbBackend:
 
     def put(self, key: bytes, value: bytes) -> None:
         self._txn.put(key, seal(key, value), db=self._db)
+
+    def append(self, key: bytes, value: bytes) -> None:
+        """``put`` in LMDB's append mode (no search; pages are left full, not split in half)."""
+        if not self._txn.put(key, seal(key, value), append=True, db=self._db):
+            raise ValueError(f"{key!r} is not above every key of table {self._name.decode()!r}")
 
     def delete(self, key: bytes) -> None:
         self._txn.delete(key, db=self._db)
@@ -616,7 +671,7 @@ class _Tables(NamedTuple):
     """The tables of ``DB_NAMES``, in that order (``_named``), then the key index."""
 
     meta: KVBackend
-    history: KVBackend
+    history: HistoryBackend
     kv: KVBackend
     sessions: KVBackend
     by_age: KVBackend
@@ -1379,7 +1434,7 @@ class _Executor:
         writes it made before (``sub``); ``record`` is the key's new value record, None for a delete."""
         pos = _POS.pack(self.revision + 1, self._sub)
         self._sub += 1
-        self.history.put(pos, encode_event(key, record))
+        self.history.append(pos, encode_event(key, record))
         self.index.add(storage_key(key), pos)
 
     def _write(self, key: bytes, value: bytes, old: KeyValue | None) -> KeyValue:
