@@ -85,23 +85,30 @@ async def test_an_idle_writer_finishes_a_compaction_in_bounded_steps(cluster: Cl
     """After the Compact applies, no write comes: the node's writer removes the compacted history on its own, one
     bounded step at a time (``ReadyWriter.history_step``), until only the newest version of each key is left below
     the compacted revision."""
-    lead = await cluster.leader()
-    svc = servicer(cluster, lead.id)
     ops = [kv_pb2.BatchOp(put=kv_pb2.PutRequest(key=b"k%d" % (i % 10), value=b"v%d" % i)) for i in range(500)]
-    for _ in range(10):
+    done = 0
+    while done < 10:
+        lead = await cluster.leader()  # (a loaded machine may see a leader change: that batch goes again)
+        svc = servicer(cluster, lead.id)
         resp = await svc.Batch(kv_pb2.BatchRequest(ops=ops), MetaCtx(30))  # type: ignore[arg-type]
-        failed = [r.error for r in resp.results if r.WhichOneof("result") != "put"]
-        assert not failed, failed[0]
+        done += all(r.WhichOneof("result") == "put" for r in resp.results)
     top = max(r.put.header.revision for r in resp.results)
-    assert top == 5000
+    assert top >= 5000
     for n in cluster.nodes.values():
         n.fsm.compact_budget = 50  # apply's own steps: too small to finish with the Compact's entry alone
-    await svc.Compact(kv_pb2.CompactRequest(revision=top), MetaCtx(5))  # type: ignore[arg-type]
+    for attempt in range(3):
+        svc = servicer(cluster, (await cluster.leader()).id)
+        try:
+            await svc.Compact(kv_pb2.CompactRequest(revision=top), MetaCtx(5))  # type: ignore[arg-type]
+            break
+        except MetaAborted:
+            if attempt == 2:
+                raise
     for n in cluster.nodes.values():
         # (A result is answered before its transaction commits: wait until the compaction is visible.)
         await until(lambda n=n: n.fsm.compacted() == top, "the compaction to apply")
         await until(lambda n=n: not n.writer.history_pending, "the writer to finish the compaction")
-        assert n.writer.stats.history_steps >= 2  # 5,000 events, at most HISTORY_STEP (2,000) a step
+        assert n.writer.stats.history_steps >= 2  # 5,000 events or more, at most HISTORY_STEP (2,000) a step
         with n.store.read_txn() as txn:
             left = sum(1 for table, _, _ in n.fsm.iter_state(txn) if table == b"history")
         assert left == 10, (n.id, left)  # one version per key survives, the newest
