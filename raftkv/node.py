@@ -570,7 +570,8 @@ class Node:
         except LostAcknowledgedEntries as e:
             what = (f"node {self.id} refuses to run: {e}. Its data directory ({self.settings.data_dir}) is older than "
                     "what it promised its peers (restored from an old copy?). Rebuild it: `raftkv member remove "
-                    f"{self.id}`, wipe the data directory, `raftkv member add` it again (it then catches up)")
+                    f"{self.id}`, wipe the data directory, and `raftkv member add` a node under a new id (it catches "
+                    "up)")
             log.critical("%s", what)
             raise StorageError(what, str(self.settings.data_dir)) from None
         finally:

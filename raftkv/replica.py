@@ -401,7 +401,8 @@ class Replica:
             return
         self.removed = True
         log.warning("node %d was removed from the cluster (%s): it refuses every request from now on and takes no "
-                    "part in elections; stop it (and wipe its data before adding it again)", self.id, how)
+                    "part in elections; stop it (to rebuild it, add a node with a new id and an empty data directory)",
+                    self.id, how)
         err = self.removed_error()
         self.fail_all(err)
         self._io.set_peers({})
