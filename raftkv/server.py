@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import gc
 import logging
 import os
@@ -20,11 +21,12 @@ from pathlib import Path
 import grpc
 
 from .errors import ConfigError, RaftKVError, StorageError
-from .kv import KVStateMachine
+from .kv import Compact, KVStateMachine
 from .node import Node
 from .pbmap import kv_to_pb
 from .proto.v1 import kv_pb2, kv_pb2_grpc
 from .raft import StateRole
+from .retention import Retention, parse_retention
 from .servicer import GRPC_OPTIONS, GcMonitor, KVServicer
 from .settings import Settings
 from .storage import DurableStorageError, LmdbLogStore
@@ -150,6 +152,7 @@ async def serve(settings: Settings, started: asyncio.Event | None = None, stop: 
             started.set()
         run_task = asyncio.create_task(node.run(), name=f"raftkv-node-{settings.id}")
         checks = asyncio.create_task(_consistency_checks(node, servicer, settings), name="raftkv-checks")
+        retention = asyncio.create_task(history_retention(node, settings), name="raftkv-retention")
         stop_task = asyncio.create_task(stop.wait())
         done, _ = await asyncio.wait({run_task, stop_task}, return_when=asyncio.FIRST_COMPLETED)
         if run_task in done and run_task.exception() is not None:
@@ -166,9 +169,10 @@ async def serve(settings: Settings, started: asyncio.Event | None = None, stop: 
                 log.info("node %d handed leadership to node %d", settings.id, new)
             except RaftKVError as e:
                 log.warning("node %d could not hand leadership over before stopping: %s", settings.id, e.message)
-        checks.cancel()
-        with contextlib.suppress(asyncio.CancelledError, Exception):
-            await checks
+        for t in (checks, retention):
+            t.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await t
         node.stop()
         stop_task.cancel()
         with contextlib.suppress(asyncio.CancelledError, Exception):
@@ -183,6 +187,40 @@ async def serve(settings: Settings, started: asyncio.Event | None = None, stop: 
             node.close()
         store.close()
         log.info("node %d stopped", settings.id)
+
+
+def _compact_command(rid: int, revision: int) -> Compact:
+    return Compact(rid, 0, 0, revision)
+
+
+async def history_retention(node: Node, settings: Settings, every_s: float = 1.0) -> None:
+    """On the leader, compact the history as ``history_retention`` says (``raftkv.retention``), through the log."""
+    revisions, seconds = parse_retention(settings.history_retention)
+    # Compact in steps of a tenth of a revision retention (at most 1,000 revisions), so not once per write.
+    policy = Retention(revisions, seconds, min_step=max(1, min(1000, revisions // 10)) if revisions else 1000)
+    if not policy.enabled:
+        return
+    leading = False
+    while True:
+        await asyncio.sleep(every_s)
+        if node.role != StateRole.LEADER or node.corruption or node.removed or node.read_only_reason:
+            leading = False
+            continue
+        if not leading:
+            policy.reset()
+            leading = True
+        now = node.clock.monotonic()
+        try:
+            revision, compacted = node.fsm.revision(), node.fsm.compacted()
+            policy.observe(now, revision)
+            target = policy.due(now, revision, compacted)
+            if target is None:
+                continue
+            await node.propose(functools.partial(_compact_command, revision=target))
+            log.info("node %d compacted the history at revision %d (history_retention %s)", node.id, target,
+                     settings.history_retention)
+        except RaftKVError as e:
+            log.warning("node %d: automatic compaction failed: %s", node.id, e.message)
 
 
 async def _consistency_checks(node: Node, svc: KVServicer, settings: Settings) -> None:

@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from .errors import ConfigError
+from .retention import parse_retention
 
 
 @dataclass(frozen=True, slots=True)
@@ -106,6 +107,10 @@ class Settings:
     """At start-up a node that holds data compares its state with the cluster's (a hash check through the leader)
     before it serves clients; it waits at most this long for a leader and the check, then serves with a warning.
     0 = no start-up check."""
+    history_retention: str = "1h"
+    """How much history (old versions, for reads at a revision and watches from one) the leader keeps before it
+    compacts, through the log: a number of revisions ("100000"), a duration ("90s", "30m", "1h", "7d"), or "0" (off:
+    `raftkv compact` by hand). See ``raftkv.retention``."""
     log_level: str = "info"
     extra: Mapping[str, Any] = field(default_factory=dict, compare=False, repr=False)
 
@@ -167,6 +172,7 @@ class Settings:
             raise ConfigError("max_inflight_writes must be at least 1")
         if self.compact_after_entries < 1 or self.compact_keep_entries < 0:
             raise ConfigError("compact_after_entries must be positive and compact_keep_entries not negative")
+        parse_retention(self.history_retention)
         if self.log_level not in ("debug", "info", "warning", "error"):
             raise ConfigError(f"log_level must be debug, info, warning or error, not {self.log_level!r}")
         return self
