@@ -309,4 +309,6 @@ def run(settings: Settings) -> int:
 
 # KVServicer and kv_to_pb lived here and were exported: they still are (their homes are raftkv.servicer and
 # raftkv.pbmap).
-__all__ = ["KVServicer", "check_cluster_id", "kv_to_pb", "open_store", "run", "serve", "setup_logging"]
+__all__ = [
+    "KVServicer", "check_cluster_id", "history_retention", "kv_to_pb", "open_store", "run", "serve", "setup_logging",
+]
