@@ -24,6 +24,10 @@ The checks, what each means and what it assumes:
   (unknown) when the search hit its time limit.
 * **lost writes** (:func:`lost_writes`) -- acknowledged writes that no final read could reflect.
 * **counter** (:func:`counter_check`) -- exactly-once increments.
+* **watch** (:mod:`raftkv.chaos.watchcheck`) -- three watchers follow every key from the run's first revision
+  through the faults (each starting on another node; ``Client.watch`` moves on when its node fails); after the
+  final heal their events must be a prefix of the history replayed on the healed cluster, event for event (no gap,
+  no repeat, no reordering) and reach its end, and every acknowledged put or cas must be in that history.
 * **recovery** -- the time from the final heal to the first acknowledged write, and per fault from its heal to the
   first successful operation and the first successful write (:func:`fault_recovery`). The run fails the recovery
   check if no write succeeds within ``recovery_timeout_s`` of the final heal, a killed node cannot be restarted, or
@@ -77,6 +81,7 @@ from .nemesis import (
     run_schedule,
 )
 from .net import NetnsHosts, unavailable_reason
+from .watchcheck import WATCHERS, WatchCheck, WatchRecord, check_watches, replay, watch_into
 from .workload import COUNTER_KEY, PROBE_KEY, WRITES, Workload, WorkloadConfig, classify, register_keys
 
 __all__ = [
@@ -298,8 +303,8 @@ def fault_recovery(windows: Sequence[FaultWindow], ops: Sequence[Op]) -> list[Re
 # -- the verdict --------------------------------------------------------------------------------------------------
 @dataclass(slots=True)
 class Verdict:
-    """Everything a run found. ``passed`` iff the history is linearizable, no write was lost, the counter adds up
-    and the cluster recovered. ``exit_code``: 0 passed; 6 (CONFLICT) a safety violation; 4 (UNAVAILABLE) no
+    """Everything a run found. ``passed`` iff the history is linearizable, no write was lost, the counter adds up,
+    every watcher saw the history's events (all of them) and the cluster recovered. ``exit_code``: 0 passed; 6 (CONFLICT) a safety violation; 4 (UNAVAILABLE) no
     violation but the cluster did not recover; 1 (ERROR) no violation found but the check was inconclusive."""
 
     config: dict[str, Any]
@@ -322,6 +327,9 @@ class Verdict:
     cleanup_problems: list[str]
     """What the teardown could not undo (reported, not part of the verdict: the run itself was over)."""
     leader: str
+    watchers: list[WatchRecord] = field(default_factory=list)
+    watch_reference: WatchRecord | None = None
+    watch_upto: int = 0
     linearizable: CheckResult | None = None
     check_s: float = 0.0
     lost: list[Op] = field(default_factory=list)
@@ -329,6 +337,7 @@ class Verdict:
     gap: Gap | None = None
     write_gap: Gap | None = None
     recoveries: list[Recovery] = field(default_factory=list)
+    watch: WatchCheck | None = None
 
     @property
     def recovered(self) -> bool:
@@ -343,13 +352,15 @@ class Verdict:
     @property
     def violation(self) -> bool:
         lin = self.linearizable.ok if self.linearizable is not None else None
-        return lin is False or bool(self.lost) or (self.counter is not None and self.counter.ok is False)
+        return (lin is False or bool(self.lost) or (self.counter is not None and self.counter.ok is False)
+                or (self.watch is not None and self.watch.ok is False))
 
     @property
     def passed(self) -> bool:
         lin = self.linearizable.ok if self.linearizable is not None else None
         counter_ok = self.counter is not None and self.counter.ok is True
-        return lin is True and not self.lost and counter_ok and self.recovered
+        watch_ok = self.watch is not None and self.watch.ok is True and not self.watch.stuck
+        return lin is True and not self.lost and counter_ok and watch_ok and self.recovered
 
     @property
     def exit_code(self) -> int:
@@ -426,6 +437,10 @@ class Verdict:
                 "failed": self.counter.failed,
                 "final": self.counter.final,
                 "describe": self.counter.describe(),
+            },
+            "watch": None if self.watch is None else {
+                "ok": self.watch.ok, "watchers": self.watch.watchers, "events": self.watch.events,
+                "problems": self.watch.problems[:20], "stuck": self.watch.stuck, "describe": self.watch.describe(),
             },
             "final_values": {show_key(k): None if v is None else v.decode("latin-1")
                              for k, v in self.final_values.items()},
@@ -630,6 +645,9 @@ def run_chaos(cfg: ChaosConfig, *, progress: Progress | None = None) -> Verdict:
         recovery_problems=phases.recovery_problems,
         cleanup_problems=phases.cleanup_problems,
         leader=phases.leader,
+        watchers=phases.watchers,
+        watch_reference=phases.watch_reference,
+        watch_upto=phases.watch_upto,
     )
     _analyse(verdict, cfg, say)
     (out / "verdict.json").write_text(json.dumps(verdict.to_json(), indent=2) + "\n")
@@ -658,6 +676,9 @@ class _Phases:
     final_values: dict[bytes, bytes | None] = field(default_factory=dict)
     leader: str = ""
     give_up_ns: dict[int, int] = field(default_factory=dict)
+    watchers: list[WatchRecord] = field(default_factory=list)
+    watch_reference: WatchRecord | None = None
+    watch_upto: int = 0
 
 
 async def _drive(
@@ -682,6 +703,17 @@ async def _drive(
     stop = asyncio.Event()
     probe_process = cfg.clients
     final_process = cfg.clients + 1
+    # The watchers start before the workload, from the revision after the current one, each on another node.
+    async with Client(list(endpoints), timeout_s=10.0) as c:
+        start_revision = (await c.range(limit=1, min_index=0)).revision + 1
+    phases.watchers = [WatchRecord(f"watcher {i + 1}", start_revision) for i in range(WATCHERS)]
+    watched = asyncio.Event()
+    target: list[int] = []
+    watch_tasks = [
+        asyncio.create_task(watch_into(rec, [*endpoints[i % len(endpoints):], *endpoints[: i % len(endpoints)]],
+                                       watched, target))
+        for i, rec in enumerate(phases.watchers)
+    ]
     async with asyncio.TaskGroup() as tg:
         tg.create_task(workload.run(stop))
         schedule_task = tg.create_task(run_schedule(nemesis, schedule, stop))
@@ -708,6 +740,20 @@ async def _drive(
     missing = [show_key(k) for k in keys if k not in phases.final_values]
     if missing:
         phases.recovery_problems.append(f"final reads failed for {', '.join(missing)}")
+    # The watchers catch up to the end of the history (the workload has stopped), then the reference replay.
+    try:
+        async with Client(list(endpoints), timeout_s=10.0) as c:
+            phases.watch_upto = (await c.range(limit=1, min_index=0)).revision
+        target.append(phases.watch_upto)
+        watched.set()
+        await asyncio.wait(watch_tasks, timeout=cfg.recovery_timeout_s)
+        phases.watch_reference = await replay(endpoints, start_revision, phases.watch_upto, cfg.recovery_timeout_s)
+    except RaftKVError as e:
+        phases.recovery_problems.append(f"the watch check could not read the final revision: {e.message}")
+    finally:
+        for t in watch_tasks:
+            t.cancel()
+        await asyncio.gather(*watch_tasks, return_exceptions=True)
 
 
 async def _report(
@@ -821,6 +867,8 @@ def _analyse(v: Verdict, cfg: ChaosConfig, say: Progress) -> None:
     v.gap = longest_gap(v.ops, v.t0_ns, end)
     v.write_gap = longest_gap(v.ops, v.t0_ns, end, writes_only=True)
     v.recoveries = fault_recovery(v.windows, v.ops)
+    if v.watch_reference is not None:
+        v.watch = check_watches(v.watchers, v.watch_reference, v.watch_upto, v.ops)
 
 
 # -- output -------------------------------------------------------------------------------------------------------
@@ -874,6 +922,11 @@ def print_verdict(v: Verdict, *, file: Any = None) -> None:
         style = "green" if v.counter.ok else "red" if v.counter.ok is False else "yellow"
         t.add_row("counter (exactly-once)", f"[{style}]{v.counter.describe()}[/] "
                   f"(acked {v.counter.acked}, unknown {v.counter.unknown}, final {v.counter.final})")
+    if v.watch is None:
+        t.add_row("watch", "not checked")
+    else:
+        style = "green" if v.watch.ok and not v.watch.stuck else "red" if v.watch.ok is False else "yellow"
+        t.add_row("watch (order, once, no gap)", f"[{style}]{v.watch.describe()}[/]")
     if v.gap is not None:
         during = v.faults_during(v.gap)
         t.add_row("longest unavailability",
