@@ -304,8 +304,9 @@ def fault_recovery(windows: Sequence[FaultWindow], ops: Sequence[Op]) -> list[Re
 @dataclass(slots=True)
 class Verdict:
     """Everything a run found. ``passed`` iff the history is linearizable, no write was lost, the counter adds up,
-    every watcher saw the history's events (all of them) and the cluster recovered. ``exit_code``: 0 passed; 6 (CONFLICT) a safety violation; 4 (UNAVAILABLE) no
-    violation but the cluster did not recover; 1 (ERROR) no violation found but the check was inconclusive."""
+    every watcher saw the history's events (all of them) and the cluster recovered. ``exit_code``: 0 passed; 6
+    (CONFLICT) a safety violation; 4 (UNAVAILABLE) no violation but the cluster did not recover; 1 (ERROR) no
+    violation found but the check was inconclusive."""
 
     config: dict[str, Any]
     out: Path
