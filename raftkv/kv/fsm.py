@@ -148,6 +148,7 @@ __all__ = [
     "DictBackend",
     "DictKeyIndex",
     "FSMStore",
+    "HistoryBackend",
     "KVBackend",
     "KVStateMachine",
     "KeyIndex",
