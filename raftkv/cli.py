@@ -612,6 +612,7 @@ def put(
             version=res.version,
             vclock={str(n): v for n, v in sorted(res.vclock.items())},
             index=res.index,
+            revision=res.mod_revision,
             siblings=res.siblings,
         )
         _print_json(out)

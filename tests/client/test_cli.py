@@ -77,6 +77,7 @@ def test_put_json(srv: FakeServer) -> None:
         "version": 1,
         "vclock": {"1": 1},
         "index": 1,
+        "revision": 1,
         "siblings": 0,
     }
     r = kv(srv, "--output", "json", "put", "k", "w")  # the global option works too
