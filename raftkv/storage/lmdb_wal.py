@@ -101,9 +101,11 @@ from .errors import CorruptLogError, DurableStorageError, StorageCorruption, Sto
 
 __all__ = ["FORMAT", "LmdbLogStore", "WalStats", "check_data_file"]
 
-FORMAT = b"raftkv-lmdb-wal/2"
+FORMAT = b"raftkv-lmdb-wal/3"
 """Layout version of the data directory, stored in ``meta``; opening any other layout raises StorageFormatError.
-2: the records of ``raftkv.codec`` version 2 (per-write revisions in the state machine; 1 held log indexes)."""
+3: the state machine keeps its history (``history``, ``key_history``: a layout-2 directory has none, and replicas
+upgraded at different points would hold different histories); 2: the records of ``raftkv.codec`` version 2
+(per-write revisions in the state machine; 1 held log indexes)."""
 
 T = TypeVar("T")
 
