@@ -118,6 +118,23 @@ def fs_type(path: Path) -> str:
 
 
 # -- processes --------------------------------------------------------------------------------------------------
+def stop_process(p: subprocess.Popen[Any], timeout_s: float = 5.0) -> None:
+    """Stop ``p`` by its pid (SIGTERM, then SIGKILL after ``timeout_s``) and close its pipes."""
+    if p.poll() is None:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(p.pid, signal.SIGTERM)
+        try:
+            p.wait(timeout_s)
+        except subprocess.TimeoutExpired:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(p.pid, signal.SIGKILL)
+            p.wait(5)
+    for f in (p.stdin, p.stdout, p.stderr):
+        if f is not None:
+            with contextlib.suppress(OSError):
+                f.close()
+
+
 class Children:
     """Every process the harness starts, stopped by its pid (SIGTERM, then SIGKILL)."""
 
@@ -142,19 +159,7 @@ class Children:
         return p
 
     def stop(self, p: subprocess.Popen[str], timeout_s: float = 5.0) -> None:
-        if p.poll() is None:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(p.pid, signal.SIGTERM)
-            try:
-                p.wait(timeout_s)
-            except subprocess.TimeoutExpired:
-                with contextlib.suppress(ProcessLookupError):
-                    os.kill(p.pid, signal.SIGKILL)
-                p.wait(5)
-        for f in (p.stdin, p.stdout, p.stderr):
-            if f is not None:
-                with contextlib.suppress(OSError):
-                    f.close()
+        stop_process(p, timeout_s)
         if p in self.procs:
             self.procs.remove(p)
 

@@ -84,7 +84,7 @@ REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:  # run as a script from a checkout: `bench` and (without pip install -e) `raftkv`
     sys.path.insert(0, str(REPO))
 
-from bench.harness import machine_cpu_ticks, proc_cpu_s, proc_rss_bytes  # noqa: E402
+from bench.harness import machine_cpu_ticks, proc_cpu_s, proc_rss_bytes, stop_process  # noqa: E402
 
 SCHEMA = "raftkv-watch-bench/1"
 CHILD_READY_TIMEOUT_S = 180.0
@@ -174,20 +174,7 @@ class Child:
         return "stderr: " + (" | ".join(tail) if tail else "(empty)")
 
     def stop(self, timeout_s: float = 5.0) -> None:
-        p = self.p
-        if p.poll() is None:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(p.pid, signal.SIGTERM)
-            try:
-                p.wait(timeout_s)
-            except subprocess.TimeoutExpired:
-                with contextlib.suppress(ProcessLookupError):
-                    os.kill(p.pid, signal.SIGKILL)
-                p.wait(5)
-        for f in (p.stdin, p.stdout):
-            if f is not None:
-                with contextlib.suppress(OSError):
-                    f.close()
+        stop_process(self.p, timeout_s)
 
 
 def _child_cmd(role: str, *args: str) -> list[str]:
