@@ -79,6 +79,10 @@ GRPC_OPTIONS = [
     ("grpc.max_receive_message_length", 64 << 20),
     ("grpc.max_send_message_length", 64 << 20),
     ("grpc.so_reuseport", 0),
+    # Calls waiting to be picked up by a handler: beyond gRPC's defaults (about 1,000 soft, 3,000 hard) it cancels
+    # new ones, which a burst of watches reopened after a node failure hits (bench/watch_bench.py measured it).
+    ("grpc.server.max_pending_requests", 100_000),
+    ("grpc.server.max_pending_requests_hard_limit", 100_000),
 ]
 MAX_RANGE_LIMIT = 10_000
 _ROLE_NAMES = {
