@@ -107,7 +107,9 @@ async def test_an_idle_writer_finishes_a_compaction_in_bounded_steps(cluster: Cl
     for n in cluster.nodes.values():
         # (A result is answered before its transaction commits: wait until the compaction is visible.)
         await until(lambda n=n: n.fsm.compacted() == top, "the compaction to apply")
-        await until(lambda n=n: not n.writer.history_pending, "the writer to finish the compaction")
+        # (The writer sets history_pending after its transaction commits, so read the store's own flag too.)
+        await until(lambda n=n: not n.writer.history_pending and not n.fsm.compaction_pending(),
+                    "the writer to finish the compaction")
         assert n.writer.stats.history_steps >= 2  # 5,000 events or more, at most HISTORY_STEP (2,000) a step
         with n.store.read_txn() as txn:
             left = sum(1 for table, _, _ in n.fsm.iter_state(txn) if table == b"history")
