@@ -25,7 +25,8 @@ module imports nothing above ``raft``)::
 
     command batch    [2, proposer, timestamp_ns, [command...]]        a log entry's data; proposer > 0
       command        [op, request_id, client_id, seq, ...]           the op discriminator first, then by op:
-        put          [1, request_id, client_id, seq, key, value, [condition...]]
+        put          [1, request_id, client_id, seq, key, value, [condition...], lease]   lease 0: none (a put
+                                                                      of 7 fields, from an older build, has none)
         delete       [2, request_id, client_id, seq, key, [condition...]]
         incr         [3, request_id, client_id, seq, key, delta]
         txn          [4, request_id, client_id, seq, [condition...], [txn op...], [txn op...]]
@@ -33,14 +34,17 @@ module imports nothing above ``raft``)::
         hash mark    [6, request_id, client_id, seq]                  replicas hash their state right after it
         alarm        [7, request_id, client_id, seq, member, message]  member's state is corrupt (a hash check)
         compact      [8, request_id, client_id, seq, revision]        drop the history older than revision
+        lease grant  [9, request_id, client_id, seq, lease_id, ttl_s]  lease_id 0: the state machine picks one
+        lease revoke [10, request_id, client_id, seq, lease_id, stamp] stamp 0: whatever grant holds the id now
       condition      [key, target, cmp, operand]                      operand by target: bytes (VALUE), int >= 0
                                                                       (VERSION, MOD_REVISION, CREATE_REVISION),
                                                                       bool (EXISTS), vector clock (VCLOCK)
-      txn op         [op, key, value, delta]
+      txn op         [op, key, value, delta, lease]                   (4 fields, from an older build: lease 0)
       vector clock   [[node, counter]...]                             node ids strictly increasing, all > 0;
                                                                       counters > 0 (the canonical form)
     result           [2, [tag, ...]]                                  what a command answered (session cache)
-      key value      [1, key, value, create_revision, mod_revision, version, vector clock, [sibling...]]
+      key value      [1, key, value, create_revision, mod_revision, version, vector clock, [sibling...], lease]
+                                                                      (lease left out when 0)
       sibling        [value, node, revision]
       put            [2, key value]                                   (a nested key value is untagged: the
       delete         [3, deleted, revision]                            7 fields without the 1)
@@ -50,7 +54,10 @@ module imports nothing above ``raft``)::
       cond. failed   [6, condition, nil | key value]
       error          [7, kind, message]
       duplicate      [8]
-    value record     [2, value, create_revision, mod_revision, version, vector clock, [sibling...]]  one stored key
+      lease grant    [9, lease_id, ttl_s, stamp]
+      lease revoke   [10, revision, [key...]]                         the keys it deleted
+    value record     [2, value, create_revision, mod_revision, version, vector clock, [sibling...], lease]  one
+                                                                      stored key (lease left out when 0)
     session record   [2, last_seq, last_active_ns, encoded result]                                   one session
     history event    [2, key, value record | nil]     one write of the history: a put (the key's value record as
                                                       ``kv`` stores it, bytes) or a delete (nil); the revision and
@@ -101,6 +108,8 @@ __all__ = [
     "CMD_DELETE",
     "CMD_HASH_MARK",
     "CMD_INCR",
+    "CMD_LEASE_GRANT",
+    "CMD_LEASE_REVOKE",
     "CMD_PUT",
     "CMD_SIBLING_PUT",
     "CMD_TXN",
@@ -115,6 +124,8 @@ __all__ = [
     "RES_ERROR",
     "RES_INCR",
     "RES_KEY_VALUE",
+    "RES_LEASE_GRANT",
+    "RES_LEASE_REVOKE",
     "RES_PUT",
     "RES_TXN",
     "TARGET_CREATE_REVISION",
@@ -536,6 +547,8 @@ CMD_SIBLING_PUT = 5
 CMD_HASH_MARK = 6
 CMD_ALARM = 7
 CMD_COMPACT = 8
+CMD_LEASE_GRANT = 9
+CMD_LEASE_REVOKE = 10
 
 TARGET_VALUE = 0
 TARGET_VERSION = 1
@@ -562,6 +575,8 @@ RES_TXN = 5
 RES_CONDITION_FAILED = 6
 RES_ERROR = 7
 RES_DUPLICATE = 8
+RES_LEASE_GRANT = 9
+RES_LEASE_REVOKE = 10
 
 _CMPS = frozenset({CMP_EQ, CMP_NE, CMP_GT, CMP_LT})
 _TXN_OPS = frozenset({TXN_GET, TXN_PUT, TXN_DELETE, TXN_INCR})
@@ -580,6 +595,8 @@ class KVTypes(NamedTuple):
     hash_mark: type[tuple[Any, ...]]
     alarm: type[tuple[Any, ...]]
     compact: type[tuple[Any, ...]]
+    lease_grant: type[tuple[Any, ...]]
+    lease_revoke: type[tuple[Any, ...]]
     delete: type[tuple[Any, ...]]
     incr: type[tuple[Any, ...]]
     txn: type[tuple[Any, ...]]
@@ -596,6 +613,8 @@ class KVTypes(NamedTuple):
     condition_failed_result: type[tuple[Any, ...]]
     error_result: type[tuple[Any, ...]]
     duplicate_result: type[tuple[Any, ...]]
+    lease_grant_result: type[tuple[Any, ...]]
+    lease_revoke_result: type[tuple[Any, ...]]
 
 
 class MalformedCommand(CodecError):
@@ -609,7 +628,7 @@ class MalformedCommand(CodecError):
 
 _BATCH_LAYOUT = "[version, proposer, timestamp_ns, [command...]]"
 _COMMAND_LAYOUTS = {
-    CMD_PUT: "[1, request_id, client_id, seq, key, value, [condition...]]",
+    CMD_PUT: "[1, request_id, client_id, seq, key, value, [condition...], lease]",
     CMD_DELETE: "[2, request_id, client_id, seq, key, [condition...]]",
     CMD_INCR: "[3, request_id, client_id, seq, key, delta]",
     CMD_TXN: "[4, request_id, client_id, seq, [condition...], [txn op...], [txn op...]]",
@@ -617,20 +636,24 @@ _COMMAND_LAYOUTS = {
     CMD_HASH_MARK: "[6, request_id, client_id, seq]",
     CMD_ALARM: "[7, request_id, client_id, seq, member, message]",
     CMD_COMPACT: "[8, request_id, client_id, seq, revision]",
+    CMD_LEASE_GRANT: "[9, request_id, client_id, seq, lease_id, ttl_s]",
+    CMD_LEASE_REVOKE: "[10, request_id, client_id, seq, lease_id, stamp]",
 }
 _COLUMN_OPS = frozenset({CMD_PUT, CMD_DELETE, CMD_INCR})
 """The ops a homogeneous batch may take the column path for."""
 _COMMAND_LENGTHS = {
-    CMD_PUT: 7, CMD_DELETE: 6, CMD_INCR: 6, CMD_TXN: 7, CMD_SIBLING_PUT: 7, CMD_HASH_MARK: 4, CMD_ALARM: 6,
-    CMD_COMPACT: 5,
+    CMD_PUT: 8, CMD_DELETE: 6, CMD_INCR: 6, CMD_TXN: 7, CMD_SIBLING_PUT: 7, CMD_HASH_MARK: 4, CMD_ALARM: 6,
+    CMD_COMPACT: 5, CMD_LEASE_GRANT: 6, CMD_LEASE_REVOKE: 6,
 }
+_OLD_PUT_LENGTH = 7
+"""A put from a build before leases: no lease field (read as lease 0)."""
 _CONDITION_LAYOUT = "[key, target, cmp, operand]"
-_TXN_OP_LAYOUT = "[op, key, value, delta]"
+_TXN_OP_LAYOUT = "[op, key, value, delta, lease]"
 _CLOCK_LAYOUT = "[[node, counter]...] with node ids increasing and all values positive"
-_KEY_VALUE_LAYOUT = "[key, value, create_revision, mod_revision, version, vclock, [sibling...]]"
+_KEY_VALUE_LAYOUT = "[key, value, create_revision, mod_revision, version, vclock, [sibling...], lease?]"
 _SIBLING_LAYOUT = "[value, node, revision] with node > 0 and revision > 0"
 _RESULT_LAYOUT = "[version, [tag, ...]]"
-_VALUE_RECORD_LAYOUT = "[version, value, create_revision, mod_revision, version, vclock, [sibling...]]"
+_VALUE_RECORD_LAYOUT = "[version, value, create_revision, mod_revision, version, vclock, [sibling...], lease?]"
 _SESSION_LAYOUT = "[version, last_seq, last_active_ns, result]"
 _EVENT_LAYOUT = "[version, key, value record | nil]"
 
@@ -690,14 +713,18 @@ def _conditions(x: object, types: KVTypes) -> tuple[Any, ...]:
 def _txn_ops(x: object, types: KVTypes) -> tuple[Any, ...]:
     if type(x) is not tuple:
         _fail("txn", "an array of txn ops", x)
+    old = False
     for o in x:
-        if type(o) is not tuple or len(o) != 4:
+        if type(o) is not tuple or not 4 <= len(o) <= 5:
             _fail("txn op", _TXN_OP_LAYOUT, o)
-        op, key, value, delta = o
+        op, key, value, delta = o[:4]
         if not (type(op) is int and op in _TXN_OPS and type(key) is bytes and type(value) is bytes):
             _fail("txn op", _TXN_OP_LAYOUT, o)
-        if type(delta) is not int:
+        if type(delta) is not int or (len(o) == 5 and not _is_index(o[4])):
             _fail("txn op", _TXN_OP_LAYOUT, o)
+        old = old or len(o) == 4
+    if old:  # (from a build before leases)
+        x = tuple([o if len(o) == 5 else (*o, 0) for o in x])
     return tuple(map(_new, repeat(types.txn_op, len(x)), x))
 
 
@@ -708,12 +735,14 @@ def _command(c: object, types: KVTypes) -> Any:
     op = c[0]
     if type(op) is not int or op not in _COMMAND_LENGTHS:
         raise MalformedCommand(f"malformed command: unknown op {op!r:.50}", c[1] if _is_index(c[1]) else 0)
+    if op == CMD_PUT and len(c) == _OLD_PUT_LENGTH:
+        c = (*c, 0)
     if len(c) != _COMMAND_LENGTHS[op] or not (_is_index(c[1]) and _is_index(c[2]) and _is_index(c[3])):
         _fail("command", _COMMAND_LAYOUTS[op], c)
     if op == CMD_PUT:
-        if type(c[4]) is not bytes or type(c[5]) is not bytes:
+        if type(c[4]) is not bytes or type(c[5]) is not bytes or not _is_index(c[7]):
             _fail("put", _COMMAND_LAYOUTS[op], c)
-        return _new(types.put, (*c[1:6], _conditions(c[6], types)))
+        return _new(types.put, (*c[1:6], _conditions(c[6], types), c[7]))
     if op == CMD_DELETE:
         if type(c[4]) is not bytes:
             _fail("delete", _COMMAND_LAYOUTS[op], c)
@@ -736,6 +765,10 @@ def _command(c: object, types: KVTypes) -> Any:
         if not _is_index(c[4]):
             _fail("compact", _COMMAND_LAYOUTS[op], c)
         return _new(types.compact, c[1:])
+    if op == CMD_LEASE_GRANT or op == CMD_LEASE_REVOKE:
+        if not (_is_index(c[4]) and _is_index(c[5])):
+            _fail("lease command", _COMMAND_LAYOUTS[op], c)
+        return _new(types.lease_grant if op == CMD_LEASE_GRANT else types.lease_revoke, c[1:])
     return _new(types.txn, (*c[1:4], _conditions(c[4], types), _txn_ops(c[5], types), _txn_ops(c[6], types)))
 
 
@@ -762,6 +795,8 @@ def _commands_by_column(cmds: tuple[Any, ...], types: KVTypes) -> list[Any] | No
         return None
     if op == CMD_PUT:
         if set(map(type, cols[5])) != _BYTES or any(cols[6]) or set(map(type, cols[6])) != _TUPLE_ONLY:
+            return None
+        if set(map(type, cols[7])) != _INT or min(cols[7]) < 0:
             return None
         cls = types.put
     elif op == CMD_DELETE:
@@ -825,16 +860,18 @@ def _siblings(x: object, types: KVTypes, what: str) -> tuple[Any, ...]:
 
 
 def _key_value(x: object, types: KVTypes) -> Any:
-    if type(x) is not tuple or len(x) != 7:
+    if type(x) is not tuple or not 7 <= len(x) <= 8:
         _fail("key value", _KEY_VALUE_LAYOUT, x)
-    key, value, create_revision, mod_revision, version, clock, siblings = x
+    key, value, create_revision, mod_revision, version, clock, siblings = x[:7]
+    lease = x[7] if len(x) == 8 else 0
     if not (type(key) is bytes and type(value) is bytes and _is_index(create_revision) and _is_index(mod_revision)):
         _fail("key value", _KEY_VALUE_LAYOUT, x)
-    if not _is_index(version):
+    if not (_is_index(version) and _is_index(lease)):
         _fail("key value", _KEY_VALUE_LAYOUT, x)
     return _new(
         types.key_value,
-        (key, value, create_revision, mod_revision, version, _clock(clock, types), _siblings(siblings, types, "key")),
+        (key, value, create_revision, mod_revision, version, _clock(clock, types), _siblings(siblings, types, "key"),
+         lease),
     )
 
 
@@ -864,6 +901,11 @@ def _result(r: object, types: KVTypes, nested: bool) -> Any:
         return _new(types.condition_failed_result, (_condition(r[1], types), current))
     elif tag == RES_DUPLICATE and n == 1:
         return _new(types.duplicate_result, ())
+    elif tag == RES_LEASE_GRANT and n == 4 and _is_index(r[1]) and _is_index(r[2]) and _is_index(r[3]):
+        return _new(types.lease_grant_result, r[1:])
+    elif (tag == RES_LEASE_REVOKE and n == 3 and _is_index(r[1]) and type(r[2]) is tuple
+          and set(map(type, r[2])) <= _BYTES):
+        return _new(types.lease_revoke_result, r[1:])
     _fail("txn result item" if nested else "result", "one of the result layouts", r)
 
 
@@ -874,22 +916,36 @@ def decode_result(b: bytes | bytearray | memoryview, types: KVTypes) -> Any:
 
 
 def encode_value_record(
-    value: bytes, create_revision: int, mod_revision: int, version: int, vclock: object, siblings: object = ()
+    value: bytes, create_revision: int, mod_revision: int, version: int, vclock: object, siblings: object = (),
+    lease: int = 0,
 ) -> bytes:
-    """``[2, value, create_revision, mod_revision, version, vclock, [sibling...]]``: one stored key (``vclock`` is a
-    tuple of pairs, each sibling a ``(value, node, revision)`` tuple)."""
+    """``[2, value, create_revision, mod_revision, version, vclock, [sibling...], lease]``: one stored key
+    (``vclock`` is a tuple of pairs, each sibling a ``(value, node, revision)`` tuple; the lease is left out when
+    0, so a key without one is stored as before leases)."""
+    if lease:
+        return _pack((FORMAT_VERSION, value, create_revision, mod_revision, version, vclock, siblings, lease))
     return _pack((FORMAT_VERSION, value, create_revision, mod_revision, version, vclock, siblings))
 
 
 def decode_value_record(
     b: bytes | bytearray | memoryview, types: KVTypes
-) -> tuple[bytes, int, int, int, Any, tuple[Any, ...]]:
-    """Inverse of ``encode_value_record``: ``(value, create_revision, mod_revision, version, vclock, siblings)``."""
-    t = _versioned(_unpack(b, "value record"), "value record", 7, _VALUE_RECORD_LAYOUT)
+) -> tuple[bytes, int, int, int, Any, tuple[Any, ...], int]:
+    """Inverse of ``encode_value_record``: ``(value, create_revision, mod_revision, version, vclock, siblings,
+    lease)``."""
+    t = _unpack(b, "value record")
+    if type(t) is tuple and len(t) == 8:
+        lease = t[7]
+        t = t[:7]
+        if not _is_index(lease) or not lease:
+            _fail("value record", _VALUE_RECORD_LAYOUT, t)
+    else:
+        lease = 0
+    t = _versioned(t, "value record", 7, _VALUE_RECORD_LAYOUT)
     _, value, create_revision, mod_revision, version, clock, siblings = t
     if not (type(value) is bytes and _is_index(create_revision) and _is_index(mod_revision) and _is_index(version)):
         _fail("value record", _VALUE_RECORD_LAYOUT, t)
-    return value, create_revision, mod_revision, version, _clock(clock, types), _siblings(siblings, types, "value")
+    return (value, create_revision, mod_revision, version, _clock(clock, types), _siblings(siblings, types, "value"),
+            lease)
 
 
 def encode_session_record(last_seq: int, last_active_ns: int, result: bytes) -> bytes:

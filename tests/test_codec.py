@@ -317,11 +317,13 @@ PLAIN = codec.KVTypes(*([tuple] * len(codec.KVTypes._fields)))
 CLOCKS = st.dictionaries(NODE, st.integers(1, 2**64 - 1), max_size=4).map(lambda d: tuple(sorted(d.items())))
 
 
-@given(st.binary(max_size=64), U64, U64, U64, CLOCKS)
-def test_value_record_round_trip(value: bytes, create: int, mod: int, version: int, clock: Any) -> None:
-    b = codec.encode_value_record(value, create, mod, version, clock)
-    assert codec.decode_value_record(b, PLAIN) == (value, create, mod, version, clock, ())
-    assert msgpack.unpackb(b, use_list=False) == (2, value, create, mod, version, clock, ())
+@given(st.binary(max_size=64), U64, U64, U64, CLOCKS, st.integers(0, 2**63 - 1))
+def test_value_record_round_trip(value: bytes, create: int, mod: int, version: int, clock: Any, lease: int) -> None:
+    b = codec.encode_value_record(value, create, mod, version, clock, (), lease)
+    assert codec.decode_value_record(b, PLAIN) == (value, create, mod, version, clock, (), lease)
+    # A key without a lease is stored as before leases (7 fields), one with a lease with it at the end.
+    fields = (2, value, create, mod, version, clock, ())
+    assert msgpack.unpackb(b, use_list=False) == ((*fields, lease) if lease else fields)
 
 
 @given(st.binary(max_size=64), st.none() | st.binary(max_size=64))
@@ -344,15 +346,36 @@ def test_session_record_round_trip(seq: int, active: int, result: bytes) -> None
 
 def test_command_batch_round_trip_with_plain_types() -> None:
     cmds = [
-        (codec.CMD_PUT, 1, 2, 3, b"k", b"v", ((b"k", codec.TARGET_VCLOCK, codec.CMP_EQ, ((1, 2),)),)),
+        (codec.CMD_PUT, 1, 2, 3, b"k", b"v", ((b"k", codec.TARGET_VCLOCK, codec.CMP_EQ, ((1, 2),)),), 0),
+        (codec.CMD_PUT, 8, 2, 4, b"k", b"v", (), 77),
         (codec.CMD_DELETE, 4, 0, 0, b"k", ()),
         (codec.CMD_INCR, 5, 0, 0, b"n", -3),
         (codec.CMD_COMPACT, 7, 0, 0, 42),
+        (codec.CMD_LEASE_GRANT, 10, 2, 5, 0, 60),
+        (codec.CMD_LEASE_REVOKE, 11, 0, 0, 77, 3),
         (codec.CMD_TXN, 6, 0, 0, ((b"k", codec.TARGET_EXISTS, codec.CMP_NE, False),),
-         ((codec.TXN_GET, b"k", b"", 0),), ()),
+         ((codec.TXN_GET, b"k", b"", 0, 0), (codec.TXN_PUT, b"k", b"v", 0, 77)), ()),
     ]  # fmt: skip
     b = codec.encode_command_batch(9, 123, cmds)
     assert codec.decode_command_batch(b, PLAIN) == (9, 123, [c[1:] for c in cmds])
+    # The column path (puts only) carries the lease too.
+    puts = [(codec.CMD_PUT, i, 0, 0, b"k%d" % i, b"v", (), i % 2) for i in range(1, 5)]
+    assert codec.decode_command_batch(codec.encode_command_batch(9, 1, puts), PLAIN) == (9, 1, [c[1:] for c in puts])
+
+
+def test_puts_and_txn_ops_of_a_build_before_leases_decode_with_no_lease() -> None:
+    old = [
+        (codec.CMD_PUT, 1, 2, 3, b"k", b"v", ()),
+        (codec.CMD_TXN, 6, 0, 0, (), ((codec.TXN_PUT, b"k", b"v", 0),), ()),
+    ]
+    assert codec.decode_command_batch(codec.encode_command_batch(9, 1, old), PLAIN) == (9, 1, [
+        (1, 2, 3, b"k", b"v", (), 0),
+        (6, 0, 0, (), ((codec.TXN_PUT, b"k", b"v", 0, 0),), ()),
+    ])
+    for bad in ((codec.CMD_PUT, 1, 2, 3, b"k", b"v", (), -1), (codec.CMD_PUT, 1, 2, 3, b"k", b"v", (), True),
+                (codec.CMD_LEASE_GRANT, 1, 0, 0, -5, 60)):
+        with pytest.raises(CodecError):
+            codec.decode_command_batch(codec.encode_command_batch(9, 1, [bad]), PLAIN)
 
 
 @pytest.mark.parametrize(
@@ -414,7 +437,7 @@ def test_kv_decoders_raise_only_codec_error_on_garbage(garbage: bytes) -> None:
 
 
 def test_malformed_command_is_a_codec_error_naming_the_request() -> None:
-    _, _, cmds = codec.decode_command_batch(pack([V, 1, 0, [[9, 17, 0, 0]]]), PLAIN, lenient=True)
+    _, _, cmds = codec.decode_command_batch(pack([V, 1, 0, [[99, 17, 0, 0]]]), PLAIN, lenient=True)
     (bad,) = cmds
     assert isinstance(bad, codec.MalformedCommand) and isinstance(bad, CodecError)
-    assert bad.request_id == 17 and "unknown op 9" in str(bad)
+    assert bad.request_id == 17 and "unknown op 99" in str(bad)

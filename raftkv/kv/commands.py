@@ -27,6 +27,8 @@ from .vclock import VectorClock
 __all__ = [
     "DEFAULT_LIMITS",
     "MAX_KEY_BYTES",
+    "MAX_LEASE_ID",
+    "MAX_LEASE_TTL_S",
     "MAX_OPS",
     "MAX_SIBLINGS",
     "MAX_VALUE_BYTES",
@@ -49,6 +51,10 @@ __all__ = [
     "IncrResult",
     "InvalidCommand",
     "KeyValue",
+    "LeaseGrant",
+    "LeaseGrantResult",
+    "LeaseRevoke",
+    "LeaseRevokeResult",
     "Limits",
     "NoteResult",
     "Put",
@@ -82,6 +88,10 @@ MAX_SIBLINGS = 16
 
 _I64_MIN = -(1 << 63)
 _I64_MAX = (1 << 63) - 1
+MAX_LEASE_ID = _I64_MAX
+"""Lease ids are positive signed 64-bit integers (as etcd's)."""
+MAX_LEASE_TTL_S = 9_000_000_000
+"""The longest lease TTL, in seconds (etcd's limit)."""
 
 
 class Target(IntEnum):
@@ -126,17 +136,20 @@ class Condition(NamedTuple):
 
 
 class TxnOp(NamedTuple):
-    """One operation of a txn branch. PUT uses ``value``, INCR ``delta``; the unused fields must keep their
-    defaults."""
+    """One operation of a txn branch. PUT uses ``value`` and ``lease``, INCR ``delta``; the unused fields must keep
+    their defaults."""
 
     op: int
     key: bytes
     value: bytes = b""
     delta: int = 0
+    lease: int = 0
 
 
 class Put(NamedTuple):
-    """Set ``key`` to ``value`` if every condition holds (else ``ConditionFailedResult``)."""
+    """Set ``key`` to ``value`` if every condition holds (else ``ConditionFailedResult``). ``lease``: attach the key
+    to that lease (it is deleted when the lease ends; the lease must exist); 0: no lease (a key attached to one is
+    detached)."""
 
     request_id: int
     client_id: int
@@ -144,6 +157,7 @@ class Put(NamedTuple):
     key: bytes
     value: bytes
     conditions: tuple[Condition, ...] = ()
+    lease: int = 0
 
 
 class SiblingPut(NamedTuple):
@@ -227,7 +241,32 @@ class Compact(NamedTuple):
     revision: int
 
 
-Command: TypeAlias = Put | SiblingPut | Delete | Incr | Txn | HashMark | Alarm | Compact
+class LeaseGrant(NamedTuple):
+    """Grant a lease of ``ttl_s`` seconds under ``lease_id`` (0: the state machine picks an unused id). The state
+    machine only records it; the leader keeps the deadlines (``raftkv.lessor``) and ends an expired lease with a
+    ``LeaseRevoke`` carrying the grant's ``stamp``. Refused if ``lease_id`` is held already."""
+
+    request_id: int
+    client_id: int
+    seq: int
+    lease_id: int
+    ttl_s: int
+
+
+class LeaseRevoke(NamedTuple):
+    """End lease ``lease_id``: delete every key attached to it, all in one revision, and forget it. ``stamp`` 0:
+    whatever grant holds the id (a client's revoke); else only the grant with that stamp (the leader's expiry of a
+    lease it timed: a lease revoked and granted again under the same id meanwhile is not touched, and the answer
+    is ``lease-not-found``)."""
+
+    request_id: int
+    client_id: int
+    seq: int
+    lease_id: int
+    stamp: int = 0
+
+
+Command: TypeAlias = Put | SiblingPut | Delete | Incr | Txn | HashMark | Alarm | Compact | LeaseGrant | LeaseRevoke
 
 
 class InvalidCommand(NamedTuple):
@@ -260,6 +299,8 @@ class KeyValue(NamedTuple):
     version: int
     vclock: VectorClock
     siblings: tuple[Sibling, ...] = ()
+    lease: int = 0
+    """The lease the key is attached to (0: none): the key is deleted when it ends."""
 
 
 class PutResult(NamedTuple):
@@ -322,6 +363,24 @@ class CompactResult(NamedTuple):
     """The compacted revision afterwards: the one asked for, or the one already compacted if that was higher."""
 
 
+class LeaseGrantResult(NamedTuple):
+    """The answer to a ``LeaseGrant``."""
+
+    lease_id: int
+    ttl_s: int
+    stamp: int
+    """Names this grant (unique among the grants of the store, ever): what the leader's expiry must name."""
+
+
+class LeaseRevokeResult(NamedTuple):
+    """The answer to a ``LeaseRevoke`` that ended a lease."""
+
+    revision: int
+    """The revision of the deletes (one for all the lease's keys); the current one if it had no keys."""
+    deleted: tuple[bytes, ...]
+    """The keys deleted, in byte order."""
+
+
 class EventType(IntEnum):
     """What an ``Event`` did to its key."""
 
@@ -350,7 +409,7 @@ class DuplicateResult(NamedTuple):
 
 Result: TypeAlias = (
     PutResult | DeleteResult | IncrResult | TxnResult | ConditionFailedResult | ErrorResult | DuplicateResult
-    | NoteResult | CompactResult
+    | NoteResult | CompactResult | LeaseGrantResult | LeaseRevokeResult
 )
 
 
@@ -370,6 +429,8 @@ _TYPES = codec.KVTypes(
     hash_mark=HashMark,
     alarm=Alarm,
     compact=Compact,
+    lease_grant=LeaseGrant,
+    lease_revoke=LeaseRevoke,
     delete=Delete,
     incr=Incr,
     txn=Txn,
@@ -385,6 +446,8 @@ _TYPES = codec.KVTypes(
     condition_failed_result=ConditionFailedResult,
     error_result=ErrorResult,
     duplicate_result=DuplicateResult,
+    lease_grant_result=LeaseGrantResult,
+    lease_revoke_result=LeaseRevokeResult,
 )
 _OP_OF: dict[type, int] = {
     Put: codec.CMD_PUT,
@@ -392,6 +455,8 @@ _OP_OF: dict[type, int] = {
     HashMark: codec.CMD_HASH_MARK,
     Alarm: codec.CMD_ALARM,
     Compact: codec.CMD_COMPACT,
+    LeaseGrant: codec.CMD_LEASE_GRANT,
+    LeaseRevoke: codec.CMD_LEASE_REVOKE,
     Delete: codec.CMD_DELETE,
     Incr: codec.CMD_INCR,
     Txn: codec.CMD_TXN,
@@ -405,6 +470,8 @@ _TAG_OF: dict[type, int] = {
     ConditionFailedResult: codec.RES_CONDITION_FAILED,
     ErrorResult: codec.RES_ERROR,
     DuplicateResult: codec.RES_DUPLICATE,
+    LeaseGrantResult: codec.RES_LEASE_GRANT,
+    LeaseRevokeResult: codec.RES_LEASE_REVOKE,
 }
 
 
@@ -528,6 +595,12 @@ def _check_conditions(conditions: tuple[Condition, ...], limits: Limits, what: s
     return None
 
 
+def _check_lease(lease: int, what: str) -> str | None:
+    if lease > MAX_LEASE_ID:
+        return f"{what}: the lease id {lease} does not fit in a signed 64-bit integer"
+    return None
+
+
 def _check_txn_ops(ops: tuple[TxnOp, ...], limits: Limits) -> str | None:
     for o in ops:
         if o.op not in _TXN_OP_TYPES:
@@ -537,9 +610,11 @@ def _check_txn_ops(ops: tuple[TxnOp, ...], limits: Limits) -> str | None:
         if error:
             return error
         if o.op == TxnOpType.PUT:
-            error = _check_value(o.value, limits, "txn put")
+            error = _check_value(o.value, limits, "txn put") or _check_lease(o.lease, "txn put")
         elif o.value:
             error = f"txn {name}: only a put has a value"
+        elif o.lease:
+            error = f"txn {name}: only a put has a lease"
         if error:
             return error
         if o.op == TxnOpType.INCR:
@@ -559,12 +634,19 @@ def validate(cmd: Command, limits: Limits = DEFAULT_LIMITS) -> str | None:
     conditions (or txn compares + ops), and a txn op's unused fields keep their defaults."""
     if type(cmd) is Put:
         what = "put"
-        error = _check_key(cmd.key, limits, what) or _check_value(cmd.value, limits, what)
+        error = _check_key(cmd.key, limits, what) or _check_value(cmd.value, limits, what) or _check_lease(
+            cmd.lease, what)
         conditions = cmd.conditions
     elif type(cmd) is SiblingPut:
         return _check_key(cmd.key, limits, "put") or _check_value(cmd.value, limits, "put")
     elif type(cmd) is HashMark or type(cmd) is Alarm or type(cmd) is Compact:
         return None  # (a compact's revision is an index, as decoding checked; the state decides the rest)
+    elif type(cmd) is LeaseGrant:
+        if not 1 <= cmd.ttl_s <= MAX_LEASE_TTL_S:
+            return f"lease grant: the TTL is 1 to {MAX_LEASE_TTL_S} seconds, got {cmd.ttl_s}"
+        return _check_lease(cmd.lease_id, "lease grant")
+    elif type(cmd) is LeaseRevoke:
+        return _check_lease(cmd.lease_id, "lease revoke")
     elif type(cmd) is Delete:
         what = "delete"
         error = _check_key(cmd.key, limits, what)

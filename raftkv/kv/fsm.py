@@ -31,10 +31,13 @@ simulations)::
     members          member id (u64 BE) -> its addresses and role (raftkv.kv.membership)
     members_removed  member id (u64 BE) -> b"": removed and not added again (peers refuse its messages)
     alarms           member id (u64 BE) -> UTF-8 text: that member's corruption alarm (a failed hash check)
+    leases           lease id (u64 BE) -> ttl_s (u64 BE) + stamp (u64 BE): the leases granted and not ended
+    lease_keys       lease id (u64 BE) + storage_key(key) -> key: the keys attached to each lease
     fsm_meta         b"applied" -> u64 (8 bytes BE): the last entry index applied; entries at or below are skipped
                      b"now_ns"  -> u64: the logical clock, max of the batch timestamps seen (session expiry)
                      b"revision" -> u64: the revision of the last change (0: none yet)
                      b"compacted" -> u64: the compacted revision (0: none)
+                     b"lease_stamp" -> u64: the stamp of the last lease grant (every grant takes the next)
                      b"compact_next" -> 12 bytes: while a compaction's physical removal is under way, the position
                      of the next event to examine (absent otherwise)
 
@@ -75,6 +78,13 @@ Retry safety: ``LmdbLogStore.write(apply=...)`` may run ``apply`` more than once
 growing the map). ``apply`` therefore keeps nothing in memory between calls: everything it reads or changes,
 including the applied index, the logical clock and the revision, goes through the transaction it is given.
 
+Leases (``LeaseGrant``, ``LeaseRevoke``): the state machine records leases and the keys attached to them; it
+keeps no time. When a lease ends is decided by the leader (``raftkv.lessor``), which proposes a ``LeaseRevoke``
+naming the grant's stamp; a revoke deletes every attached key in one revision (one revision for all of them,
+with an event each) and forgets the lease. A put attaches its key to the put's lease (detaching it from the one
+it had; a put without a lease detaches it); an incr and a sibling put keep the key's lease; a delete detaches it.
+A write naming a lease that does not exist is refused (``lease-not-found``), a txn as a whole.
+
 Siblings (``SiblingPut``): a key may hold several concurrent values when writers that had not seen each other's
 writes ask to keep them. Each value is named by its dot ``(proposer, revision)``; the key's vector clock holds, per
 node, the revision of its last write, so it covers every dot. A sibling put with context ``c`` replaces the values
@@ -101,6 +111,7 @@ from raftkv.raft.types import ConfChangeType, ConfState, Entry, EntryType
 
 from .commands import (
     MAX_KEY_BYTES,
+    MAX_LEASE_ID,
     MAX_OPS,
     MAX_SIBLINGS,
     MAX_VALUE_BYTES,
@@ -121,6 +132,10 @@ from .commands import (
     IncrResult,
     InvalidCommand,
     KeyValue,
+    LeaseGrant,
+    LeaseGrantResult,
+    LeaseRevoke,
+    LeaseRevokeResult,
     Limits,
     NoteResult,
     Put,
@@ -165,7 +180,12 @@ DB_MEMBERS = b"members"
 DB_REMOVED = b"members_removed"
 DB_ALARMS = b"alarms"
 DB_HISTORY = b"history"
-DB_NAMES = (DB_META, DB_HISTORY, DB_KV, DB_SESSIONS, DB_SESSIONS_BY_AGE, DB_MEMBERS, DB_REMOVED, DB_ALARMS)
+DB_LEASES = b"leases"
+DB_LEASE_KEYS = b"lease_keys"
+DB_NAMES = (
+    DB_META, DB_HISTORY, DB_KV, DB_SESSIONS, DB_SESSIONS_BY_AGE, DB_MEMBERS, DB_REMOVED, DB_ALARMS, DB_LEASES,
+    DB_LEASE_KEYS,
+)
 """The state machine's tables, in the order of ``snapshot_items``. (Not the key index ``key_history``: it is
 derived from ``history``, rebuilt on restore, so snapshots do not carry it.)"""
 DB_KEY_HISTORY = b"key_history"
@@ -175,6 +195,10 @@ _M_NOW = b"now_ns"
 _M_REVISION = b"revision"
 _M_COMPACTED = b"compacted"
 _M_COMPACT_NEXT = b"compact_next"
+_M_LEASE_STAMP = b"lease_stamp"
+_LEASE = struct.Struct(">QQ")
+"""A lease record: its TTL in seconds, its grant's stamp."""
+_LEASE_NOT_FOUND = "lease-not-found"
 _U64 = struct.Struct(">Q")
 _POS = struct.Struct(">QI")
 """An event's position in the history: its revision (u64 BE), then its sub (u32 BE), 12 bytes."""
@@ -679,6 +703,8 @@ class _Tables(NamedTuple):
     members: KVBackend
     removed: KVBackend
     alarms: KVBackend
+    leases: KVBackend
+    lease_keys: KVBackend
     by_key: KeyIndex
 
 
@@ -767,11 +793,12 @@ class KVStateMachine:
             return self._dicts
         if txn is None:
             raise ValueError("this state machine keeps its state in LMDB: pass the write transaction")
-        meta, history, kv, sessions, by_age, members, removed, alarms = (
+        meta, history, kv, sessions, by_age, members, removed, alarms, leases, lease_keys = (
             LmdbBackend(txn, db, name) for db, name in zip(self._dbs, DB_NAMES, strict=True)
         )
         index = LmdbKeyIndex(txn, self._index_db)
-        return _Tables(meta, history, KeyMappingBackend(kv), sessions, by_age, members, removed, alarms, index)
+        return _Tables(meta, history, KeyMappingBackend(kv), sessions, by_age, members, removed, alarms, leases,
+                       lease_keys, index)
 
     @contextmanager
     def _reading(self, txn: lmdb.Transaction[Any] | None = None) -> Iterator[_Tables]:
@@ -1084,6 +1111,26 @@ class KVStateMachine:
             _check_replay(t.meta, start_rev)  # (again: this may be another transaction than the check's)
             yield from _replay(t, start_rev, prefix, prev_kv, live=self._store is None)
 
+    def leases(self, *, txn: lmdb.Transaction[Any] | None = None) -> list[tuple[int, int, int]]:
+        """Every lease granted and not ended: ``(lease id, ttl_s, stamp)``, by id."""
+        with self._reading(txn) as t:
+            return [(_U64.unpack(k)[0], *_LEASE.unpack(v)) for k, v in t.leases.iter_from(b"")]
+
+    def lease(
+        self, lease_id: int, *, keys: bool = True, txn: lmdb.Transaction[Any] | None = None
+    ) -> tuple[int, int, list[bytes]] | None:
+        """``(ttl_s, stamp, the keys attached in byte order)`` of a lease (keys: [] unless ``keys``); None if it
+        does not exist."""
+        if not 0 < lease_id <= MAX_LEASE_ID:
+            return None
+        with self._reading(txn) as t:
+            lk = _U64.pack(lease_id)
+            raw = t.leases.get(lk)
+            if raw is None:
+                return None
+            ttl, stamp = _LEASE.unpack(raw)
+            return ttl, stamp, sorted(v for _, v in _prefixed(t.lease_keys, lk)) if keys else []
+
     def count(self, *, txn: lmdb.Transaction[Any] | None = None) -> int:
         """Number of keys (O(1))."""
         with self._reading(txn) as t:
@@ -1144,6 +1191,8 @@ class KVStateMachine:
             DB_MEMBERS: lambda k, v: decode_member(_U64.unpack(k)[0], v),
             DB_META: lambda k, v: _POS.unpack(v) if k == _M_COMPACT_NEXT else _U64.unpack(v),
             DB_HISTORY: _decode_history_record,
+            DB_LEASES: lambda k, v: (_U64.unpack(k), _LEASE.unpack(v)),
+            DB_LEASE_KEYS: lambda k, v: _U64.unpack_from(k) if storage_key(v) == k[8:] else _bad_lease_row(),
         }
         t = self._tables(txn)
         for name, table in _named(t):
@@ -1203,6 +1252,10 @@ def _restore(t: _Tables, items: Iterable[tuple[bytes, bytes, bytes]]) -> None:
         target.put(key, value)
         if name == DB_HISTORY:
             index.add(storage_key(_event(key, value)[0]), key)
+
+
+def _bad_lease_row() -> object:
+    raise ValueError("the key does not match the row's name")
 
 
 def _decode_history_record(pos: bytes, raw: bytes) -> object:
@@ -1383,12 +1436,16 @@ class _Executor:
     write in the history. Built per ``apply`` call (it holds no state across calls); ``revision`` is the store's
     current revision, advanced by each command that changes the store."""
 
-    __slots__ = ("_sub", "_wrote", "history", "index", "kv", "limits", "proposer", "revision")
+    __slots__ = ("_sub", "_wrote", "history", "index", "kv", "lease_keys", "leases", "limits", "meta", "proposer",
+                 "revision")
 
     def __init__(self, tables: _Tables, limits: Limits, revision: int) -> None:
         self.kv = tables.kv
         self.history = tables.history
         self.index = tables.by_key
+        self.meta = tables.meta
+        self.leases = tables.leases
+        self.lease_keys = tables.lease_keys
         self.limits = limits
         self.revision = revision
         self.proposer = 0
@@ -1413,8 +1470,11 @@ class _Executor:
 
     def _run(self, cmd: Command) -> Result:
         if type(cmd) is Put:
+            lease = cmd.lease
+            if lease and self.leases.get(_U64.pack(lease)) is None:
+                return _no_lease(lease)
             failed = self._check(cmd.conditions) if cmd.conditions else None
-            return failed or PutResult(self._write(cmd.key, cmd.value, self._load(cmd.key)))
+            return failed or PutResult(self._write(cmd.key, cmd.value, self._load(cmd.key), lease))
         if type(cmd) is Delete:
             failed = self._check(cmd.conditions) if cmd.conditions else None
             return failed or self._delete(cmd.key)
@@ -1424,6 +1484,10 @@ class _Executor:
             return self._txn(cmd)
         if type(cmd) is SiblingPut:
             return self._sibling_put(cmd)
+        if type(cmd) is LeaseGrant:
+            return self._grant(cmd)
+        if type(cmd) is LeaseRevoke:
+            return self._revoke(cmd)
         raise TypeError(f"not a command: {cmd!r:.100}")
 
     def _load(self, key: bytes) -> KeyValue | None:
@@ -1438,20 +1502,59 @@ class _Executor:
         self.history.append(pos, encode_event(key, record))
         self.index.add(storage_key(key), pos)
 
-    def _write(self, key: bytes, value: bytes, old: KeyValue | None) -> KeyValue:
-        """Set ``key`` to ``value`` alone (siblings are replaced): mod_revision is the command's revision, version
-        + 1, the proposer's clock component advances to the revision."""
+    def _write(self, key: bytes, value: bytes, old: KeyValue | None, lease: int) -> KeyValue:
+        """Set ``key`` to ``value`` alone (siblings are replaced), attached to ``lease`` (0: none; it exists):
+        mod_revision is the command's revision, version + 1, the proposer's clock component advances to the
+        revision."""
         rev = self._rev()
         p = self.proposer
         if old is None:
-            kv = KeyValue(key, value, rev, rev, 1, EMPTY_CLOCK.advance(p, rev))
+            kv = KeyValue(key, value, rev, rev, 1, EMPTY_CLOCK.advance(p, rev), (), lease)
         else:
             clock = old.vclock if old.mod_revision == rev else old.vclock.advance(p, rev)  # (written earlier in a txn)
-            kv = KeyValue(key, value, old.create_revision, rev, old.version + 1, clock)
-        record = encode_value_record(value, kv.create_revision, rev, kv.version, kv.vclock)
+            kv = KeyValue(key, value, old.create_revision, rev, old.version + 1, clock, (), lease)
+        if (old.lease if old is not None else 0) != lease:
+            self._attach(key, old.lease if old is not None else 0, lease)
+        record = encode_value_record(value, kv.create_revision, rev, kv.version, kv.vclock, (), lease)
         self.kv.put(key, record)
         self._record(key, record)
         return kv
+
+    def _attach(self, key: bytes, old: int, new: int) -> None:
+        """Move ``key`` from lease ``old`` to lease ``new`` (either 0: none)."""
+        skey = storage_key(key)
+        if old:
+            self.lease_keys.delete(_U64.pack(old) + skey)
+        if new:
+            self.lease_keys.put(_U64.pack(new) + skey, key)
+
+    def _grant(self, cmd: LeaseGrant) -> LeaseGrantResult | ErrorResult:
+        leases = self.leases
+        lid = cmd.lease_id
+        if lid and leases.get(_U64.pack(lid)) is not None:
+            return ErrorResult(_INVALID, f"lease grant: lease {lid} exists already")
+        stamp = _get_u64(self.meta, _M_LEASE_STAMP) + 1
+        self.meta.put(_M_LEASE_STAMP, _U64.pack(stamp))
+        if not lid:  # the first unused id from the stamp on (ids a client chose may be taken)
+            lid = stamp
+            while leases.get(_U64.pack(lid)) is not None:
+                lid += 1
+            if lid > MAX_LEASE_ID:
+                return ErrorResult(_INVALID, "lease grant: no lease id is left to pick; name one")
+        leases.put(_U64.pack(lid), _LEASE.pack(cmd.ttl_s, stamp))
+        return LeaseGrantResult(lid, cmd.ttl_s, stamp)
+
+    def _revoke(self, cmd: LeaseRevoke) -> LeaseRevokeResult | ErrorResult:
+        """Delete every key of the lease, in one revision, and forget the lease."""
+        lk = _U64.pack(cmd.lease_id)
+        raw = self.leases.get(lk)
+        if raw is None or (cmd.stamp and _LEASE.unpack(raw)[1] != cmd.stamp):
+            return _no_lease(cmd.lease_id)
+        keys = sorted(v for k, v in _prefixed(self.lease_keys, lk))
+        for key in keys:
+            self._delete(key)  # (detaches it: the lease's rows go one by one)
+        self.leases.delete(lk)
+        return LeaseRevokeResult(self.revision + 1 if self._wrote else self.revision, tuple(keys))
 
     def _sibling_put(self, cmd: SiblingPut) -> PutResult | ErrorResult:
         """Replace the values whose dot the context covers, keep the others beside the new one (see the module
@@ -1459,7 +1562,7 @@ class _Executor:
         key = cmd.key
         old = self._load(key)
         if old is None:
-            return PutResult(self._write(key, cmd.value, None))
+            return PutResult(self._write(key, cmd.value, None, 0))
         ctx = cmd.context
         newest = next(n for n, c in old.vclock if c == old.mod_revision)  # the dot of old.value
         candidates = (Sibling(old.value, newest, old.mod_revision), *old.siblings)
@@ -1476,16 +1579,21 @@ class _Executor:
                                          "them first")
         rev = self._rev()
         kv = KeyValue(key, cmd.value, old.create_revision, rev, old.version + 1,
-                      old.vclock.advance(self.proposer, rev), keep)
-        record = encode_value_record(cmd.value, kv.create_revision, rev, kv.version, kv.vclock, keep)
+                      old.vclock.advance(self.proposer, rev), keep, old.lease)
+        record = encode_value_record(cmd.value, kv.create_revision, rev, kv.version, kv.vclock, keep, old.lease)
         self.kv.put(key, record)
         self._record(key, record)
         return PutResult(kv)
 
     def _delete(self, key: bytes) -> DeleteResult:
-        if self.kv.get(key) is None:
+        raw = self.kv.get(key)
+        if raw is None:
             return DeleteResult(False, self.revision + 1 if self._wrote else self.revision)
         rev = self._rev()
+        if self.leases.count():  # (no lease: no key is attached to one, and the record need not be decoded)
+            lease = decode_value(raw, key).lease
+            if lease:
+                self._attach(key, lease, 0)
         self.kv.delete(key)
         self._record(key, None)
         return DeleteResult(True, rev)
@@ -1504,12 +1612,16 @@ class _Executor:
         n = base + delta
         if not _I64_MIN <= n <= _I64_MAX:
             return ErrorResult(_INVALID, f"incr: {base} + {delta} overflows a signed 64-bit integer")
-        return IncrResult(n, self._write(key, b"%d" % n, old))
+        return IncrResult(n, self._write(key, b"%d" % n, old, old.lease if old is not None else 0))
 
-    def _txn(self, cmd: Txn) -> TxnResult:
+    def _txn(self, cmd: Txn) -> TxnResult | ErrorResult:
         load = self._load
         ok = all(_holds(c, load(c.key)) for c in cmd.compares)
-        results = tuple([self._txn_op(op) for op in (cmd.success if ok else cmd.failure)])
+        ops = cmd.success if ok else cmd.failure
+        for op in ops:
+            if op.lease and self.leases.get(_U64.pack(op.lease)) is None:
+                return _no_lease(op.lease)  # (the whole txn: nothing was written yet)
+        results = tuple([self._txn_op(op) for op in ops])
         return TxnResult(ok, results, self.revision + 1 if self._wrote else self.revision)
 
     def _txn_op(self, op: TxnOp) -> TxnOpResult:
@@ -1517,7 +1629,7 @@ class _Executor:
         if t == TxnOpType.GET:
             return self._load(op.key)
         if t == TxnOpType.PUT:
-            return PutResult(self._write(op.key, op.value, self._load(op.key)))
+            return PutResult(self._write(op.key, op.value, self._load(op.key), op.lease))
         if t == TxnOpType.DELETE:
             return self._delete(op.key)
         return self._incr(op.key, op.delta)
@@ -1529,6 +1641,20 @@ class _Executor:
             if not _holds(c, current):
                 return ConditionFailedResult(c, current)
         return None
+
+
+def _no_lease(lease: int) -> ErrorResult:
+    return ErrorResult(_LEASE_NOT_FOUND, f"lease {lease} not found: it expired or was revoked, or was never granted")
+
+
+def _prefixed(table: KVBackend, prefix: bytes) -> list[tuple[bytes, bytes]]:
+    """The rows of ``table`` whose key starts with ``prefix``, collected."""
+    out = []
+    for k, v in table.iter_from(prefix):
+        if not k.startswith(prefix):
+            break
+        out.append((k, v))
+    return out
 
 
 _SIBLING_BYTES_FACTOR = 4

@@ -17,6 +17,10 @@ from raftkv.kv import (
     Incr,
     IncrResult,
     KeyValue,
+    LeaseGrant,
+    LeaseGrantResult,
+    LeaseRevoke,
+    LeaseRevokeResult,
     Put,
     PutResult,
     Result,
@@ -36,10 +40,12 @@ EQ, NE, GT, LT = CmpOp.EQ, CmpOp.NE, CmpOp.GT, CmpOp.LT
 class Model:
     """A straightforward re-statement of the semantics: a dict of KeyValue, a revision counter bumped once per
     command that changed anything, the dot (proposer, revision) of each key's newest value kept on the side,
-    sessions without expiry."""
+    sessions without expiry, leases as a dict of (ttl, stamp) with each key's lease in its KeyValue."""
 
     def __init__(self) -> None:
         self.data: dict[bytes, KeyValue] = {}
+        self.leases: dict[int, tuple[int, int]] = {}
+        self.stamp = 0
         self.dots: dict[bytes, tuple[int, int]] = {}
         self.sessions: dict[int, tuple[int, Result]] = {}
         self.revision = 0
@@ -69,14 +75,19 @@ class Model:
         self.wrote = True
         return self.revision + 1
 
-    def write(self, key: bytes, value: bytes, proposer: int, siblings: tuple[Sibling, ...] = ()) -> KeyValue:
+    def write(
+        self, key: bytes, value: bytes, proposer: int, siblings: tuple[Sibling, ...] = (), lease: int | None = None
+    ) -> KeyValue:
+        """``lease`` None: the key keeps the lease it has."""
         old = self.data.get(key)
         rev = self.rev()
         clock = {} if old is None else dict(old.vclock.pairs())
         clock[proposer] = rev
+        if lease is None:
+            lease = 0 if old is None else old.lease
         kv = KeyValue(
             key, value, rev if old is None else old.create_revision, rev, 1 if old is None else old.version + 1,
-            VectorClock(clock), siblings,
+            VectorClock(clock), siblings, lease,
         )  # fmt: skip
         self.data[key] = kv
         self.dots[key] = (proposer, rev)
@@ -111,27 +122,56 @@ class Model:
         n = int(text) + delta
         return IncrResult(n, self.write(key, str(n).encode(), proposer))
 
+    def grant(self, cmd: LeaseGrant) -> Result:
+        if cmd.lease_id in self.leases:
+            return ErrorResult("invalid-argument", "")
+        self.stamp += 1
+        lid = cmd.lease_id or self.stamp
+        while lid in self.leases:
+            lid += 1
+        self.leases[lid] = (cmd.ttl_s, self.stamp)
+        return LeaseGrantResult(lid, cmd.ttl_s, self.stamp)
+
+    def revoke(self, cmd: LeaseRevoke) -> Result:
+        held = self.leases.get(cmd.lease_id)
+        if held is None or (cmd.stamp and held[1] != cmd.stamp):
+            return ErrorResult("lease-not-found", "")
+        del self.leases[cmd.lease_id]
+        keys = sorted(k for k, kv in self.data.items() if kv.lease == cmd.lease_id)
+        for k in keys:
+            self.delete(k)
+        return LeaseRevokeResult(self.current(), tuple(keys))
+
     def execute(self, cmd: Command, proposer: int) -> Result:
         if validate(cmd) is not None:
             return ErrorResult("invalid-argument", "")
+        if isinstance(cmd, LeaseGrant):
+            return self.grant(cmd)
+        if isinstance(cmd, LeaseRevoke):
+            return self.revoke(cmd)
         if isinstance(cmd, SiblingPut):
             return self.sibling_put(cmd, proposer)
         if isinstance(cmd, Put | Delete):
+            if isinstance(cmd, Put) and cmd.lease and cmd.lease not in self.leases:
+                return ErrorResult("lease-not-found", "")
             for c in cmd.conditions:
                 if not self.holds(c):
                     return ConditionFailedResult(c, self.data.get(c.key))
             if isinstance(cmd, Put):
-                return PutResult(self.write(cmd.key, cmd.value, proposer))
+                return PutResult(self.write(cmd.key, cmd.value, proposer, lease=cmd.lease))
             return self.delete(cmd.key)
         if isinstance(cmd, Incr):
             return self.incr(cmd.key, cmd.delta, proposer)
         ok = all(self.holds(c) for c in cmd.compares)
+        ops = cmd.success if ok else cmd.failure
+        if any(op.lease and op.lease not in self.leases for op in ops):
+            return ErrorResult("lease-not-found", "")
         out: list[Any] = []
-        for op in cmd.success if ok else cmd.failure:
+        for op in ops:
             if op.op == GET:
                 out.append(self.data.get(op.key))
             elif op.op == PUT:
-                out.append(PutResult(self.write(op.key, op.value, proposer)))
+                out.append(PutResult(self.write(op.key, op.value, proposer, lease=op.lease)))
             elif op.op == DEL:
                 out.append(self.delete(op.key))
             else:

@@ -29,6 +29,10 @@ from raftkv.kv import (
     IncrResult,
     InvalidCommand,
     KeyValue,
+    LeaseGrant,
+    LeaseGrantResult,
+    LeaseRevoke,
+    LeaseRevokeResult,
     Limits,
     Put,
     PutResult,
@@ -51,6 +55,7 @@ from raftkv.kv import (
 
 U64 = st.integers(0, 2**64 - 1)
 I64 = st.integers(-(2**63), 2**63 - 1)
+LEASES = st.just(0) | st.integers(1, 2**63 - 1)
 KEYS = st.binary(min_size=1, max_size=12)
 VALUES = st.binary(max_size=24)
 clocks = st.dictionaries(st.integers(1, 2**63), st.integers(1, 2**32), max_size=4).map(VectorClock)
@@ -68,24 +73,26 @@ conditions = st.one_of(
     st.builds(Condition, KEYS, st.just(Target.VCLOCK), st.sampled_from([CmpOp.EQ, CmpOp.NE]), clocks),
 )
 txn_ops = st.one_of(
-    st.builds(TxnOp, st.just(TxnOpType.GET), KEYS, st.just(b""), st.just(0)),
-    st.builds(TxnOp, st.just(TxnOpType.PUT), KEYS, VALUES, st.just(0)),
-    st.builds(TxnOp, st.just(TxnOpType.DELETE), KEYS, st.just(b""), st.just(0)),
-    st.builds(TxnOp, st.just(TxnOpType.INCR), KEYS, st.just(b""), I64),
+    st.builds(TxnOp, st.just(TxnOpType.GET), KEYS, st.just(b""), st.just(0), st.just(0)),
+    st.builds(TxnOp, st.just(TxnOpType.PUT), KEYS, VALUES, st.just(0), LEASES),
+    st.builds(TxnOp, st.just(TxnOpType.DELETE), KEYS, st.just(b""), st.just(0), st.just(0)),
+    st.builds(TxnOp, st.just(TxnOpType.INCR), KEYS, st.just(b""), I64, st.just(0)),
 )
 cond_tuples = st.lists(conditions, max_size=3).map(tuple)
 op_tuples = st.lists(txn_ops, max_size=3).map(tuple)
 commands: st.SearchStrategy[Command] = st.one_of(
-    st.builds(Put, U64, U64, U64, KEYS, VALUES, cond_tuples),
+    st.builds(Put, U64, U64, U64, KEYS, VALUES, cond_tuples, LEASES),
     st.builds(Delete, U64, U64, U64, KEYS, cond_tuples),
     st.builds(Incr, U64, U64, U64, KEYS, I64),
     st.builds(Txn, U64, U64, U64, cond_tuples, op_tuples, op_tuples),
     st.builds(SiblingPut, U64, U64, U64, KEYS, VALUES, clocks),
     st.builds(Compact, U64, U64, U64, U64),
+    st.builds(LeaseGrant, U64, U64, U64, LEASES, U64),
+    st.builds(LeaseRevoke, U64, U64, U64, LEASES, U64),
 )
 POS = st.integers(1, 2**63)
 siblings = st.lists(st.builds(Sibling, VALUES, POS, POS), max_size=3).map(tuple)
-key_values = st.builds(KeyValue, KEYS, VALUES, U64, U64, U64, clocks, siblings)
+key_values = st.builds(KeyValue, KEYS, VALUES, U64, U64, U64, clocks, siblings, LEASES)
 op_results = st.one_of(
     st.none(),
     key_values,
@@ -98,6 +105,8 @@ results: st.SearchStrategy[Result] = st.one_of(
     st.builds(PutResult, key_values),
     st.builds(DeleteResult, st.booleans(), U64),
     st.builds(IncrResult, I64, key_values),
+    st.builds(LeaseGrantResult, LEASES, U64, U64),
+    st.builds(LeaseRevokeResult, U64, st.lists(KEYS, max_size=3).map(tuple)),
     st.builds(TxnResult, st.booleans(), st.lists(op_results, max_size=4).map(tuple), U64),
     st.builds(ConditionFailedResult, conditions, st.none() | key_values),
     st.builds(ErrorResult, st.text(max_size=10), st.text(max_size=20)),
@@ -154,13 +163,13 @@ def test_wire_layout() -> None:
     txn = Txn(6, 0, 0, (), (TxnOp(TxnOpType.INCR, b"n", delta=-2),), ())
     assert msgpack.unpackb(encode_batch(2, 1000, [put, Delete(1, 0, 0, b"d"), Incr(2, 0, 0, b"n", 4), txn])) == [
         2, 2, 1000,
-        [[1, 5, 9, 3, b"k", b"v", [[b"k", 5, 0, [[2, 1]]]]], [2, 1, 0, 0, b"d", []], [3, 2, 0, 0, b"n", 4],
-         [4, 6, 0, 0, [], [[3, b"n", b"", -2]], []]],
+        [[1, 5, 9, 3, b"k", b"v", [[b"k", 5, 0, [[2, 1]]]], 0], [2, 1, 0, 0, b"d", []], [3, 2, 0, 0, b"n", 4],
+         [4, 6, 0, 0, [], [[3, b"n", b"", -2, 0]], []]],
     ]  # fmt: skip
     kv_ = KeyValue(b"k", b"v", 1, 2, 3, clock)
-    assert msgpack.unpackb(encode_result(PutResult(kv_))) == [2, [2, [b"k", b"v", 1, 2, 3, [[2, 1]], []]]]
+    assert msgpack.unpackb(encode_result(PutResult(kv_))) == [2, [2, [b"k", b"v", 1, 2, 3, [[2, 1]], [], 0]]]
     assert msgpack.unpackb(encode_result(TxnResult(True, (None, kv_), 7))) == [
-        2, [5, True, [None, [1, b"k", b"v", 1, 2, 3, [[2, 1]], []]], 7]
+        2, [5, True, [None, [1, b"k", b"v", 1, 2, 3, [[2, 1]], [], 0]], 7]
     ]  # fmt: skip
     assert msgpack.unpackb(encode_result(DuplicateResult())) == [2, [8]]
     sib = SiblingPut(8, 0, 0, b"k", b"w", clock)
@@ -190,7 +199,7 @@ V = 2  # the encoding version
         ([V, 1, -1, []], "malformed command batch"),
         ([V, 1, 0], "malformed command batch"),
         ([V, 1, 0, [GOOD_PUT], b"extra"], "malformed command batch"),
-        ([V, 1, 0, [[9, 5, 0, 0, b"k"]]], "unknown op 9"),
+        ([V, 1, 0, [[99, 5, 0, 0, b"k"]]], "unknown op 99"),
         ([V, 1, 0, [[True, 5, 9, 3, b"k", b"v", []]]], "unknown op True"),
         ([V, 1, 0, [[1, 5, 9, 3, b"k", b"v"]]], "malformed command"),
         ([V, 1, 0, [[1, 5, 9, 3, "k", b"v", []]]], "malformed put"),
@@ -209,7 +218,7 @@ V = 2  # the encoding version
         ([V, 1, 0, [[8, 5, 9, 3, True]]], "malformed compact"),
         ([V, 1, 0, [[8, 5, 9, 3]]], "malformed command"),
         ([V, 1, 0, [[4, 5, 9, 3, [], [[7, b"k", b"", 0]], []]]], "malformed txn op"),
-        ([V, 1, 0, [[4, 5, 9, 3, [], [[1, b"k", b"", 0, 0]], []]]], "malformed txn op"),
+        ([V, 1, 0, [[4, 5, 9, 3, [], [[1, b"k", b"", 0, 0, 0]], []]]], "malformed txn op"),
         ([V, 1, 0, [[4, 5, 9, 3, [], None, []]]], "malformed txn"),
         ([V, 1, 0, [GOOD_PUT, 7]], "malformed command"),
         ([V, 1, 0, [GOOD_PUT, []]], "malformed command"),
@@ -281,7 +290,8 @@ def test_corrupted_batches_raise_only_codec_error(cmds: list[Command], data: st.
         out = decode_batch_lenient(bytes(b))
     except CodecError:
         return
-    assert all(type(c) in (Put, SiblingPut, Delete, Incr, Txn, Compact, InvalidCommand) for c in out[2])
+    assert all(type(c) in (Put, SiblingPut, Delete, Incr, Txn, Compact, LeaseGrant, LeaseRevoke, InvalidCommand)
+               for c in out[2])
 
 
 # -- lenient decoding -------------------------------------------------------------------------------------------------
@@ -289,7 +299,7 @@ def test_corrupted_batches_raise_only_codec_error(cmds: list[Command], data: st.
 
 def test_lenient_decoding_replaces_only_the_bad_commands() -> None:
     bad_key = [1, 41, 0, 0, "str-key", b"v", []]
-    unknown_op = [9, 42, 0, 0]
+    unknown_op = [99, 42, 0, 0]
     unreadable = [1, "x"]
     batch = pack([V, 3, 77, [GOOD_PUT, bad_key, unknown_op, unreadable, [3, 6, 0, 0, b"n", 1]]])
     with pytest.raises(CodecError):
@@ -300,7 +310,7 @@ def test_lenient_decoding_replaces_only_the_bad_commands() -> None:
     assert cmds[4] == Incr(6, 0, 0, b"n", 1)
     assert [type(c) for c in cmds[1:4]] == [InvalidCommand] * 3
     assert [c.request_id for c in cmds[1:4]] == [41, 42, 0]
-    assert "unknown op 9" in cmds[2].message  # type: ignore[union-attr]
+    assert "unknown op 99" in cmds[2].message  # type: ignore[union-attr]
     with pytest.raises(CodecError):  # the envelope itself must be valid
         decode_batch_lenient(pack([V, 0, 77, [GOOD_PUT]]))
 

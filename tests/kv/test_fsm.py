@@ -31,6 +31,8 @@ from raftkv.kv import (
     IncrResult,
     KeyValue,
     KVStateMachine,
+    LeaseGrant,
+    LeaseRevoke,
     Ordering,
     Put,
     PutResult,
@@ -650,6 +652,8 @@ def test_dict_backend_iteration_survives_changes() -> None:
 M_KEYS = st.sampled_from([b"a"] * 4 + [b"b"] * 4 + [b"c"] * 3 + [b""])  # b"": invalid, now and then
 M_VALUES = st.sampled_from([b"", b"1", b"-5", b"x", b"9223372036854775807"])
 M_CLOCKS = st.dictionaries(st.integers(1, 3), st.integers(1, 3), max_size=2).map(VectorClock)
+M_LEASES = st.sampled_from([0, 0, 0, 1, 2, 3, 7])
+"""Lease ids: 0 (none), the first ones the state machine picks, one a client picks (7)."""
 M_CONTEXTS = st.dictionaries(st.integers(1, 3), st.integers(1, 40), max_size=3).map(VectorClock)
 m_conditions = st.one_of(
     st.builds(Condition, M_KEYS, st.just(Target.VALUE), st.sampled_from([EQ, NE] * 4 + [GT]), M_VALUES),
@@ -666,10 +670,10 @@ m_conditions = st.one_of(
 m_conds = st.lists(m_conditions, max_size=2).map(tuple)
 m_ops = st.lists(
     st.one_of(
-        st.builds(TxnOp, st.just(GET), M_KEYS, st.just(b""), st.just(0)),
-        st.builds(TxnOp, st.just(PUT), M_KEYS, M_VALUES, st.just(0)),
-        st.builds(TxnOp, st.just(DEL), M_KEYS, st.just(b""), st.just(0)),
-        st.builds(TxnOp, st.just(INCR), M_KEYS, st.just(b""), st.integers(-3, 3)),
+        st.builds(TxnOp, st.just(GET), M_KEYS, st.just(b""), st.just(0), st.just(0)),
+        st.builds(TxnOp, st.just(PUT), M_KEYS, M_VALUES, st.just(0), M_LEASES),
+        st.builds(TxnOp, st.just(DEL), M_KEYS, st.just(b""), st.just(0), st.just(0)),
+        st.builds(TxnOp, st.just(INCR), M_KEYS, st.just(b""), st.integers(-3, 3), st.just(0)),
     ),
     max_size=3,
 ).map(tuple)
@@ -679,9 +683,13 @@ SESSION = st.tuples(st.sampled_from([0, 0, 0, 1, 2]), st.integers(0, 3))
 @st.composite
 def m_commands(draw: st.DrawFn, request_id: int) -> Command:
     client_id, seq = draw(SESSION)
-    kind = draw(st.sampled_from(["put", "put", "delete", "incr", "txn", "sibling"]))
+    kind = draw(st.sampled_from(["put", "put", "delete", "incr", "txn", "sibling", "grant", "revoke"]))
     if kind == "put":
-        return Put(request_id, client_id, seq, draw(M_KEYS), draw(M_VALUES), draw(m_conds))
+        return Put(request_id, client_id, seq, draw(M_KEYS), draw(M_VALUES), draw(m_conds), draw(M_LEASES))
+    if kind == "grant":
+        return LeaseGrant(request_id, client_id, seq, draw(M_LEASES), draw(st.sampled_from([0, 1, 60])))
+    if kind == "revoke":
+        return LeaseRevoke(request_id, client_id, seq, draw(M_LEASES), draw(st.sampled_from([0, 0, 1, 2, 3])))
     if kind == "sibling":
         return SiblingPut(request_id, client_id, seq, draw(M_KEYS), draw(M_VALUES), draw(M_CONTEXTS))
     if kind == "delete":
@@ -746,6 +754,10 @@ def test_model_dict_and_lmdb_agree(entries: list[Entry], writes: int) -> None:
     ]
     assert normalized == expected
     assert mem.fsm.range()[0] == [model.data[k] for k in sorted(model.data)]
+    assert mem.fsm.leases() == [(lid, *model.leases[lid]) for lid in sorted(model.leases)]
+    for lid in model.leases:
+        held = mem.fsm.lease(lid)
+        assert held is not None and held[2] == sorted(k for k, kv in model.data.items() if kv.lease == lid)
 
 
 def test_long_keys_up_to_4_kib_round_trip_and_list_in_order(tmp_path: Path) -> None:

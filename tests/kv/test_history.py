@@ -43,6 +43,8 @@ from raftkv.kv import (
     EventType,
     Incr,
     KeyValue,
+    LeaseGrant,
+    LeaseRevoke,
     Put,
     PutResult,
     SiblingPut,
@@ -63,20 +65,23 @@ KEY_LIST = [b"a", b"ab", b"b", b"p" * 447 + b"x", LONG + b"a", LONG + b"b"]  # s
 KEYS = st.sampled_from(KEY_LIST)
 PREFIXES = st.sampled_from([b"", b"a", b"p", b"p" * 447, b"p" * 500, b"z"])
 VALUES = st.sampled_from([b"1", b"-5", b"x", b""])
+LEASES = st.sampled_from([0, 0, 1, 2])
 CONTEXTS = st.dictionaries(st.integers(1, 3), st.integers(1, 40), max_size=3).map(VectorClock)
 TXN_OPS = st.lists(
     st.one_of(
-        st.builds(TxnOp, st.just(PUT), KEYS, VALUES, st.just(0)),
-        st.builds(TxnOp, st.just(DEL), KEYS, st.just(b""), st.just(0)),
-        st.builds(TxnOp, st.just(INCR), KEYS, st.just(b""), st.integers(-2, 2)),
-        st.builds(TxnOp, st.just(GET), KEYS, st.just(b""), st.just(0)),
+        st.builds(TxnOp, st.just(PUT), KEYS, VALUES, st.just(0), LEASES),
+        st.builds(TxnOp, st.just(DEL), KEYS, st.just(b""), st.just(0), st.just(0)),
+        st.builds(TxnOp, st.just(INCR), KEYS, st.just(b""), st.integers(-2, 2), st.just(0)),
+        st.builds(TxnOp, st.just(GET), KEYS, st.just(b""), st.just(0), st.just(0)),
     ),
     max_size=4,
 ).map(tuple)
 COMPARES = st.lists(st.builds(Condition, KEYS, st.just(Target.EXISTS), st.just(CmpOp.EQ), st.booleans()),
                     max_size=1).map(tuple)  # fmt: skip
 COMMANDS = st.one_of(
-    st.builds(Put, st.just(0), st.just(0), st.just(0), KEYS, VALUES, st.just(())),
+    st.builds(Put, st.just(0), st.just(0), st.just(0), KEYS, VALUES, st.just(()), LEASES),
+    st.builds(LeaseGrant, st.just(0), st.just(0), st.just(0), st.just(0), st.just(60)),
+    st.builds(LeaseRevoke, st.just(0), st.just(0), st.just(0), LEASES, st.just(0)),  # (its keys: one revision)
     st.builds(Delete, st.just(0), st.just(0), st.just(0), KEYS, st.just(())),
     st.builds(Incr, st.just(0), st.just(0), st.just(0), KEYS, st.integers(-2, 2)),
     st.builds(Txn, st.just(0), st.just(0), st.just(0), COMPARES, TXN_OPS, TXN_OPS),
@@ -94,8 +99,10 @@ class HistoryModel(Model):
         self.log: list[tuple[int, bytes, KeyValue | None]] = []
         self.compacted = 0
 
-    def write(self, key: bytes, value: bytes, proposer: int, siblings: Any = ()) -> KeyValue:
-        kv = super().write(key, value, proposer, siblings)
+    def write(
+        self, key: bytes, value: bytes, proposer: int, siblings: Any = (), lease: int | None = None
+    ) -> KeyValue:
+        kv = super().write(key, value, proposer, siblings, lease)
         self.log.append((kv.mod_revision, key, kv))
         return kv
 
