@@ -37,6 +37,7 @@ from .errors import (
     ConditionFailed,
     ExitCode,
     InvalidArgument,
+    LeaseNotFound,
     RaftKVError,
     Removed,
     Timeout,
@@ -68,7 +69,7 @@ Exit codes:
   {ExitCode.OK}  success
   {ExitCode.ERROR}  unexpected failure
   {ExitCode.USAGE}  bad command line
-  {ExitCode.NOT_FOUND}  get: the key does not exist
+  {ExitCode.NOT_FOUND}  get: the key does not exist; lease: the lease does not exist
   {ExitCode.UNAVAILABLE}  no leader, unreachable, or timed out (a write's outcome may then be unknown);
      status: no leader is known, or fewer than a quorum of the voters answer
   {ExitCode.INVALID}  the request was rejected as invalid (e.g. an empty or oversized key)
@@ -565,6 +566,9 @@ Examples:
     help="With --context, when the key was written since: reject (exit 6), or keep this value beside the ones "
     "you had not seen, as siblings (get shows them all; a put with the clock get then prints resolves them).",
 )
+@click.option("--lease", "lease_id", type=click.IntRange(min=0, max=(1 << 63) - 1), default=0,
+              help="Attach the key to lease ID (`lease grant`): it is deleted when the lease ends. Exits 3 if the "
+              "lease does not exist.")
 @output_option
 @click.pass_context
 def put(
@@ -577,6 +581,7 @@ def put(
     if_absent: bool,
     context: str | None,
     on_conflict: str,
+    lease_id: int,
     output: str | None,
 ) -> None:
     """Set KEY to VALUE ("-" reads the value from stdin). Prints "OK revision=<revision> version=<version>".
@@ -603,6 +608,10 @@ def put(
         if len(conds) > 1:
             raise click.UsageError("--on-conflict siblings takes no --if-* condition besides --context")
         conds["on_conflict"] = "siblings"
+    if lease_id:
+        if on_conflict == "siblings":
+            raise click.UsageError("a put that keeps siblings keeps the key's lease: it takes no --lease")
+        conds["lease"] = lease_id
     res = _conditional(ctx, lambda c: c.put(k, data, **conds))
     if _output(ctx, output) == "json":
         out = _bytes_json("key", res.key)
@@ -797,6 +806,242 @@ def compact(ctx: click.Context, revision: int, output: str | None) -> None:
         _print_json({"compacted": done})
     else:
         click.echo(f"compacted at revision {done}")
+
+
+# -- leases, locks and elections ---------------------------------------------------------------------------------
+@main.group(epilog="""\b
+Examples:
+  raftkv lease grant 30                      # prints the lease id
+  raftkv put session/42 alive --lease ID     # deleted when the lease ends
+  raftkv lease keep-alive ID                 # renew it until Ctrl-C
+  raftkv lease ttl ID --keys
+  raftkv lease revoke ID                     # ends it now: its keys are deleted""")
+def lease() -> None:
+    """Leases: a key put with a lease is deleted when the lease is revoked or expires (all its keys in one
+    revision). The leader times them; a new leader gives every lease a full TTL before it expires any."""
+
+
+@lease.command("grant", epilog="""\b
+Example:
+  raftkv lease grant 30 --output json    # {"id": ..., "ttl": 30}""")
+@click.argument("ttl", type=click.IntRange(min=1, max=9_000_000_000))
+@click.option("--id", "lease_id", type=click.IntRange(min=0, max=(1 << 63) - 1), default=0,
+              help="Grant under this id (0: the cluster picks one).")
+@output_option
+@click.pass_context
+def lease_grant(ctx: click.Context, ttl: int, lease_id: int, output: str | None) -> None:
+    """Grant a lease of TTL seconds (raised to the cluster's minimum, 1.5 election timeouts). Nothing renews it:
+    it expires after TTL seconds unless kept alive (`lease keep-alive`). Prints its id."""
+    got = _with_client(ctx, lambda c: c.grant(ttl, lease_id=lease_id, keep_alive=False))
+    if _output(ctx, output) == "json":
+        _print_json({"id": got.id, "ttl": got.ttl})
+    else:
+        click.echo(f"lease {got.id} granted with ttl {got.ttl}s")
+
+
+@lease.command("revoke")
+@click.argument("lease_id", metavar="ID", type=click.IntRange(min=1, max=(1 << 63) - 1))
+@output_option
+@click.pass_context
+def lease_revoke(ctx: click.Context, lease_id: int, output: str | None) -> None:
+    """End lease ID now: every key attached to it is deleted, in one revision. Exits 3 if it does not exist."""
+
+    async def go(c: Client) -> tuple[int, int]:
+        info = await c.time_to_live(lease_id, keys=True)
+        return await c.revoke(lease_id), len(info.keys)
+
+    rev, n = _with_client(ctx, go)
+    if _output(ctx, output) == "json":
+        _print_json({"id": lease_id, "revision": rev, "deleted": n})
+    else:
+        click.echo(f"lease {lease_id} revoked: {n} key{'' if n == 1 else 's'} deleted (revision {rev})")
+
+
+@lease.command("keep-alive")
+@click.argument("lease_id", metavar="ID", type=click.IntRange(min=1, max=(1 << 63) - 1))
+@click.option("--once", is_flag=True, help="Renew it once and exit.")
+@output_option
+@click.pass_context
+def lease_keep_alive(ctx: click.Context, lease_id: int, once: bool, output: str | None) -> None:
+    """Renew lease ID (a third of its TTL after each renewal) until interrupted, printing each renewal. Exits 3
+    when the lease is gone (it expired or was revoked), 4 when it could not be renewed before its deadline."""
+    fmt = _output(ctx, output)
+
+    async def go(c: Client) -> None:
+        held = await c.keep_alive(lease_id)
+        seen = 0
+        while True:
+            wait = asyncio.ensure_future(held.lost.wait())
+            try:
+                async with asyncio.timeout(0.05):
+                    await asyncio.shield(wait)
+            except TimeoutError:
+                pass
+            finally:
+                wait.cancel()
+            if held.lost.is_set():
+                if "no longer exists" in held.lost_reason:
+                    raise LeaseNotFound(f"lease {lease_id} is gone: {held.lost_reason}")
+                raise Unavailable(f"lease {lease_id} was lost: {held.lost_reason}")
+            if held.renewals > seen:
+                seen = held.renewals
+                if fmt == "json":
+                    click.echo(json.dumps({"id": lease_id, "ttl": held.ttl}))
+                else:
+                    click.echo(f"lease {lease_id} kept alive, ttl {held.ttl}s")
+                sys.stdout.flush()
+                if once:
+                    return
+
+    try:
+        _with_client(ctx, go)
+    except KeyboardInterrupt:
+        pass
+
+
+@lease.command("ttl")
+@click.argument("lease_id", metavar="ID", type=click.IntRange(min=1, max=(1 << 63) - 1))
+@click.option("--keys", is_flag=True, help="List the keys attached to it.")
+@output_option
+@click.pass_context
+def lease_ttl(ctx: click.Context, lease_id: int, keys: bool, output: str | None) -> None:
+    """Show the seconds lease ID has left (as the leader times it), its granted TTL and (--keys) its keys. Exits 3
+    if it does not exist."""
+    info = _with_client(ctx, lambda c: c.time_to_live(lease_id, keys=keys))
+    if not info.exists:
+        raise LeaseNotFound(f"lease {lease_id} not found: it expired or was revoked, or was never granted")
+    if _output(ctx, output) == "json":
+        doc: dict[str, Any] = {"id": info.id, "ttl": info.ttl, "granted_ttl": info.granted_ttl}
+        if keys:
+            doc["keys"] = [_escaped(k) for k in info.keys]
+        _print_json(doc)
+        return
+    click.echo(f"lease {info.id}: {info.ttl}s left of {info.granted_ttl}s")
+    for k in info.keys:
+        click.echo(f"  {_escaped(k)}")
+
+
+@lease.command("list")
+@output_option
+@click.pass_context
+def lease_list(ctx: click.Context, output: str | None) -> None:
+    """List the ids of every lease."""
+    ids = _with_client(ctx, lambda c: c.leases())
+    if _output(ctx, output) == "json":
+        _print_json({"leases": ids})
+    else:
+        for i in ids:
+            click.echo(str(i))
+
+
+@main.command(epilog="""\b
+Examples:
+  raftkv lock deploy -- ./deploy.sh        # runs it holding the lock "deploy"
+  raftkv lock deploy                       # holds it until Ctrl-C
+
+\b
+The command gets the lock's fencing revision in RAFTKV_LOCK_REVISION (higher for every later holder: pass it to
+what the command changes, so a resource can refuse a holder that lost the lock) and its key in RAFTKV_LOCK_KEY.""",
+              context_settings={"ignore_unknown_options": True})
+@click.argument("name")
+@click.argument("command", nargs=-1, type=click.UNPROCESSED)
+@click.option("--ttl", type=click.IntRange(min=1), default=10, show_default=True,
+              help="The TTL of the lock's lease: how long after this process dies the lock is released.")
+@click.pass_context
+def lock(ctx: click.Context, name: str, command: tuple[str, ...], ttl: int) -> None:
+    """Take the distributed lock NAME (waiting for it), then run COMMAND holding it and exit with its exit code;
+    without COMMAND, hold it until interrupted. If the lock is lost while the command runs (its lease could not be
+    renewed), the command is terminated and this exits 4."""
+    if "/" in name or not name:
+        raise click.UsageError("a lock name is non-empty and has no '/'")
+
+    async def go(c: Client) -> int:
+        held = c.lock(name, ttl_s=ttl)
+        rev = await held.acquire()
+        try:
+            if not command:
+                click.echo(f"holding lock {name} (fencing revision {rev}); Ctrl-C releases it")
+                await held.lost.wait()
+                raise Unavailable(f"lost the lock {name}: {held.lease.lost_reason if held.lease else ''}")
+            env = {**os.environ, "RAFTKV_LOCK_REVISION": str(rev), "RAFTKV_LOCK_KEY": held.key.decode()}
+            try:
+                proc = await asyncio.create_subprocess_exec(*command, env=env)
+            except OSError as e:
+                raise InvalidArgument(f"cannot run {command[0]!r}: {e.strerror or e}") from None
+            done = asyncio.ensure_future(proc.wait())
+            lost = asyncio.ensure_future(held.lost.wait())
+            await asyncio.wait({done, lost}, return_when=asyncio.FIRST_COMPLETED)
+            if not done.done():
+                proc.terminate()
+                await done
+                raise Unavailable(f"lost the lock {name} while the command ran (it was terminated): "
+                                  f"{held.lease.lost_reason if held.lease else ''}")
+            lost.cancel()
+            return done.result()
+        finally:
+            await held.release()
+
+    try:
+        code = _with_client(ctx, go)
+    except KeyboardInterrupt:
+        code = 130 if command else 0
+    _end_process(code)
+    sys.exit(code)
+
+
+@main.command(epilog="""\b
+Examples:
+  raftkv elect web node-1     # campaign: prints "leading web as node-1" once elected, leads until Ctrl-C
+  raftkv elect web            # print the leader's proposal now and each time it changes
+  raftkv elect web --once     # print the leader's proposal and exit (exit 3: nobody leads)""")
+@click.argument("name")
+@click.argument("proposal", required=False)
+@click.option("--ttl", type=click.IntRange(min=1), default=10, show_default=True,
+              help="The TTL of the campaign's lease: how long after this process dies leadership passes on.")
+@click.option("--once", is_flag=True, help="Without PROPOSAL: print the current leader and exit.")
+@output_option
+@click.pass_context
+def elect(ctx: click.Context, name: str, proposal: str | None, ttl: int, once: bool, output: str | None) -> None:
+    """Leader election NAME. With PROPOSAL: campaign with it, and once elected lead until interrupted (then
+    resign). Without: observe, printing the leader's proposal each time leadership changes."""
+    if "/" in name or not name:
+        raise click.UsageError("an election name is non-empty and has no '/'")
+    fmt = _output(ctx, output)
+
+    def show(kv: KeyValue | None) -> None:
+        if fmt == "json":
+            click.echo(json.dumps({"leader": None if kv is None else _escaped(kv.value),
+                                   "revision": 0 if kv is None else kv.create_revision}))
+        else:
+            click.echo("(no leader)" if kv is None else _escaped(kv.value))
+        sys.stdout.flush()
+
+    async def go(c: Client) -> bool:
+        e = c.election(name, ttl_s=ttl)
+        if proposal is not None:
+            rev = await e.campaign(proposal)
+            click.echo(f"leading {name} as {proposal} (revision {rev}); Ctrl-C resigns")
+            sys.stdout.flush()
+            try:
+                await e.lost.wait()
+                raise Unavailable(f"lost the leadership of {name}: its lease ended")
+            finally:
+                await e.resign()
+        if once:
+            kv = await e.leader()
+            if kv is None:
+                return False
+            show(kv)
+            return True
+        async for kv in e.observe():
+            show(kv)
+        return True
+
+    try:
+        if not _with_client(ctx, go):
+            _die(f"nobody leads {name}", ExitCode.NOT_FOUND)
+    except KeyboardInterrupt:
+        pass
 
 
 @main.command(epilog="""\b

@@ -55,7 +55,7 @@ module imports nothing above ``raft``)::
       error          [7, kind, message]
       duplicate      [8]
       lease grant    [9, lease_id, ttl_s, stamp]
-      lease revoke   [10, revision, [key...]]                         the keys it deleted
+      lease revoke   [10, lease_id, revision, [key...]]               the keys it deleted
     value record     [2, value, create_revision, mod_revision, version, vector clock, [sibling...], lease]  one
                                                                       stored key (lease left out when 0)
     session record   [2, last_seq, last_active_ns, encoded result]                                   one session
@@ -903,8 +903,8 @@ def _result(r: object, types: KVTypes, nested: bool) -> Any:
         return _new(types.duplicate_result, ())
     elif tag == RES_LEASE_GRANT and n == 4 and _is_index(r[1]) and _is_index(r[2]) and _is_index(r[3]):
         return _new(types.lease_grant_result, r[1:])
-    elif (tag == RES_LEASE_REVOKE and n == 3 and _is_index(r[1]) and type(r[2]) is tuple
-          and set(map(type, r[2])) <= _BYTES):
+    elif (tag == RES_LEASE_REVOKE and n == 4 and _is_index(r[1]) and _is_index(r[2]) and type(r[3]) is tuple
+          and set(map(type, r[3])) <= _BYTES):
         return _new(types.lease_revoke_result, r[1:])
     _fail("txn result item" if nested else "result", "one of the result layouts", r)
 

@@ -10,6 +10,7 @@ with the fields needed to act on it::
      ├── ConditionFailed         a conditional write's condition did not hold; .current is the key's current state
      ├── Compacted               a read at (or a watch from) a revision whose history was compacted away;
      │                           .compacted_revision is the oldest revision still readable
+     ├── LeaseNotFound           the lease named does not exist (it expired, was revoked, or was never granted)
      ├── ReadOnly                the node refuses writes (e.g. its disk is full); .reason
      ├── StorageError            the node's data directory is damaged or unusable (at start-up); .path
      ├── DataCorruption          a record read back does not match its checksum: this node serves nothing more
@@ -201,6 +202,12 @@ class Compacted(RaftKVError):
         return [*super().metadata(), (META_COMPACTED_REVISION, str(self.compacted_revision))]
 
 
+class LeaseNotFound(RaftKVError):
+    kind = "lease-not-found"
+    grpc_code = "NOT_FOUND"
+    exit_code = ExitCode.NOT_FOUND
+
+
 class ReadOnly(RaftKVError):
     kind = "read-only"
     grpc_code = "RESOURCE_EXHAUSTED"
@@ -245,7 +252,7 @@ class ClusterError(RaftKVError):
 _BY_KIND: dict[str, type[RaftKVError]] = {
     c.kind: c
     for c in (
-        InvalidArgument, NotLeader, Unavailable, Removed, Timeout, ConditionFailed, Compacted, ReadOnly,
+        InvalidArgument, NotLeader, Unavailable, Removed, Timeout, ConditionFailed, Compacted, LeaseNotFound, ReadOnly,
         StorageError, DataCorruption, ConfigError, ClusterError,
     )
 }
@@ -308,6 +315,7 @@ __all__ = [
     "DataCorruption",
     "ExitCode",
     "InvalidArgument",
+    "LeaseNotFound",
     "NotLeader",
     "RaftKVError",
     "ReadOnly",

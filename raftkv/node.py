@@ -108,6 +108,8 @@ class NodeStats:
     """Ticks the event loop ran more than 50 ms late (a loop busy that long, or the process not scheduled)."""
     loop_lag_max_us: int = 0
     """The worst lateness of a tick since start, in µs (counted only above 50 ms)."""
+    keep_alive_rounds: int = 0
+    """Keep-alives answered after a read-index round (the leader lease did not hold)."""
 
 
 class Node:
@@ -430,6 +432,25 @@ class Node:
 
     def lease_read_index(self) -> int | None:
         return self.replica.lease_read_index()
+
+    async def keep_alive(self, lease_ids: Sequence[int], min_index: int = 0) -> list[int]:
+        """Renew leases on the leader, once it applied ``min_index`` (a grant's index: then it times the lease):
+        per lease its TTL, 0 if it does not exist or ran out (``Replica.keep_alive``)."""
+        self._check_intact()
+        if min_index > self.applied:
+            await self.wait_applied(min_index)
+        now = self.clock.monotonic()
+        ttls = self.replica.keep_alive(now, lease_ids)
+        if ttls is None:  # the leader lease does not hold: confirm the leadership after ``now`` first
+            self.stats.keep_alive_rounds += 1
+            await self.read_index()
+            ttls = self.replica.keep_alive(now, lease_ids, confirmed=True)
+            assert ttls is not None
+        return ttls
+
+    def lease_remaining(self, lease_id: int) -> float | None:
+        """Seconds until a lease ends, on the leader (None: no such lease)."""
+        return self.replica.lease_remaining(self.clock.monotonic(), lease_id)
 
     async def wait_applied(self, index: int) -> None:
         if self.applied >= index:

@@ -58,6 +58,7 @@ def kv_to_pb(kv: KeyValue, keys_only: bool = False) -> kv_pb2.KeyValue:
         mod_revision=kv.mod_revision,
         version=kv.version,
         vclock=_vclock_pb(kv),
+        lease=kv.lease,
     )
     if kv.siblings:
         pb.siblings.extend(

@@ -38,12 +38,16 @@ from .kv import (
     Applied,
     Command,
     HashMark,
+    LeaseGrantResult,
+    LeaseRevoke,
+    LeaseRevokeResult,
     MemberChange,
     MemberInfo,
     decode_conf_change,
     encode_batch,
     encode_change,
 )
+from .lessor import Lessor
 from .raft import (
     ConfChangeType,
     Config,
@@ -130,11 +134,16 @@ class ReplicaIO(Protocol):
 
 
 class MemberTable(Protocol):
-    """The replicated member table, as the state machine has applied it (``KVStateMachine`` is one)."""
+    """The replicated member table and lease table, as the state machine has applied them (``KVStateMachine`` is
+    one)."""
 
     def members(self) -> list[MemberInfo]: ...
 
     def removed_members(self) -> Collection[int]: ...
+
+    def leases(self) -> list[tuple[int, int, int]]:
+        """Every lease: ``(id, ttl_s, stamp)``."""
+        ...
 
 
 @dataclass
@@ -149,6 +158,9 @@ class ReplicaStats:
     reads_served: int = 0
     entries_applied: int = 0
     snapshots_installed: int = 0
+    lease_renewals: int = 0
+    leases_expired: int = 0
+    """Revokes this node proposed as the leader for leases whose deadline passed."""
 
 
 class _ReadyIO:
@@ -211,6 +223,10 @@ class Replica:
         self._read_rounds: dict[bytes, tuple[float, list[int]]] = {}
         self._read_point: tuple[float, int] | None = None  # (when asked, index) of the newest answered request
         self._refresh = False  # ask for a read index at the next step even with no read waiting
+        self._now = 0.0  # the monotonic time of the last step
+        self.lessor = Lessor(retry_s=max(1.0, 4 * settings.election_ticks * self._tick_s))
+        """The leases' deadlines, on the leader once it applied an entry of its term (``raftkv.lessor``)."""
+        self._lessor_term = 0  # the term the lessor was primed in (a leader of a later term starts again)
         # The member table as applied before a restart, if any (members added at run time are in no configuration
         # file); else the configuration's members. Removed nodes are refused from the start, and a node that applied
         # its own removal before it last stopped stays removed.
@@ -312,10 +328,49 @@ class Replica:
                 best, best_match = v, pr.match
         return best
 
+    def _may_time_leases(self) -> None:
+        """Raise unless this node times the leases (see ``raftkv.lessor``)."""
+        if self.removed:
+            raise self.removed_error()
+        if self.raw.role != StateRole.LEADER:
+            raise self.not_leader()
+        self._check_lessor_term()
+        if not self.lessor.primed:
+            raise Unavailable("the new leader does not time the leases yet (it has not applied an entry of its term); "
+                              "retry shortly")
+
+    def _check_lessor_term(self) -> None:
+        """Deadlines set in an earlier term mean nothing now (another leader may have answered keep-alives since),
+        even if no Ready showed this node stepping down in between."""
+        if self.lessor.primed and self.raw.term != self._lessor_term:
+            self.lessor.demote()
+
+    def keep_alive(self, now: float, lease_ids: Sequence[int], *, confirmed: bool = False) -> list[int] | None:
+        """Keep-alives of ``lease_ids`` that arrived at ``now``, on the leader: per lease its TTL (its deadline moved
+        to ``now + ttl``), 0 if it does not exist or has run out. NotLeader on a follower; Unavailable while a new
+        leader does not time the leases yet.
+
+        The answer is only given while no other leader can have been elected since ``now`` (``raftkv.lessor``):
+        while this leader's lease holds, at once; otherwise this returns None, and the caller confirms the
+        leadership with a read-index round asked for after ``now`` (a majority acknowledged this leader after it, so
+        any later leader was elected after it), then calls again with ``confirmed`` and the same ``now``."""
+        self._may_time_leases()
+        if not confirmed and self.lease_read_index() is None:
+            return None
+        renew = self.lessor.renew
+        self.stats.lease_renewals += len(lease_ids)
+        return [renew(now, lid) for lid in lease_ids]
+
+    def lease_remaining(self, now: float, lease_id: int) -> float | None:
+        """Seconds until a lease ends, on the leader (None: it times no such lease); raises as ``keep_alive``."""
+        self._may_time_leases()
+        return self.lessor.remaining(now, lease_id)
+
     # -- events: requests -----------------------------------------------------------------------------------
     def start(self, now: float) -> None:
         """The driver starts: ticks are counted from ``now``."""
         self._t0 = now
+        self._now = now
 
     def propose(self, make: Callable[[int], Command]) -> int:
         """Queue the command ``make(request_id)`` for the next batch; returns its request id. Its answer comes as
@@ -387,7 +442,13 @@ class Replica:
         me = self.id
         waiting = self._waiting
         respond = self._io.respond
+        lessor = self.lessor
         for a in results:
+            r = a.result
+            if type(r) is LeaseGrantResult:
+                lessor.granted(self._now, r.lease_id, r.ttl_s, r.stamp)
+            elif type(r) is LeaseRevokeResult:
+                lessor.revoked(r.lease_id)
             if a.proposer == me:
                 rid = a.request_id
                 if rid in waiting:
@@ -443,6 +504,7 @@ class Replica:
         """Take in everything that arrived, at monotonic time ``now`` (seconds) and wall-clock time ``wall_ns``
         (the timestamp of the entries proposed now: the state machine's only notion of time)."""
         raw = self.raw
+        self._now = now
         # 1. Ticks due by the monotonic clock (none once removed: a removed node must not campaign).
         due = int((now - self._t0) / self._tick_s) - self._ticks_done
         if due > 0 and not self.removed:
@@ -465,6 +527,16 @@ class Replica:
             for peer, ok in self._snapshot_status:
                 raw.report_snapshot(peer, ok)
             self._snapshot_status.clear()
+        # 3. Leases past their deadline (the leader's): revoke them, through the log, as a proposal of our own.
+        self._check_lessor_term()
+        if self.lessor.primed and raw.role == StateRole.LEADER:
+            expired = self.lessor.expired(now)
+            if expired:
+                self.stats.leases_expired += len(expired)
+                for lid, stamp in expired:
+                    rid = self._next_id
+                    self._next_id = rid + 1
+                    self._proposals.append(LeaseRevoke(rid, 0, 0, lid, stamp))  # (no waiter: on_results sees it)
         # 3. Proposals (membership changes one by one: the core takes only one at a time), and transfers.
         #    A leader with a full pipeline keeps them for a later step: they join the next, larger batch.
         if (self._proposals or self._forwarded) and self._pipeline_has_room():
@@ -635,6 +707,13 @@ class Replica:
         if rd.committed_entries:
             self.applied = rd.committed_entries[-1].index
             self.stats.entries_applied += len(rd.committed_entries)
+            if not self.lessor.primed and self.raw.role == StateRole.LEADER:
+                term = self.raw.term
+                if any(e.term == term for e in rd.committed_entries):
+                    # An entry of our term is applied: every earlier leader's revokes are applied or never will
+                    # be. Time every lease from now, with its full TTL (raftkv.lessor).
+                    self.lessor.prime(self._now, self._table.leases())
+                    self._lessor_term = term
             inflight = self._inflight_entries
             if inflight:
                 for e in rd.committed_entries:
@@ -676,6 +755,8 @@ class Replica:
 
     def _on_soft_state(self, lead: int, role: StateRole) -> None:
         log.info("node %d: %s, leader %s, term %d", self.id, role, lead or "unknown", self.term)
+        if role != StateRole.LEADER:
+            self.lessor.demote()
         self._io.leadership_changed(lead, role)
         self._refresh_membership()  # a departed leader that handed over is refused from now on
         if self._forwarded_rids:

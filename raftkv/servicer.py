@@ -8,6 +8,7 @@ import asyncio
 import functools
 import gc
 import logging
+import math
 import shutil
 import tempfile
 import time
@@ -30,6 +31,8 @@ from .errors import (
     Unavailable,
 )
 from .kv import (
+    MAX_LEASE_ID,
+    MAX_LEASE_TTL_S,
     Alarm,
     Applied,
     CmpOp,
@@ -43,6 +46,10 @@ from .kv import (
     Incr,
     IncrResult,
     KeyValue,
+    LeaseGrant,
+    LeaseGrantResult,
+    LeaseRevoke,
+    LeaseRevokeResult,
     MemberInfo,
     Put,
     PutResult,
@@ -105,6 +112,13 @@ def _raise_for(result: Any) -> None:
     err = result_error(result)
     if err is not None:
         raise err
+
+
+def _lease_id(lid: int, allow_zero: bool = False) -> int:
+    """A lease id from a request: 1 .. 2^63-1 (0 too where it means "none" or "pick one")."""
+    if lid < 0 or (lid == 0 and not allow_zero) or lid > MAX_LEASE_ID:
+        raise InvalidArgument(f"a lease id is a positive 64-bit integer, got {lid}")
+    return lid
 
 
 def _timeout_error(timeout_s: float, write: bool) -> Timeout:
@@ -309,19 +323,21 @@ class KVServicer(kv_pb2_grpc.KVServicer):
         self._check_value(req.value)
         conds = conditions_from_pb(req.conditions, req.key) if req.conditions else ()
         s = req.session
-        key, value, cid, seq = req.key, req.value, s.client_id, s.seq
+        key, value, cid, seq, lease = req.key, req.value, s.client_id, s.seq, _lease_id(req.lease, allow_zero=True)
         if req.on_conflict == kv_pb2.SIBLINGS:
             if not req.HasField("context"):
                 raise InvalidArgument("on_conflict=SIBLINGS needs the context (the clock a get returned)")
             if conds:
                 raise InvalidArgument("a put that keeps siblings takes no conditions besides its context")
+            if lease:
+                raise InvalidArgument("a put that keeps siblings keeps the key's lease: it takes none")
             ctx = vclock_from_pb(req.context)
             return self.node.submit(lambda rid: SiblingPut(rid, cid, seq, key, value, ctx))
         if req.on_conflict != kv_pb2.REJECT:
             raise InvalidArgument(f"unknown on_conflict {req.on_conflict}")
         if req.HasField("context"):
             conds = (*conds, Condition(key, Target.VCLOCK, CmpOp.EQ, vclock_from_pb(req.context)))
-        return self.node.submit(lambda rid: Put(rid, cid, seq, key, value, conds))
+        return self.node.submit(lambda rid: Put(rid, cid, seq, key, value, conds, lease))
 
     def _put_response(self, a: Applied) -> kv_pb2.PutResponse:
         res = a.result
@@ -542,7 +558,9 @@ class KVServicer(kv_pb2_grpc.KVServicer):
             if t == TxnOpType.PUT:
                 self._check_value(op.value)
             value = op.value if t == TxnOpType.PUT else b""
-            out.append(TxnOp(t, op.key, value, op.delta if t == TxnOpType.INCR else 0))
+            if op.lease and t != TxnOpType.PUT:
+                raise InvalidArgument("only a txn put takes a lease")
+            out.append(TxnOp(t, op.key, value, op.delta if t == TxnOpType.INCR else 0, _lease_id(op.lease, True)))
         return tuple(out)
 
     async def Txn(self, req: kv_pb2.TxnRequest, ctx: grpc.aio.ServicerContext[Any, Any]) -> kv_pb2.TxnResponse:
@@ -588,6 +606,101 @@ class KVServicer(kv_pb2_grpc.KVServicer):
             else:  # pragma: no cover - a result type this servicer does not know
                 results.append(kv_pb2.TxnOpResult(error=f"unexpected result {type(r).__name__}"))
         return kv_pb2.TxnResponse(header=self.header(a.index, res.revision), succeeded=res.succeeded, results=results)
+
+    # -- leases ------------------------------------------------------------------------------------------------
+    def _start_lease_grant(self, req: kv_pb2.LeaseGrantRequest) -> _Submitted:
+        self._serving()
+        if req.ttl <= 0:
+            raise InvalidArgument(f"a lease's TTL is 1 second or more, got {req.ttl}")
+        ttl = min(max(req.ttl, self.s.min_lease_ttl_s), MAX_LEASE_TTL_S)
+        lid = _lease_id(req.id, allow_zero=True)
+        s = req.session
+        cid, seq = s.client_id, s.seq
+        return self.node.submit(lambda rid: LeaseGrant(rid, cid, seq, lid, ttl))
+
+    def _lease_grant_response(self, a: Applied) -> kv_pb2.LeaseGrantResponse:
+        res = a.result
+        _raise_for(res)
+        assert isinstance(res, LeaseGrantResult)
+        return kv_pb2.LeaseGrantResponse(header=self.header(a.index, self.node.fsm.revision()), id=res.lease_id,
+                                         ttl=res.ttl_s)
+
+    def _start_lease_revoke(self, req: kv_pb2.LeaseRevokeRequest) -> _Submitted:
+        self._serving()
+        lid = _lease_id(req.id)
+        s = req.session
+        cid, seq = s.client_id, s.seq
+        return self.node.submit(lambda rid: LeaseRevoke(rid, cid, seq, lid))
+
+    def _lease_revoke_response(self, a: Applied) -> kv_pb2.LeaseRevokeResponse:
+        res = a.result
+        _raise_for(res)
+        assert isinstance(res, LeaseRevokeResult)
+        return kv_pb2.LeaseRevokeResponse(header=self.header(a.index, res.revision), deleted=res.deleted)
+
+    async def LeaseGrant(
+        self, req: kv_pb2.LeaseGrantRequest, ctx: grpc.aio.ServicerContext[Any, Any]
+    ) -> kv_pb2.LeaseGrantResponse:
+        return await self._unary_write(ctx, self._start_lease_grant, req, self._lease_grant_response)
+
+    async def LeaseRevoke(
+        self, req: kv_pb2.LeaseRevokeRequest, ctx: grpc.aio.ServicerContext[Any, Any]
+    ) -> kv_pb2.LeaseRevokeResponse:
+        return await self._unary_write(ctx, self._start_lease_revoke, req, self._lease_revoke_response)
+
+    async def LeaseKeepAlive(
+        self, requests: AsyncIterator[kv_pb2.LeaseKeepAliveRequest], ctx: grpc.aio.ServicerContext[Any, Any]
+    ) -> AsyncIterator[kv_pb2.LeaseKeepAliveResponse]:
+        """One response per request, in order; the leader's errors (not the leader, cannot vouch for deadlines right
+        now) end the stream with their status, and the client opens another (to the leader)."""
+        node = self.node
+        async for req in requests:
+            try:
+                self._serving()
+                ids = [_lease_id(i) for i in req.ids]
+                ttls = await self._run(node.keep_alive(ids, req.min_index), self.default_timeout_s, write=False)
+            except RaftKVError as e:
+                await self._abort(ctx, e)
+                return
+            yield kv_pb2.LeaseKeepAliveResponse(header=self.header(node.applied), ids=ids, ttls=ttls)
+
+    async def LeaseTimeToLive(
+        self, req: kv_pb2.LeaseTimeToLiveRequest, ctx: grpc.aio.ServicerContext[Any, Any]
+    ) -> kv_pb2.LeaseTimeToLiveResponse:
+        """Served by the leader (it times the leases), from its state machine as of a linearizable read point."""
+        node = self.node
+
+        async def go() -> kv_pb2.LeaseTimeToLiveResponse:
+            self._serving()
+            lid = _lease_id(req.id)
+            if node.role != StateRole.LEADER:
+                raise node.not_leader()
+            await node.read_index()
+            remaining = node.lease_remaining(lid)
+            index = node.applied
+            held = node.fsm.lease(lid, keys=req.keys)
+            if held is None:
+                return kv_pb2.LeaseTimeToLiveResponse(header=self.header(index), id=lid, ttl=-1)
+            ttl, _, keys = held
+            left = ttl if remaining is None else math.ceil(remaining)  # (granted, its result not yet taken in)
+            return kv_pb2.LeaseTimeToLiveResponse(header=self.header(index, node.fsm.revision()), id=lid, ttl=left,
+                                                  granted_ttl=ttl, keys=keys)
+
+        return await self._call(ctx, go, self._timeout(ctx), write=False)
+
+    async def LeaseList(
+        self, req: kv_pb2.LeaseListRequest, ctx: grpc.aio.ServicerContext[Any, Any]
+    ) -> kv_pb2.LeaseListResponse:
+        """Every lease, as of a linearizable read point (any node)."""
+        node = self.node
+
+        async def go() -> kv_pb2.LeaseListResponse:
+            self._serving()
+            await node.read_index()
+            index = node.applied
+            return kv_pb2.LeaseListResponse(header=self.header(index), ids=[lid for lid, _, _ in node.fsm.leases()])
+
+        return await self._call(ctx, go, self._timeout(ctx), write=False)
 
     # -- membership and leadership ---------------------------------------------------------------------------
     def _members_pb(self) -> list[kv_pb2.Member]:

@@ -144,6 +144,12 @@ class Settings:
         """How many ticks after a confirmed heartbeat round a leader may serve lease reads."""
         return max(0, (self.election_ticks * self.tick_ms - self.lease_clock_drift_ms) // self.tick_ms)
 
+    @property
+    def min_lease_ttl_s(self) -> int:
+        """The shortest lease TTL granted (shorter ones are raised to it): 1.5 election timeouts, rounded up, so a
+        lease outlives the election that follows a leader's failure (etcd's rule)."""
+        return max(1, -(-3 * self.election_ticks * self.tick_ms // 2000))
+
     def validate(self) -> Settings:
         if self.id <= 0:
             raise ConfigError(f"node id must be a positive integer, got {self.id}")

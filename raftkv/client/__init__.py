@@ -60,6 +60,7 @@ is all a user needs):
 
 from .aio import Client
 from .discovery import CLUSTER_FILE, DEFAULT_CLUSTER_DIR, local_cluster_dir, resolve_endpoints
+from .leases import Lease
 from .models import (
     CONSISTENCY_LEVELS,
     ClusterHealth,
@@ -67,6 +68,7 @@ from .models import (
     Consistency,
     DeleteResult,
     KeyValue,
+    LeaseInfo,
     Member,
     MemberList,
     NodeStatus,
@@ -81,9 +83,10 @@ from .models import (
     cluster_health,
     compare,
 )
+from .recipes import Election, Lock, LockLost
 from .retry import BACKOFF_MAX_S, BACKOFF_MIN_S
 from .rpc_errors import META_CURRENT_BIN, error_from_rpc, transport_failure
-from .sync import SyncClient
+from .sync import SyncClient, SyncElection, SyncLease, SyncLock
 
 __all__ = [
     "BACKOFF_MAX_S",
@@ -97,7 +100,12 @@ __all__ = [
     "Compare",
     "Consistency",
     "DeleteResult",
+    "Election",
     "KeyValue",
+    "Lease",
+    "LeaseInfo",
+    "Lock",
+    "LockLost",
     "Member",
     "MemberList",
     "NodeStatus",
@@ -105,6 +113,9 @@ __all__ = [
     "PutResult",
     "RangeResult",
     "SyncClient",
+    "SyncElection",
+    "SyncLease",
+    "SyncLock",
     "TxnOp",
     "TxnOpOutcome",
     "TxnResult",

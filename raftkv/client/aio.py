@@ -23,6 +23,7 @@ from ..errors import (
     ConfigError,
     DataCorruption,
     InvalidArgument,
+    LeaseNotFound,
     NotLeader,
     RaftKVError,
     Removed,
@@ -31,6 +32,7 @@ from ..errors import (
 )
 from ..proto.v1 import kv_pb2, kv_pb2_grpc
 from .coalescer import _BATCH_FIELDS, _EXPIRED, _EXPIRED_MD, _GRANTED, _UNARY, _Coalescer, _fail, _Queued, _settle
+from .leases import KeepAliver, Lease
 from .models import (
     _I64,
     _U64,
@@ -39,6 +41,7 @@ from .models import (
     Consistency,
     DeleteResult,
     KeyValue,
+    LeaseInfo,
     MemberList,
     NodeStatus,
     OnConflict,
@@ -58,6 +61,7 @@ from .models import (
     _vclock_pb,
     _watch_event,
 )
+from .recipes import Election, Lock
 from .retry import _OP_NAMES, BACKOFF_MAX_S, BACKOFF_MIN_S, _grouped, _n, _nothing_at, _nothing_listening
 from .rpc_errors import _batch_error_rpc, _rpc_error, error_from_rpc, transport_failure
 
@@ -182,6 +186,7 @@ class Client:
         self._coalesce = coalesce and not single_attempt
         self._coalescers: dict[str, _Coalescer] = {}
         self._batch_tasks: set[asyncio.Task[None]] = set()
+        self._keepalive: KeepAliver | None = None
 
     # -- properties ------------------------------------------------------------------------------------------
     @property
@@ -218,6 +223,8 @@ class Client:
         await self.aclose()
 
     async def aclose(self) -> None:
+        if self._keepalive is not None:
+            await self._keepalive.close()
         self._closed = True
         closed = RaftKVError("the client is closed")
         for co in self._coalescers.values():  # never sent: they fail at once, as a call on a closed client does
@@ -244,6 +251,7 @@ class Client:
         if_absent: bool = False,
         context: Mapping[int, int] | None = None,
         on_conflict: OnConflict = "reject",
+        lease: int | Lease = 0,
     ) -> PutResult:
         """Set ``key`` to ``value``. Returns the key's metadata after the write.
 
@@ -257,9 +265,14 @@ class Client:
         ``on_conflict="siblings"`` with a ``context`` (and no other condition): when writes the context does not
         cover happened meanwhile, keep this value beside them as a sibling instead of failing; the values the
         context covers are replaced. A later ``get`` returns every value (``KeyValue.values``) and one ``vclock``
-        covering them all; a put with that clock as ``context`` resolves them into one value."""
+        covering them all; a put with that clock as ``context`` resolves them into one value.
+
+        ``lease``: attach the key to that lease (a :class:`Lease` or its id): the key is deleted when the lease ends
+        (:class:`~raftkv.errors.LeaseNotFound` if it does not exist). Without one, a key attached to a lease is
+        detached."""
         k = _key(key)
         v = _to_bytes(value, "value")
+        lease_id = _int(lease.id if isinstance(lease, Lease) else lease, "a lease id", 0, _I64)
         if on_conflict not in ("reject", "siblings"):
             raise InvalidArgument(f"on_conflict is 'reject' or 'siblings', not {on_conflict!r}")
         if on_conflict == "siblings":
@@ -271,7 +284,7 @@ class Client:
         else:
             conds = _conditions(k, if_version, if_mod_revision, if_value, if_absent, context)
         async with self._session() as session:
-            req = kv_pb2.PutRequest(key=k, value=v, session=session, conditions=conds)
+            req = kv_pb2.PutRequest(key=k, value=v, session=session, conditions=conds, lease=lease_id)
             if on_conflict == "siblings":
                 assert context is not None
                 req.context.CopyFrom(_vclock_pb(context))
@@ -354,6 +367,75 @@ class Client:
             for op, r in zip(ran, resp.results, strict=False)
         )
         return TxnResult(resp.succeeded, outcomes, idx, resp.header.revision)
+
+    # -- leases ------------------------------------------------------------------------------------------------
+    def _keepaliver(self) -> KeepAliver:
+        if self._keepalive is None:
+            self._keepalive = KeepAliver(self)
+        return self._keepalive
+
+    async def grant(self, ttl_s: int, *, lease_id: int = 0, keep_alive: bool = True) -> Lease:
+        """Grant a lease of ``ttl_s`` seconds (raised to the cluster's minimum, 1.5 election timeouts), under
+        ``lease_id`` (0: the cluster picks one). With ``keep_alive`` this client renews it until it is revoked,
+        stopped or the client closed; else it expires ``ttl_s`` after the grant unless renewed. Keys put with it are
+        deleted, in one revision, when it ends."""
+        ttl = _int(ttl_s, "a TTL", 1, 9_000_000_000)
+        lid = _int(lease_id, "a lease id", 0, _I64)
+        sent = asyncio.get_running_loop().time()
+        async with self._session() as session:
+            req = kv_pb2.LeaseGrantRequest(ttl=ttl, id=lid, session=session)
+            resp = await self._call("LeaseGrant", lambda _r: req, kv_pb2.LeaseGrantResponse, write=True)
+        lease = Lease(self, int(resp.id), int(resp.ttl), sent, resp.header.index)
+        if keep_alive:
+            self._keepaliver().add(lease)
+        return lease
+
+    async def revoke(self, lease: int | Lease) -> int:
+        """End a lease now: every key attached to it is deleted, all in one revision (returned). Raises
+        :class:`~raftkv.errors.LeaseNotFound` if it does not exist (it expired, or was revoked)."""
+        lid = _int(lease.id if isinstance(lease, Lease) else lease, "a lease id", 1, _I64)
+        if self._keepalive is not None:
+            self._keepalive.discard(lid)
+        async with self._session() as session:
+            req = kv_pb2.LeaseRevokeRequest(id=lid, session=session)
+            resp = await self._call("LeaseRevoke", lambda _r: req, kv_pb2.LeaseRevokeResponse, write=True)
+        return int(resp.header.revision)
+
+    async def time_to_live(self, lease: int | Lease, *, keys: bool = False) -> LeaseInfo:
+        """A lease as the leader times it: seconds left (-1: no such lease), the TTL granted, and (``keys``) the keys
+        attached."""
+        lid = _int(lease.id if isinstance(lease, Lease) else lease, "a lease id", 1, _I64)
+        req = kv_pb2.LeaseTimeToLiveRequest(id=lid, keys=keys)
+        resp = await self._call("LeaseTimeToLive", lambda _r: req, kv_pb2.LeaseTimeToLiveResponse)
+        return LeaseInfo(int(resp.id), int(resp.ttl), int(resp.granted_ttl), tuple(resp.keys))
+
+    async def leases(self) -> list[int]:
+        """The ids of every lease (granted and not ended)."""
+        resp = await self._call("LeaseList", lambda _r: kv_pb2.LeaseListRequest(), kv_pb2.LeaseListResponse)
+        return [int(i) for i in resp.ids]
+
+    async def keep_alive(self, lease_id: int) -> Lease:
+        """Take over renewing an existing lease (granted by another process, say): returns its handle, renewed by
+        this client from now on. :class:`~raftkv.errors.LeaseNotFound` if it does not exist."""
+        sent = asyncio.get_running_loop().time()
+        info = await self.time_to_live(lease_id)
+        if not info.exists:
+            raise LeaseNotFound(f"lease {lease_id} not found: it expired or was revoked, or was never granted")
+        lease = Lease(self, info.id, info.granted_ttl, sent - info.granted_ttl + max(0, info.ttl - 1), self._seen_index)
+        lease.next_due = sent  # renew at once
+        self._keepaliver().add(lease)
+        return lease
+
+    def lock(self, name: bytes | str, *, ttl_s: int = 10, lease: Lease | None = None) -> Lock:
+        """A distributed lock (:class:`~raftkv.client.recipes.Lock`): ``async with client.lock("jobs") as held:``,
+        ``held.revision`` the fencing revision. Its own lease of ``ttl_s`` (or ``lease``) is kept alive while held:
+        if the holder dies, the lock is released when the lease expires."""
+        return Lock(self, name, ttl_s=ttl_s, lease=lease)
+
+    def election(self, name: bytes | str, *, ttl_s: int = 10, lease: Lease | None = None) -> Election:
+        """Leader election under ``name`` (:class:`~raftkv.client.recipes.Election`): campaign, proclaim, resign,
+        leader, observe."""
+        return Election(self, name, ttl_s=ttl_s, lease=lease)
 
     # -- membership and leadership ---------------------------------------------------------------------------
     async def member_list(self) -> MemberList:

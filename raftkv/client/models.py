@@ -19,6 +19,7 @@ __all__ = [
     "Consistency",
     "DeleteResult",
     "KeyValue",
+    "LeaseInfo",
     "Member",
     "MemberList",
     "NodeStatus",
@@ -52,7 +53,8 @@ class KeyValue:
     key's vector clock, the context to pass to a later ``put``. ``siblings``: the other concurrent values kept
     beside ``value`` by puts with ``on_conflict="siblings"`` (newest first; empty when there is one value);
     ``values`` is all of them. ``index``: the applied log index of the response that carried it (a session token);
-    ``revision``: the store's revision as of that response."""
+    ``revision``: the store's revision as of that response. ``lease``: the lease the key is attached to (0: none):
+    the key is deleted when it ends."""
 
     key: bytes
     value: bytes
@@ -63,6 +65,7 @@ class KeyValue:
     index: int = 0
     revision: int = 0
     siblings: tuple[bytes, ...] = ()
+    lease: int = 0
 
     @property
     def values(self) -> tuple[bytes, ...]:
@@ -147,20 +150,21 @@ class Compare:
 @dataclass(frozen=True, slots=True)
 class TxnOp:
     """One operation of a transaction branch: ``TxnOp.get(k)``, ``TxnOp.put(k, v)``, ``TxnOp.delete(k)``,
-    ``TxnOp.incr(k, delta)``."""
+    ``TxnOp.incr(k, delta)``. A put may attach its key to a lease (``TxnOp.put(k, v, lease=id)``)."""
 
     kind: str
     key: bytes | str
     value: bytes | str = b""
     delta: int = 0
+    lease: int = 0
 
     @staticmethod
     def get(key: bytes | str) -> TxnOp:
         return TxnOp("get", key)
 
     @staticmethod
-    def put(key: bytes | str, value: bytes | str) -> TxnOp:
-        return TxnOp("put", key, value)
+    def put(key: bytes | str, value: bytes | str, *, lease: int = 0) -> TxnOp:
+        return TxnOp("put", key, value, lease=lease)
 
     @staticmethod
     def delete(key: bytes | str) -> TxnOp:
@@ -175,7 +179,24 @@ class TxnOp:
         if t is None:
             raise InvalidArgument(f"unknown transaction operation {self.kind!r}: expected one of {', '.join(_TXN_OPS)}")
         delta = _int(self.delta, "an increment", -_I64, _I64)
-        return kv_pb2.TxnOp(type=t, key=_key(self.key), value=_to_bytes(self.value, "value"), delta=delta)
+        lease = _int(self.lease, "a lease id", 0, _I64)
+        return kv_pb2.TxnOp(type=t, key=_key(self.key), value=_to_bytes(self.value, "value"), delta=delta,
+                            lease=lease)
+
+
+@dataclass(frozen=True, slots=True)
+class LeaseInfo:
+    """A lease as the leader sees it: ``ttl`` seconds left (rounded up; -1: no such lease: it expired or was
+    revoked), the ``granted_ttl``, and the ``keys`` attached (if asked for)."""
+
+    id: int
+    ttl: int
+    granted_ttl: int
+    keys: tuple[bytes, ...] = ()
+
+    @property
+    def exists(self) -> bool:
+        return self.ttl >= 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -468,7 +489,7 @@ def _kv(pb: kv_pb2.KeyValue, header: kv_pb2.Header | None = None) -> KeyValue:
     index, revision = (header.index, header.revision) if header is not None else (0, 0)
     siblings = tuple(s.value for s in pb.siblings) if pb.siblings else ()
     return KeyValue(pb.key, pb.value, pb.create_revision, pb.mod_revision, pb.version, _vclock(pb.vclock), index,
-                    revision, siblings)
+                    revision, siblings, pb.lease)
 
 
 def _watch_event(pb: kv_pb2.WatchEvent, header: kv_pb2.Header) -> WatchEvent:

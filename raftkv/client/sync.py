@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import os
 import threading
-from collections.abc import Coroutine, Sequence
+from collections.abc import AsyncIterator, Coroutine, Iterator, Sequence
 from concurrent.futures import Future
 from types import TracebackType
 from typing import Any, TypeVar
@@ -14,11 +14,13 @@ from typing import Any, TypeVar
 from ..errors import RaftKVError
 from ..proto.v1 import kv_pb2
 from .aio import Client
+from .leases import Lease
 from .models import (
     Compare,
     Consistency,
     DeleteResult,
     KeyValue,
+    LeaseInfo,
     MemberList,
     NodeStatus,
     PutResult,
@@ -26,8 +28,9 @@ from .models import (
     TxnOp,
     TxnResult,
 )
+from .recipes import Election, Lock
 
-__all__ = ["SyncClient"]
+__all__ = ["SyncClient", "SyncElection", "SyncLease", "SyncLock"]
 
 T = TypeVar("T")
 
@@ -175,6 +178,31 @@ class SyncClient:
     def compact(self, revision: int) -> int:
         return self._run(self._client.compact(revision))
 
+    # -- leases and recipes (the handles wrap the async ones, which live on the client's loop) -----------------
+    def grant(self, ttl_s: int, *, lease_id: int = 0, keep_alive: bool = True) -> SyncLease:
+        """See :meth:`Client.grant`; the lease is kept alive by the client's background thread."""
+        return SyncLease(self, self._run(self._client.grant(ttl_s, lease_id=lease_id, keep_alive=keep_alive)))
+
+    def keep_alive(self, lease_id: int) -> SyncLease:
+        return SyncLease(self, self._run(self._client.keep_alive(lease_id)))
+
+    def revoke(self, lease: int | SyncLease) -> int:
+        return self._run(self._client.revoke(lease.id if isinstance(lease, SyncLease) else lease))
+
+    def time_to_live(self, lease: int | SyncLease, *, keys: bool = False) -> LeaseInfo:
+        return self._run(self._client.time_to_live(lease.id if isinstance(lease, SyncLease) else lease, keys=keys))
+
+    def leases(self) -> list[int]:
+        return self._run(self._client.leases())
+
+    def lock(self, name: bytes | str, *, ttl_s: int = 10) -> SyncLock:
+        """A distributed lock: ``with client.lock("jobs") as held: ...`` (``held.revision``: the fencing
+        revision). See :class:`~raftkv.client.recipes.Lock`."""
+        return SyncLock(self, name, ttl_s)
+
+    def election(self, name: bytes | str, *, ttl_s: int = 10) -> SyncElection:
+        return SyncElection(self, name, ttl_s)
+
     def status(self, endpoint: str | None = None) -> NodeStatus:
         return self._run(self._client.status(endpoint))
 
@@ -209,3 +237,134 @@ class SyncClient:
                 self._loop.call_soon_threadsafe(self._loop.stop)
             except RuntimeError:
                 pass
+
+
+class SyncLease:
+    """A :class:`~raftkv.client.leases.Lease`, from blocking code."""
+
+    def __init__(self, client: SyncClient, lease: Lease) -> None:
+        self._c = client
+        self.lease = lease
+        self.id = lease.id
+        self.ttl = lease.ttl
+
+    @property
+    def alive(self) -> bool:
+        return self._c._run(_alive(self.lease))
+
+    @property
+    def lost_reason(self) -> str:
+        return self.lease.lost_reason
+
+    def wait_lost(self, timeout_s: float | None = None) -> bool:
+        """Block until the lease is lost (True) or ``timeout_s`` passed (False)."""
+        return self._c._run(_wait_event(self.lease.lost, timeout_s))
+
+    def revoke(self) -> int:
+        return self._c._run(self.lease.revoke())
+
+    def __enter__(self) -> SyncLease:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._c._run(self.lease.__aexit__())
+
+
+class SyncLock:
+    """A :class:`~raftkv.client.recipes.Lock`, from blocking code."""
+
+    def __init__(self, client: SyncClient, name: bytes | str, ttl_s: int) -> None:
+        self._c = client
+        self._lock = client._run(_make_lock(client.client, name, ttl_s))
+
+    @property
+    def revision(self) -> int:
+        return self._lock.revision
+
+    @property
+    def held(self) -> bool:
+        return self._lock.held
+
+    def lost(self, timeout_s: float | None = 0) -> bool:
+        """Whether the lock's lease ended (waiting up to ``timeout_s`` for it; None: until it does)."""
+        return self._c._run(_wait_event(self._lock.lost, timeout_s))
+
+    def acquire(self, timeout_s: float | None = None) -> int:
+        return self._c._run(_bounded(self._lock.acquire(), timeout_s))
+
+    def release(self) -> None:
+        self._c._run(self._lock.release())
+
+    def __enter__(self) -> SyncLock:
+        self.acquire()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.release()
+
+
+class SyncElection:
+    """An :class:`~raftkv.client.recipes.Election`, from blocking code."""
+
+    def __init__(self, client: SyncClient, name: bytes | str, ttl_s: int) -> None:
+        self._c = client
+        self._e = client._run(_make_election(client.client, name, ttl_s))
+
+    @property
+    def revision(self) -> int:
+        return self._e.revision
+
+    def campaign(self, proposal: bytes | str, timeout_s: float | None = None) -> int:
+        return self._c._run(_bounded(self._e.campaign(proposal), timeout_s))
+
+    def proclaim(self, value: bytes | str) -> None:
+        self._c._run(self._e.proclaim(value))
+
+    def resign(self) -> None:
+        self._c._run(self._e.resign())
+
+    def leader(self) -> KeyValue | None:
+        return self._c._run(self._e.leader())
+
+    def observe(self) -> Iterator[KeyValue | None]:
+        it: AsyncIterator[KeyValue | None] = self._e.observe()
+        try:
+            while True:
+                try:
+                    yield self._c._run(_next(it))
+                except StopAsyncIteration:
+                    return
+        finally:
+            self._c._run(it.aclose())  # type: ignore[attr-defined]
+
+
+async def _next(it: AsyncIterator[T]) -> T:
+    return await anext(it)
+
+
+async def _alive(lease: Lease) -> bool:
+    return lease.alive
+
+
+async def _wait_event(ev: asyncio.Event, timeout_s: float | None) -> bool:
+    if timeout_s is not None and timeout_s <= 0:
+        return ev.is_set()
+    try:
+        async with asyncio.timeout(timeout_s):
+            await ev.wait()
+    except TimeoutError:
+        return False
+    return True
+
+
+async def _bounded(coro: Coroutine[Any, Any, T], timeout_s: float | None) -> T:
+    async with asyncio.timeout(timeout_s):
+        return await coro
+
+
+async def _make_lock(client: Client, name: bytes | str, ttl_s: int) -> Lock:
+    return client.lock(name, ttl_s=ttl_s)
+
+
+async def _make_election(client: Client, name: bytes | str, ttl_s: int) -> Election:
+    return client.election(name, ttl_s=ttl_s)

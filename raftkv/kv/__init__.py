@@ -10,6 +10,8 @@ a revision, ``events``, ``Compact``). Build entry data with ``encode_batch``; ma
 from .commands import (
     DEFAULT_LIMITS,
     MAX_KEY_BYTES,
+    MAX_LEASE_ID,
+    MAX_LEASE_TTL_S,
     MAX_OPS,
     MAX_SIBLINGS,
     MAX_VALUE_BYTES,
@@ -82,6 +84,8 @@ __all__ = [
     "EMPTY_CLOCK",
     "LMDB_DAMAGE",
     "MAX_KEY_BYTES",
+    "MAX_LEASE_ID",
+    "MAX_LEASE_TTL_S",
     "MAX_OPS",
     "MAX_SIBLINGS",
     "MAX_VALUE_BYTES",

@@ -375,6 +375,7 @@ class LeaseGrantResult(NamedTuple):
 class LeaseRevokeResult(NamedTuple):
     """The answer to a ``LeaseRevoke`` that ended a lease."""
 
+    lease_id: int
     revision: int
     """The revision of the deletes (one for all the lease's keys); the current one if it had no keys."""
     deleted: tuple[bytes, ...]

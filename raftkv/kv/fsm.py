@@ -1554,7 +1554,7 @@ class _Executor:
         for key in keys:
             self._delete(key)  # (detaches it: the lease's rows go one by one)
         self.leases.delete(lk)
-        return LeaseRevokeResult(self.revision + 1 if self._wrote else self.revision, tuple(keys))
+        return LeaseRevokeResult(cmd.lease_id, self.revision + 1 if self._wrote else self.revision, tuple(keys))
 
     def _sibling_put(self, cmd: SiblingPut) -> PutResult | ErrorResult:
         """Replace the values whose dot the context covers, keep the others beside the new one (see the module

@@ -140,7 +140,7 @@ class Model:
         keys = sorted(k for k, kv in self.data.items() if kv.lease == cmd.lease_id)
         for k in keys:
             self.delete(k)
-        return LeaseRevokeResult(self.current(), tuple(keys))
+        return LeaseRevokeResult(cmd.lease_id, self.current(), tuple(keys))
 
     def execute(self, cmd: Command, proposer: int) -> Result:
         if validate(cmd) is not None:

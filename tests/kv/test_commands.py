@@ -106,7 +106,7 @@ results: st.SearchStrategy[Result] = st.one_of(
     st.builds(DeleteResult, st.booleans(), U64),
     st.builds(IncrResult, I64, key_values),
     st.builds(LeaseGrantResult, LEASES, U64, U64),
-    st.builds(LeaseRevokeResult, U64, st.lists(KEYS, max_size=3).map(tuple)),
+    st.builds(LeaseRevokeResult, LEASES, U64, st.lists(KEYS, max_size=3).map(tuple)),
     st.builds(TxnResult, st.booleans(), st.lists(op_results, max_size=4).map(tuple), U64),
     st.builds(ConditionFailedResult, conditions, st.none() | key_values),
     st.builds(ErrorResult, st.text(max_size=10), st.text(max_size=20)),

@@ -52,7 +52,7 @@ class Sibling(_message.Message):
     def __init__(self, value: _Optional[bytes] = ..., node: _Optional[int] = ..., revision: _Optional[int] = ...) -> None: ...
 
 class KeyValue(_message.Message):
-    __slots__ = ("key", "value", "create_revision", "mod_revision", "version", "vclock", "siblings")
+    __slots__ = ("key", "value", "create_revision", "mod_revision", "version", "vclock", "siblings", "lease")
     KEY_FIELD_NUMBER: _ClassVar[int]
     VALUE_FIELD_NUMBER: _ClassVar[int]
     CREATE_REVISION_FIELD_NUMBER: _ClassVar[int]
@@ -60,6 +60,7 @@ class KeyValue(_message.Message):
     VERSION_FIELD_NUMBER: _ClassVar[int]
     VCLOCK_FIELD_NUMBER: _ClassVar[int]
     SIBLINGS_FIELD_NUMBER: _ClassVar[int]
+    LEASE_FIELD_NUMBER: _ClassVar[int]
     key: bytes
     value: bytes
     create_revision: int
@@ -67,7 +68,8 @@ class KeyValue(_message.Message):
     version: int
     vclock: VectorClock
     siblings: _containers.RepeatedCompositeFieldContainer[Sibling]
-    def __init__(self, key: _Optional[bytes] = ..., value: _Optional[bytes] = ..., create_revision: _Optional[int] = ..., mod_revision: _Optional[int] = ..., version: _Optional[int] = ..., vclock: _Optional[_Union[VectorClock, _Mapping]] = ..., siblings: _Optional[_Iterable[_Union[Sibling, _Mapping]]] = ...) -> None: ...
+    lease: int
+    def __init__(self, key: _Optional[bytes] = ..., value: _Optional[bytes] = ..., create_revision: _Optional[int] = ..., mod_revision: _Optional[int] = ..., version: _Optional[int] = ..., vclock: _Optional[_Union[VectorClock, _Mapping]] = ..., siblings: _Optional[_Iterable[_Union[Sibling, _Mapping]]] = ..., lease: _Optional[int] = ...) -> None: ...
 
 class Header(_message.Message):
     __slots__ = ("node_id", "term", "index", "leader_id", "leader_contact_ms", "revision")
@@ -142,20 +144,22 @@ class Compare(_message.Message):
     def __init__(self, key: _Optional[bytes] = ..., target: _Optional[_Union[Compare.Target, str]] = ..., op: _Optional[_Union[Compare.Op, str]] = ..., value: _Optional[bytes] = ..., number: _Optional[int] = ..., exists: _Optional[bool] = ..., vclock: _Optional[_Union[VectorClock, _Mapping]] = ...) -> None: ...
 
 class PutRequest(_message.Message):
-    __slots__ = ("key", "value", "session", "conditions", "context", "on_conflict")
+    __slots__ = ("key", "value", "session", "conditions", "context", "on_conflict", "lease")
     KEY_FIELD_NUMBER: _ClassVar[int]
     VALUE_FIELD_NUMBER: _ClassVar[int]
     SESSION_FIELD_NUMBER: _ClassVar[int]
     CONDITIONS_FIELD_NUMBER: _ClassVar[int]
     CONTEXT_FIELD_NUMBER: _ClassVar[int]
     ON_CONFLICT_FIELD_NUMBER: _ClassVar[int]
+    LEASE_FIELD_NUMBER: _ClassVar[int]
     key: bytes
     value: bytes
     session: Session
     conditions: _containers.RepeatedCompositeFieldContainer[Compare]
     context: VectorClock
     on_conflict: OnConflict
-    def __init__(self, key: _Optional[bytes] = ..., value: _Optional[bytes] = ..., session: _Optional[_Union[Session, _Mapping]] = ..., conditions: _Optional[_Iterable[_Union[Compare, _Mapping]]] = ..., context: _Optional[_Union[VectorClock, _Mapping]] = ..., on_conflict: _Optional[_Union[OnConflict, str]] = ...) -> None: ...
+    lease: int
+    def __init__(self, key: _Optional[bytes] = ..., value: _Optional[bytes] = ..., session: _Optional[_Union[Session, _Mapping]] = ..., conditions: _Optional[_Iterable[_Union[Compare, _Mapping]]] = ..., context: _Optional[_Union[VectorClock, _Mapping]] = ..., on_conflict: _Optional[_Union[OnConflict, str]] = ..., lease: _Optional[int] = ...) -> None: ...
 
 class PutResponse(_message.Message):
     __slots__ = ("header", "kv")
@@ -244,7 +248,7 @@ class TxnRequest(_message.Message):
     def __init__(self, compares: _Optional[_Iterable[_Union[Compare, _Mapping]]] = ..., success: _Optional[_Iterable[_Union[TxnOp, _Mapping]]] = ..., failure: _Optional[_Iterable[_Union[TxnOp, _Mapping]]] = ..., session: _Optional[_Union[Session, _Mapping]] = ...) -> None: ...
 
 class TxnOp(_message.Message):
-    __slots__ = ("type", "key", "value", "delta")
+    __slots__ = ("type", "key", "value", "delta", "lease")
     class Type(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
         __slots__ = ()
         GET: _ClassVar[TxnOp.Type]
@@ -259,11 +263,13 @@ class TxnOp(_message.Message):
     KEY_FIELD_NUMBER: _ClassVar[int]
     VALUE_FIELD_NUMBER: _ClassVar[int]
     DELTA_FIELD_NUMBER: _ClassVar[int]
+    LEASE_FIELD_NUMBER: _ClassVar[int]
     type: TxnOp.Type
     key: bytes
     value: bytes
     delta: int
-    def __init__(self, type: _Optional[_Union[TxnOp.Type, str]] = ..., key: _Optional[bytes] = ..., value: _Optional[bytes] = ..., delta: _Optional[int] = ...) -> None: ...
+    lease: int
+    def __init__(self, type: _Optional[_Union[TxnOp.Type, str]] = ..., key: _Optional[bytes] = ..., value: _Optional[bytes] = ..., delta: _Optional[int] = ..., lease: _Optional[int] = ...) -> None: ...
 
 class TxnOpResult(_message.Message):
     __slots__ = ("found", "kv", "value", "error")
@@ -354,6 +360,94 @@ class WatchResponse(_message.Message):
     cancel_reason: str
     compact_revision: int
     def __init__(self, header: _Optional[_Union[Header, _Mapping]] = ..., events: _Optional[_Iterable[_Union[WatchEvent, _Mapping]]] = ..., created: _Optional[bool] = ..., canceled: _Optional[bool] = ..., cancel_reason: _Optional[str] = ..., compact_revision: _Optional[int] = ...) -> None: ...
+
+class LeaseGrantRequest(_message.Message):
+    __slots__ = ("ttl", "id", "session")
+    TTL_FIELD_NUMBER: _ClassVar[int]
+    ID_FIELD_NUMBER: _ClassVar[int]
+    SESSION_FIELD_NUMBER: _ClassVar[int]
+    ttl: int
+    id: int
+    session: Session
+    def __init__(self, ttl: _Optional[int] = ..., id: _Optional[int] = ..., session: _Optional[_Union[Session, _Mapping]] = ...) -> None: ...
+
+class LeaseGrantResponse(_message.Message):
+    __slots__ = ("header", "id", "ttl")
+    HEADER_FIELD_NUMBER: _ClassVar[int]
+    ID_FIELD_NUMBER: _ClassVar[int]
+    TTL_FIELD_NUMBER: _ClassVar[int]
+    header: Header
+    id: int
+    ttl: int
+    def __init__(self, header: _Optional[_Union[Header, _Mapping]] = ..., id: _Optional[int] = ..., ttl: _Optional[int] = ...) -> None: ...
+
+class LeaseRevokeRequest(_message.Message):
+    __slots__ = ("id", "session")
+    ID_FIELD_NUMBER: _ClassVar[int]
+    SESSION_FIELD_NUMBER: _ClassVar[int]
+    id: int
+    session: Session
+    def __init__(self, id: _Optional[int] = ..., session: _Optional[_Union[Session, _Mapping]] = ...) -> None: ...
+
+class LeaseRevokeResponse(_message.Message):
+    __slots__ = ("header", "deleted")
+    HEADER_FIELD_NUMBER: _ClassVar[int]
+    DELETED_FIELD_NUMBER: _ClassVar[int]
+    header: Header
+    deleted: _containers.RepeatedScalarFieldContainer[bytes]
+    def __init__(self, header: _Optional[_Union[Header, _Mapping]] = ..., deleted: _Optional[_Iterable[bytes]] = ...) -> None: ...
+
+class LeaseKeepAliveRequest(_message.Message):
+    __slots__ = ("ids", "min_index")
+    IDS_FIELD_NUMBER: _ClassVar[int]
+    MIN_INDEX_FIELD_NUMBER: _ClassVar[int]
+    ids: _containers.RepeatedScalarFieldContainer[int]
+    min_index: int
+    def __init__(self, ids: _Optional[_Iterable[int]] = ..., min_index: _Optional[int] = ...) -> None: ...
+
+class LeaseKeepAliveResponse(_message.Message):
+    __slots__ = ("header", "ids", "ttls")
+    HEADER_FIELD_NUMBER: _ClassVar[int]
+    IDS_FIELD_NUMBER: _ClassVar[int]
+    TTLS_FIELD_NUMBER: _ClassVar[int]
+    header: Header
+    ids: _containers.RepeatedScalarFieldContainer[int]
+    ttls: _containers.RepeatedScalarFieldContainer[int]
+    def __init__(self, header: _Optional[_Union[Header, _Mapping]] = ..., ids: _Optional[_Iterable[int]] = ..., ttls: _Optional[_Iterable[int]] = ...) -> None: ...
+
+class LeaseTimeToLiveRequest(_message.Message):
+    __slots__ = ("id", "keys")
+    ID_FIELD_NUMBER: _ClassVar[int]
+    KEYS_FIELD_NUMBER: _ClassVar[int]
+    id: int
+    keys: bool
+    def __init__(self, id: _Optional[int] = ..., keys: _Optional[bool] = ...) -> None: ...
+
+class LeaseTimeToLiveResponse(_message.Message):
+    __slots__ = ("header", "id", "ttl", "granted_ttl", "keys")
+    HEADER_FIELD_NUMBER: _ClassVar[int]
+    ID_FIELD_NUMBER: _ClassVar[int]
+    TTL_FIELD_NUMBER: _ClassVar[int]
+    GRANTED_TTL_FIELD_NUMBER: _ClassVar[int]
+    KEYS_FIELD_NUMBER: _ClassVar[int]
+    header: Header
+    id: int
+    ttl: int
+    granted_ttl: int
+    keys: _containers.RepeatedScalarFieldContainer[bytes]
+    def __init__(self, header: _Optional[_Union[Header, _Mapping]] = ..., id: _Optional[int] = ..., ttl: _Optional[int] = ..., granted_ttl: _Optional[int] = ..., keys: _Optional[_Iterable[bytes]] = ...) -> None: ...
+
+class LeaseListRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class LeaseListResponse(_message.Message):
+    __slots__ = ("header", "ids")
+    HEADER_FIELD_NUMBER: _ClassVar[int]
+    IDS_FIELD_NUMBER: _ClassVar[int]
+    header: Header
+    ids: _containers.RepeatedScalarFieldContainer[int]
+    def __init__(self, header: _Optional[_Union[Header, _Mapping]] = ..., ids: _Optional[_Iterable[int]] = ...) -> None: ...
 
 class IncrRequest(_message.Message):
     __slots__ = ("key", "delta", "session")

@@ -124,6 +124,31 @@ class KVStub:
                 request_serializer=raftkv_dot_proto_dot_v1_dot_kv__pb2.WatchRequest.SerializeToString,
                 response_deserializer=raftkv_dot_proto_dot_v1_dot_kv__pb2.WatchResponse.FromString,
                 _registered_method=True)
+        self.LeaseGrant = channel.unary_unary(
+                '/raftkv.v1.KV/LeaseGrant',
+                request_serializer=raftkv_dot_proto_dot_v1_dot_kv__pb2.LeaseGrantRequest.SerializeToString,
+                response_deserializer=raftkv_dot_proto_dot_v1_dot_kv__pb2.LeaseGrantResponse.FromString,
+                _registered_method=True)
+        self.LeaseRevoke = channel.unary_unary(
+                '/raftkv.v1.KV/LeaseRevoke',
+                request_serializer=raftkv_dot_proto_dot_v1_dot_kv__pb2.LeaseRevokeRequest.SerializeToString,
+                response_deserializer=raftkv_dot_proto_dot_v1_dot_kv__pb2.LeaseRevokeResponse.FromString,
+                _registered_method=True)
+        self.LeaseKeepAlive = channel.stream_stream(
+                '/raftkv.v1.KV/LeaseKeepAlive',
+                request_serializer=raftkv_dot_proto_dot_v1_dot_kv__pb2.LeaseKeepAliveRequest.SerializeToString,
+                response_deserializer=raftkv_dot_proto_dot_v1_dot_kv__pb2.LeaseKeepAliveResponse.FromString,
+                _registered_method=True)
+        self.LeaseTimeToLive = channel.unary_unary(
+                '/raftkv.v1.KV/LeaseTimeToLive',
+                request_serializer=raftkv_dot_proto_dot_v1_dot_kv__pb2.LeaseTimeToLiveRequest.SerializeToString,
+                response_deserializer=raftkv_dot_proto_dot_v1_dot_kv__pb2.LeaseTimeToLiveResponse.FromString,
+                _registered_method=True)
+        self.LeaseList = channel.unary_unary(
+                '/raftkv.v1.KV/LeaseList',
+                request_serializer=raftkv_dot_proto_dot_v1_dot_kv__pb2.LeaseListRequest.SerializeToString,
+                response_deserializer=raftkv_dot_proto_dot_v1_dot_kv__pb2.LeaseListResponse.FromString,
+                _registered_method=True)
 
 
 class KVServicer:
@@ -245,6 +270,40 @@ class KVServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def LeaseGrant(self, request, context):
+        """Leases: a key put with a lease is deleted (all of a lease's keys in one revision) when the lease is revoked or
+        expires. The leader times them; keep-alives and time-to-live go to the leader (FAILED_PRECONDITION, kind
+        not-leader, elsewhere), grants and revokes to any node. See README, "Leases".
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def LeaseRevoke(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def LeaseKeepAlive(self, request_iterator, context):
+        """Each request renews its leases and is answered by one response, in order. Many leases go in one request.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def LeaseTimeToLive(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def LeaseList(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_KVServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -337,6 +396,31 @@ def add_KVServicer_to_server(servicer, server):
                     servicer.Watch,
                     request_deserializer=raftkv_dot_proto_dot_v1_dot_kv__pb2.WatchRequest.FromString,
                     response_serializer=raftkv_dot_proto_dot_v1_dot_kv__pb2.WatchResponse.SerializeToString,
+            ),
+            'LeaseGrant': grpc.unary_unary_rpc_method_handler(
+                    servicer.LeaseGrant,
+                    request_deserializer=raftkv_dot_proto_dot_v1_dot_kv__pb2.LeaseGrantRequest.FromString,
+                    response_serializer=raftkv_dot_proto_dot_v1_dot_kv__pb2.LeaseGrantResponse.SerializeToString,
+            ),
+            'LeaseRevoke': grpc.unary_unary_rpc_method_handler(
+                    servicer.LeaseRevoke,
+                    request_deserializer=raftkv_dot_proto_dot_v1_dot_kv__pb2.LeaseRevokeRequest.FromString,
+                    response_serializer=raftkv_dot_proto_dot_v1_dot_kv__pb2.LeaseRevokeResponse.SerializeToString,
+            ),
+            'LeaseKeepAlive': grpc.stream_stream_rpc_method_handler(
+                    servicer.LeaseKeepAlive,
+                    request_deserializer=raftkv_dot_proto_dot_v1_dot_kv__pb2.LeaseKeepAliveRequest.FromString,
+                    response_serializer=raftkv_dot_proto_dot_v1_dot_kv__pb2.LeaseKeepAliveResponse.SerializeToString,
+            ),
+            'LeaseTimeToLive': grpc.unary_unary_rpc_method_handler(
+                    servicer.LeaseTimeToLive,
+                    request_deserializer=raftkv_dot_proto_dot_v1_dot_kv__pb2.LeaseTimeToLiveRequest.FromString,
+                    response_serializer=raftkv_dot_proto_dot_v1_dot_kv__pb2.LeaseTimeToLiveResponse.SerializeToString,
+            ),
+            'LeaseList': grpc.unary_unary_rpc_method_handler(
+                    servicer.LeaseList,
+                    request_deserializer=raftkv_dot_proto_dot_v1_dot_kv__pb2.LeaseListRequest.FromString,
+                    response_serializer=raftkv_dot_proto_dot_v1_dot_kv__pb2.LeaseListResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -825,6 +909,141 @@ class KV:
             '/raftkv.v1.KV/Watch',
             raftkv_dot_proto_dot_v1_dot_kv__pb2.WatchRequest.SerializeToString,
             raftkv_dot_proto_dot_v1_dot_kv__pb2.WatchResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def LeaseGrant(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/raftkv.v1.KV/LeaseGrant',
+            raftkv_dot_proto_dot_v1_dot_kv__pb2.LeaseGrantRequest.SerializeToString,
+            raftkv_dot_proto_dot_v1_dot_kv__pb2.LeaseGrantResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def LeaseRevoke(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/raftkv.v1.KV/LeaseRevoke',
+            raftkv_dot_proto_dot_v1_dot_kv__pb2.LeaseRevokeRequest.SerializeToString,
+            raftkv_dot_proto_dot_v1_dot_kv__pb2.LeaseRevokeResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def LeaseKeepAlive(request_iterator,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.stream_stream(
+            request_iterator,
+            target,
+            '/raftkv.v1.KV/LeaseKeepAlive',
+            raftkv_dot_proto_dot_v1_dot_kv__pb2.LeaseKeepAliveRequest.SerializeToString,
+            raftkv_dot_proto_dot_v1_dot_kv__pb2.LeaseKeepAliveResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def LeaseTimeToLive(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/raftkv.v1.KV/LeaseTimeToLive',
+            raftkv_dot_proto_dot_v1_dot_kv__pb2.LeaseTimeToLiveRequest.SerializeToString,
+            raftkv_dot_proto_dot_v1_dot_kv__pb2.LeaseTimeToLiveResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def LeaseList(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/raftkv.v1.KV/LeaseList',
+            raftkv_dot_proto_dot_v1_dot_kv__pb2.LeaseListRequest.SerializeToString,
+            raftkv_dot_proto_dot_v1_dot_kv__pb2.LeaseListResponse.FromString,
             options,
             channel_credentials,
             insecure,
