@@ -28,6 +28,9 @@ The checks, what each means and what it assumes:
   through the faults (each starting on another node; ``Client.watch`` moves on when its node fails); after the
   final heal their events must be a prefix of the history replayed on the healed cluster, event for event (no gap,
   no repeat, no reordering) and reach its end, and every acknowledged put or cas must be in that history.
+* **lock** (:mod:`raftkv.chaos.lockcheck`) -- two contenders take one lock over and over through the faults
+  (``Client.lock``: a lease, revision-ordered waiters); no two of their holds may overlap in time, and the holds'
+  fencing revisions must increase in time order.
 * **recovery** -- the time from the final heal to the first acknowledged write, and per fault from its heal to the
   first successful operation and the first successful write (:func:`fault_recovery`). The run fails the recovery
   check if no write succeeds within ``recovery_timeout_s`` of the final heal, a killed node cannot be restarted, or
@@ -67,6 +70,7 @@ from ..client import CONSISTENCY_LEVELS, Client
 from ..errors import ConfigError, ExitCode, RaftKVError
 from .history import History, Op, dump_history, parse_counter, show_key
 from .linearizability import CheckResult, check
+from .lockcheck import LOCKERS, Contender, LockCheck, check_locks, contend
 from .nemesis import (
     NETWORK_FAULTS,
     FaultLog,
@@ -339,6 +343,8 @@ class Verdict:
     write_gap: Gap | None = None
     recoveries: list[Recovery] = field(default_factory=list)
     watch: WatchCheck | None = None
+    lockers: list[Contender] = field(default_factory=list)
+    lock: LockCheck | None = None
 
     @property
     def recovered(self) -> bool:
@@ -354,14 +360,16 @@ class Verdict:
     def violation(self) -> bool:
         lin = self.linearizable.ok if self.linearizable is not None else None
         return (lin is False or bool(self.lost) or (self.counter is not None and self.counter.ok is False)
-                or (self.watch is not None and self.watch.ok is False))
+                or (self.watch is not None and self.watch.ok is False)
+                or (self.lock is not None and self.lock.ok is False))
 
     @property
     def passed(self) -> bool:
         lin = self.linearizable.ok if self.linearizable is not None else None
         counter_ok = self.counter is not None and self.counter.ok is True
         watch_ok = self.watch is not None and self.watch.ok is True and not self.watch.stuck
-        return lin is True and not self.lost and counter_ok and watch_ok and self.recovered
+        lock_ok = self.lock is not None and self.lock.ok
+        return lin is True and not self.lost and counter_ok and watch_ok and lock_ok and self.recovered
 
     @property
     def exit_code(self) -> int:
@@ -442,6 +450,12 @@ class Verdict:
             "watch": None if self.watch is None else {
                 "ok": self.watch.ok, "watchers": self.watch.watchers, "events": self.watch.events,
                 "problems": self.watch.problems[:20], "stuck": self.watch.stuck, "describe": self.watch.describe(),
+            },
+            "lock": None if self.lock is None else {
+                "ok": self.lock.ok, "holds": self.lock.holds, "lost": self.lock.lost,
+                "contenders": self.lock.contenders,
+                "problems": self.lock.problems[:20], "describe": self.lock.describe(),
+                "failures": sum(c.failures for c in self.lockers),
             },
             "final_values": {show_key(k): None if v is None else v.decode("latin-1")
                              for k, v in self.final_values.items()},
@@ -649,6 +663,7 @@ def run_chaos(cfg: ChaosConfig, *, progress: Progress | None = None) -> Verdict:
         watchers=phases.watchers,
         watch_reference=phases.watch_reference,
         watch_upto=phases.watch_upto,
+        lockers=phases.lockers,
     )
     _analyse(verdict, cfg, say)
     (out / "verdict.json").write_text(json.dumps(verdict.to_json(), indent=2) + "\n")
@@ -680,6 +695,7 @@ class _Phases:
     watchers: list[WatchRecord] = field(default_factory=list)
     watch_reference: WatchRecord | None = None
     watch_upto: int = 0
+    lockers: list[Contender] = field(default_factory=list)
 
 
 async def _drive(
@@ -715,6 +731,12 @@ async def _drive(
                                        watched, target))
         for i, rec in enumerate(phases.watchers)
     ]
+    phases.lockers = [Contender(f"locker {i + 1}") for i in range(LOCKERS)]
+    lock_tasks = []
+    for i, rec in enumerate(phases.lockers):
+        first = (i + 1) % len(endpoints)  # each starts on another node
+        lock_tasks.append(asyncio.create_task(contend(rec, [*endpoints[first:], *endpoints[:first]], stop,
+                                                      (cfg.seed or 0) * 31 + i)))
     async with asyncio.TaskGroup() as tg:
         tg.create_task(workload.run(stop))
         schedule_task = tg.create_task(run_schedule(nemesis, schedule, stop))
@@ -722,6 +744,9 @@ async def _drive(
         await asyncio.sleep(cfg.duration_s)
         stop.set()
         say("workload stopped; final heal (SIGCONT, network, restarts)")
+        for t in lock_tasks:  # (they stop at ``stop``; one stuck in a call under the faults is ended here)
+            t.cancel()
+        await asyncio.gather(*lock_tasks, return_exceptions=True)
         await schedule_task
         errors = await asyncio.to_thread(nemesis.heal, final=True)
         phases.final_heal_ns = time.monotonic_ns()
@@ -870,6 +895,7 @@ def _analyse(v: Verdict, cfg: ChaosConfig, say: Progress) -> None:
     v.recoveries = fault_recovery(v.windows, v.ops)
     if v.watch_reference is not None:
         v.watch = check_watches(v.watchers, v.watch_reference, v.watch_upto, v.ops)
+    v.lock = check_locks(v.lockers)
 
 
 # -- output -------------------------------------------------------------------------------------------------------
@@ -928,6 +954,8 @@ def print_verdict(v: Verdict, *, file: Any = None) -> None:
     else:
         style = "green" if v.watch.ok and not v.watch.stuck else "red" if v.watch.ok is False else "yellow"
         t.add_row("watch (order, once, no gap)", f"[{style}]{v.watch.describe()}[/]")
+    if v.lock is not None:
+        t.add_row("lock (mutual exclusion)", f"[{'green' if v.lock.ok else 'red'}]{v.lock.describe()}[/]")
     if v.gap is not None:
         during = v.faults_during(v.gap)
         t.add_row("longest unavailability",

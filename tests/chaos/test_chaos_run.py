@@ -26,6 +26,7 @@ from click.testing import CliRunner
 
 from raftkv.chaos.history import History, Op
 from raftkv.chaos.linearizability import check
+from raftkv.chaos.lockcheck import Contender, Hold, check_locks
 from raftkv.chaos.nemesis import FaultWindow
 from raftkv.chaos.net import unavailable_reason
 from raftkv.chaos.runner import (
@@ -152,6 +153,16 @@ def test_the_counter_adds_up_within_the_unknown_increments() -> None:
     assert final(b"4").ok is False and "DOUBLE" in final(b"4").describe()
     assert final(None).ok is False and final(None).final == 0  # absent: nothing was applied
     assert counter_check(ops, {}).ok is None and final(b"x").ok is None  # not read; not a number
+
+
+def test_the_lock_check_catches_overlapping_holds_and_fences_out_of_order() -> None:
+    a = Contender("a", [Hold("a", 5, 0, 10, "released"), Hold("a", 9, 30, 40, "released")])
+    fine = check_locks([a, Contender("b", [Hold("b", 7, 12, 20, "lost: deadline")])])
+    assert fine.ok and fine.holds == 3 and fine.lost == 1
+    overlap = check_locks([a, Contender("b", [Hold("b", 7, 8, 20, "released")])])  # b took it at 8, a held to 10
+    assert not overlap.ok and "still held" in overlap.problems[0]
+    unfenced = check_locks([a, Contender("b", [Hold("b", 4, 12, 20, "released")])])  # a later holder, older key
+    assert not unfenced.ok and "out of order" in unfenced.problems[0]
 
 
 def test_the_longest_gap_is_between_successful_completions() -> None:
@@ -468,6 +479,7 @@ def test_a_short_run_under_kills_pauses_and_partitions_passes_every_check(tmp_pa
         assert v.exit_code == ExitCode.OK
         assert sum(v.fault_counts.values()) >= 3, v.fault_counts
         assert v.counts()["ok"] > 500
+        assert v.lock is not None and v.lock.holds > 10, v.lock
         for name in ("history.jsonl", "faults.log", "verdict.json", "timeline.png", "logs/node1.log"):
             assert (out / name).is_file(), name
         assert json.loads((out / "verdict.json").read_text())["passed"] is True
