@@ -100,6 +100,8 @@ _ROLE_NAMES = {
 }
 _CONSISTENCY = kv_pb2.Consistency
 MAX_TXN_OPS = 128
+_EVENT_PB_CACHE = 4096
+"""Watch events kept converted to protobuf (``KVServicer._event_pb``): a few applied batches' worth."""
 MAX_BATCH_OPS = 1000
 """The most operations one Batch RPC may carry (INVALID_ARGUMENT above, and none is carried out)."""
 
@@ -199,6 +201,7 @@ class KVServicer(kv_pb2_grpc.KVServicer):
         self.unary_rpcs = 0
         self.batch_rpcs = 0
         self.batched_ops = 0
+        self._event_pbs: dict[tuple[int, int], kv_pb2.WatchEvent] = {}
 
     # -- helpers ----------------------------------------------------------------------------------------------
     def _timeout(self, ctx: grpc.aio.ServicerContext[Any, Any], requested_ms: int = 0) -> float:
@@ -805,19 +808,32 @@ class KVServicer(kv_pb2_grpc.KVServicer):
             raise InvalidArgument("a watch's range_end must be above its key (or \\0: every key from key on)")
         return KeyRange(req.key, req.range_end)
 
-    def _watch_response(self, w: Watcher, events: list[Any], upto: int) -> kv_pb2.WatchResponse:
-        out = []
-        want_prev = w.prev_kv
-        for ev in events:
+    def _event_pb(self, ev: Any) -> kv_pb2.WatchEvent:
+        """An event as the wire has it (without its previous value), built once for every watcher it goes to: the
+        hub hands the same events to each, so a batch fanned out to 1,000 watchers is converted once, not 1,000
+        times (the cache holds the events of the last few batches)."""
+        key = (ev.revision, ev.sub)
+        cache = self._event_pbs
+        pb = cache.get(key)
+        if pb is None:
+            if len(cache) >= _EVENT_PB_CACHE:
+                cache.clear()
             if ev.kv is not None:
                 pb = kv_pb2.WatchEvent(type=kv_pb2.WatchEvent.PUT, kv=kv_to_pb(ev.kv))
             else:
                 pb = kv_pb2.WatchEvent(type=kv_pb2.WatchEvent.DELETE,
                                        kv=kv_pb2.KeyValue(key=ev.key, mod_revision=ev.revision))
-            if want_prev and ev.prev is not None:
-                pb.prev_kv.CopyFrom(kv_to_pb(ev.prev))
-            out.append(pb)
-        return kv_pb2.WatchResponse(header=self.header(self.node.applied, upto), events=out)
+            cache[key] = pb
+        return pb
+
+    def _watch_response(self, w: Watcher, events: list[Any], upto: int) -> kv_pb2.WatchResponse:
+        pb = self._event_pb
+        resp = kv_pb2.WatchResponse(header=self.header(self.node.applied, upto), events=[pb(ev) for ev in events])
+        if w.prev_kv:
+            for ev, out in zip(events, resp.events, strict=True):
+                if ev.prev is not None:
+                    out.prev_kv.CopyFrom(kv_to_pb(ev.prev))
+        return resp
 
     async def Watch(
         self, req: kv_pb2.WatchRequest, ctx: grpc.aio.ServicerContext[Any, Any]

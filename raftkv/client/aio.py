@@ -514,7 +514,7 @@ class Client:
         progress = _int(progress_notify_ms, "progress_notify_ms", 0, 1 << 32)
         backoff = BACKOFF_MIN_S
         while True:
-            ep = self._pick()
+            ep = self._watch_endpoint()
             _, stub = self._channel(ep)
             req = kv_pb2.WatchRequest(key=k, range_end=end, prefix=prefix, start_revision=next_rev, prev_kv=prev_kv,
                                       no_put=no_put, no_delete=no_delete, progress_notify_ms=progress)
@@ -708,6 +708,15 @@ class Client:
             if ep not in removed:
                 return ep
         return eps[self._cursor % n]
+
+    def _watch_endpoint(self) -> str:
+        """Where a watch goes: any node serves one from its applied state, so watches are spread round robin over
+        the endpoints but the leader's (while another answers): fanning events out to watchers costs the node CPU
+        that the leader needs for writes."""
+        live = [e for e in self._endpoints if e not in self._removed]
+        others = [e for e in live if e != self._leader] or live or self._endpoints
+        self._spread_cursor += 1
+        return others[self._spread_cursor % len(others)]
 
     def _failed(self, endpoint: str) -> None:
         """``endpoint`` could not serve: forget it as leader and move on to the next endpoint (once, even if many
