@@ -172,3 +172,27 @@ def test_the_cli_lease_lock_and_elect_commands(cluster: Cluster) -> None:
     finally:
         campaign.send_signal(signal.SIGINT)
         campaign.wait(10)
+
+
+def test_the_sync_client_grants_keeps_alive_locks_and_elects(cluster: Cluster) -> None:
+    with cluster.client() as c:
+        lease = c.grant(2)
+        c.put("sync/k", "v", lease=lease.lease)
+        assert not lease.wait_lost(3.0) and lease.alive  # kept alive past its TTL
+        assert c.time_to_live(lease, keys=True).keys == (b"sync/k",)
+        assert lease.id in c.leases()
+        lease.revoke()
+        assert c.get("sync/k") is None and lease.wait_lost(0)
+        with c.lock("sync") as held:
+            first = held.revision
+            assert first > 0 and held.held and not held.lost()
+        with c.lock("sync") as again:
+            assert again.revision > first
+        e = c.election("sync")
+        rev = e.campaign("me")
+        leader = e.leader()
+        assert leader is not None and leader.value == b"me" and leader.create_revision == rev
+        e.proclaim("me2")
+        assert next(iter(e.observe())) is not None
+        e.resign()
+        assert e.leader() is None
