@@ -35,6 +35,7 @@ NOT_EXPORTED: dict[str, dict[str, str]] = {
         "Globals": "the click context object of the commands",
         "RaftKVGroup": "the click group class of `raftkv` (error handling, help layout)",
     },
+    "raftkv.client.leases": {"KeepAliver": "a client's keep-alive stream, inside Client (its leases are the API)"},
     "raftkv.kv.commands": {"decode_value": "a stored record's decoding, for raftkv.kv.fsm only"},
     "raftkv.kv.fsm": {
         "KeyMappingBackend": "the key table's long-key mapping, inside the state machine",

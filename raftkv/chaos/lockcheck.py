@@ -30,7 +30,7 @@ from dataclasses import dataclass, field
 from ..client import Client
 from ..errors import RaftKVError
 
-__all__ = ["LOCKERS", "LOCK_TTL_S", "Hold", "LockCheck", "check_locks", "contend"]
+__all__ = ["LOCKERS", "LOCK_TTL_S", "Contender", "Hold", "LockCheck", "check_locks", "contend"]
 
 LOCKERS = 2
 LOCK_TTL_S = 2
