@@ -36,6 +36,12 @@ module imports nothing above ``raft``)::
         compact      [8, request_id, client_id, seq, revision]        drop the history older than revision
         lease grant  [9, request_id, client_id, seq, lease_id, ttl_s]  lease_id 0: the state machine picks one
         lease revoke [10, request_id, client_id, seq, lease_id, stamp] stamp 0: whatever grant holds the id now
+        range txn    [11, request_id, client_id, seq, [range compare...], [range op...], [range op...]]
+      range compare  [key, range_end, target, result, operand]        etcd's compares: target 0 version, 1 create,
+                                                                      2 mod, 3 value (operand bytes), 4 lease;
+                                                                      result 0 ==, 1 >, 2 <, 3 !=
+      range op       [kind, key, range_end, value, lease, flags, limit, nil | [compares, success, failure]]
+                                                                      kind 0 range, 1 put, 2 delete range, 3 txn
       condition      [key, target, cmp, operand]                      operand by target: bytes (VALUE), int >= 0
                                                                       (VERSION, MOD_REVISION, CREATE_REVISION),
                                                                       bool (EXISTS), vector clock (VCLOCK)
@@ -111,6 +117,7 @@ __all__ = [
     "CMD_LEASE_GRANT",
     "CMD_LEASE_REVOKE",
     "CMD_PUT",
+    "CMD_RANGE_TXN",
     "CMD_SIBLING_PUT",
     "CMD_TXN",
     "CMP_EQ",
@@ -549,6 +556,26 @@ CMD_ALARM = 7
 CMD_COMPACT = 8
 CMD_LEASE_GRANT = 9
 CMD_LEASE_REVOKE = 10
+CMD_RANGE_TXN = 11
+
+RT_VERSION = 0
+RT_CREATE = 1
+RT_MOD = 2
+RT_VALUE = 3
+RT_LEASE = 4
+"""A range compare's targets (etcd's CompareTarget numbering)."""
+RR_EQUAL = 0
+RR_GREATER = 1
+RR_LESS = 2
+RR_NOT_EQUAL = 3
+"""A range compare's results (etcd's CompareResult numbering)."""
+RO_RANGE = 0
+RO_PUT = 1
+RO_DELETE_RANGE = 2
+RO_TXN = 3
+"""A range txn's operations."""
+RANGE_TXN_DEPTH = 8
+"""How deeply range txns may nest."""
 
 TARGET_VALUE = 0
 TARGET_VERSION = 1
@@ -597,6 +624,9 @@ class KVTypes(NamedTuple):
     compact: type[tuple[Any, ...]]
     lease_grant: type[tuple[Any, ...]]
     lease_revoke: type[tuple[Any, ...]]
+    range_txn: type[tuple[Any, ...]]
+    range_compare: type[tuple[Any, ...]]
+    range_op: type[tuple[Any, ...]]
     delete: type[tuple[Any, ...]]
     incr: type[tuple[Any, ...]]
     txn: type[tuple[Any, ...]]
@@ -638,12 +668,15 @@ _COMMAND_LAYOUTS = {
     CMD_COMPACT: "[8, request_id, client_id, seq, revision]",
     CMD_LEASE_GRANT: "[9, request_id, client_id, seq, lease_id, ttl_s]",
     CMD_LEASE_REVOKE: "[10, request_id, client_id, seq, lease_id, stamp]",
+    CMD_RANGE_TXN: "[11, request_id, client_id, seq, [range compare...], [range op...], [range op...]]",
 }
+_RANGE_COMPARE_LAYOUT = "[key, range_end, target 0-4, result 0-3, operand (bytes for value, else int >= 0)]"
+_RANGE_OP_LAYOUT = "[kind 0-3, key, range_end, value, lease, flags, limit, nil | [compares, success, failure]]"
 _COLUMN_OPS = frozenset({CMD_PUT, CMD_DELETE, CMD_INCR})
 """The ops a homogeneous batch may take the column path for."""
 _COMMAND_LENGTHS = {
     CMD_PUT: 8, CMD_DELETE: 6, CMD_INCR: 6, CMD_TXN: 7, CMD_SIBLING_PUT: 7, CMD_HASH_MARK: 4, CMD_ALARM: 6,
-    CMD_COMPACT: 5, CMD_LEASE_GRANT: 6, CMD_LEASE_REVOKE: 6,
+    CMD_COMPACT: 5, CMD_LEASE_GRANT: 6, CMD_LEASE_REVOKE: 6, CMD_RANGE_TXN: 7,
 }
 _OLD_PUT_LENGTH = 7
 """A put from a build before leases: no lease field (read as lease 0)."""
@@ -765,11 +798,54 @@ def _command(c: object, types: KVTypes) -> Any:
         if not _is_index(c[4]):
             _fail("compact", _COMMAND_LAYOUTS[op], c)
         return _new(types.compact, c[1:])
+    if op == CMD_RANGE_TXN:
+        body = _range_body((c[4], c[5], c[6]), types, 1)
+        return _new(types.range_txn, (*c[1:4], *body))
     if op == CMD_LEASE_GRANT or op == CMD_LEASE_REVOKE:
         if not (_is_index(c[4]) and _is_index(c[5])):
             _fail("lease command", _COMMAND_LAYOUTS[op], c)
         return _new(types.lease_grant if op == CMD_LEASE_GRANT else types.lease_revoke, c[1:])
     return _new(types.txn, (*c[1:4], _conditions(c[4], types), _txn_ops(c[5], types), _txn_ops(c[6], types)))
+
+
+def _range_compares(x: object, types: KVTypes) -> tuple[Any, ...]:
+    if type(x) is not tuple:
+        _fail("range txn", "an array of range compares", x)
+    for c in x:
+        if not (type(c) is tuple and len(c) == 5 and type(c[0]) is bytes and type(c[1]) is bytes
+                and type(c[2]) is int and RT_VERSION <= c[2] <= RT_LEASE and type(c[3]) is int
+                and RR_EQUAL <= c[3] <= RR_NOT_EQUAL):
+            _fail("range compare", _RANGE_COMPARE_LAYOUT, c)
+        if not (type(c[4]) is bytes if c[2] == RT_VALUE else _is_index(c[4])):
+            _fail("range compare", _RANGE_COMPARE_LAYOUT, c)
+    return tuple(map(_new, repeat(types.range_compare, len(x)), x))
+
+
+def _range_ops(x: object, types: KVTypes, depth: int) -> tuple[Any, ...]:
+    if type(x) is not tuple:
+        _fail("range txn", "an array of range ops", x)
+    out = []
+    for o in x:
+        if not (type(o) is tuple and len(o) == 8 and type(o[0]) is int and RO_RANGE <= o[0] <= RO_TXN
+                and type(o[1]) is bytes and type(o[2]) is bytes and type(o[3]) is bytes and _is_index(o[4])
+                and _is_index(o[5]) and _is_index(o[6])):
+            _fail("range op", _RANGE_OP_LAYOUT, o)
+        nested = o[7]
+        if o[0] == RO_TXN:
+            if type(nested) is not tuple or len(nested) != 3:
+                _fail("range op", _RANGE_OP_LAYOUT + " (a txn op carries its body)", o)
+            o = (*o[:7], _range_body(nested, types, depth + 1))
+        elif nested is not None:
+            _fail("range op", _RANGE_OP_LAYOUT + " (only a txn op carries a body)", o)
+        out.append(_new(types.range_op, o))
+    return tuple(out)
+
+
+def _range_body(b: tuple[Any, ...], types: KVTypes, depth: int) -> tuple[Any, ...]:
+    """``(compares, success, failure)`` of a range txn or a nested one."""
+    if depth > RANGE_TXN_DEPTH:
+        raise CodecError(f"malformed range txn: nested more than {RANGE_TXN_DEPTH} deep")
+    return (_range_compares(b[0], types), _range_ops(b[1], types, depth), _range_ops(b[2], types, depth))
 
 
 def _commands_by_column(cmds: tuple[Any, ...], types: KVTypes) -> list[Any] | None:

@@ -59,6 +59,17 @@ __all__ = [
     "NoteResult",
     "Put",
     "PutResult",
+    "RangeCompare",
+    "RangeDelete",
+    "RangeFlag",
+    "RangeOp",
+    "RangeOpKind",
+    "RangePut",
+    "RangeRead",
+    "RangeResultOp",
+    "RangeTarget",
+    "RangeTxn",
+    "RangeTxnResult",
     "Result",
     "Sibling",
     "SiblingPut",
@@ -266,7 +277,86 @@ class LeaseRevoke(NamedTuple):
     stamp: int = 0
 
 
-Command: TypeAlias = Put | SiblingPut | Delete | Incr | Txn | HashMark | Alarm | Compact | LeaseGrant | LeaseRevoke
+class RangeTarget(IntEnum):
+    """What a ``RangeCompare`` compares (etcd's ``CompareTarget`` numbering)."""
+
+    VERSION = codec.RT_VERSION
+    CREATE = codec.RT_CREATE
+    MOD = codec.RT_MOD
+    VALUE = codec.RT_VALUE
+    LEASE = codec.RT_LEASE
+
+
+class RangeResultOp(IntEnum):
+    """How a ``RangeCompare`` compares (etcd's ``CompareResult`` numbering): ``current <op> operand``."""
+
+    EQUAL = codec.RR_EQUAL
+    GREATER = codec.RR_GREATER
+    LESS = codec.RR_LESS
+    NOT_EQUAL = codec.RR_NOT_EQUAL
+
+
+class RangeOpKind(IntEnum):
+    RANGE = codec.RO_RANGE
+    PUT = codec.RO_PUT
+    DELETE_RANGE = codec.RO_DELETE_RANGE
+    TXN = codec.RO_TXN
+
+
+class RangeFlag:
+    """The bits of ``RangeOp.flags``."""
+
+    PREV_KV = 1
+    IGNORE_VALUE = 2
+    IGNORE_LEASE = 4
+    KEYS_ONLY = 8
+    COUNT_ONLY = 16
+
+
+class RangeCompare(NamedTuple):
+    """etcd's compare: every key of the range (``range_end`` as in ``RangeOp``) must satisfy ``current <result>
+    operand``; a key that does not exist counts as version, create, mod revision and lease 0, and fails every VALUE
+    compare (etcd's rule)."""
+
+    key: bytes
+    range_end: bytes
+    target: int
+    result: int
+    operand: bytes | int
+
+
+class RangeOp(NamedTuple):
+    """One operation of a ``RangeTxn`` (etcd's ``RequestOp``). ``range_end``: b"" the key alone, b"\\0" every key
+    from ``key`` on, else the keys in ``[key, range_end)``. RANGE reads (``limit`` 0: all; flags KEYS_ONLY,
+    COUNT_ONLY); PUT writes ``value`` with ``lease`` (flags PREV_KV, IGNORE_VALUE, IGNORE_LEASE); DELETE_RANGE deletes
+    the range (PREV_KV); TXN runs ``body``, a nested ``(compares, success, failure)``."""
+
+    kind: int
+    key: bytes
+    range_end: bytes = b""
+    value: bytes = b""
+    lease: int = 0
+    flags: int = 0
+    limit: int = 0
+    body: tuple[tuple[RangeCompare, ...], tuple[RangeOp, ...], tuple[RangeOp, ...]] | None = None
+
+
+class RangeTxn(NamedTuple):
+    """A transaction with etcd's semantics (the etcd API's Put, DeleteRange and Txn are each one): the compares, and
+    the branch each nested txn takes, are decided on the state before the txn; then the chosen ops run in order,
+    each seeing the ones before; every write of the whole txn takes one revision."""
+
+    request_id: int
+    client_id: int
+    seq: int
+    compares: tuple[RangeCompare, ...]
+    success: tuple[RangeOp, ...]
+    failure: tuple[RangeOp, ...]
+
+
+Command: TypeAlias = (
+    Put | SiblingPut | Delete | Incr | Txn | HashMark | Alarm | Compact | LeaseGrant | LeaseRevoke | RangeTxn
+)
 
 
 class InvalidCommand(NamedTuple):
@@ -382,6 +472,34 @@ class LeaseRevokeResult(NamedTuple):
     """The keys deleted, in byte order."""
 
 
+class RangeRead(NamedTuple):
+    """A RANGE op's answer: the keys (up to its limit; none with COUNT_ONLY), whether more matched, and how many
+    matched in all."""
+
+    kvs: tuple[KeyValue, ...]
+    more: bool
+    total: int
+
+
+class RangePut(NamedTuple):
+    kv: KeyValue
+    prev: KeyValue | None
+    """With PREV_KV: the key before the put."""
+
+
+class RangeDelete(NamedTuple):
+    deleted: int
+    prevs: tuple[KeyValue, ...]
+    """With PREV_KV: the keys deleted, as they were."""
+
+
+class RangeTxnResult(NamedTuple):
+    succeeded: bool
+    results: tuple[RangeRead | RangePut | RangeDelete | RangeTxnResult, ...]
+    revision: int
+    """The txn's revision if it wrote anything, else the store's current one."""
+
+
 class EventType(IntEnum):
     """What an ``Event`` did to its key."""
 
@@ -410,8 +528,9 @@ class DuplicateResult(NamedTuple):
 
 Result: TypeAlias = (
     PutResult | DeleteResult | IncrResult | TxnResult | ConditionFailedResult | ErrorResult | DuplicateResult
-    | NoteResult | CompactResult | LeaseGrantResult | LeaseRevokeResult
+    | NoteResult | CompactResult | LeaseGrantResult | LeaseRevokeResult | RangeTxnResult
 )
+"""(A ``RangeTxnResult`` is never cached in a session: the etcd API has no sessions, so range txns carry none.)"""
 
 
 class Batch(NamedTuple):
@@ -432,6 +551,9 @@ _TYPES = codec.KVTypes(
     compact=Compact,
     lease_grant=LeaseGrant,
     lease_revoke=LeaseRevoke,
+    range_txn=RangeTxn,
+    range_compare=RangeCompare,
+    range_op=RangeOp,
     delete=Delete,
     incr=Incr,
     txn=Txn,
@@ -458,6 +580,7 @@ _OP_OF: dict[type, int] = {
     Compact: codec.CMD_COMPACT,
     LeaseGrant: codec.CMD_LEASE_GRANT,
     LeaseRevoke: codec.CMD_LEASE_REVOKE,
+    RangeTxn: codec.CMD_RANGE_TXN,
     Delete: codec.CMD_DELETE,
     Incr: codec.CMD_INCR,
     Txn: codec.CMD_TXN,
@@ -596,6 +719,39 @@ def _check_conditions(conditions: tuple[Condition, ...], limits: Limits, what: s
     return None
 
 
+def _check_range_body(compares: tuple[RangeCompare, ...], success: tuple[RangeOp, ...],
+                      failure: tuple[RangeOp, ...], limits: Limits, n: list[int]) -> str | None:
+    """``n[0]``: the compares and ops counted so far, nested txns included (at most ``max_ops`` in all)."""
+    n[0] += len(compares) + len(success) + len(failure)
+    if n[0] > limits.max_ops:
+        return f"txn: more than {limits.max_ops} compares and operations"
+    for c in compares:
+        if not c.key:
+            return "txn compare: the key is empty"
+        if len(c.key) > limits.max_key_bytes:
+            return f"txn compare: the key is {len(c.key)} bytes, more than the limit of {limits.max_key_bytes}"
+        if c.target == RangeTarget.LEASE and type(c.operand) is int and c.operand > MAX_LEASE_ID:
+            return "txn compare: the lease id does not fit in a signed 64-bit integer"
+    for o in success + failure:
+        if o.kind == RangeOpKind.TXN:
+            assert o.body is not None
+            error = _check_range_body(*o.body, limits, n)
+            if error:
+                return error
+            continue
+        what = RangeOpKind(o.kind).name.lower().replace("_", " ")
+        error = _check_key(o.key, limits, what) or _check_lease(o.lease, what)
+        if error:
+            return error
+        if o.kind == RangeOpKind.PUT:
+            error = _check_value(o.value, limits, what)
+            if error:
+                return error
+        elif o.value or o.lease:
+            return f"{what}: only a put has a value or a lease"
+    return None
+
+
 def _check_lease(lease: int, what: str) -> str | None:
     if lease > MAX_LEASE_ID:
         return f"{what}: the lease id {lease} does not fit in a signed 64-bit integer"
@@ -648,6 +804,8 @@ def validate(cmd: Command, limits: Limits = DEFAULT_LIMITS) -> str | None:
         return _check_lease(cmd.lease_id, "lease grant")
     elif type(cmd) is LeaseRevoke:
         return _check_lease(cmd.lease_id, "lease revoke")
+    elif type(cmd) is RangeTxn:
+        return _check_range_body(cmd.compares, cmd.success, cmd.failure, limits, [0])
     elif type(cmd) is Delete:
         what = "delete"
         error = _check_key(cmd.key, limits, what)

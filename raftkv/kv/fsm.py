@@ -140,6 +140,17 @@ from .commands import (
     NoteResult,
     Put,
     PutResult,
+    RangeCompare,
+    RangeDelete,
+    RangeFlag,
+    RangeOp,
+    RangeOpKind,
+    RangePut,
+    RangeRead,
+    RangeResultOp,
+    RangeTarget,
+    RangeTxn,
+    RangeTxnResult,
     Result,
     Sibling,
     SiblingPut,
@@ -1484,6 +1495,8 @@ class _Executor:
             return self._txn(cmd)
         if type(cmd) is SiblingPut:
             return self._sibling_put(cmd)
+        if type(cmd) is RangeTxn:
+            return self._range_txn(cmd)
         if type(cmd) is LeaseGrant:
             return self._grant(cmd)
         if type(cmd) is LeaseRevoke:
@@ -1634,6 +1647,122 @@ class _Executor:
             return self._delete(op.key)
         return self._incr(op.key, op.delta)
 
+    # -- range txns (etcd's semantics) -----------------------------------------------------------------------------
+    def _range_rows(self, key: bytes, end: bytes) -> Iterator[tuple[bytes, bytes]]:
+        """``(key, value record)`` of the keys of a range now: the key alone (``end`` b""), every key from ``key``
+        on (b"\\0"), or ``[key, end)``; in byte order."""
+        if not end:
+            raw = self.kv.get(key)
+            if raw is not None:
+                yield key, raw
+            return
+        for k, raw in self.kv.iter_from(key):
+            if end != b"\0" and k >= end:
+                return
+            yield k, raw
+
+    def _range_holds(self, c: RangeCompare) -> bool:
+        rows = list(self._range_rows(c.key, c.range_end))
+        if not rows:
+            if c.target == RangeTarget.VALUE:
+                return False  # (etcd: a value compare on keys that do not exist never holds)
+            return _compare_int(0, c.result, c.operand)
+        for k, raw in rows:
+            kv = decode_value(raw, k)
+            if c.target == RangeTarget.VALUE:
+                cur: bytes | int = kv.value
+            elif c.target == RangeTarget.VERSION:
+                cur = kv.version
+            elif c.target == RangeTarget.CREATE:
+                cur = kv.create_revision
+            elif c.target == RangeTarget.MOD:
+                cur = kv.mod_revision
+            else:
+                cur = kv.lease
+            if not _compare_any(cur, c.result, c.operand):
+                return False
+        return True
+
+    def _range_path(self, compares: tuple[RangeCompare, ...], success: tuple[RangeOp, ...],
+                    failure: tuple[RangeOp, ...], path: list[bool]) -> None:
+        """Decide, on the state before the txn, which branch it and each nested txn of the branches taken will run
+        (etcd's rule), in the order they run: ``path`` gets one bool per txn."""
+        ok = all(self._range_holds(c) for c in compares)
+        path.append(ok)
+        for o in success if ok else failure:
+            if o.kind == RangeOpKind.TXN:
+                assert o.body is not None
+                self._range_path(*o.body, path)
+
+    def _range_check(self, ops: tuple[RangeOp, ...], path: list[bool], at: list[int]) -> ErrorResult | None:
+        """Before anything runs: every lease a put of the chosen branches names exists, and a put that keeps the
+        value or the lease has a key to keep it from."""
+        for o in ops:
+            if o.kind == RangeOpKind.TXN:
+                assert o.body is not None
+                at[0] += 1
+                taken = path[at[0]]
+                error = self._range_check(o.body[1] if taken else o.body[2], path, at)
+                if error is not None:
+                    return error
+            elif o.kind == RangeOpKind.PUT:
+                if o.lease and not o.flags & RangeFlag.IGNORE_LEASE and self.leases.get(_U64.pack(o.lease)) is None:
+                    return _no_lease(o.lease)
+                if o.flags & (RangeFlag.IGNORE_VALUE | RangeFlag.IGNORE_LEASE) and self.kv.get(o.key) is None:
+                    return ErrorResult(_INVALID, f"put with ignore_value or ignore_lease: key "
+                                                 f"{quoted(o.key, 80)} not found")
+        return None
+
+    def _range_txn(self, cmd: RangeTxn) -> RangeTxnResult | ErrorResult:
+        path: list[bool] = []
+        self._range_path(cmd.compares, cmd.success, cmd.failure, path)
+        ops = cmd.success if path[0] else cmd.failure
+        error = self._range_check(ops, path, [0])
+        if error is not None:
+            return error
+        results = self._range_run(ops, path, [0])
+        return RangeTxnResult(path[0], results, self.revision + 1 if self._wrote else self.revision)
+
+    def _range_run(self, ops: tuple[RangeOp, ...], path: list[bool], at: list[int]) -> tuple[Any, ...]:
+        out: list[Any] = []
+        for o in ops:
+            kind = o.kind
+            if kind == RangeOpKind.RANGE:
+                out.append(self._range_read(o))
+            elif kind == RangeOpKind.PUT:
+                old = self._load(o.key)
+                value = old.value if o.flags & RangeFlag.IGNORE_VALUE and old is not None else o.value
+                lease = (old.lease if old is not None else 0) if o.flags & RangeFlag.IGNORE_LEASE else o.lease
+                kv = self._write(o.key, value, old, lease)
+                out.append(RangePut(kv, old if o.flags & RangeFlag.PREV_KV else None))
+            elif kind == RangeOpKind.DELETE_RANGE:
+                rows = list(self._range_rows(o.key, o.range_end))
+                prevs = tuple(decode_value(raw, k) for k, raw in rows) if o.flags & RangeFlag.PREV_KV else ()
+                for k, _ in rows:
+                    self._delete(k)
+                out.append(RangeDelete(len(rows), prevs))
+            else:
+                assert o.body is not None
+                at[0] += 1
+                taken = path[at[0]]
+                results = self._range_run(o.body[1] if taken else o.body[2], path, at)
+                out.append(RangeTxnResult(taken, results, self.revision + 1 if self._wrote else self.revision))
+        return tuple(out)
+
+    def _range_read(self, o: RangeOp) -> RangeRead:
+        count_only = o.flags & RangeFlag.COUNT_ONLY
+        keys_only = o.flags & RangeFlag.KEYS_ONLY
+        limit = o.limit
+        kvs: list[KeyValue] = []
+        count = 0
+        for k, raw in self._range_rows(o.key, o.range_end):
+            count += 1
+            if count_only or (limit and len(kvs) >= limit):
+                continue
+            kv = decode_value(raw, k)
+            kvs.append(kv._replace(value=b"") if keys_only else kv)
+        return RangeRead(tuple(kvs), count > len(kvs) and not count_only, count)
+
     def _check(self, conditions: tuple[Condition, ...]) -> ConditionFailedResult | None:
         """The first condition that does not hold, with its key's current state; None if all hold."""
         for c in conditions:
@@ -1641,6 +1770,23 @@ class _Executor:
             if not _holds(c, current):
                 return ConditionFailedResult(c, current)
         return None
+
+
+def _compare_int(cur: int, result: int, operand: bytes | int) -> bool:
+    return _compare_any(cur, result, operand)
+
+
+def _compare_any(cur: bytes | int, result: int, operand: bytes | int) -> bool:
+    """``cur <result> operand`` (bytes compare as bytes, as etcd's value compares do)."""
+    if type(cur) is not type(operand):
+        return False  # (decoding checked: a value compare has a bytes operand, the others ints)
+    if result == RangeResultOp.EQUAL:
+        return cur == operand
+    if result == RangeResultOp.NOT_EQUAL:
+        return cur != operand
+    if result == RangeResultOp.GREATER:
+        return cur > operand  # type: ignore[operator]
+    return cur < operand  # type: ignore[operator]
 
 
 def _no_lease(lease: int) -> ErrorResult:

@@ -23,6 +23,13 @@ from raftkv.kv import (
     LeaseRevokeResult,
     Put,
     PutResult,
+    RangeDelete,
+    RangeFlag,
+    RangeOpKind,
+    RangePut,
+    RangeRead,
+    RangeTxn,
+    RangeTxnResult,
     Result,
     Sibling,
     SiblingPut,
@@ -142,9 +149,90 @@ class Model:
             self.delete(k)
         return LeaseRevokeResult(cmd.lease_id, self.current(), tuple(keys))
 
+    # -- range txns: etcd's semantics, restated ------------------------------------------------------------------
+    def in_range(self, key: bytes, end: bytes) -> list[bytes]:
+        if not end:
+            return [key] if key in self.data else []
+        return sorted(k for k in self.data if k >= key and (end == b"\0" or k < end))
+
+    def range_holds(self, c: Any) -> bool:
+        keys = self.in_range(c.key, c.range_end)
+        field = ["version", "create_revision", "mod_revision", "value", "lease"][c.target]
+        if not keys:
+            if field == "value":
+                return False
+            values: list[Any] = [0]
+        else:
+            values = [getattr(self.data[k], field) for k in keys]
+        ops = {0: lambda a, b: a == b, 1: lambda a, b: a > b, 2: lambda a, b: a < b, 3: lambda a, b: a != b}
+        return all(type(v) is type(c.operand) and ops[c.result](v, c.operand) for v in values)
+
+    def range_branches(self, body: Any, out: list[bool]) -> None:
+        compares, success, failure = body
+        ok = all(self.range_holds(c) for c in compares)
+        out.append(ok)
+        for o in success if ok else failure:
+            if o.kind == RangeOpKind.TXN:
+                self.range_branches(o.body, out)
+
+    def range_puts(self, body: Any, path: list[bool], at: list[int]) -> list[Any]:
+        ok = path[at[0]]
+        puts = []
+        for o in body[1] if ok else body[2]:
+            if o.kind == RangeOpKind.TXN:
+                at[0] += 1
+                puts += self.range_puts(o.body, path, at)
+            elif o.kind == RangeOpKind.PUT:
+                puts.append(o)
+        return puts
+
+    def range_run(self, body: Any, path: list[bool], at: list[int], proposer: int) -> tuple[Any, ...]:
+        ok = path[at[0]]
+        out: list[Any] = []
+        for o in body[1] if ok else body[2]:
+            if o.kind == RangeOpKind.RANGE:
+                keys = self.in_range(o.key, o.range_end)
+                kvs = [] if o.flags & RangeFlag.COUNT_ONLY else [self.data[k] for k in keys]
+                if o.limit:
+                    kvs = kvs[: o.limit]
+                if o.flags & RangeFlag.KEYS_ONLY:
+                    kvs = [kv._replace(value=b"") for kv in kvs]
+                out.append(RangeRead(tuple(kvs), len(kvs) < len(keys) and not o.flags & RangeFlag.COUNT_ONLY,
+                                     len(keys)))
+            elif o.kind == RangeOpKind.PUT:
+                old = self.data.get(o.key)
+                value = old.value if old is not None and o.flags & RangeFlag.IGNORE_VALUE else o.value
+                lease = (old.lease if old else 0) if o.flags & RangeFlag.IGNORE_LEASE else o.lease
+                kv = self.write(o.key, value, proposer, lease=lease)
+                out.append(RangePut(kv, old if o.flags & RangeFlag.PREV_KV else None))
+            elif o.kind == RangeOpKind.DELETE_RANGE:
+                keys = self.in_range(o.key, o.range_end)
+                prevs = tuple(self.data[k] for k in keys) if o.flags & RangeFlag.PREV_KV else ()
+                for k in keys:
+                    self.delete(k)
+                out.append(RangeDelete(len(keys), prevs))
+            else:
+                at[0] += 1
+                taken = path[at[0]]
+                out.append(RangeTxnResult(taken, self.range_run(o.body, path, at, proposer), self.current()))
+        return tuple(out)
+
+    def range_txn(self, cmd: RangeTxn, proposer: int) -> Result:
+        body = (cmd.compares, cmd.success, cmd.failure)
+        path: list[bool] = []
+        self.range_branches(body, path)
+        for o in self.range_puts(body, path, [0]):
+            if o.lease and not o.flags & RangeFlag.IGNORE_LEASE and o.lease not in self.leases:
+                return ErrorResult("lease-not-found", "")
+            if o.flags & (RangeFlag.IGNORE_VALUE | RangeFlag.IGNORE_LEASE) and o.key not in self.data:
+                return ErrorResult("invalid-argument", "")
+        return RangeTxnResult(path[0], self.range_run(body, path, [0], proposer), self.current())
+
     def execute(self, cmd: Command, proposer: int) -> Result:
         if validate(cmd) is not None:
             return ErrorResult("invalid-argument", "")
+        if isinstance(cmd, RangeTxn):
+            return self.range_txn(cmd, proposer)
         if isinstance(cmd, LeaseGrant):
             return self.grant(cmd)
         if isinstance(cmd, LeaseRevoke):

@@ -36,6 +36,9 @@ from raftkv.kv import (
     Ordering,
     Put,
     PutResult,
+    RangeCompare,
+    RangeOp,
+    RangeTxn,
     Result,
     Sibling,
     SiblingPut,
@@ -678,12 +681,36 @@ m_ops = st.lists(
     max_size=3,
 ).map(tuple)
 SESSION = st.tuples(st.sampled_from([0, 0, 0, 1, 2]), st.integers(0, 3))
+M_ENDS = st.sampled_from([b"", b"", b"\0", b"b", b"c", b"z"])
+m_range_compares = st.lists(st.one_of(
+    st.builds(RangeCompare, M_KEYS, M_ENDS, st.sampled_from([0, 1, 2, 4]), st.integers(0, 3), st.integers(0, 4)),
+    st.builds(RangeCompare, M_KEYS, M_ENDS, st.just(3), st.integers(0, 3), M_VALUES),
+), max_size=2).map(tuple)
+
+
+def m_range_ops(depth: int) -> st.SearchStrategy[tuple[RangeOp, ...]]:
+    flags = st.sampled_from([0, 0, 1, 2, 4, 8, 16, 9, 3])
+    leaf = st.one_of(
+        st.builds(RangeOp, st.just(0), M_KEYS, M_ENDS, st.just(b""), st.just(0), flags.map(lambda f: f & 25),
+                  st.integers(0, 2), st.none()),
+        st.builds(RangeOp, st.just(1), M_KEYS, st.just(b""), M_VALUES, M_LEASES, flags.map(lambda f: f & 7),
+                  st.just(0), st.none()),
+        st.builds(RangeOp, st.just(2), M_KEYS, M_ENDS, st.just(b""), st.just(0), flags.map(lambda f: f & 1),
+                  st.just(0), st.none()),
+    )
+    if depth > 0:
+        nested = st.builds(lambda c, s, f: RangeOp(3, b"", body=(c, s, f)), m_range_compares, m_range_ops(depth - 1),
+                           m_range_ops(depth - 1))
+        leaf = st.one_of(leaf, nested)
+    return st.lists(leaf, max_size=3).map(tuple)
 
 
 @st.composite
 def m_commands(draw: st.DrawFn, request_id: int) -> Command:
     client_id, seq = draw(SESSION)
-    kind = draw(st.sampled_from(["put", "put", "delete", "incr", "txn", "sibling", "grant", "revoke"]))
+    kind = draw(st.sampled_from(["put", "put", "delete", "incr", "txn", "sibling", "grant", "revoke", "rtxn", "rtxn"]))
+    if kind == "rtxn":
+        return RangeTxn(request_id, 0, 0, draw(m_range_compares), draw(m_range_ops(1)), draw(m_range_ops(1)))
     if kind == "put":
         return Put(request_id, client_id, seq, draw(M_KEYS), draw(M_VALUES), draw(m_conds), draw(M_LEASES))
     if kind == "grant":
