@@ -510,6 +510,24 @@ class Node:
         except _DAMAGE as e:
             raise self.found_corruption(e) from e
 
+    def fsm_range_between(
+        self, key: bytes, range_end: bytes, *, limit: int = 0, keys_only: bool = False, count_only: bool = False,
+        rev: int = 0,
+    ) -> tuple[int, int, list[Any], int]:
+        """``(applied index, revision, kvs, total)`` of etcd's range (``KVStateMachine.range_between``) from one
+        read transaction."""
+        self._check_intact()
+        store = self.store
+        fsm = self.fsm
+        try:
+            with store.read_txn() as txn:
+                at = fsm.read_revision(rev, txn=txn)
+                kvs, total = fsm.range_between(key, range_end, limit=limit, keys_only=keys_only,
+                                               count_only=count_only, rev=rev, txn=txn)
+                return store.applied_index_in(txn), at, kvs, total
+        except _DAMAGE as e:
+            raise self.found_corruption(e) from e
+
     def members(self) -> list[MemberInfo]:
         self._check_intact()
         try:

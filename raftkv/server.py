@@ -21,6 +21,7 @@ from pathlib import Path
 import grpc
 
 from .errors import ConfigError, RaftKVError, StorageError
+from .etcdapi import add_etcd_services
 from .kv import Compact, KVStateMachine
 from .node import Node
 from .pbmap import kv_to_pb
@@ -126,6 +127,7 @@ async def serve(settings: Settings, started: asyncio.Event | None = None, stop: 
         gc_monitor.install()
         servicer = KVServicer(node, settings, gc_monitor)
         kv_pb2_grpc.add_KVServicer_to_server(servicer, client_server)  # type: ignore[no-untyped-call]
+        add_etcd_services(servicer, client_server)  # etcd's v3 API on the same port (README, "The etcd API")
         node.verifying = settings.startup_check_timeout_s > 0 and node.applied > len(settings.members)
         try:
             client_server.add_insecure_port(settings.client_listen)

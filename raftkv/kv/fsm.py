@@ -1090,6 +1090,40 @@ class KVStateMachine:
                 out.append(kv._replace(value=b"") if keys_only else kv)
         return out, more
 
+    def range_between(
+        self,
+        key: bytes,
+        range_end: bytes = b"",
+        *,
+        limit: int = 0,
+        keys_only: bool = False,
+        count_only: bool = False,
+        rev: int | None = None,
+        txn: lmdb.Transaction[Any] | None = None,
+    ) -> tuple[list[KeyValue], int]:
+        """etcd's range: the key alone (``range_end`` b""), every key from ``key`` on (b"\\0"), or the keys in
+        ``[key, range_end)``, in byte order, now or right after revision ``rev`` (as ``range``); up to ``limit`` of
+        them (0: all; none with ``count_only``), and how many there are in all."""
+        out: list[KeyValue] = []
+        total = 0
+        with self._reading(txn) as t:
+            at = _past_revision(t.meta, rev) if rev else None
+            if not range_end:
+                raw = t.kv.get(key) if at is None else _record_at(t, key, at)
+                rows: Iterable[tuple[bytes, bytes]] = () if raw is None else ((key, raw),)
+            else:
+                rows = t.kv.iter_from(key) if at is None else _rows_at(t, at, key, b"")
+            bounded = range_end not in (b"", b"\0")
+            for k, raw in rows:
+                if bounded and k >= range_end:
+                    break
+                total += 1
+                if count_only or (limit and len(out) >= limit):
+                    continue
+                kv = decode_value(raw, k)
+                out.append(kv._replace(value=b"") if keys_only else kv)
+        return out, total
+
     def events(
         self,
         start_rev: int,
