@@ -1637,6 +1637,10 @@ Results in --out: verdict.json, history.jsonl, faults.log, timeline.png, logs/. 
               help="Length of each fault, seconds.")
 @click.option("--heal-s", default="5-10", show_default=True, callback=_seconds_range, metavar="A-B",
               help="Length of each healed period, seconds.")
+@click.option("--api", type=click.Choice(["raftkv", "etcd"]), default="raftkv", show_default=True,
+              help="The API the workload goes through: raftkv's own client, or etcd's v3 API (as an etcd client "
+              "sends it: linearizable reads, serializable for --consistency stale; no sessions, so a write whose "
+              "outcome is unknown is not retried).")
 def chaos(
     nodes: int,
     duration_s: float,
@@ -1649,6 +1653,7 @@ def chaos(
     tick_ms: int,
     fault_s: tuple[float, float],
     heal_s: tuple[float, float],
+    api: str,
 ) -> None:
     """Test a fresh local cluster under faults, Jepsen-style: concurrent clients record every operation while
     processes are killed and paused and the network is partitioned; then the history is checked for
@@ -1657,7 +1662,7 @@ def chaos(
 
     cfg = ChaosConfig(
         nodes=nodes, duration_s=duration_s, nemesis=nemesis, consistency=consistency, clients=clients, keys=keys,
-        seed=seed, out=Path(out) if out else None, tick_ms=tick_ms, fault_s=fault_s, heal_s=heal_s,
+        seed=seed, out=Path(out) if out else None, tick_ms=tick_ms, fault_s=fault_s, heal_s=heal_s, api=api,
     )
     try:
         verdict = run_chaos(cfg, progress=_progress)

@@ -52,7 +52,7 @@ ALLOWED: dict[str, set[str]] = {
                "codec", "errors", "proto", "settings", "metrics"},
     "client": {"client", "proto", "errors"},
     "localcluster": {"client", "errors", "settings"},
-    "chaos": {"chaos", "client", "errors", "localcluster", "kv"},
+    "chaos": {"chaos", "client", "errors", "localcluster", "kv", "proto"},
     "cli": {"cli", "cli_txn", "client", "server", "errors", "settings", "localcluster", "chaos", "bench_cmd", "backup",
             "check"},
     "cli_txn": {"client", "errors"},

@@ -68,6 +68,7 @@ from typing import Any
 from .. import localcluster
 from ..client import CONSISTENCY_LEVELS, Client
 from ..errors import ConfigError, ExitCode, RaftKVError
+from .etcdclient import EtcdKVClient
 from .history import History, Op, dump_history, parse_counter, show_key
 from .linearizability import CheckResult, check
 from .lockcheck import LOCKERS, Contender, LockCheck, check_locks, contend
@@ -129,6 +130,8 @@ class ChaosConfig:
     check_time_limit_s: float = 300.0
     recovery_timeout_s: float = 60.0
     namespaces: bool | None = None
+    api: str = "raftkv"
+    """The API the workload goes through: "raftkv" (raftkv's own client) or "etcd" (etcd's v3 API)."""
     schedule: Sequence[Step] | None = None
     progress_every_s: float = 5.0
 
@@ -543,6 +546,10 @@ def _validate(cfg: ChaosConfig) -> None:
         raise ConfigError(f"--nodes must be between 1 and 9, got {cfg.nodes}")
     if cfg.duration_s <= 0:
         raise ConfigError(f"--duration must be positive, got {cfg.duration_s:g}")
+    if cfg.api not in ("raftkv", "etcd"):
+        raise ConfigError(f"--api must be raftkv or etcd, got {cfg.api!r}")
+    if cfg.api == "etcd" and cfg.consistency not in ("linearizable", "stale"):
+        raise ConfigError("through the etcd API reads are linearizable or serializable (--consistency stale)")
     if cfg.consistency not in CONSISTENCY_LEVELS:
         raise ConfigError(f"--consistency must be one of {', '.join(CONSISTENCY_LEVELS)}, got {cfg.consistency!r}")
     if cfg.clients < 1 or cfg.keys < 1:
@@ -620,6 +627,7 @@ def run_chaos(cfg: ChaosConfig, *, progress: Progress | None = None) -> Verdict:
                 info.endpoints,
                 WorkloadConfig(cfg.clients, cfg.keys, cfg.consistency, cfg.op_timeout_s, cfg.think_s, seed),
                 history,
+                client_factory=EtcdKVClient if cfg.api == "etcd" else _raftkv_client,
             )
             log.t0_ns = time.monotonic_ns()
             log.record("note", "start", f"workload: {cfg.clients} clients, {cfg.keys} keys + counter, "
@@ -673,11 +681,15 @@ def run_chaos(cfg: ChaosConfig, *, progress: Progress | None = None) -> Verdict:
     return verdict
 
 
+def _raftkv_client(endpoints: Sequence[str], timeout_s: float) -> Client:
+    return Client(list(endpoints), timeout_s=timeout_s)
+
+
 def _config_json(cfg: ChaosConfig) -> dict[str, Any]:
     return {
         "nodes": cfg.nodes, "duration_s": cfg.duration_s, "nemesis": cfg.nemesis, "consistency": cfg.consistency,
         "clients": cfg.clients, "keys": cfg.keys, "tick_ms": cfg.tick_ms, "fault_s": list(cfg.fault_s),
-        "heal_s": list(cfg.heal_s), "op_timeout_s": cfg.op_timeout_s, "think_s": cfg.think_s,
+        "heal_s": list(cfg.heal_s), "op_timeout_s": cfg.op_timeout_s, "think_s": cfg.think_s, "api": cfg.api,
     }
 
 

@@ -491,6 +491,27 @@ def test_a_short_run_under_kills_pauses_and_partitions_passes_every_check(tmp_pa
 
 @pytest.mark.slow
 @pytest.mark.timeout(300)
+def test_a_short_run_through_the_etcd_api_passes_every_check(tmp_path: Path) -> None:
+    """`raftkv chaos --api etcd`: the workload as an etcd client sends it (Range, Put, DeleteRange, Txn), under
+    kills and pauses, judged by the same checkers."""
+    out = tmp_path / "run"
+    try:
+        v = run_chaos(ChaosConfig(
+            nodes=3, duration_s=20, nemesis="kill,pause", consistency="linearizable", clients=6, keys=4,
+            seed=20261206, out=out, tick_ms=50, fault_s=(3, 4), heal_s=(2, 3), check_time_limit_s=120, api="etcd",
+            namespaces=False,
+        ), progress=print)
+        table = _table(v)
+        print(table)
+        assert v.passed, table
+        assert v.counts()["ok"] > 200 and v.config["api"] == "etcd"
+        assert sum(v.fault_counts.values()) >= 2, v.fault_counts
+    finally:
+        assert _our_processes(out) == []
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(300)
 def test_stale_reads_from_a_partitioned_follower_are_reported_as_not_linearizable(tmp_path: Path) -> None:
     """The proof that the checker catches a real violation, through the command line: ``--consistency stale``
     while a follower is isolated for 6 s at a time.
