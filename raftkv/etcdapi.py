@@ -60,6 +60,7 @@ from .proto.etcd.api.etcdserverpb import rpc_pb2_grpc as pb_grpc
 from .proto.etcd.api.mvccpb import kv_pb2 as mvcc
 from .raft import ConfChangeType, StateRole
 from .servicer import KVServicer
+from .storage.snapshots import etcd_envelope
 from .watch import KeyRange, Watcher
 
 __all__ = ["ETCD_VERSION", "EtcdAPI", "add_etcd_services", "cluster_id_u64", "etcd_status"]
@@ -678,15 +679,22 @@ class EtcdAPI:
     async def Snapshot(
         self, req: pb.SnapshotRequest, ctx: grpc.aio.ServicerContext[Any, Any]
     ) -> AsyncIterator[pb.SnapshotResponse]:
-        """raftkv's snapshot file (not a bbolt database: `raftkv snapshot restore` restores it), streamed as etcd
-        does, with the sha256 of the whole in the last message."""
+        """raftkv's snapshot file (not a bbolt database: `raftkv snapshot restore` restores it, envelope and all),
+        in etcd's envelope: padded to 512-byte pages, then the SHA-256 of the whole in the last message
+        (``raftkv.storage.snapshots.etcd_envelope``), so etcd's clients accept it."""
         from .proto.v1 import kv_pb2
 
         h = hashlib.sha256()
+        size = 0
         async for chunk in self.v1.Snapshot(kv_pb2.SnapshotRequest(), ctx):
             if chunk.chunk:
                 h.update(chunk.chunk)
+                size += len(chunk.chunk)
                 yield pb.SnapshotResponse(header=self.header(), remaining_bytes=1, blob=chunk.chunk)
+        pad, length = etcd_envelope(size)
+        tail = bytes(pad) + length
+        h.update(tail)
+        yield pb.SnapshotResponse(header=self.header(), remaining_bytes=1, blob=tail)
         yield pb.SnapshotResponse(header=self.header(), remaining_bytes=0, blob=h.digest())
 
     async def MoveLeader(

@@ -47,7 +47,7 @@ ALLOWED: dict[str, set[str]] = {
     "metrics": set(),
     "pbmap": {"kv", "errors", "proto"},
     "servicer": {"node", "pbmap", "raft", "kv", "errors", "proto", "settings", "watch"},
-    "etcdapi": {"servicer", "node", "pbmap", "raft", "kv", "errors", "proto", "watch"},
+    "etcdapi": {"servicer", "node", "pbmap", "raft", "kv", "errors", "proto", "watch", "storage"},
     "server": {"server", "servicer", "etcdapi", "retention", "pbmap", "node", "raft", "storage", "transport", "kv",
                "codec", "errors", "proto", "settings", "metrics"},
     "client": {"client", "proto", "errors"},

@@ -8,6 +8,11 @@ A snapshot file (``snap-<term:016x>-<index:016x>.rkvs``) is a sequence of frames
     trailer  kind b"T"  codec.encode_snapshot_trailer(records, crc32)      crc32 (zlib) of every byte before it
     footer   u32, big-endian: the trailer frame's length (5 + its payload), so the trailer is found from the end
 
+**etcd's envelope.** A snapshot streamed through the etcd API (``etcdctl snapshot save``) arrives wrapped as etcd
+clients expect a database file: the snapshot, zeros up to a 512-byte boundary, its length (u64, big-endian) in the
+last 8 bytes of that padding, then the SHA-256 of everything before it (``etcd_envelope``). The readers take such a
+file as the snapshot it wraps, once the hash matches (``_unwrapped_size``).
+
 The records are written in the order given; the state machine yields its tables in order and each table's keys
 sorted, so replicas that applied the same log write byte-identical record streams (the header's ``created_ns`` and
 ``cluster_id`` aside). A record payload is at most ``MAX_RECORD_BYTES``.
@@ -37,6 +42,7 @@ Thread safety: every function may run on any thread (they are blocking file I/O:
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
 import re
@@ -342,7 +348,7 @@ class _Reader:
     def __init__(self, f: BinaryIO, path: Path, want_crc: bool) -> None:
         self._f = f
         self.path = path
-        self.size = os.fstat(f.fileno()).st_size
+        self.size = _unwrapped_size(f, os.fstat(f.fileno()).st_size)
         self.want_crc = want_crc
         self.crc = 0
         self._buf = b""
@@ -474,6 +480,43 @@ class _Reader:
             raise CorruptSnapshotError(
                 f"truncated: the file ends at byte {self._base + len(self._buf)} inside a frame", self.path
             )
+
+
+_U64 = struct.Struct(">Q")
+ETCD_PAGE = 512
+_SHA = 32
+
+
+def etcd_envelope(size: int) -> tuple[int, bytes]:
+    """For a snapshot of ``size`` bytes streamed through the etcd API: how many zero bytes to send after it, and
+    the 8-byte length that ends them (the SHA-256 of all of it follows), so the whole is a multiple of 512 bytes
+    plus the hash, as etcd's clients check."""
+    pad = (-(size + 8)) % ETCD_PAGE
+    return pad, _U64.pack(size)
+
+
+def _unwrapped_size(f: BinaryIO, size: int) -> int:
+    """The snapshot's own size inside an etcd envelope (see the module docstring), or ``size`` if it has none."""
+    if size < ETCD_PAGE + _SHA or (size - _SHA) % ETCD_PAGE:
+        return size
+    f.seek(size - _SHA - 8)
+    tail = f.read(8 + _SHA)
+    inner = _U64.unpack_from(tail)[0]
+    if not 0 < inner <= size - _SHA - 8 or (inner + 8) > size - _SHA or (-(inner + 8)) % ETCD_PAGE != (
+            size - _SHA - 8 - inner):
+        f.seek(0)
+        return size
+    f.seek(0)
+    h = hashlib.sha256()
+    left = size - _SHA
+    while left:
+        chunk = f.read(min(IO_BYTES, left))
+        if not chunk:
+            break
+        h.update(chunk)
+        left -= len(chunk)
+    f.seek(0)
+    return inner if h.digest() == tail[8:] else size
 
 
 def _open(path: Path) -> BinaryIO:

@@ -326,3 +326,26 @@ def test_a_failed_or_aborted_receive_leaves_nothing_behind(tmp_path: Path, fault
     with SnapshotReceiver.open(dst) as r2:
         r2.write_chunk(b"partial")
     assert files(dst) == []  # leaving the with-block unfinished aborts
+
+
+# -- etcd's envelope (a snapshot saved by `etcdctl snapshot save`) ---------------------------------------------------
+
+
+@pytest.mark.parametrize("n", [0, 3, 1000])
+def test_a_snapshot_in_etcds_envelope_reads_as_the_snapshot_it_wraps(tmp_path: Path, n: int) -> None:
+    import hashlib
+
+    info = write_snapshot(tmp_path / "s", header(5), items(n))
+    raw = info.path.read_bytes()
+    pad, length = snap.etcd_envelope(len(raw))
+    body = raw + bytes(pad) + length
+    wrapped = tmp_path / "etcd.db"
+    wrapped.write_bytes(body + hashlib.sha256(body).digest())
+    assert (wrapped.stat().st_size - 32) % 512 == 0  # what etcd's clients check
+    assert list(iter_records(wrapped)) == list(items(n))
+    assert verify(wrapped).records == n and read_header(wrapped) == header(5)
+    # A wrong hash: not an envelope, so the padding is trailing garbage and the file is refused.
+    bad = tmp_path / "bad.db"
+    bad.write_bytes(body + bytes(32))
+    with pytest.raises(CorruptSnapshotError, match="trailing bytes|footer"):
+        verify(bad)
