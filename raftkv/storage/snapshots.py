@@ -75,6 +75,7 @@ __all__ = [
     "SnapshotHeader",
     "SnapshotInfo",
     "SnapshotReceiver",
+    "etcd_envelope",
     "iter_records",
     "list_snapshots",
     "prune",

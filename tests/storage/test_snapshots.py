@@ -347,5 +347,5 @@ def test_a_snapshot_in_etcds_envelope_reads_as_the_snapshot_it_wraps(tmp_path: P
     # A wrong hash: not an envelope, so the padding is trailing garbage and the file is refused.
     bad = tmp_path / "bad.db"
     bad.write_bytes(body + bytes(32))
-    with pytest.raises(CorruptSnapshotError, match="trailing bytes|footer"):
+    with pytest.raises(CorruptSnapshotError, match=r"trailing bytes|footer"):
         verify(bad)
