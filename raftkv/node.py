@@ -431,7 +431,9 @@ class Node:
         return index
 
     def lease_read_index(self) -> int | None:
-        return self.replica.lease_read_index()
+        """The commit index while this leader's lease holds, judged at the clock's present (not the last step's:
+        ``Replica.lease_read_index``); None otherwise."""
+        return self.replica.lease_read_index(self.clock.monotonic())
 
     async def keep_alive(self, lease_ids: Sequence[int], min_index: int = 0) -> list[int]:
         """Renew leases on the leader, once it applied ``min_index`` (a grant's index: then it times the lease):

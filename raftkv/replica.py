@@ -305,12 +305,22 @@ class Replica:
         """(monotonic time it was asked, index) of the newest answered read-index request of this node, if any."""
         return self._read_point
 
-    def lease_read_index(self) -> int | None:
+    def lease_read_index(self, now: float | None = None) -> int | None:
         """The commit index if this node is the leader and its lease holds (``RawNode.lease_read_index``); None
-        otherwise, and always once removed (a removed node no longer ticks: its lease would never run out)."""
+        otherwise, and always once removed (a removed node no longer ticks: its lease would never run out).
+
+        The core counts only the ticks stepped so far. ``now``: judge the lease at that monotonic time instead, the
+        ticks due since the last step (not counted yet) taken off it: a caller served between steps (a loop waiting
+        on a slow write steps nothing, a process resumed from SIGSTOP may serve a request before its first step) must
+        not trust a lease that ran out meanwhile."""
         if self.removed:
             return None
-        return self.raw.lease_read_index(self.settings.lease_ticks)
+        lease = self.settings.lease_ticks
+        if now is not None:
+            due = int((now - self._t0) / self._tick_s) - self._ticks_done
+            if due > 0:
+                lease = max(0, lease - due)
+        return self.raw.lease_read_index(lease)
 
     def leader_contact_ms(self, now: float) -> int:
         ticks = self.raw.ticks_since_leader_contact()
@@ -355,7 +365,7 @@ class Replica:
         leadership with a read-index round asked for after ``now`` (a majority acknowledged this leader after it, so
         any later leader was elected after it), then calls again with ``confirmed`` and the same ``now``."""
         self._may_time_leases()
-        if not confirmed and self.lease_read_index() is None:
+        if not confirmed and self.lease_read_index(now) is None:
             return None
         renew = self.lessor.renew
         self.stats.lease_renewals += len(lease_ids)
@@ -537,6 +547,8 @@ class Replica:
                     rid = self._next_id
                     self._next_id = rid + 1
                     self._proposals.append(LeaseRevoke(rid, 0, 0, lid, stamp))  # (no waiter: on_results sees it)
+        elif self._proposals:
+            self._drop_stale_expiries()
         # 3. Proposals (membership changes one by one: the core takes only one at a time), and transfers.
         #    A leader with a full pipeline keeps them for a later step: they join the next, larger batch.
         if (self._proposals or self._forwarded) and self._pipeline_has_room():
@@ -571,6 +583,14 @@ class Replica:
                 self.stats.read_rounds += 1
                 if not ids:
                     self.stats.read_refreshes += 1
+
+    def _drop_stale_expiries(self) -> None:
+        """This node no longer times the leases (it stepped down, or leads a later term): forget the expiry revokes
+        its lessor decided that are still queued (a full pipeline holds them). Proposed now, they would go to the
+        next leader (forwarded) or into a later term, which times every lease afresh and may have renewed it since:
+        an earlier leader's revoke is safe only in its own term's log (see ``raftkv.lessor``). A client's revoke
+        (stamp 0) stays."""
+        self._proposals = [c for c in self._proposals if type(c) is not LeaseRevoke or not c.stamp]
 
     def _read_request_room(self, now: float) -> bool:
         bound = self.settings.max_inflight_read_requests

@@ -160,10 +160,13 @@ class KeepAliver:
                                 await self._changed.wait()
                         continue
                     sent = loop.time()
-                    await call.write(kv_pb2.LeaseKeepAliveRequest(ids=[lease.id for lease in due],
-                                                                  min_index=max(lease.index for lease in due)))
-                    self.requests += 1
-                    async with asyncio.timeout(max(1.0, client.timeout_s / 4)):
+                    # Wait for the answer at most half the time the most urgent lease has left (and not the whole
+                    # client deadline): a leader that died must be given up on while there is time to find the next.
+                    wait = min(max(0.2, (min(lease.deadline for lease in due) - sent) / 2), client.timeout_s / 4)
+                    async with asyncio.timeout(wait):
+                        await call.write(kv_pb2.LeaseKeepAliveRequest(ids=[lease.id for lease in due],
+                                                                      min_index=max(lease.index for lease in due)))
+                        self.requests += 1
                         resp = await call.read()
                     if resp is grpc.aio.EOF:
                         raise ConnectionError("the keep-alive stream ended")
@@ -188,6 +191,9 @@ class KeepAliver:
                 client._failed(ep)
             except (TimeoutError, ConnectionError, RaftKVError) as e:
                 log.debug("keep-alive stream to %s failed: %s", ep, e)
+                client._failed(ep)
+            except Exception as e:  # (anything else the stream raises must not end the renewals silently)
+                log.warning("keep-alive stream to %s failed: %s: %s", ep, type(e).__name__, e)
                 client._failed(ep)
             finally:
                 call.cancel()

@@ -2,7 +2,8 @@
 that their client-level checks can fail: each mutation plants a bug of the kind the checks exist for and expects a
 ``Violation`` within a few dozen seeds.
 
-``RAFTKV_REPLICA_SCHEDULES`` sets how many seeded schedules run (default 450, spread over ``REPLICA_CONFIGS``).
+``RAFTKV_REPLICA_SCHEDULES`` sets how many seeded schedules run (default 630: 45 for each of ``REPLICA_CONFIGS``,
+the lease configurations among them); ``python -m tests.sim.soak --replicas`` runs many more.
 """
 
 from __future__ import annotations
@@ -17,13 +18,14 @@ import pytest
 
 from raftkv.errors import APPLIED_NO, Unavailable
 from raftkv.kv import sessions
+from raftkv.lessor import Lessor
 from raftkv.raft import ProposalDropped, RawNode, StateRole
 from raftkv.replica import Replica
 
 from .cluster import Violation
 from .replicas import REPLICA_CONFIGS, ReplicaCluster, run_replica_schedule
 
-SCHEDULES = int(os.environ.get("RAFTKV_REPLICA_SCHEDULES", "450"))
+SCHEDULES = int(os.environ.get("RAFTKV_REPLICA_SCHEDULES", "630"))
 CHUNK = 50
 _names = sorted(REPLICA_CONFIGS)
 _jobs = [(_names[i % len(_names)], i) for i in range(SCHEDULES)]
@@ -57,6 +59,23 @@ def test_replica_schedules_exercise_what_they_check() -> None:
               "read_lease", "read_bounded", "read_stale", "bounded_fallbacks", "forwarded", "elections", "crashes"):
         assert totals.get(k, 0) > 0, (k, totals)
     assert totals["batches"] < totals["commands"], totals  # many commands share a log entry
+
+
+def test_lease_schedules_exercise_what_they_check() -> None:
+    """The same guard for the lease clients: grants, renewals (at once and after a read-index round), refusals,
+    expiries (after a failover too) proposed and applied, client revokes, leased puts and the keys revokes delete, and
+    leases that expired after healing."""
+    totals: dict[str, int] = {}
+    for name in ("3-leases", "3-leases-deposed"):
+        for seed in range(6):
+            c = run_replica_schedule(seed, REPLICA_CONFIGS[name])
+            for k, v in vars(c.rstats).items():
+                if k.startswith("lease") and isinstance(v, int):
+                    totals[k] = totals.get(k, 0) + v
+    for k in ("leases_granted", "lease_renewals", "lease_renewals_confirmed", "lease_renewals_refused",
+              "lease_expiries", "lease_expiries_after_failover", "lease_expiries_applied", "lease_client_revokes",
+              "lease_puts", "lease_keys_deleted", "lease_liveness_checked"):
+        assert totals.get(k, 0) > 0, (k, totals)
 
 
 def test_a_removed_id_is_never_added_again() -> None:
@@ -119,7 +138,7 @@ def test_mutation_bounded_reads_without_applying_the_read_point() -> None:
         _finds(("3", "3-pauses", "5"), 60, "Bounded staleness")
 
 
-def _lease_without_lease(self: Replica) -> int | None:
+def _lease_without_lease(self: Replica, now: float | None = None) -> int | None:
     raw = self.raw
     return raw.committed if raw.role == StateRole.LEADER else None  # BUG: no lease: a deposed leader still serves
 
@@ -245,6 +264,75 @@ def test_mutation_removed_ids_added_again() -> None:
             except Violation:
                 return
     raise AssertionError("no schedule found the planted bug")
+
+
+# -- lease mutations (see replicas.py, "Leases") ------------------------------------------------------------------
+def _prime_with_no_time_left(self: Lessor, now: float, leases: Any) -> None:
+    self.demote()
+    self.primed = True
+    for lid, ttl, stamp in leases:
+        self._set(lid, ttl, stamp, now)  # BUG: no fresh TTL after a failover (now, not now + ttl)
+
+
+def test_mutation_new_leader_gives_leases_no_fresh_ttl() -> None:
+    with planted(Lessor, "prime", _prime_with_no_time_left):
+        _finds(("3-leases", "5-leases-faults"), 30, "Lease safety")
+
+
+_orig_keep_alive = Replica.keep_alive
+
+
+def _keep_alive_unconfirmed(self: Replica, now: float, lease_ids: Any, *, confirmed: bool = False) -> Any:
+    return _orig_keep_alive(self, now, lease_ids, confirmed=True)  # BUG: no leader lease, no read-index round
+
+
+def test_mutation_keep_alives_answered_without_confirming_the_leadership() -> None:
+    with planted(Replica, "keep_alive", _keep_alive_unconfirmed):
+        _finds(("3-leases-deposed",), 100, "Lease safety")
+
+
+_orig_lease_read_index = Replica.lease_read_index
+
+
+def _lease_on_stepped_ticks(self: Replica, now: float | None = None) -> int | None:
+    return _orig_lease_read_index(self)  # BUG: the lease as of the last step, not at now (raftkv did so once)
+
+
+def test_mutation_keep_alives_trust_the_lease_of_the_last_step() -> None:
+    """A leader resumed from a pause (or whose loop waited on a slow write) gets a keep-alive before its next step:
+    its core's tick count is old, and its lease looks alive although a successor may already time the leases."""
+    with planted(Replica, "lease_read_index", _lease_on_stepped_ticks):
+        _finds(("3-leases-deposed",), 100, "Lease safety")
+
+
+def test_mutation_deposed_leaders_pass_on_their_expiries() -> None:
+    """An expiry decided while the pipeline was full stays queued; once its leader is deposed, proposing it would
+    forward it to the successor, which may have renewed the lease meanwhile (raftkv did so once)."""
+    with planted(Replica, "_drop_stale_expiries", lambda self: None):
+        _finds(("3-leases-deposed",), 100, "Lease safety")
+
+
+_orig_soft_state = Replica._on_soft_state
+
+
+def _prime_on_election(self: Replica, lead: int, role: StateRole) -> None:
+    _orig_soft_state(self, lead, role)
+    if role == StateRole.LEADER and not self.lessor.primed:
+        # BUG: timing starts when leadership is won, before an entry of the term is applied: the lease table may
+        # still hold a lease whose revoke the predecessor committed.
+        self.lessor.prime(self._now, self._table.leases())
+        self._lessor_term = self.term
+
+
+def test_mutation_new_leader_times_leases_before_applying_its_term() -> None:
+    with planted(Replica, "_on_soft_state", _prime_on_election):
+        _finds(("3-leases-failover",), 100, "Lease safety")
+
+
+# Not planted: ``Replica._check_lessor_term`` doing nothing. No schedule can make it matter: to lead a later term a
+# leader must step down and campaign, and (with two voters or more) its vote requests leave only once the write of a
+# Ready with its candidate state is done, so after (writes finish in order) that of the Ready that first showed it
+# not leading, whose ``_on_soft_state`` demotes the lessor. The check is a second line of defence.
 
 
 def test_a_replica_cluster_replays_from_its_seed() -> None:
