@@ -90,10 +90,21 @@ _stubs: tuple[ModuleType, ModuleType] | None = None
 
 
 def load_stubs(stub_dir: str | os.PathLike[str] | None = None) -> tuple[ModuleType, ModuleType]:
-    """``(etcd_kv_pb2, etcd_kv_pb2_grpc)``, imported from ``stub_dir`` (generated there first if it has none),
-    or generated into a temporary directory that is removed once imported."""
+    """The stubs of etcd's API: raftkv's own (``raftkv.proto.etcd``, generated from etcd's ``rpc.proto``) when this
+    raftkv ships them; else ``(etcd_kv_pb2, etcd_kv_pb2_grpc)``, imported from ``stub_dir`` (generated there first if
+    it has none), or generated into a temporary directory that is removed once imported.
+
+    raftkv's come first because both declare the package ``etcdserverpb``: protobuf refuses a second set of its
+    messages in one process ("duplicate symbol"), and ``raftkv.server`` loads raftkv's."""
     global _stubs
     if _stubs is not None:
+        return _stubs
+    try:
+        from raftkv.proto.etcd.api.etcdserverpb import rpc_pb2, rpc_pb2_grpc
+    except ImportError:
+        pass
+    else:
+        _stubs = (rpc_pb2, rpc_pb2_grpc)
         return _stubs
     tmp: str | None = None
     if stub_dir is None:

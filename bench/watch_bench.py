@@ -74,11 +74,11 @@ import threading
 import time
 import tracemalloc
 from array import array
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, TextIO
+from typing import Any, TextIO, TypeVar
 
 REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:  # run as a script from a checkout: `bench` and (without pip install -e) `raftkv`
@@ -88,6 +88,7 @@ from bench.harness import machine_cpu_ticks, proc_cpu_s, proc_rss_bytes, stop_pr
 
 SCHEMA = "raftkv-watch-bench/1"
 CHILD_READY_TIMEOUT_S = 180.0
+R = TypeVar("R", bound="Run")
 _CHANNEL_OPTIONS: list[tuple[str, Any]] = [
     ("grpc.max_receive_message_length", 64 << 20),
     ("grpc.max_send_message_length", 64 << 20),
@@ -1034,6 +1035,18 @@ def _ints(s: str) -> list[int]:
     return [int(x) for x in s.split(",") if x.strip()]
 
 
+def add_machine_options(ap: argparse.ArgumentParser, rows: str, *, max_wait_s: float) -> None:
+    """``--max-load``, ``--max-other``, ``--max-wait``, ``--no-wait``: the gates of :func:`wait_quiet` and
+    :meth:`Run.quiet` (``rows``: before what ``--max-other`` is checked)."""
+    g = ap.add_argument_group("the machine")
+    g.add_argument("--max-load", type=float, default=1.5, help="wait until the 1-minute load average is below this")
+    g.add_argument("--max-other", type=float, default=0.25,
+                   help=f"before {rows}, wait while other processes use more cores (0.25)")
+    g.add_argument("--max-wait", type=float, default=max_wait_s,
+                   help=f"give up waiting after this many seconds ({max_wait_s:g})")
+    g.add_argument("--no-wait", action="store_true", help="do not wait for a quiet machine (neither gate)")
+
+
 def parser() -> argparse.ArgumentParser:
     parts = (__doc__ or "").split("\n\n", 2)
     ap = argparse.ArgumentParser(description="\n\n".join(parts[:2]), epilog=parts[2] if len(parts) > 2 else None,
@@ -1071,12 +1084,7 @@ def parser() -> argparse.ArgumentParser:
     g = ap.add_argument_group("memory")
     g.add_argument("--memory-watchers", type=_ints, default=[1000, 10000],
                    help="cumulative watcher counts (default 1000,10000)")
-    g = ap.add_argument_group("the machine")
-    g.add_argument("--max-load", type=float, default=1.5, help="wait until the 1-minute load average is below this")
-    g.add_argument("--max-other", type=float, default=0.25,
-                   help="before each latency and throughput row, wait while other processes use more cores (0.25)")
-    g.add_argument("--max-wait", type=float, default=1800.0, help="give up waiting after this many seconds (1800)")
-    g.add_argument("--no-wait", action="store_true", help="do not wait for a quiet machine (neither gate)")
+    add_machine_options(ap, "each latency and throughput row", max_wait_s=1800.0)
     # The child processes' own options.
     ap.add_argument("--child", choices=("watchers", "writer"), help=argparse.SUPPRESS)
     for opt, kind in (("--endpoint", str), ("--kind", str), ("--key", str), ("--count", int), ("--base", int),
@@ -1111,27 +1119,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if bad or any(c not in ("prefix", "keys") for c in a.cases):
         print(f"error: unknown section or case: {', '.join(bad) or ', '.join(a.cases)}", file=sys.stderr)
         return 2
-    def on_sigterm(signum: int, frame: Any) -> None:
-        raise KeyboardInterrupt  # the finally below stops every process started
 
-    signal.signal(signal.SIGTERM, on_sigterm)
-    try:
-        waited = 0.0 if a.no_wait else wait_quiet(a.max_load, a.max_wait)
-    except KeyboardInterrupt:
-        return 130
-    root = Path(tempfile.mkdtemp(prefix="raftkv-watch-bench-"))
-    run = Run(a, root)
-    opts = {k: str(v) if isinstance(v, Path) else v for k, v in vars(a).items()
-            if k not in ("child", "endpoint", "kind", "key", "count", "base", "connections", "writers", "duration",
-                         "out", "show")}
-    run.report = {"schema": SCHEMA, "created": datetime.now(UTC).strftime("%Y-%m-%d %H:%M:%S UTC"), "options": opts,
-                  "raftkv_commit": _git_commit(),
-                  "machine": {"cpus": os.cpu_count(), "platform": platform.platform(),
-                              "python": platform.python_version(), "loadavg_start": loadavg(),
-                              "waited_s": round(waited, 1)}}
-    say(f"load average {loadavg()}; working in {root}")
-    t0 = time.monotonic()
-    try:
+    def body(run: Run) -> None:
         if "latency" in sections:
             latency_section(run)
         if "fanout" in sections:
@@ -1140,6 +1129,41 @@ def main(argv: Sequence[str] | None = None) -> int:
             throughput_section(run)
         if "memory" in sections:
             run.report["memory"] = memory_section(run)
+
+    return run_session(a, SCHEMA, "raftkv-watch-bench-", Run, body, print_report,
+                       hidden=("child", "endpoint", "kind", "key", "count", "base", "connections", "writers",
+                               "duration", "out", "show"))
+
+
+def run_session(a: argparse.Namespace, schema: str, prefix: str, make_run: Callable[[argparse.Namespace, Path], R],
+                body: Callable[[R], None], print_report: Callable[[dict[str, Any]], None], *,
+                hidden: Sequence[str] = ()) -> int:
+    """A benchmark's run, from the command line's ``a`` (with ``add_machine_options``' options, ``output`` and
+    ``json``): wait for a quiet machine, make a temporary directory and ``make_run(a, it)``, start its report
+    (``schema``, the options but ``hidden``, the machine), run ``body``; whatever happens (an error, Ctrl-C,
+    SIGTERM) stop every process the run started and remove the directory; print the report (a table or JSON) and
+    return the exit code (1 if it stopped early)."""
+
+    def on_sigterm(signum: int, frame: Any) -> None:
+        raise KeyboardInterrupt  # the finally below stops every process started
+
+    signal.signal(signal.SIGTERM, on_sigterm)
+    try:
+        waited = 0.0 if a.no_wait else wait_quiet(a.max_load, a.max_wait)
+    except KeyboardInterrupt:
+        return 130
+    root = Path(tempfile.mkdtemp(prefix=prefix))
+    run = make_run(a, root)
+    opts = {k: str(v) if isinstance(v, Path) else v for k, v in vars(a).items() if k not in hidden}
+    run.report = {"schema": schema, "created": datetime.now(UTC).strftime("%Y-%m-%d %H:%M:%S UTC"), "options": opts,
+                  "raftkv_commit": _git_commit(),
+                  "machine": {"cpus": os.cpu_count(), "platform": platform.platform(),
+                              "python": platform.python_version(), "loadavg_start": loadavg(),
+                              "waited_s": round(waited, 1)}}
+    say(f"load average {loadavg()}; working in {root}")
+    t0 = time.monotonic()
+    try:
+        body(run)
     except BenchError as e:
         run.report["error"] = str(e)
         say(f"error: {e}")

@@ -33,7 +33,14 @@ def api(cluster: Cluster, node: int) -> EtcdAPI:
     return EtcdAPI(servicer(cluster, node))
 
 
-CTX: Any = MetaCtx(5)
+class _Ctx:
+    """A fresh 5-second context per call (a deadline set at import time would run out during a long test run)."""
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(MetaCtx(5), name)
+
+
+CTX: Any = _Ctx()
 
 
 async def fails(aw: Any, code: grpc.StatusCode, message: str) -> None:
