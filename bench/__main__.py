@@ -72,9 +72,10 @@ def parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     g = p.add_argument_group("what to run")
-    g.add_argument("--system", choices=[*SYSTEMS, "both"], default=None,
-                   help="raftkv, etcd, both, or noop (the load generator's ceiling alone); "
-                   "default: both if etcd is installed, else raftkv")
+    g.add_argument("--system", choices=[*SYSTEMS, "both", "etcd-api"], default=None,
+                   help="raftkv, etcd, both, noop (the load generator's ceiling alone), raftkv-etcd (raftkv through "
+                   "its etcd API, by etcd's load target), or etcd-api (raftkv-etcd and etcd: the same client on the "
+                   "same API); default: both if etcd is installed, else raftkv")
     g.add_argument("--nodes", type=int, choices=(3, 5), default=3, help="cluster size (default 3)")
     g.add_argument("--endpoints", default=None,
                    help="HOST:PORT,... of an existing cluster of --system (raftkv or etcd) instead of starting "
@@ -119,7 +120,8 @@ def options(argv: Sequence[str] | None, console: Console) -> Options:
         if not have_etcd:
             notes.append("etcd is not installed, so only raftkv runs: bench/etcd.sh installs it (Debian's "
                          "etcd-server, etcd 3.4)")
-    systems = ("raftkv", "etcd") if system == "both" else (system,)
+    systems = ("raftkv", "etcd") if system == "both" else ("raftkv-etcd", "etcd") if system == "etcd-api" else (
+        system,)
     if "etcd" in systems and not have_etcd and not a.endpoints:
         raise BenchError(missing_message())
     if a.endpoints and len(systems) != 1:

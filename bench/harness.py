@@ -37,7 +37,10 @@ from .loadgen import PROGRESS_PREFIX, READY_LINE, WORKLOADS, merge_results, work
 
 REPO = Path(__file__).resolve().parent.parent
 SCHEMA = "raftkv-bench/1"
-SYSTEMS = ("raftkv", "etcd", "noop")
+SYSTEMS = ("raftkv", "raftkv-etcd", "etcd", "noop")
+"""``raftkv-etcd``: a raftkv cluster driven through its etcd v3 API by the very load target that drives etcd (the
+same client code, the same requests), so the two servers are compared on identical work."""
+ETCD_API = frozenset({"etcd", "raftkv-etcd"})
 CLK_TCK = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
 PRELOAD_CONCURRENCY = 32
 READY_TIMEOUT_S = 60.0
@@ -248,6 +251,12 @@ class RaftkvLocal:
         localcluster.down(self.dir, purge=True)
 
 
+class RaftkvEtcdLocal(RaftkvLocal):
+    """A raftkv cluster, benchmarked through its etcd API."""
+
+    system = "raftkv-etcd"
+
+
 class EtcdLocal:
     system = "etcd"
 
@@ -305,7 +314,7 @@ class External:
         return {}
 
     def stats(self) -> dict[str, Any] | None:
-        return _raftkv_stats(self.endpoints) if self.system == "raftkv" else None
+        return _raftkv_stats(self.endpoints) if self.system in ("raftkv", "raftkv-etcd") else None
 
     def down(self) -> None:
         pass
@@ -317,7 +326,7 @@ def unsupported_reason(system: str, workload: str, client_mode: str) -> str | No
     value = b"x"
     for op in workload_ops(workload):
         tgt: Any
-        if system == "etcd":
+        if system in ETCD_API:
             from .etcd import EtcdTarget
 
             tgt = EtcdTarget(["127.0.0.1:1"], value)
@@ -406,7 +415,7 @@ def _loadgen_cmd(ctx: RunContext, system: str, endpoints: Sequence[str], workloa
     o = ctx.opts
     cmd = [
         sys.executable, "-m", "bench.loadgen",
-        "--target", system,
+        "--target", "etcd" if system in ETCD_API else system,
         "--endpoints", ",".join(endpoints),
         "--workload", workload,
         "--clients", str(clients),
@@ -421,7 +430,7 @@ def _loadgen_cmd(ctx: RunContext, system: str, endpoints: Sequence[str], workloa
         "--progress",
         *extra,
     ]  # fmt: skip
-    if system == "etcd" and ctx.stub_dir:
+    if system in ETCD_API and ctx.stub_dir:
         cmd += ["--etcd-stubs", ctx.stub_dir]
     return cmd
 
@@ -588,6 +597,8 @@ def _fresh(ctx: RunContext, system: str, root: Path, n: int) -> Cluster:
         return External(system, o.endpoints)
     if system == "raftkv":
         return RaftkvLocal(root / f"raftkv-{n}", o.nodes, ctx.say)
+    if system == "raftkv-etcd":
+        return RaftkvEtcdLocal(root / f"raftkv-etcd-{n}", o.nodes, ctx.say)
     if system == "etcd":
         return EtcdLocal(root / f"etcd-{n}", o.nodes, ctx.say)
     return NoopLocal(ctx.children)
@@ -597,8 +608,9 @@ def _run_system_row(ctx: RunContext, root: Path, n: int, system: str, workload: 
                     **kw: Any) -> dict[str, Any]:
     o = ctx.opts
     spec = {"system": system, "workload": workload, "clients": clients, "nodes": o.nodes if system != "noop" else 1,
-            "processes": len(split_clients(clients, o.processes)), "client_mode": o.client_mode if system != "etcd"
-            else "rpc", "value_size": o.value_size, "keys": o.keys}
+            "processes": len(split_clients(clients, o.processes)),
+            "client_mode": o.client_mode if system not in ETCD_API else "rpc", "value_size": o.value_size,
+            "keys": o.keys}
     reason = unsupported_reason(system, workload, o.client_mode)
     if reason:
         return {**spec, "status": "n/a", "reason": reason}
@@ -644,7 +656,7 @@ def run(opts: Options, console: Console | None = None) -> dict[str, Any]:
     n = 0
     try:
         with progress:
-            if any(s == "etcd" for s in opts.systems):
+            if any(s in ETCD_API for s in opts.systems):
                 from .etcd import EtcdError, generate_stubs
 
                 try:
@@ -747,7 +759,7 @@ def add_ratios(rows: list[dict[str, Any]]) -> None:
     etcd = {(r["workload"], r["clients"]): r for r in rows if r["system"] == "etcd" and r.get("status") == "ok"}
     for r in rows:
         e = etcd.get((r["workload"], r["clients"]))
-        if r["system"] != "raftkv" or r.get("status") != "ok" or e is None:
+        if r["system"] not in ("raftkv", "raftkv-etcd") or r.get("status") != "ok" or e is None:
             continue
         ratio: dict[str, float | None] = {"ops_per_s": _ratio(r["ops_per_s"], e["ops_per_s"])}
         for k in ("p50", "p90", "p99", "p99.9", "max"):
