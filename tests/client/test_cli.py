@@ -532,7 +532,8 @@ def test_bench_help_is_in_the_style_of_the_other_commands() -> None:
         assert r.exit_code == 0, r.output
         assert r.stdout.startswith("Usage: raftkv bench [OPTIONS]\n")
         assert "%%" not in r.stdout and "90 % get-linearizable, 10 % put" in r.stdout
-        assert "  --workload NAME[,NAME...]" in r.stdout and "  --system [raftkv|etcd|noop|both]" in r.stdout
+        assert "  --workload NAME[,NAME...]" in r.stdout
+        assert "  --system [raftkv|raftkv-etcd|etcd|noop|both|etcd-api]" in r.stdout
         assert "What to run:" in r.stdout and "  -h, --help" in r.stdout
 
 
