@@ -1,5 +1,5 @@
 """etcd for the benchmark: find the binary, start and stop a local cluster on loopback, and the load generator's
-etcd target (raw stubs generated at run time from ``bench/etcd_kv.proto``).
+etcd target (raw stubs: raftkv's own of etcd's API, ``raftkv.proto.etcd``).
 
 The cluster is etcd's defaults (its durability: every committed batch is fsynced before it is acknowledged; its
 heartbeat 100 ms and election timeout 1000 ms), ``N`` members on 127.0.0.1 with free ports, data in a directory the
@@ -11,13 +11,10 @@ etcd's 2 GiB space alarm mid-run.
 from __future__ import annotations
 
 import contextlib
-import importlib
 import os
 import shutil
 import signal
 import subprocess
-import sys
-import tempfile
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -29,7 +26,6 @@ from raftkv.localcluster import free_ports
 
 from .loadgen import _GRPC_OPTIONS, OpError, SetupError, Unsupported, cas_key, rpc_error_kind, rpc_error_text
 
-PROTO = Path(__file__).resolve().with_name("etcd_kv.proto")
 INSTALL_SCRIPT = Path(__file__).resolve().with_name("etcd.sh")
 QUOTA_BACKEND_BYTES = 8 << 30
 
@@ -72,63 +68,14 @@ def etcd_version(binary: str) -> str:
 
 
 # -- stubs ------------------------------------------------------------------------------------------------------
-def generate_stubs(out_dir: str | os.PathLike[str]) -> Path:
-    """Run protoc on ``bench/etcd_kv.proto`` into ``out_dir`` (``etcd_kv_pb2.py``, ``etcd_kv_pb2_grpc.py``)."""
-    try:
-        from grpc_tools import protoc  # type: ignore[import-untyped]
-    except ImportError:
-        raise EtcdError("the etcd target needs grpcio-tools to generate its stubs: pip install grpcio-tools") from None
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    args = ["protoc", f"-I{PROTO.parent}", f"--python_out={out}", f"--grpc_python_out={out}", str(PROTO)]
-    if protoc.main(args) != 0:
-        raise EtcdError(f"protoc failed on {PROTO}")
-    return out
+def load_stubs() -> tuple[ModuleType, ModuleType]:
+    """The stubs of etcd's API: raftkv's own (``raftkv.proto.etcd``, etcd's wire schema), so that raftkv and etcd are
+    driven by the very same messages."""
+    from raftkv.proto.etcd.api.etcdserverpb import rpc_pb2, rpc_pb2_grpc
+
+    return rpc_pb2, rpc_pb2_grpc
 
 
-_stubs: tuple[ModuleType, ModuleType] | None = None
-
-
-def load_stubs(stub_dir: str | os.PathLike[str] | None = None) -> tuple[ModuleType, ModuleType]:
-    """The stubs of etcd's API: raftkv's own (``raftkv.proto.etcd``, generated from etcd's ``rpc.proto``) when this
-    raftkv ships them; else ``(etcd_kv_pb2, etcd_kv_pb2_grpc)``, imported from ``stub_dir`` (generated there first if
-    it has none), or generated into a temporary directory that is removed once imported.
-
-    raftkv's come first because both declare the package ``etcdserverpb``: protobuf refuses a second set of its
-    messages in one process ("duplicate symbol"), and ``raftkv.server`` loads raftkv's."""
-    global _stubs
-    if _stubs is not None:
-        return _stubs
-    try:
-        from raftkv.proto.etcd.api.etcdserverpb import rpc_pb2, rpc_pb2_grpc
-    except ImportError:
-        pass
-    else:
-        _stubs = (rpc_pb2, rpc_pb2_grpc)
-        return _stubs
-    tmp: str | None = None
-    if stub_dir is None:
-        tmp = tempfile.mkdtemp(prefix="raftkv-bench-etcd-stubs-")
-        stub_dir = tmp
-    d = Path(stub_dir)
-    try:
-        if not (d / "etcd_kv_pb2_grpc.py").exists():
-            generate_stubs(d)
-        sys.path.insert(0, str(d))
-        try:
-            pb2 = importlib.import_module("etcd_kv_pb2")
-            pb2_grpc = importlib.import_module("etcd_kv_pb2_grpc")
-        finally:
-            with contextlib.suppress(ValueError):
-                sys.path.remove(str(d))
-    finally:
-        if tmp is not None:
-            shutil.rmtree(tmp, ignore_errors=True)
-    _stubs = (pb2, pb2_grpc)
-    return _stubs
-
-
-# -- the cluster ------------------------------------------------------------------------------------------------
 def _tail(path: Path, lines: int = 1) -> str:
     try:
         text = path.read_bytes()[-64 * 1024 :].decode("utf-8", "replace")
@@ -297,13 +244,11 @@ class EtcdTarget:
         *,
         timeout_s: float = 5.0,
         worker_base: int = 0,
-        stub_dir: str | None = None,
     ) -> None:
         self.endpoints = list(endpoints)
         self.value = value
         self.timeout_s = timeout_s
         self.worker_base = worker_base
-        self.stub_dir = stub_dir
         self.redirects = 0
         self._pb: Any = None
         self._stubs: list[Any] = []
@@ -320,7 +265,7 @@ class EtcdTarget:
         import grpc.aio
 
         try:
-            self._pb, pb2_grpc = load_stubs(self.stub_dir)
+            self._pb, pb2_grpc = load_stubs()
         except EtcdError as e:
             raise SetupError(str(e)) from None
         for ep in self.endpoints:
@@ -390,7 +335,6 @@ __all__ = [
     "EtcdTarget",
     "etcd_version",
     "find_etcd",
-    "generate_stubs",
     "load_stubs",
     "missing_message",
 ]

@@ -403,7 +403,6 @@ class RunContext:
     children: Children
     progress: Progress
     console: Console
-    stub_dir: str | None = None
     seed: int = field(default_factory=lambda: int(time.time()) & 0xFFFF)
 
     def say(self, msg: str) -> None:
@@ -430,8 +429,6 @@ def _loadgen_cmd(ctx: RunContext, system: str, endpoints: Sequence[str], workloa
         "--progress",
         *extra,
     ]  # fmt: skip
-    if system in ETCD_API and ctx.stub_dir:
-        cmd += ["--etcd-stubs", ctx.stub_dir]
     return cmd
 
 
@@ -656,13 +653,6 @@ def run(opts: Options, console: Console | None = None) -> dict[str, Any]:
     n = 0
     try:
         with progress:
-            if any(s in ETCD_API for s in opts.systems):
-                from .etcd import EtcdError, generate_stubs
-
-                try:
-                    ctx.stub_dir = str(generate_stubs(root / "etcd-stubs"))
-                except EtcdError as e:
-                    raise BenchError(str(e)) from None
             if opts.ceiling and "noop" not in opts.systems and not opts.endpoints:
                 wl = next((w for w in opts.workloads if unsupported_reason("noop", w, opts.client_mode) is None),
                           "put")

@@ -24,7 +24,7 @@ Targets:
   put carries a session (one per client coroutine), as the library's do. The mode comparable with etcd's stubs.
 * ``raftkv`` with ``--client-mode library``: through :class:`raftkv.client.Client` (one per process), which may
   coalesce concurrent operations into batch RPCs.
-* ``etcd``: stubs generated from ``bench/etcd_kv.proto`` (see ``bench/etcd.py``); each client is pinned to one
+* ``etcd``: raftkv's stubs of etcd's API (see ``bench/etcd.py``); each client is pinned to one
   member, the clients spread evenly over the members (etcd forwards writes to its leader internally).
 * ``noop``: the no-op server (``--serve-noop``) speaking raftkv's API: the load generator's own ceiling.
 """
@@ -544,7 +544,6 @@ def make_target(
     timeout_s: float = 5.0,
     clients: int = 1,
     worker_base: int = 0,
-    etcd_stubs: str | None = None,
 ) -> Target:
     """The target object for ``target`` (raftkv / etcd / noop)."""
     if target == "raftkv":
@@ -558,7 +557,7 @@ def make_target(
     if target == "etcd":
         from .etcd import EtcdTarget
 
-        return EtcdTarget(endpoints, value, timeout_s=timeout_s, worker_base=worker_base, stub_dir=etcd_stubs)
+        return EtcdTarget(endpoints, value, timeout_s=timeout_s, worker_base=worker_base)
     raise ValueError(f"unknown target {target!r}")
 
 
@@ -582,7 +581,6 @@ class LoadConfig:
     seed: int = 0
     worker_base: int = 0
     """Index of this process's first client among all processes (spreads clients over members, names sessions)."""
-    etcd_stubs: str | None = None
     progress: bool = False
 
 
@@ -640,7 +638,6 @@ async def run_load(cfg: LoadConfig, target: Target | None = None) -> dict[str, A
         timeout_s=cfg.timeout_s,
         clients=cfg.clients,
         worker_base=cfg.worker_base,
-        etcd_stubs=cfg.etcd_stubs,
     )
     base = _result_base(cfg)
     for op in workload_ops(cfg.workload):
@@ -964,7 +961,6 @@ def _parser() -> argparse.ArgumentParser:
                    help="after setting up, print 'ready' on stderr and read the start time (time.time()) from stdin")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--worker-base", type=int, default=0, help="index of this process's first client among all")
-    p.add_argument("--etcd-stubs", default=None, help="directory with stubs generated from bench/etcd_kv.proto")
     p.add_argument("--progress", action="store_true", help="print progress lines on stderr every second")
     p.add_argument("--preload", action="store_true",
                    help="instead of a run, write the keys [--preload-from, --preload-to) with --clients in flight")
@@ -1004,7 +1000,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         value = random.Random(a.seed).randbytes(a.value_size)
         if a.preload:
             tgt = make_target(a.target, endpoints, value, client_mode="rpc", timeout_s=a.timeout,
-                              clients=a.clients, worker_base=a.worker_base, etcd_stubs=a.etcd_stubs)
+                              clients=a.clients, worker_base=a.worker_base)
 
             def report(done: int) -> None:
                 if a.progress:
@@ -1017,7 +1013,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 target=a.target, endpoints=endpoints, workload=a.workload, clients=a.clients, duration_s=a.duration,
                 warmup_s=a.warmup, value_size=a.value_size, keys=a.keys, client_mode=a.client_mode,
                 timeout_s=a.timeout, start_at=a.start_at, wait_go=a.wait_go, seed=a.seed, worker_base=a.worker_base,
-                etcd_stubs=a.etcd_stubs, progress=a.progress,
+                progress=a.progress,
             )
             res = run_async(run_load(cfg))
     except (SetupError, Unsupported) as e:
